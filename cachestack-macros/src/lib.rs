@@ -1,0 +1,1 @@
+//! Procedural macros for cachestack (filled in by the macro issue).

@@ -1,0 +1,304 @@
+//! The one interface every store implements.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::value::Value;
+
+/// A value read from a backend with the time it has left to live (`None`: no expiry). Tiered
+/// stacks backfill faster layers with exactly this remaining TTL, never longer.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The cached value.
+    pub value: Value,
+    /// Remaining time to live, `None` when the entry never expires.
+    pub ttl: Option<Duration>,
+}
+
+/// A cache store: memory, file, Redis, PostgreSQL, Memcached, a tiered stack, or your own.
+///
+/// The trait is object-safe; caches are held as `Arc<dyn Backend>`. Keys are UTF-8 strings; each
+/// backend scopes them to its namespace, and [`Backend::clear`] removes only that namespace.
+/// `ttl: None` on writes means "the backend's default TTL" (and no expiry if it has none).
+///
+/// Errors: a backend configured as `silent` turns failures into misses (or no-ops) while counting
+/// and logging them (see [`Counters::absorb`]). Stored bytes that fail their checks are always a
+/// miss plus an error count, never an error to the caller and never a panic.
+///
+/// A backend of your own works anywhere a built-in one does (registry, tiered stack, macros):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use std::time::Duration;
+/// use cachestack::{async_trait, Backend, BackendStats, Counters, Entry, Result, Value};
+///
+/// #[derive(Debug, Default)]
+/// struct MapBackend { map: Mutex<HashMap<String, Value>>, counters: Counters }
+///
+/// #[async_trait]
+/// impl Backend for MapBackend {
+///     fn name(&self) -> &str { "map" }
+///     async fn get(&self, key: &str) -> Result<Option<Entry>> {
+///         let found = self.map.lock().unwrap().get(key).cloned();
+///         self.counters.record_lookup(found.is_some());
+///         Ok(found.map(|value| Entry { value, ttl: None }))
+///     }
+///     async fn set(&self, key: &str, value: Value, _ttl: Option<Duration>) -> Result<()> {
+///         self.counters.record_write();
+///         self.map.lock().unwrap().insert(key.to_string(), value);
+///         Ok(())
+///     }
+///     async fn delete(&self, key: &str) -> Result<bool> {
+///         self.counters.record_delete();
+///         Ok(self.map.lock().unwrap().remove(key).is_some())
+///     }
+///     async fn clear(&self) -> Result<()> {
+///         self.map.lock().unwrap().clear();
+///         Ok(())
+///     }
+///     fn stats(&self) -> BackendStats { self.counters.snapshot("map") }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let cache = cachestack::Cache::new(MapBackend::default());
+/// cache.set("k", &5u8, None).await.unwrap();
+/// assert_eq!(cache.get::<u8>("k").await.unwrap(), Some(5));
+/// # });
+/// ```
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// A short name for logs and stats (`memory`, `file`, `redis`...).
+    fn name(&self) -> &str;
+
+    /// Reads `key`: the value and its remaining TTL, or `None` on a miss. Expired entries are
+    /// never returned.
+    async fn get(&self, key: &str) -> Result<Option<Entry>>;
+
+    /// Stores `value` under `key` for `ttl` (`None`: the backend's default TTL).
+    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()>;
+
+    /// Removes `key`; true if it was present.
+    async fn delete(&self, key: &str) -> Result<bool>;
+
+    /// True if `key` holds a live entry.
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.get(key).await?.is_some())
+    }
+
+    /// Removes every entry of this cache's namespace, and nothing else.
+    async fn clear(&self) -> Result<()>;
+
+    /// Reads several keys; the result has one slot per key, in order.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
+
+    /// Stores several entries with one TTL.
+    async fn set_many(&self, entries: &[(&str, Value)], ttl: Option<Duration>) -> Result<()> {
+        for (key, value) in entries {
+            self.set(key, value.clone(), ttl).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes several keys; returns how many were present.
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        let mut removed = 0;
+        for key in keys {
+            removed += u64::from(self.delete(key).await?);
+        }
+        Ok(removed)
+    }
+
+    /// Removes expired entries that the store keeps until someone looks (files, SQL rows);
+    /// returns how many were removed. Stores that expire entries by themselves return 0.
+    async fn purge_expired(&self) -> Result<u64> {
+        Ok(0)
+    }
+
+    /// Counters and details for this backend.
+    fn stats(&self) -> BackendStats;
+
+    /// For stores that answer without blocking or awaiting (the memory backend): synchronous
+    /// access, which the generated wrappers use to answer hits without any future machinery.
+    fn as_local(&self) -> Option<&dyn LocalBackend> {
+        None
+    }
+}
+
+/// Synchronous, infallible access to an in-process store. See [`Backend::as_local`].
+pub trait LocalBackend: Send + Sync {
+    /// The live value under `key`, without its TTL (the cheapest possible hit).
+    fn get_value(&self, key: &str) -> Option<Value>;
+    /// The live entry under `key` with its remaining TTL.
+    fn get_entry(&self, key: &str) -> Option<Entry>;
+    /// Stores `value` (`ttl: None`: the backend's default).
+    fn set_value(&self, key: &str, value: Value, ttl: Option<Duration>);
+    /// Removes `key`; true if it was present.
+    fn remove(&self, key: &str) -> bool;
+}
+
+/// A snapshot of a backend's counters.
+///
+/// ```
+/// let counters = cachestack::Counters::default();
+/// counters.record_lookup(true);
+/// counters.record_lookup(false);
+/// let stats = counters.snapshot("demo");
+/// assert_eq!((stats.hits, stats.misses), (1, 1));
+/// assert_eq!(stats.hit_ratio(), 0.5);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct BackendStats {
+    /// Backend name.
+    pub name: String,
+    /// Lookups that found a live entry.
+    pub hits: u64,
+    /// Lookups that found nothing (or an unusable value, or failed in silent mode).
+    pub misses: u64,
+    /// Entries written.
+    pub writes: u64,
+    /// Delete calls.
+    pub deletes: u64,
+    /// Failed operations and rejected stored values.
+    pub errors: u64,
+    /// Entries removed to respect a size bound.
+    pub evictions: u64,
+    /// Entries currently held, when the store can tell cheaply.
+    pub entries: Option<u64>,
+    /// Backend-specific details (directory, policy, capacity, server...).
+    pub details: BTreeMap<String, String>,
+    /// For stacks: one entry per layer, fastest first.
+    pub layers: Vec<BackendStats>,
+}
+
+impl BackendStats {
+    /// hits / (hits + misses), 0 when there were no lookups.
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+
+    /// Adds a detail (builder style).
+    pub fn with_detail(mut self, key: impl Into<String>, value: impl ToString) -> Self {
+        self.details.insert(key.into(), value.to_string());
+        self
+    }
+}
+
+/// Atomic counters behind [`BackendStats`], with the silent-mode policy every backend shares.
+#[derive(Debug, Default)]
+pub struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    writes: AtomicU64,
+    deletes: AtomicU64,
+    errors: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a lookup.
+    #[inline]
+    pub fn record_lookup(&self, hit: bool) {
+        if hit {
+            self.hits.fetch_add(1, Relaxed);
+        } else {
+            self.misses.fetch_add(1, Relaxed);
+        }
+    }
+    /// Counts `n` lookups of which `hits` hit.
+    pub fn record_lookups(&self, n: u64, hits: u64) {
+        self.hits.fetch_add(hits, Relaxed);
+        self.misses.fetch_add(n.saturating_sub(hits), Relaxed);
+    }
+    /// Counts a write.
+    #[inline]
+    pub fn record_write(&self) {
+        self.writes.fetch_add(1, Relaxed);
+    }
+    /// Counts `n` writes.
+    pub fn record_writes(&self, n: u64) {
+        self.writes.fetch_add(n, Relaxed);
+    }
+    /// Counts a delete.
+    pub fn record_delete(&self) {
+        self.deletes.fetch_add(1, Relaxed);
+    }
+    /// Counts `n` evictions.
+    pub fn record_evictions(&self, n: u64) {
+        self.evictions.fetch_add(n, Relaxed);
+    }
+    /// Counts an error.
+    pub fn record_error(&self) {
+        self.errors.fetch_add(1, Relaxed);
+    }
+
+    /// Counts and logs a stored value that failed its checks; the caller then reports a miss.
+    pub fn record_invalid(&self, backend: &str, key: &str, err: &Error) {
+        self.record_error();
+        tracing::warn!(backend, key, error = %err, "cachestack: unusable stored value treated as a miss");
+    }
+
+    /// The silent-mode policy: on `Err`, counts and logs the error, then returns `fallback` when
+    /// `silent` is set (a miss, a no-op) or the error otherwise.
+    ///
+    /// ```
+    /// use cachestack::{Counters, Error};
+    /// let counters = Counters::default();
+    /// let r: Result<Option<u8>, _> = Err(Error::config("boom"));
+    /// assert_eq!(counters.absorb("demo", "get", true, r, || None).unwrap(), None);
+    /// assert_eq!(counters.snapshot("demo").errors, 1);
+    /// ```
+    pub fn absorb<T>(
+        &self,
+        backend: &str,
+        op: &'static str,
+        silent: bool,
+        result: Result<T>,
+        fallback: impl FnOnce() -> T,
+    ) -> Result<T> {
+        match result {
+            Ok(v) => Ok(v),
+            Err(err) => {
+                self.record_error();
+                if silent {
+                    tracing::warn!(backend, op, error = %err, "cachestack: backend error ignored (silent mode)");
+                    Ok(fallback())
+                } else {
+                    tracing::debug!(backend, op, error = %err, "cachestack: backend error");
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// A snapshot of the counters under `name`.
+    pub fn snapshot(&self, name: &str) -> BackendStats {
+        BackendStats {
+            name: name.to_string(),
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            writes: self.writes.load(Relaxed),
+            deletes: self.deletes.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+            ..BackendStats::default()
+        }
+    }
+}

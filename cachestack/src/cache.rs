@@ -1,0 +1,155 @@
+//! [`Cache`]: the typed handle over any backend.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{Backend, BackendStats};
+use crate::error::Result;
+use crate::value::{Cacheable, Value};
+
+/// A typed handle over any [`Backend`]: get and set Rust values by key. Cheap to clone (the
+/// clones share the backend).
+///
+/// A stored value that cannot be read as the requested type (written by another version of the
+/// type, another codec, another program) is a miss, counted in [`Cache::stats`] as an error.
+///
+/// ```
+/// use std::time::Duration;
+/// use cachestack::{Cache, MemoryBackend};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let cache = Cache::new(MemoryBackend::with_capacity(100));
+/// cache.set("greeting", &"hello".to_string(), Some(Duration::from_secs(60))).await.unwrap();
+/// assert_eq!(cache.get::<String>("greeting").await.unwrap().as_deref(), Some("hello"));
+/// assert!(cache.delete("greeting").await.unwrap());
+/// assert_eq!(cache.get::<String>("greeting").await.unwrap(), None);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    backend: Arc<dyn Backend>,
+    rejected: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache").field("backend", &self.backend).finish()
+    }
+}
+
+impl Cache {
+    /// A cache over `backend`.
+    pub fn new(backend: impl Backend) -> Self {
+        Self::from_arc(Arc::new(backend))
+    }
+
+    /// A cache over a shared backend.
+    pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
+        Cache { backend, rejected: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// The backend behind this cache.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Reads a stored [`Value`] as `V`; an unreadable value is counted and becomes a miss.
+    pub fn decode<V: Cacheable>(&self, key: &str, value: &Value) -> Option<V> {
+        match value.get::<V>() {
+            Ok(v) => Some(v),
+            Err(err) => {
+                self.rejected.fetch_add(1, Relaxed);
+                tracing::warn!(backend = self.backend.name(), key, error = %err, "cachestack: stored value unreadable as the requested type; treated as a miss");
+                None
+            }
+        }
+    }
+
+    /// Reads `key` as `V`.
+    pub async fn get<V: Cacheable>(&self, key: &str) -> Result<Option<V>> {
+        Ok(self.get_with_ttl(key).await?.map(|(v, _)| v))
+    }
+
+    /// Reads `key` as `V` with the entry's remaining TTL (`None`: no expiry).
+    pub async fn get_with_ttl<V: Cacheable>(&self, key: &str) -> Result<Option<(V, Option<Duration>)>> {
+        let Some(entry) = self.backend.get(key).await? else { return Ok(None) };
+        Ok(self.decode::<V>(key, &entry.value).map(|v| (v, entry.ttl)))
+    }
+
+    /// Stores a clone of `value` under `key` for `ttl` (`None`: the backend's default).
+    pub async fn set<V: Cacheable>(&self, key: &str, value: &V, ttl: Option<Duration>) -> Result<()> {
+        self.backend.set(key, Value::new(value.clone()), ttl).await
+    }
+
+    /// Removes `key`; true if it was present.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        self.backend.delete(key).await
+    }
+
+    /// True if `key` holds a live entry.
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        self.backend.exists(key).await
+    }
+
+    /// Removes every entry of this cache's namespace.
+    pub async fn clear(&self) -> Result<()> {
+        self.backend.clear().await
+    }
+
+    /// Removes expired entries kept by the store; returns how many.
+    pub async fn purge_expired(&self) -> Result<u64> {
+        self.backend.purge_expired().await
+    }
+
+    /// Reads `key` from synchronous code (any thread, inside or outside a tokio runtime).
+    ///
+    /// ```
+    /// use cachestack::{Cache, MemoryBackend};
+    /// let cache = Cache::new(MemoryBackend::with_capacity(10));
+    /// cache.set_blocking("n", &1u8, None).unwrap();
+    /// assert_eq!(cache.get_blocking::<u8>("n").unwrap(), Some(1));
+    /// ```
+    pub fn get_blocking<V: Cacheable>(&self, key: &str) -> Result<Option<V>> {
+        if let Some(local) = self.backend.as_local() {
+            return Ok(local.get_value(key).and_then(|value| self.decode::<V>(key, &value)));
+        }
+        let this = self.clone();
+        let key = key.to_owned();
+        crate::rt::block_on(async move { this.get::<V>(&key).await })?
+    }
+
+    /// Stores a clone of `value` from synchronous code.
+    pub fn set_blocking<V: Cacheable>(&self, key: &str, value: &V, ttl: Option<Duration>) -> Result<()> {
+        if let Some(local) = self.backend.as_local() {
+            local.set_value(key, Value::new(value.clone()), ttl);
+            return Ok(());
+        }
+        let backend = self.backend.clone();
+        let key = key.to_owned();
+        let value = Value::new(value.clone());
+        crate::rt::block_on(async move { backend.set(&key, value, ttl).await })?
+    }
+
+    /// Removes `key` from synchronous code.
+    pub fn delete_blocking(&self, key: &str) -> Result<bool> {
+        if let Some(local) = self.backend.as_local() {
+            return Ok(local.remove(key));
+        }
+        let backend = self.backend.clone();
+        let key = key.to_owned();
+        crate::rt::block_on(async move { backend.delete(&key).await })?
+    }
+
+    /// The backend's stats; values that were found but could not be read as the requested type
+    /// are moved from hits to misses and counted as errors.
+    pub fn stats(&self) -> BackendStats {
+        let mut stats = self.backend.stats();
+        let rejected = self.rejected.load(Relaxed);
+        stats.hits = stats.hits.saturating_sub(rejected);
+        stats.misses += rejected;
+        stats.errors += rejected;
+        stats
+    }
+}

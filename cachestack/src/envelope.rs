@@ -1,0 +1,444 @@
+//! The byte envelope every byte store writes around a value.
+//!
+//! Layout (all integers little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 2 | magic `b"CS"` |
+//! | 2 | 1 | format version (1) |
+//! | 3 | 1 | codec id ([`Codec::id`]) |
+//! | 4 | 1 | flags: bit 0 zstd, bit 1 lz4, bit 2 signed |
+//! | 5 | 8 | type fingerprint ([`crate::type_fingerprint`]) |
+//! | 13 | 8 | expiry, Unix milliseconds (0: never) |
+//! | 21 | 4 | stored payload length |
+//! | 25 | n | payload (compressed if a flag says so) |
+//! | 25+n | 32 | HMAC-SHA256 over key, header and payload (when signed) |
+//!
+//! The HMAC covers the cache key too, so a signed value copied under another key is rejected.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::codec::{Codec, MAX_DECODE_BYTES};
+use crate::error::{Error, Result};
+use crate::value::{Encoded, Value};
+
+const MAGIC: [u8; 2] = *b"CS";
+const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = 25;
+#[cfg(feature = "signing")]
+const MAC_LEN: usize = 32;
+const FLAG_ZSTD: u8 = 1;
+const FLAG_LZ4: u8 = 2;
+const FLAG_SIGNED: u8 = 4;
+
+/// Compression of payloads in byte stores.
+///
+/// ```
+/// use cachestack::Compression;
+/// assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd { level: 3 });
+/// assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Payloads are stored as the codec wrote them.
+    #[default]
+    None,
+    /// zstd at the given level (feature `zstd`).
+    Zstd {
+        /// Compression level, 1 (fast) to 22 (small); 3 is zstd's default.
+        level: i32,
+    },
+    /// LZ4 block format (feature `lz4`): fastest, larger output.
+    Lz4,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" | "" => Ok(Compression::None),
+            "zstd" => Ok(Compression::Zstd { level: 3 }),
+            "lz4" => Ok(Compression::Lz4),
+            _ => Err(Error::config(format!("unknown compression {s:?}: expected none, zstd or lz4"))),
+        }
+    }
+}
+
+/// A secret that signs values with HMAC-SHA256 (feature `signing`). Stores configured with a
+/// signer reject unsigned values and values whose signature does not match, so bytes planted in
+/// a shared store by another program are never deserialised.
+///
+/// `Debug` never shows the secret.
+///
+/// ```
+/// # #[cfg(feature = "signing")] {
+/// let signer = cachestack::Signer::new(b"a long random secret").unwrap();
+/// assert_eq!(format!("{signer:?}"), "Signer(<redacted>)");
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Signer {
+    #[cfg(feature = "signing")]
+    key: hmac::Hmac<sha2::Sha256>,
+}
+
+impl Signer {
+    /// A signer with `secret` as the HMAC key. Secrets shorter than 16 bytes are refused.
+    #[cfg(feature = "signing")]
+    pub fn new(secret: impl AsRef<[u8]>) -> Result<Self> {
+        use hmac::Mac;
+        let secret = secret.as_ref();
+        if secret.len() < 16 {
+            return Err(Error::config("a signing secret must be at least 16 bytes long"));
+        }
+        let key = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
+            .map_err(|e| Error::config(format!("invalid signing secret: {e}")))?;
+        Ok(Signer { key })
+    }
+
+    /// Without the `signing` feature a signer cannot be built.
+    #[cfg(not(feature = "signing"))]
+    pub fn new(_secret: impl AsRef<[u8]>) -> Result<Self> {
+        Err(Error::config("value signing needs the `signing` cargo feature of cachestack"))
+    }
+
+    #[cfg(feature = "signing")]
+    fn mac(&self, key: &str, body: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        let mut mac = self.key.clone();
+        mac.update(&(key.len() as u64).to_le_bytes());
+        mac.update(key.as_bytes());
+        mac.update(body);
+        mac
+    }
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Signer(<redacted>)")
+    }
+}
+
+/// How a byte store writes values: codec, compression, signing and size limit.
+///
+/// ```
+/// use cachestack::{Codec, Value, ValueFormat};
+///
+/// let format = ValueFormat::default();
+/// let bytes = format.seal("user:1", &Value::new("Ada".to_string()), None).unwrap();
+/// let (value, expires) = format.open("user:1", &bytes).unwrap();
+/// assert_eq!(value.get::<String>().unwrap(), "Ada");
+/// assert!(expires.is_none());
+/// // Truncated bytes are rejected:
+/// assert!(format.open("user:1", &bytes[..bytes.len() - 1]).is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct ValueFormat {
+    /// Codec for new values.
+    pub codec: Codec,
+    /// Compression for new values.
+    pub compression: Compression,
+    /// Payloads smaller than this are never compressed.
+    pub compress_min_bytes: usize,
+    /// Signs new values and requires a valid signature on read.
+    pub signer: Option<Signer>,
+    /// Largest payload (after decompression) that is written or read.
+    pub max_value_bytes: usize,
+}
+
+impl Default for ValueFormat {
+    fn default() -> Self {
+        ValueFormat {
+            codec: Codec::Postcard,
+            compression: Compression::None,
+            compress_min_bytes: 512,
+            signer: None,
+            max_value_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch for an expiry, 0 for none.
+pub(crate) fn expiry_to_millis(expires: Option<SystemTime>) -> u64 {
+    match expires {
+        None => 0,
+        Some(t) => t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1).max(1),
+    }
+}
+
+pub(crate) fn millis_to_expiry(ms: u64) -> Option<SystemTime> {
+    (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// The time left before `expires`, `None` for no expiry, `Some(ZERO)` once it has passed.
+pub fn remaining(expires: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
+    expires.map(|t| t.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+impl ValueFormat {
+    /// Encodes `value` for storage under `key`, expiring at `expires`.
+    pub fn seal(&self, key: &str, value: &Value, expires: Option<SystemTime>) -> Result<Vec<u8>> {
+        value.with_encoded(self.codec, |encoded| self.seal_encoded(key, encoded, expires))?
+    }
+
+    fn seal_encoded(&self, key: &str, encoded: &Encoded, expires: Option<SystemTime>) -> Result<Vec<u8>> {
+        let raw = &encoded.payload;
+        if raw.len() > self.max_value_bytes {
+            return Err(Error::ValueTooLarge { size: raw.len(), limit: self.max_value_bytes });
+        }
+        let mut flags = 0u8;
+        let compressed;
+        let payload: &[u8] = if raw.len() < self.compress_min_bytes {
+            raw
+        } else {
+            match self.compression {
+                Compression::None => raw,
+                Compression::Zstd { level } => {
+                    compressed = compress_zstd(raw, level)?;
+                    flags |= FLAG_ZSTD;
+                    &compressed
+                }
+                Compression::Lz4 => {
+                    compressed = compress_lz4(raw)?;
+                    flags |= FLAG_LZ4;
+                    &compressed
+                }
+            }
+        };
+        let payload_len = u32::try_from(payload.len())
+            .map_err(|_| Error::ValueTooLarge { size: payload.len(), limit: u32::MAX as usize })?;
+        if self.signer.is_some() {
+            flags |= FLAG_SIGNED;
+        }
+        let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + 32);
+        out.extend_from_slice(&MAGIC);
+        out.push(FORMAT_VERSION);
+        out.push(encoded.codec.id());
+        out.push(flags);
+        out.extend_from_slice(&encoded.type_fingerprint.to_le_bytes());
+        out.extend_from_slice(&expiry_to_millis(expires).to_le_bytes());
+        out.extend_from_slice(&payload_len.to_le_bytes());
+        out.extend_from_slice(payload);
+        #[cfg(feature = "signing")]
+        if let Some(signer) = &self.signer {
+            use hmac::Mac;
+            let tag = signer.mac(key, &out).finalize().into_bytes();
+            out.extend_from_slice(&tag);
+        }
+        #[cfg(not(feature = "signing"))]
+        let _ = key;
+        Ok(out)
+    }
+
+    /// Reads bytes written by [`ValueFormat::seal`] for `key`: checks magic, version, length,
+    /// signature and size, decompresses, and returns the value (decoded lazily on first typed
+    /// read) with its expiry. Every failed check is [`Error::InvalidValue`].
+    pub fn open(&self, key: &str, bytes: &[u8]) -> Result<(Value, Option<SystemTime>)> {
+        let header = read_header(bytes)?;
+        let end = HEADER_LEN + header.payload_len;
+        let signed = header.flags & FLAG_SIGNED != 0;
+        let trailer = if signed { 32 } else { 0 };
+        if bytes.len() != end + trailer {
+            return Err(Error::invalid(format!(
+                "length mismatch: {} bytes stored, header announces {}",
+                bytes.len(),
+                end + trailer
+            )));
+        }
+        match (&self.signer, signed) {
+            (Some(_signer), true) => {
+                #[cfg(feature = "signing")]
+                {
+                    use hmac::Mac;
+                    _signer
+                        .mac(key, &bytes[..end])
+                        .verify_slice(&bytes[end..end + MAC_LEN])
+                        .map_err(|_| Error::invalid("signature does not match (tampered value or another secret)"))?;
+                }
+            }
+            (Some(_), false) => return Err(Error::invalid("unsigned value in a store that requires signatures")),
+            (None, _) => {}
+        }
+        let stored = &bytes[HEADER_LEN..end];
+        let payload = if header.flags & FLAG_ZSTD != 0 {
+            decompress_zstd(stored, self.max_value_bytes)?
+        } else if header.flags & FLAG_LZ4 != 0 {
+            decompress_lz4(stored, self.max_value_bytes)?
+        } else {
+            if stored.len() > self.max_value_bytes {
+                return Err(Error::ValueTooLarge { size: stored.len(), limit: self.max_value_bytes });
+            }
+            stored.to_vec()
+        };
+        let value = Value::from_encoded(Encoded {
+            codec: header.codec,
+            type_fingerprint: header.type_fingerprint,
+            payload,
+        });
+        Ok((value, millis_to_expiry(header.expires_ms)))
+    }
+}
+
+/// The fixed header of an envelope.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    pub codec: Codec,
+    pub flags: u8,
+    pub type_fingerprint: u64,
+    pub expires_ms: u64,
+    pub payload_len: usize,
+}
+
+impl Header {
+    /// The expiry this header records.
+    pub fn expires(&self) -> Option<SystemTime> {
+        millis_to_expiry(self.expires_ms)
+    }
+}
+
+/// Reads just the header: enough to learn the expiry without touching the payload.
+pub(crate) fn read_header(bytes: &[u8]) -> Result<Header> {
+    if bytes.len() < HEADER_LEN {
+        return Err(Error::invalid(format!("truncated: {} bytes, the header alone is {HEADER_LEN}", bytes.len())));
+    }
+    if bytes[0..2] != MAGIC {
+        return Err(Error::invalid("not a cachestack value (bad magic)"));
+    }
+    if bytes[2] != FORMAT_VERSION {
+        return Err(Error::invalid(format!("unsupported envelope format version {}", bytes[2])));
+    }
+    let codec = Codec::from_id(bytes[3]).ok_or_else(|| Error::invalid(format!("unknown codec id {}", bytes[3])))?;
+    let flags = bytes[4];
+    if flags & !(FLAG_ZSTD | FLAG_LZ4 | FLAG_SIGNED) != 0 || flags & (FLAG_ZSTD | FLAG_LZ4) == (FLAG_ZSTD | FLAG_LZ4) {
+        return Err(Error::invalid(format!("invalid flags {flags:#04x}")));
+    }
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&bytes[21..25]);
+    Ok(Header {
+        codec,
+        flags,
+        type_fingerprint: u64_at(5),
+        expires_ms: u64_at(13),
+        payload_len: u32::from_le_bytes(len) as usize,
+    })
+}
+
+#[cfg(feature = "zstd")]
+fn compress_zstd(raw: &[u8], level: i32) -> Result<Vec<u8>> {
+    zstd::bulk::compress(raw, level).map_err(|e| Error::Codec { codec: "zstd", message: e.to_string() })
+}
+
+#[cfg(feature = "zstd")]
+fn decompress_zstd(stored: &[u8], limit: usize) -> Result<Vec<u8>> {
+    // `bulk::decompress` fails instead of growing past `limit`: a zip bomb stays a bounded error.
+    zstd::bulk::decompress(stored, limit.min(MAX_DECODE_BYTES))
+        .map_err(|e| Error::invalid(format!("zstd payload does not decompress within {limit} bytes: {e}")))
+}
+
+#[cfg(not(feature = "zstd"))]
+fn compress_zstd(_: &[u8], _: i32) -> Result<Vec<u8>> {
+    Err(Error::config("zstd compression needs the `zstd` cargo feature of cachestack"))
+}
+
+#[cfg(not(feature = "zstd"))]
+fn decompress_zstd(_: &[u8], _: usize) -> Result<Vec<u8>> {
+    Err(Error::invalid("value is zstd-compressed but the `zstd` cargo feature is not enabled"))
+}
+
+#[cfg(feature = "lz4")]
+fn compress_lz4(raw: &[u8]) -> Result<Vec<u8>> {
+    Ok(lz4_flex::block::compress_prepend_size(raw))
+}
+
+#[cfg(feature = "lz4")]
+fn decompress_lz4(stored: &[u8], limit: usize) -> Result<Vec<u8>> {
+    if stored.len() < 4 {
+        return Err(Error::invalid("lz4 payload too short"));
+    }
+    let announced = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]) as usize;
+    if announced > limit.min(MAX_DECODE_BYTES) {
+        return Err(Error::ValueTooLarge { size: announced, limit });
+    }
+    lz4_flex::block::decompress_size_prepended(stored).map_err(|e| Error::invalid(format!("lz4 payload is corrupt: {e}")))
+}
+
+#[cfg(not(feature = "lz4"))]
+fn compress_lz4(_: &[u8]) -> Result<Vec<u8>> {
+    Err(Error::config("lz4 compression needs the `lz4` cargo feature of cachestack"))
+}
+
+#[cfg(not(feature = "lz4"))]
+fn decompress_lz4(_: &[u8], _: usize) -> Result<Vec<u8>> {
+    Err(Error::invalid("value is lz4-compressed but the `lz4` cargo feature is not enabled"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed(format: &ValueFormat) -> Vec<u8> {
+        format.seal("k", &Value::new("x".repeat(2000)), Some(SystemTime::now() + Duration::from_secs(60))).unwrap()
+    }
+
+    #[test]
+    fn every_byte_flip_is_rejected_or_decodes_to_the_same_value() {
+        let format = ValueFormat::default();
+        let bytes = sealed(&format);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x5a;
+            // Without a signature a flipped payload byte may still decode (to other text):
+            // what must never happen is a panic.
+            let _ = format.open("k", &bad).and_then(|(v, _)| v.get::<String>());
+        }
+        for len in 0..bytes.len() {
+            assert!(format.open("k", &bytes[..len]).is_err());
+        }
+    }
+
+    #[cfg(feature = "signing")]
+    #[test]
+    fn signatures_reject_tampering_other_keys_and_unsigned_values() {
+        let signed = ValueFormat { signer: Some(Signer::new("0123456789abcdef-secret").unwrap()), ..Default::default() };
+        let bytes = sealed(&signed);
+        assert_eq!(signed.open("k", &bytes).unwrap().0.get::<String>().unwrap().len(), 2000);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            assert!(signed.open("k", &bad).is_err(), "flip at {i} accepted");
+        }
+        assert!(signed.open("other-key", &bytes).is_err());
+        assert!(signed.open("k", &sealed(&ValueFormat::default())).is_err());
+        let other = ValueFormat { signer: Some(Signer::new("another-secret-of-16").unwrap()), ..Default::default() };
+        assert!(other.open("k", &bytes).is_err());
+    }
+
+    #[cfg(all(feature = "zstd", feature = "lz4"))]
+    #[test]
+    fn compression_round_trips_and_caps_decompressed_size() {
+        for compression in [Compression::Zstd { level: 3 }, Compression::Lz4] {
+            let format = ValueFormat { compression, ..Default::default() };
+            let bytes = sealed(&format);
+            assert!(bytes.len() < 1000, "{compression:?} did not compress");
+            assert_eq!(format.open("k", &bytes).unwrap().0.get::<String>().unwrap().len(), 2000);
+            let tight = ValueFormat { max_value_bytes: 100, ..format };
+            assert!(tight.open("k", &bytes).is_err(), "{compression:?} ignored the cap");
+        }
+    }
+
+    #[test]
+    fn oversized_values_are_refused_on_write() {
+        let format = ValueFormat { max_value_bytes: 10, ..Default::default() };
+        assert!(matches!(
+            format.seal("k", &Value::new("x".repeat(100)), None),
+            Err(Error::ValueTooLarge { .. })
+        ));
+    }
+}

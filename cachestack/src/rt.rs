@@ -1,0 +1,83 @@
+//! The bridge that lets synchronous code use asynchronous backends.
+//!
+//! cachestack owns a small multi-thread tokio runtime, started on first use. Synchronous callers
+//! run backend futures to completion through [`block_on`], which works from plain threads and from
+//! inside any tokio runtime (where calling `Runtime::block_on` would panic): inside a runtime, the
+//! future is spawned on cachestack's runtime and the calling thread waits for its result
+//! (with `block_in_place` on multi-thread runtimes, so the caller's other tasks keep running).
+//!
+//! Network backends spawn their connection tasks on this runtime too ([`handle`]), so a
+//! synchronous caller that blocks a single-threaded runtime never blocks the tasks its own request
+//! needs.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+
+static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("cachestack-io")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::Generic { backend: "runtime".into(), source: format!("cannot start cachestack's runtime: {e}").into() })
+}
+
+/// A handle to cachestack's own runtime, for backends that spawn long-lived connection tasks.
+///
+/// ```
+/// let handle = cachestack::rt::handle().unwrap();
+/// let answer = std::thread::spawn(move || handle.block_on(async { 40 + 2 })).join().unwrap();
+/// assert_eq!(answer, 42);
+/// ```
+pub fn handle() -> Result<tokio::runtime::Handle> {
+    Ok(runtime()?.handle().clone())
+}
+
+/// Runs `future` to completion from synchronous code, wherever that code runs.
+///
+/// ```
+/// // From a plain thread:
+/// assert_eq!(cachestack::rt::block_on(async { 1 + 1 }).unwrap(), 2);
+///
+/// // From inside a single-threaded tokio runtime (where `Runtime::block_on` would panic):
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// rt.block_on(async {
+///     assert_eq!(cachestack::rt::block_on(async { 2 + 2 }).unwrap(), 4);
+/// });
+/// ```
+pub fn block_on<F>(future: F) -> Result<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let rt = runtime()?;
+    match tokio::runtime::Handle::try_current() {
+        Err(_) => Ok(rt.block_on(future)),
+        Ok(current) => {
+            // Inside a runtime: run the future on cachestack's runtime and wait for it on a plain
+            // channel (entering a runtime from here would panic).
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            rt.spawn(async move {
+                let _ = tx.send(future.await);
+            });
+            let wait = move || rx.recv();
+            let received = match current.runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+                _ => wait(),
+            };
+            received.map_err(|_| Error::Generic {
+                backend: "runtime".into(),
+                source: "a cache operation panicked on cachestack's runtime".into(),
+            })
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Cached values: typed in process, encoded for byte stores.
+//!
+//! A [`Value`] is a cheap, shareable handle. It holds the typed Rust value (what the memory tier
+//! keeps and what a hit clones), the encoded form (what byte stores keep), or both: a value
+//! decoded once from bytes keeps its typed form, so a tiered stack that backfills the memory tier
+//! with it answers the next hit without decoding again.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+
+/// What a type needs to be cached in any tier: cloned out of the memory tier, encoded into byte
+/// tiers, and shared across threads.
+///
+/// Implemented for every type that is `Clone + Serialize + DeserializeOwned + Send + Sync +
+/// 'static`; never implement it by hand.
+///
+/// ```
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct User { id: u64, name: String }
+///
+/// fn assert_cacheable<T: cachestack::Cacheable>() {}
+/// assert_cacheable::<User>();
+/// assert_cacheable::<Option<Vec<String>>>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: cached values must be `Clone + Serialize + DeserializeOwned + Send + Sync + 'static`",
+    label = "this type is returned from the cache",
+    note = "`Clone` is needed to hand out copies from the memory tier; `serde::Serialize` and `serde::Deserialize` to store it in file, Redis, PostgreSQL or Memcached tiers",
+    note = "derive them: `#[derive(Clone, serde::Serialize, serde::Deserialize)]`"
+)]
+pub trait Cacheable: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+impl<T> Cacheable for T where T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+/// A stable 64-bit fingerprint of a Rust type, stored in every envelope so that bytes written for
+/// one type are never decoded as another.
+///
+/// It hashes the type's path (`std::any::type_name`) with xxh3, which is stable across Rust
+/// versions and platforms. A type whose fields changed but whose name did not keeps its
+/// fingerprint: the codec then rejects bytes that no longer fit, and the `version` option of the
+/// cache or of `#[cached]` retires old entries explicitly.
+///
+/// ```
+/// let a = cachestack::type_fingerprint::<u64>();
+/// assert_eq!(a, cachestack::type_fingerprint::<u64>());
+/// assert_ne!(a, cachestack::type_fingerprint::<String>());
+/// ```
+pub fn type_fingerprint<T: ?Sized + 'static>() -> u64 {
+    xxhash_rust::xxh3::xxh3_64(std::any::type_name::<T>().as_bytes())
+}
+
+/// The payload of a value as byte stores keep it: the codec that wrote it, the fingerprint of the
+/// type it was written for, and the serialised bytes (decompressed and verified).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// The codec the payload is written in.
+    pub codec: Codec,
+    /// [`type_fingerprint`] of the type the payload encodes.
+    pub type_fingerprint: u64,
+    /// The serialised value.
+    pub payload: Vec<u8>,
+}
+
+impl fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Encoded")
+            .field("codec", &self.codec)
+            .field("type_fingerprint", &format_args!("{:016x}", self.type_fingerprint))
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// A typed value with the operations a store needs, type-erased.
+trait ErasedValue: Send + Sync + 'static {
+    fn as_any(&self) -> &dyn Any;
+    fn encode(&self, codec: Codec) -> Result<Encoded>;
+    fn type_name(&self) -> &'static str;
+    fn approx_size(&self) -> usize;
+}
+
+struct Serializable<V>(V);
+
+impl<V: Cacheable> ErasedValue for Serializable<V> {
+    fn as_any(&self) -> &dyn Any {
+        &self.0
+    }
+    fn encode(&self, codec: Codec) -> Result<Encoded> {
+        Ok(Encoded {
+            codec,
+            type_fingerprint: type_fingerprint::<V>(),
+            payload: codec.serialize(&self.0)?,
+        })
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<V>()
+    }
+    fn approx_size(&self) -> usize {
+        std::mem::size_of::<V>()
+    }
+}
+
+struct LocalOnly<V>(V);
+
+impl<V: Clone + Send + Sync + 'static> ErasedValue for LocalOnly<V> {
+    fn as_any(&self) -> &dyn Any {
+        &self.0
+    }
+    fn encode(&self, codec: Codec) -> Result<Encoded> {
+        Err(Error::Codec {
+            codec: codec.name(),
+            message: format!(
+                "`{}` was cached as a local-only value (no serde): it can live in the memory tier only",
+                std::any::type_name::<V>()
+            ),
+        })
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<V>()
+    }
+    fn approx_size(&self) -> usize {
+        std::mem::size_of::<V>()
+    }
+}
+
+struct Inner {
+    typed: OnceLock<Box<dyn ErasedValue>>,
+    encoded: OnceLock<Encoded>,
+}
+
+/// A cached value: a shareable handle to a typed value, its encoded bytes, or both.
+///
+/// Cloning a `Value` is an atomic increment. Build one with [`Value::new`] (any [`Cacheable`]
+/// type), [`Value::local`] (memory tier only, no serde needed) or [`Value::from_encoded`] (bytes
+/// read from a store); read it back with [`Value::get`].
+///
+/// ```
+/// use cachestack::{Codec, Value};
+///
+/// let v = Value::new(vec![1u32, 2, 3]);
+/// assert_eq!(v.get::<Vec<u32>>().unwrap(), vec![1, 2, 3]);
+///
+/// // Through bytes, as a file or Redis tier would store it:
+/// let bytes = v.encoded(Codec::Postcard).unwrap();
+/// let back = Value::from_encoded(bytes);
+/// assert_eq!(back.get::<Vec<u32>>().unwrap(), vec![1, 2, 3]);
+/// // A different type is rejected, not misread:
+/// assert!(back.get::<String>().is_err());
+/// ```
+#[derive(Clone)]
+pub struct Value(Arc<Inner>);
+
+impl Value {
+    /// Wraps a typed value that every tier can store.
+    pub fn new<V: Cacheable>(value: V) -> Self {
+        Self::from_typed(Box::new(Serializable(value)))
+    }
+
+    /// Wraps a value that has no serde implementation. It can be stored in the memory tier only;
+    /// byte tiers reject it with [`Error::Codec`].
+    ///
+    /// ```
+    /// use cachestack::{Codec, Value};
+    /// #[derive(Clone)]
+    /// struct Handle(std::sync::Arc<u8>);
+    /// let v = Value::local(Handle(std::sync::Arc::new(7)));
+    /// assert_eq!(*v.get_local::<Handle>().unwrap().0, 7);
+    /// assert!(v.encoded(Codec::Postcard).is_err());
+    /// ```
+    pub fn local<V: Clone + Send + Sync + 'static>(value: V) -> Self {
+        Self::from_typed(Box::new(LocalOnly(value)))
+    }
+
+    fn from_typed(typed: Box<dyn ErasedValue>) -> Self {
+        let cell = OnceLock::new();
+        let _ = cell.set(typed);
+        Value(Arc::new(Inner { typed: cell, encoded: OnceLock::new() }))
+    }
+
+    /// Wraps bytes read from a byte store. They are decoded on the first typed read, and the
+    /// decoded value is kept for later reads of this same handle.
+    pub fn from_encoded(encoded: Encoded) -> Self {
+        let cell = OnceLock::new();
+        let _ = cell.set(encoded);
+        Value(Arc::new(Inner { typed: OnceLock::new(), encoded: cell }))
+    }
+
+    /// Reads the value as `V`, decoding it if it came from bytes.
+    ///
+    /// Fails with [`Error::InvalidValue`] when the value holds another type, and with
+    /// [`Error::Codec`] when its bytes do not decode as `V`. Callers treat both as a miss.
+    pub fn get<V: Cacheable>(&self) -> Result<V> {
+        if let Some(typed) = self.0.typed.get() {
+            return match typed.as_any().downcast_ref::<V>() {
+                Some(v) => Ok(v.clone()),
+                None => Err(type_mismatch::<V>(typed.type_name())),
+            };
+        }
+        let Some(encoded) = self.0.encoded.get() else {
+            return Err(Error::invalid("empty value"));
+        };
+        if encoded.type_fingerprint != type_fingerprint::<V>() {
+            return Err(Error::invalid(format!(
+                "stored bytes were written for another type than `{}` (fingerprint {:016x}, expected {:016x})",
+                std::any::type_name::<V>(),
+                encoded.type_fingerprint,
+                type_fingerprint::<V>()
+            )));
+        }
+        let decoded: V = encoded.codec.deserialize(&encoded.payload)?;
+        // Keep the typed form for the next read of this handle (a racing reader may have set it
+        // first; both decoded the same bytes).
+        let _ = self.0.typed.set(Box::new(Serializable(decoded.clone())));
+        Ok(decoded)
+    }
+
+    /// Reads a value stored with [`Value::local`] (or [`Value::new`]) without needing serde.
+    /// Values that exist only as bytes cannot be read this way.
+    pub fn get_local<V: Clone + Send + Sync + 'static>(&self) -> Result<V> {
+        match self.0.typed.get() {
+            Some(typed) => match typed.as_any().downcast_ref::<V>() {
+                Some(v) => Ok(v.clone()),
+                None => Err(type_mismatch::<V>(typed.type_name())),
+            },
+            None => Err(Error::invalid(format!(
+                "value is stored as bytes; reading it as `{}` needs serde (use `get`)",
+                std::any::type_name::<V>()
+            ))),
+        }
+    }
+
+    /// The encoded form, serialising the typed value with `codec` if the value has no encoded form
+    /// yet. A value that already has bytes keeps them, whatever their codec: the envelope records
+    /// the codec, so any byte tier can store and return them.
+    pub fn encoded(&self, codec: Codec) -> Result<Encoded> {
+        if let Some(encoded) = self.0.encoded.get() {
+            return Ok(encoded.clone());
+        }
+        let Some(typed) = self.0.typed.get() else {
+            return Err(Error::invalid("empty value"));
+        };
+        let encoded = typed.encode(codec)?;
+        let _ = self.0.encoded.set(encoded.clone());
+        Ok(encoded)
+    }
+
+    /// Runs `f` over the encoded form without cloning the payload when it already exists.
+    pub fn with_encoded<R>(&self, codec: Codec, f: impl FnOnce(&Encoded) -> R) -> Result<R> {
+        if let Some(encoded) = self.0.encoded.get() {
+            return Ok(f(encoded));
+        }
+        let encoded = self.encoded(codec)?;
+        Ok(f(&encoded))
+    }
+
+    /// True when the typed form is present (a hit needs no decoding).
+    pub fn is_typed(&self) -> bool {
+        self.0.typed.get().is_some()
+    }
+
+    /// A rough size in bytes, for weight-bounded memory caches: the payload length when the value
+    /// has bytes, otherwise the inline size of the type (heap data it owns is not counted).
+    pub fn approx_size(&self) -> usize {
+        match (self.0.encoded.get(), self.0.typed.get()) {
+            (Some(e), _) => e.payload.len(),
+            (None, Some(t)) => t.approx_size(),
+            (None, None) => 0,
+        }
+    }
+
+    /// True when both handles point at the same stored value.
+    pub fn ptr_eq(&self, other: &Value) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+fn type_mismatch<V>(stored: &str) -> Error {
+    Error::invalid(format!(
+        "stored value is a `{stored}`, not a `{}`: two callers share a key with different types",
+        std::any::type_name::<V>()
+    ))
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Value");
+        if let Some(t) = self.0.typed.get() {
+            s.field("type", &t.type_name());
+        }
+        if let Some(e) = self.0.encoded.get() {
+            s.field("encoded", e);
+        }
+        s.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct User {
+        id: u64,
+        name: String,
+    }
+
+    #[test]
+    fn typed_round_trip_shares_without_decoding() {
+        let v = Value::new(User { id: 1, name: "a".into() });
+        assert!(v.is_typed());
+        assert_eq!(v.get::<User>().unwrap().id, 1);
+    }
+
+    #[test]
+    fn decoding_is_cached_on_the_handle() {
+        let bytes = Value::new(User { id: 2, name: "b".into() }).encoded(Codec::Postcard).unwrap();
+        let v = Value::from_encoded(bytes);
+        assert!(!v.is_typed());
+        assert_eq!(v.get::<User>().unwrap().name, "b");
+        assert!(v.is_typed());
+        let clone = v.clone();
+        assert_eq!(clone.get::<User>().unwrap().name, "b");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error_not_a_misread() {
+        let v = Value::new(7u32);
+        assert!(v.get::<u64>().unwrap_err().is_invalid_value());
+        let bytes = v.encoded(Codec::Postcard).unwrap();
+        assert!(Value::from_encoded(bytes).get::<u64>().unwrap_err().is_invalid_value());
+    }
+
+    #[test]
+    fn local_values_refuse_byte_tiers() {
+        let v = Value::local(std::rc::Rc::new(1).to_string());
+        assert!(v.encoded(Codec::Postcard).is_err());
+    }
+}
