@@ -1,0 +1,334 @@
+//! [`CacheRegistry`]: named caches and a default, configured in code, from URLs or from the
+//! environment.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use crate::backend::Backend;
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::url::{backend_from_url, redact_url};
+
+/// Environment variable read for the default cache's URL.
+pub const DEFAULT_URL_VAR: &str = "CACHESTACK_URL";
+
+/// Prefix of the environment variables read for named caches: the cache `user-sessions` is read
+/// from `CACHESTACK_CACHE_USER_SESSIONS` (upper case, every character that is not a letter or a
+/// digit turned into `_`).
+pub const NAMED_URL_PREFIX: &str = "CACHESTACK_CACHE_";
+
+/// Entries of the memory cache used as the default when nothing is configured.
+pub const FALLBACK_MAX_ENTRIES: u64 = 10_000;
+
+#[derive(Clone)]
+struct Registered {
+    cache: Cache,
+    /// The URL it was built from, with secrets redacted.
+    source: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    named: HashMap<String, Registered>,
+    default: Option<Registered>,
+}
+
+/// Named caches and a default cache.
+///
+/// `#[cached]` functions use the default cache unless they name one with `cache = "name"`.
+/// Lookups of a name that was not registered in code fall back to the environment
+/// (`CACHESTACK_CACHE_<NAME>`), and the default to `CACHESTACK_URL`; with nothing configured
+/// the default is an in-process memory cache of 10 000 entries, so annotated code runs as is.
+///
+/// ```
+/// use cachestack::{Cache, CacheRegistry, MemoryBackend};
+///
+/// let registry = CacheRegistry::new();
+/// registry.register_url("sessions", "mem://?max_entries=1000&ttl=30m").unwrap();
+/// registry.register("users", Cache::new(MemoryBackend::with_capacity(50_000)));
+/// assert!(registry.get("sessions").is_ok());
+/// assert!(registry.get("nope").is_err());
+///
+/// // An unusable URL is a clear error naming what is wrong:
+/// let err = registry.register_url("x", "mem://?max_entries=lots").unwrap_err();
+/// assert!(err.to_string().contains("max_entries=lots"));
+/// ```
+pub struct CacheRegistry {
+    state: RwLock<State>,
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for CacheRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.read();
+        let mut names: Vec<_> = state.named.iter().map(|(k, r)| (k.clone(), r.source.clone())).collect();
+        names.sort();
+        f.debug_struct("CacheRegistry")
+            .field("named", &names)
+            .field("default", &state.default.as_ref().map(|r| r.source.clone()))
+            .finish()
+    }
+}
+
+impl Default for CacheRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CacheRegistry {
+    /// An empty registry (most programs use [`CacheRegistry::global`]).
+    pub fn new() -> Self {
+        CacheRegistry { state: RwLock::new(State::default()), generation: AtomicU64::new(1) }
+    }
+
+    /// The process-wide registry that `#[cached]` functions use.
+    pub fn global() -> &'static CacheRegistry {
+        static GLOBAL: OnceLock<CacheRegistry> = OnceLock::new();
+        GLOBAL.get_or_init(CacheRegistry::new)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave `State` half-updated (every write is a
+        // single insert or replace), so a poisoned lock is safe to keep using.
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// A number that changes whenever a cache is registered, replaced or removed. Generated code
+    /// keeps the `Cache` it resolved together with this number and resolves again only when the
+    /// number has moved, so a hit costs one atomic load instead of a map lookup.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Registers (or replaces) the cache `name`.
+    pub fn register(&self, name: impl Into<String>, cache: Cache) {
+        self.write().named.insert(name.into(), Registered { cache, source: None });
+        self.bump();
+    }
+
+    /// Registers a backend under `name`.
+    pub fn register_backend(&self, name: impl Into<String>, backend: impl Backend) {
+        self.register(name, Cache::new(backend));
+    }
+
+    /// Builds the cache described by `url` and registers it as `name`.
+    pub fn register_url(&self, name: impl Into<String>, url: &str) -> Result<Cache> {
+        let cache = Cache::from_url(url)?;
+        self.write()
+            .named
+            .insert(name.into(), Registered { cache: cache.clone(), source: Some(redact_url(url)) });
+        self.bump();
+        Ok(cache)
+    }
+
+    /// Makes `cache` the default.
+    pub fn set_default(&self, cache: Cache) {
+        self.write().default = Some(Registered { cache, source: None });
+        self.bump();
+    }
+
+    /// Builds the cache described by `url` and makes it the default.
+    pub fn set_default_url(&self, url: &str) -> Result<Cache> {
+        let cache = Cache::from_url(url)?;
+        self.write().default = Some(Registered { cache: cache.clone(), source: Some(redact_url(url)) });
+        self.bump();
+        Ok(cache)
+    }
+
+    /// Removes the cache `name`; returns it if it was registered.
+    pub fn remove(&self, name: &str) -> Option<Cache> {
+        let removed = self.write().named.remove(name).map(|r| r.cache);
+        self.bump();
+        removed
+    }
+
+    /// The cache registered as `name`; if there is none, the one described by the environment
+    /// variable `CACHESTACK_CACHE_<NAME>` (registered on first use).
+    pub fn get(&self, name: &str) -> Result<Cache> {
+        if let Some(found) = self.read().named.get(name) {
+            return Ok(found.cache.clone());
+        }
+        let var = env_var_for(name);
+        match std::env::var(&var) {
+            Ok(url) => {
+                let cache = Cache::from_url(&url).map_err(|e| {
+                    Error::config(format!("cache `{name}` from environment variable {var}: {e}"))
+                })?;
+                let mut state = self.write();
+                // Another thread may have registered it meanwhile: keep the first.
+                let entry = state
+                    .named
+                    .entry(name.to_string())
+                    .or_insert(Registered { cache, source: Some(redact_url(&url)) })
+                    .cache
+                    .clone();
+                drop(state);
+                self.bump();
+                Ok(entry)
+            }
+            Err(_) => Err(Error::UnknownCache { name: name.to_string() }),
+        }
+    }
+
+    /// The default cache: the one set with [`CacheRegistry::set_default`], else the one described
+    /// by `CACHESTACK_URL`, else an in-process memory cache of 10 000 entries. Fails only when
+    /// `CACHESTACK_URL` is set to an unusable URL.
+    pub fn try_default_cache(&self) -> Result<Cache> {
+        if let Some(found) = &self.read().default {
+            return Ok(found.cache.clone());
+        }
+        let (cache, source) = match std::env::var(DEFAULT_URL_VAR) {
+            Ok(url) => (
+                Cache::from_url(&url).map_err(|e| {
+                    Error::config(format!("default cache from environment variable {DEFAULT_URL_VAR}: {e}"))
+                })?,
+                Some(redact_url(&url)),
+            ),
+            Err(_) => (Cache::new(fallback_memory()), None),
+        };
+        let mut state = self.write();
+        let chosen = state.default.get_or_insert(Registered { cache, source }).cache.clone();
+        drop(state);
+        self.bump();
+        Ok(chosen)
+    }
+
+    /// Like [`CacheRegistry::try_default_cache`], but an unusable `CACHESTACK_URL` is logged and
+    /// replaced by the in-process memory cache, so callers always get a cache.
+    pub fn default_cache(&self) -> Cache {
+        match self.try_default_cache() {
+            Ok(cache) => cache,
+            Err(err) => {
+                tracing::error!(error = %err, "cachestack: falling back to an in-process memory cache");
+                let cache = Cache::new(fallback_memory());
+                self.set_default(cache.clone());
+                cache
+            }
+        }
+    }
+
+    /// The names registered so far, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().named.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The URL (secrets redacted) a registered cache was built from, if any.
+    pub fn source(&self, name: &str) -> Option<String> {
+        self.read().named.get(name).and_then(|r| r.source.clone())
+    }
+}
+
+#[cfg(feature = "memory")]
+fn fallback_memory() -> crate::memory::MemoryBackend {
+    crate::memory::MemoryBackend::with_capacity(FALLBACK_MAX_ENTRIES)
+}
+
+#[cfg(not(feature = "memory"))]
+fn fallback_memory() -> crate::null::NullBackend {
+    tracing::warn!("cachestack: the `memory` feature is off and no cache is configured: caching is disabled");
+    crate::null::NullBackend::default()
+}
+
+/// The environment variable read for the cache `name`.
+///
+/// ```
+/// assert_eq!(cachestack::registry::env_var_for("user-sessions"), "CACHESTACK_CACHE_USER_SESSIONS");
+/// ```
+pub fn env_var_for(name: &str) -> String {
+    let mut var = String::from(NAMED_URL_PREFIX);
+    var.extend(name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }));
+    var
+}
+
+impl Cache {
+    /// The cache a URL describes (see the table in [`crate::registry`]'s module docs and
+    /// [`backend_from_url`]).
+    ///
+    /// ```
+    /// let cache = cachestack::Cache::from_url("mem://?max_entries=100").unwrap();
+    /// assert_eq!(cache.backend().name(), "memory");
+    /// let err = cachestack::Cache::from_url("redis://:secret@127.0.0.1/0").unwrap_err();
+    /// assert!(!err.to_string().contains("secret"));
+    /// ```
+    pub fn from_url(url: &str) -> Result<Cache> {
+        backend_from_url(url).map(Cache::from_arc).map_err(|e| match e {
+            Error::Config { message } => Error::Config { message: format!("{message} (in `{}`)", redact_url(url)) },
+            other => other,
+        })
+    }
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered").field("source", &self.source).finish()
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<CacheRegistry>();
+    check::<Arc<dyn Backend>>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_moves_on_every_change() {
+        let r = CacheRegistry::new();
+        let g0 = r.generation();
+        r.register_url("a", "mem://").unwrap();
+        let g1 = r.generation();
+        assert!(g1 > g0);
+        r.remove("a");
+        assert!(r.generation() > g1);
+    }
+
+    #[test]
+    fn default_is_memory_and_stable() {
+        let r = CacheRegistry::new();
+        let a = r.default_cache();
+        let b = r.default_cache();
+        assert!(Arc::ptr_eq(a.backend(), b.backend()));
+    }
+
+    #[test]
+    fn environment_configures_named_caches() {
+        let name = "env-test-cache-42";
+        assert!(matches!(CacheRegistry::new().get(name), Err(Error::UnknownCache { .. })));
+        // SAFETY of the test: this variable is read by this test only.
+        std::env::set_var(env_var_for(name), "mem://?max_entries=7");
+        let r = CacheRegistry::new();
+        let cache = r.get(name).unwrap();
+        assert_eq!(cache.stats().details["max_entries"], "7");
+        assert_eq!(r.source(name).as_deref(), Some("mem://?max_entries=7"));
+        std::env::set_var(env_var_for(name), "mem://?max_entries=nope");
+        let err = CacheRegistry::new().get(name).unwrap_err().to_string();
+        assert!(err.contains("CACHESTACK_CACHE_ENV_TEST_CACHE_42") && err.contains("max_entries=nope"), "{err}");
+        std::env::remove_var(env_var_for(name));
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let r = CacheRegistry::new();
+        let _ = r.register_url("s", "mem://?max_entries=3");
+        let shown = format!("{r:?}");
+        assert!(shown.contains("mem://?max_entries=3"));
+        assert!(!redact_url("redis://u:topsecret@h/0").contains("topsecret"));
+    }
+}
