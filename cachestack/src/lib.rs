@@ -37,8 +37,11 @@ mod envelope;
 mod error;
 #[cfg(feature = "memory")]
 mod memory;
+mod null;
+pub mod registry;
 pub mod rt;
 mod ttl;
+mod url;
 mod value;
 
 pub use async_trait::async_trait;
@@ -49,5 +52,8 @@ pub use envelope::{remaining, Compression, Signer, ValueFormat};
 pub use error::{BoxError, Error, Result};
 #[cfg(feature = "memory")]
 pub use memory::{MemoryBackend, MemoryConfig};
+pub use null::NullBackend;
+pub use registry::CacheRegistry;
 pub use ttl::{format_ttl, parse_ttl};
+pub use url::{backend_from_url, redact_url};
 pub use value::{type_fingerprint, Cacheable, Encoded, Value};
