@@ -30,7 +30,6 @@ use crate::value::Value;
 /// }).unwrap();
 /// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct MemoryConfig {
     /// Most entries held (ignored when `max_bytes` is set). Default 10 000.
     pub max_entries: u64,

@@ -1,1 +1,5 @@
-//! Shared test support: the backend conformance suite.
+//! Shared test support for cachestack: the backend conformance suite and helpers for tests that
+//! need real servers.
+#![allow(clippy::unwrap_used)]
+
+pub mod conformance;

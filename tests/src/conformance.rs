@@ -1,0 +1,355 @@
+//! The backend conformance suite: one function per behaviour every [`Backend`] must have.
+//!
+//! A backend's test file runs it with [`conformance_suite!`](crate::conformance_suite), giving a
+//! [`Harness`]: a factory that opens the backend over one shared store with a given namespace,
+//! and what the backend can do (TTL granularity, largest value, a way to plant raw bytes).
+//! Each behaviour becomes its own `#[tokio::test]`, so a failure names the behaviour.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cachestack::{Backend, Cache, Value};
+use serde::{Deserialize, Serialize};
+
+/// Opens the backend under test over the shared store, scoped to a namespace.
+pub type Factory = Arc<dyn Fn(&str) -> Arc<dyn Backend> + Send + Sync>;
+
+/// Writes raw bytes where the backend opened with `namespace` would store `key`, going below the
+/// backend's API (a file written by hand, a `SET` from another client): arguments are
+/// `(namespace, key, bytes)`.
+pub type RawWriter = Arc<dyn Fn(&str, &str, &[u8]) + Send + Sync>;
+
+/// How to run the suite against one backend.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Harness {
+    /// Opens the backend with a namespace (each behaviour gets fresh, unique namespaces).
+    pub factory: Factory,
+    /// The shortest TTL the backend honours precisely (1 s for Memcached, 1 ms for Redis...).
+    pub ttl_unit: Duration,
+    /// The largest value the backend must store (the suite also writes one of this size).
+    pub max_value_bytes: usize,
+    /// True when values go through bytes (file, network): a typed read then decodes.
+    pub stores_bytes: bool,
+    /// Plants raw bytes under a key, when the backend can be reached below its API.
+    pub raw_writer: Option<RawWriter>,
+}
+
+impl Harness {
+    /// A harness with defaults: 50 ms TTL unit, 1 MiB values, byte storage, no raw writer.
+    pub fn new(factory: impl Fn(&str) -> Arc<dyn Backend> + Send + Sync + 'static) -> Self {
+        Harness {
+            factory: Arc::new(factory),
+            ttl_unit: Duration::from_millis(50),
+            max_value_bytes: 1024 * 1024,
+            stores_bytes: true,
+            raw_writer: None,
+        }
+    }
+
+    /// Opens the backend in a namespace unique to this run and `tag`.
+    pub fn open(&self, tag: &str) -> Arc<dyn Backend> {
+        (self.factory)(&unique_namespace(tag))
+    }
+}
+
+/// A namespace no other test run uses: `tag-pid-nanos-counter`.
+pub fn unique_namespace(tag: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{tag}-{}-{}-{}", std::process::id(), nanos % 1_000_000_000_000, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A realistic cached value: nested, with strings and options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Id.
+    pub id: u64,
+    /// Name, unicode included.
+    pub name: String,
+    /// Optional nested data.
+    pub tags: Vec<String>,
+    /// An optional field.
+    pub manager: Option<Box<Profile>>,
+}
+
+/// A sample profile.
+pub fn profile(id: u64) -> Profile {
+    Profile {
+        id,
+        name: format!("Zoë {id} — 名前"),
+        tags: vec!["a".into(), String::new(), "x".repeat(40)],
+        manager: Some(Box::new(Profile { id: id + 1000, name: "boss".into(), tags: vec![], manager: None })),
+    }
+}
+
+/// Waits until `ttl_unit`-based entries have certainly expired. This waits for wall-clock time
+/// to pass (expiry is about time), it does not synchronise with other threads.
+async fn let_expire(h: &Harness, ttl: Duration) {
+    tokio::time::sleep(ttl + h.ttl_unit + Duration::from_millis(20)).await;
+}
+
+/// A missing key reads as `None`, `exists` is false, delete reports nothing removed.
+pub async fn missing_key_is_a_miss(h: &Harness) {
+    let b = h.open("missing");
+    assert!(b.get("nope").await.unwrap().is_none());
+    assert!(!b.exists("nope").await.unwrap());
+    assert!(!b.delete("nope").await.unwrap());
+}
+
+/// Typed values of several shapes round-trip through the backend.
+pub async fn values_round_trip(h: &Harness) {
+    let cache = Cache::from_arc(h.open("roundtrip"));
+    cache.set("profile", &profile(1), None).await.unwrap();
+    assert_eq!(cache.get::<Profile>("profile").await.unwrap(), Some(profile(1)));
+    cache.set("empty-string", &String::new(), None).await.unwrap();
+    assert_eq!(cache.get::<String>("empty-string").await.unwrap().as_deref(), Some(""));
+    cache.set("empty-vec", &Vec::<u8>::new(), None).await.unwrap();
+    assert_eq!(cache.get::<Vec<u8>>("empty-vec").await.unwrap(), Some(vec![]));
+    cache.set("none", &Option::<u32>::None, None).await.unwrap();
+    assert_eq!(cache.get::<Option<u32>>("none").await.unwrap(), Some(None));
+    cache.set("max", &u64::MAX, None).await.unwrap();
+    assert_eq!(cache.get::<u64>("max").await.unwrap(), Some(u64::MAX));
+}
+
+/// A second write replaces the first.
+pub async fn overwrite_replaces(h: &Harness) {
+    let cache = Cache::from_arc(h.open("overwrite"));
+    cache.set("k", &"first".to_string(), None).await.unwrap();
+    cache.set("k", &"second".to_string(), None).await.unwrap();
+    assert_eq!(cache.get::<String>("k").await.unwrap().as_deref(), Some("second"));
+}
+
+/// Delete removes, reports presence, and `exists` follows.
+pub async fn delete_removes(h: &Harness) {
+    let cache = Cache::from_arc(h.open("delete"));
+    cache.set("k", &1u32, None).await.unwrap();
+    assert!(cache.exists("k").await.unwrap());
+    assert!(cache.delete("k").await.unwrap());
+    assert!(!cache.exists("k").await.unwrap());
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), None);
+    assert!(!cache.delete("k").await.unwrap());
+}
+
+/// An entry is served with its remaining TTL (never more than it was given), and not after.
+pub async fn ttl_expiry(h: &Harness) {
+    let b = h.open("ttl");
+    let ttl = h.ttl_unit * 4;
+    b.set("short", Value::new(5u8), Some(ttl)).await.unwrap();
+    b.set("forever", Value::new(6u8), None).await.unwrap();
+    let entry = b.get("short").await.unwrap().expect("fresh entry is served");
+    let left = entry.ttl.expect("an entry written with a TTL reports its remaining TTL");
+    assert!(left <= ttl, "remaining TTL {left:?} exceeds the {ttl:?} it was given");
+    assert!(!left.is_zero());
+    assert_eq!(b.get("forever").await.unwrap().expect("no-TTL entry").ttl, None);
+    let_expire(h, ttl).await;
+    assert!(b.get("short").await.unwrap().is_none(), "expired entry was served");
+    assert!(!b.exists("short").await.unwrap());
+    assert!(b.get("forever").await.unwrap().is_some());
+    // purge_expired never removes live entries.
+    b.purge_expired().await.unwrap();
+    assert!(b.get("forever").await.unwrap().is_some());
+}
+
+/// `clear` empties this namespace only.
+pub async fn clear_is_scoped_to_the_namespace(h: &Harness) {
+    let ns = unique_namespace("clear");
+    let a = (h.factory)(&format!("{ns}-a"));
+    let b = (h.factory)(&format!("{ns}-b"));
+    for i in 0..20 {
+        a.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+        b.set(&format!("k{i}"), Value::new(i + 100), None).await.unwrap();
+    }
+    a.clear().await.unwrap();
+    for i in 0..20 {
+        assert!(a.get(&format!("k{i}")).await.unwrap().is_none());
+        let kept = b.get(&format!("k{i}")).await.unwrap().expect("other namespace kept");
+        assert_eq!(kept.value.get::<i32>().unwrap(), i + 100);
+    }
+    // The same key in two namespaces holds two values.
+    a.set("shared", Value::new(1u8), None).await.unwrap();
+    b.set("shared", Value::new(2u8), None).await.unwrap();
+    assert_eq!(a.get("shared").await.unwrap().unwrap().value.get::<u8>().unwrap(), 1);
+    assert_eq!(b.get("shared").await.unwrap().unwrap().value.get::<u8>().unwrap(), 2);
+}
+
+/// get_many / set_many / delete_many keep order, report misses in place, count deletions.
+pub async fn bulk_operations(h: &Harness) {
+    let b = h.open("bulk");
+    let keys: Vec<String> = (0..50).map(|i| format!("bulk:{i}")).collect();
+    let entries: Vec<(&str, Value)> =
+        keys.iter().enumerate().filter(|(i, _)| i % 2 == 0).map(|(i, k)| (k.as_str(), Value::new(i as u64))).collect();
+    b.set_many(&entries, Some(Duration::from_secs(600))).await.unwrap();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let got = b.get_many(&refs).await.unwrap();
+    assert_eq!(got.len(), keys.len());
+    for (i, slot) in got.iter().enumerate() {
+        match slot {
+            Some(entry) => {
+                assert_eq!(i % 2, 0, "key {i} was never written");
+                assert_eq!(entry.value.get::<u64>().unwrap(), i as u64);
+                assert!(entry.ttl.is_some_and(|t| t <= Duration::from_secs(600)));
+            }
+            None => assert_eq!(i % 2, 1, "key {i} was written but missed"),
+        }
+    }
+    assert_eq!(b.delete_many(&refs).await.unwrap(), 25);
+    assert!(b.get_many(&refs).await.unwrap().iter().all(Option::is_none));
+    assert!(b.get_many(&[]).await.unwrap().is_empty());
+}
+
+/// Hits, misses and writes are counted.
+pub async fn stats_count_operations(h: &Harness) {
+    let b = h.open("stats");
+    let before = b.stats();
+    b.set("k", Value::new(1u8), None).await.unwrap();
+    b.get("k").await.unwrap();
+    b.get("k").await.unwrap();
+    b.get("missing").await.unwrap();
+    let after = b.stats();
+    assert_eq!(after.hits - before.hits, 2, "{after:?}");
+    assert_eq!(after.misses - before.misses, 1, "{after:?}");
+    assert!(after.writes > before.writes, "{after:?}");
+    assert!(!after.name.is_empty());
+}
+
+/// A value written for another type is a miss (counted), never misread; raw garbage under a key
+/// (when the harness can plant it) is a miss too.
+pub async fn unreadable_values_are_misses(h: &Harness) {
+    let namespace = unique_namespace("unreadable");
+    let cache = Cache::from_arc((h.factory)(&namespace));
+    cache.set("k", &123u64, None).await.unwrap();
+    let errors = cache.stats().errors;
+    assert_eq!(cache.get::<Profile>("k").await.unwrap(), None);
+    assert_eq!(cache.stats().errors, errors + 1);
+    assert_eq!(cache.get::<u64>("k").await.unwrap(), Some(123), "the value itself is intact");
+    if let Some(plant) = &h.raw_writer {
+        let garbage: [&[u8]; 4] = [b"", b"CS", b"not a cachestack value at all", &[0xff; 64]];
+        for (i, bytes) in garbage.iter().enumerate() {
+            let key = format!("planted:{i}");
+            plant(&namespace, &key, bytes);
+            assert!(cache.get::<u64>(&key).await.unwrap().is_none(), "planted bytes {i} were served");
+        }
+        assert!(cache.stats().errors > errors, "planted garbage was not counted as an error");
+        // The backend still works for that key afterwards.
+        cache.set("planted:0", &9u64, None).await.unwrap();
+        assert_eq!(cache.get::<u64>("planted:0").await.unwrap(), Some(9));
+    }
+}
+
+/// Keys with spaces, CRLF, unicode, separators and 1 KiB of text round-trip and stay distinct.
+pub async fn hostile_keys_round_trip(h: &Harness) {
+    let cache = Cache::from_arc(h.open("keys"));
+    let keys = [
+        "with space".to_string(),
+        "crlf\r\nflush_all\r\n".to_string(),
+        "ünïcödé/名前/🦀".to_string(),
+        "../../etc/passwd".to_string(),
+        "a:b".to_string(),
+        "a".to_string(),
+        "k".repeat(1024),
+        "\0nul".to_string(),
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        cache.set(key, &i, None).await.unwrap();
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(cache.get::<usize>(key).await.unwrap(), Some(i), "key {key:?}");
+    }
+}
+
+/// Large and empty values round-trip.
+pub async fn large_values_round_trip(h: &Harness) {
+    let cache = Cache::from_arc(h.open("large"));
+    // Leave room for the envelope and the key inside the backend's limit.
+    let big: Vec<u8> = (0..h.max_value_bytes - 1024).map(|i| (i % 251) as u8).collect();
+    cache.set("big", &big, None).await.unwrap();
+    assert_eq!(cache.get::<Vec<u8>>("big").await.unwrap().as_deref(), Some(big.as_slice()));
+}
+
+/// Many threads writing the same keys: every read is one complete value some writer wrote.
+pub async fn concurrent_writers(h: &Harness) {
+    let backend = h.open("concurrent");
+    let threads = 8;
+    let rounds = 40;
+    let keys = 4;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let cache = Cache::from_arc(backend.clone());
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                for r in 0..rounds {
+                    for k in 0..keys {
+                        let value = vec![(t * 1000 + r) as u32; 64 + t * 10];
+                        cache.set_blocking(&format!("k{k}"), &value, None).unwrap();
+                        if let Some(read) = cache.get_blocking::<Vec<u32>>(&format!("k{k}")).unwrap() {
+                            let first = read[0];
+                            let writer = (first / 1000) as usize;
+                            assert_eq!(read.len(), 64 + writer * 10, "torn value");
+                            assert!(read.iter().all(|&x| x == first), "mixed value");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("writer thread panicked");
+    }
+    let cache = Cache::from_arc(backend);
+    let mut seen = HashSet::new();
+    for k in 0..keys {
+        let v = cache.get::<Vec<u32>>(&format!("k{k}")).await.unwrap().expect("value after writers");
+        seen.insert(v.len());
+    }
+    assert!(!seen.is_empty());
+}
+
+/// Runs every behaviour in sequence (for ad-hoc use; test files use `conformance_suite!`).
+pub async fn run_all(h: &Harness) {
+    missing_key_is_a_miss(h).await;
+    values_round_trip(h).await;
+    overwrite_replaces(h).await;
+    delete_removes(h).await;
+    ttl_expiry(h).await;
+    clear_is_scoped_to_the_namespace(h).await;
+    bulk_operations(h).await;
+    stats_count_operations(h).await;
+    unreadable_values_are_misses(h).await;
+    hostile_keys_round_trip(h).await;
+    large_values_round_trip(h).await;
+    concurrent_writers(h).await;
+}
+
+/// Expands to one `#[tokio::test]` per conformance behaviour, in a module named `$name`.
+///
+/// ```ignore
+/// cachestack_tests::conformance_suite!(memory, || Harness::new(|_ns| Arc::new(MemoryBackend::with_capacity(10_000))));
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    ($name:ident, $harness:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance_suite!(@tests $harness;
+                missing_key_is_a_miss, values_round_trip, overwrite_replaces, delete_removes,
+                ttl_expiry, clear_is_scoped_to_the_namespace, bulk_operations,
+                stats_count_operations, unreadable_values_are_misses, hostile_keys_round_trip,
+                large_values_round_trip, concurrent_writers);
+        }
+    };
+    (@tests $harness:expr; $($behaviour:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $behaviour() {
+                let harness: $crate::conformance::Harness = ($harness)();
+                $crate::conformance::$behaviour(&harness).await;
+            }
+        )*
+    };
+}
