@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every cachestack test on this machine: formatting, lints, unit and integration tests,
+# doctests, UI (trybuild) tests and the examples. It first makes sure the servers the tests need
+# are installed and running on loopback, installing them from Debian's packages when missing.
+#
+# Usage: bash tests/run-all.sh          (from the repository root)
+#
+# In CI (CI=true) a test whose server is missing fails; elsewhere it is skipped with a loud
+# message. Extra server instances this script starts are stopped when it exits.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+CLEANUP=()
+cleanup() {
+  for cmd in "${CLEANUP[@]:-}"; do
+    [ -n "$cmd" ] && eval "$cmd" >/dev/null 2>&1 || true
+  done
+}
+trap cleanup EXIT
+
+# shellcheck source=tests/servers.sh
+source tests/servers.sh
+ensure_servers
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy (all targets, all features, warnings are errors)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+log "cargo test (workspace, all features)"
+cargo test --workspace --all-features --no-fail-fast
+
+log "quickstart example"
+cargo run -q -p cachestack-examples --example quickstart
+
+log "all tests passed"
