@@ -78,7 +78,6 @@ struct EvictionCounter(Arc<AtomicU64>);
 
 impl Lifecycle<Box<str>, Slot> for EvictionCounter {
     type RequestState = ();
-    fn begin_request(&self) -> Self::RequestState {}
     fn on_evict(&self, _state: &mut (), _key: Box<str>, _slot: Slot) {
         self.0.fetch_add(1, Relaxed);
     }
