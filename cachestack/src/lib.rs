@@ -35,6 +35,8 @@ mod cache;
 mod codec;
 mod envelope;
 mod error;
+#[cfg(feature = "file")]
+mod file;
 #[cfg(feature = "memory")]
 mod memory;
 mod null;
@@ -50,6 +52,8 @@ pub use cache::Cache;
 pub use codec::Codec;
 pub use envelope::{remaining, Compression, Signer, ValueFormat};
 pub use error::{BoxError, Error, Result};
+#[cfg(feature = "file")]
+pub use file::{FileBackend, FileConfig};
 #[cfg(feature = "memory")]
 pub use memory::{MemoryBackend, MemoryConfig};
 pub use null::NullBackend;

@@ -258,9 +258,70 @@ fn memory_from_url(url: &mut CacheUrl) -> Result<Arc<dyn Backend>> {
     disabled(&url.scheme.clone(), "memory")
 }
 
-// Wired to `FileBackend` once the file module lands.
+#[cfg(not(feature = "file"))]
 fn file_from_url(url: CacheUrl) -> Result<Arc<dyn Backend>> {
     disabled(&url.scheme, "file")
+}
+
+#[cfg(feature = "file")]
+const FILE_OPTIONS: &[&str] = &[
+    "ttl",
+    "namespace",
+    "silent",
+    "max_entries",
+    "max_bytes",
+    "auto_purge",
+    "codec",
+    "compression",
+    "secret",
+    "secret_env",
+    "max_value_bytes",
+];
+
+/// `file:///absolute/dir` or `file://./relative/dir` (percent-decoded).
+#[cfg(feature = "file")]
+fn file_from_url(mut url: CacheUrl) -> Result<Arc<dyn Backend>> {
+    let path = file_url_path(&url.rest)?;
+    let mut config = crate::file::FileConfig::new(path).with_format(url.take_format()?);
+    if let Some(namespace) = url.take("namespace") {
+        config = config.with_namespace(namespace);
+    }
+    if let Some(ttl) = url.take_ttl("ttl")? {
+        config = config.with_default_ttl(ttl);
+    }
+    if let Some(silent) = url.take_bool("silent")? {
+        config = config.with_silent(silent);
+    }
+    if let Some(n) = url.take_parsed::<u64>("max_entries")? {
+        config = config.with_max_entries(n);
+    }
+    if let Some(n) = url.take_parsed::<u64>("max_bytes")? {
+        config = config.with_max_bytes(n);
+    }
+    if let Some(every) = url.take_ttl("auto_purge")? {
+        config = config.with_auto_purge_interval(every);
+    }
+    url.finish(FILE_OPTIONS)?;
+    Ok(Arc::new(crate::file::FileBackend::new(config)?))
+}
+
+#[cfg_attr(not(feature = "file"), allow(dead_code))]
+fn file_url_path(rest: &str) -> Result<std::path::PathBuf> {
+    // `file:///abs` leaves `/abs`; `file://./rel` and `file://rel` are relative to the working
+    // directory; a host name (`file://server/share`) is not supported.
+    if rest.is_empty() {
+        return Err(Error::config(
+            "file:// URL has no directory: write file:///var/cache/app or file://./cache",
+        ));
+    }
+    let decoded = url::form_urlencoded::parse(format!("p={}", rest.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    if decoded.contains('\0') {
+        return Err(Error::config("file:// URL path contains a NUL character"));
+    }
+    Ok(std::path::PathBuf::from(decoded))
 }
 
 #[cfg(test)]
@@ -273,6 +334,31 @@ mod tests {
         assert_eq!(redact_url("memcached://h1:11211,h2:11211"), "memcached://h1:11211,h2:11211");
         assert_eq!(redact_url("file:///tmp/x?secret=s3&ttl=1h"), "file:///tmp/x?secret=***&ttl=1h");
         assert_eq!(redact_url("redis://:pw@h"), "redis://:***@h");
+    }
+
+    #[test]
+    fn file_url_paths() {
+        assert_eq!(file_url_path("/var/cache/app").unwrap(), std::path::PathBuf::from("/var/cache/app"));
+        assert_eq!(file_url_path("./cache").unwrap(), std::path::PathBuf::from("./cache"));
+        assert_eq!(file_url_path("/tmp/a%20b+c").unwrap(), std::path::PathBuf::from("/tmp/a b+c"));
+        assert!(file_url_path("").is_err());
+        assert!(file_url_path("/tmp/%00x").is_err());
+    }
+
+    #[cfg(feature = "file")]
+    #[test]
+    fn file_urls_build_configured_backends() {
+        let dir = std::env::temp_dir().join(format!("cachestack-url-{}", std::process::id()));
+        let url = format!("file://{}?ttl=1h&namespace=app&max_entries=10&codec=postcard", dir.display());
+        let backend = backend_from_url(&url).unwrap();
+        let stats = backend.stats();
+        assert_eq!(stats.details["namespace"], "app");
+        assert!(backend_from_url(&format!("file://{}?colour=red", dir.display()))
+            .unwrap_err()
+            .to_string()
+            .contains("valid options: ttl, namespace"));
+        assert!(backend_from_url(&format!("file://{}?namespace=../up", dir.display())).is_err());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
