@@ -97,8 +97,9 @@ impl Codec {
             #[cfg(feature = "msgpack")]
             Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(|e| self.err(e)),
             #[cfg(feature = "bincode")]
-            Codec::Bincode => bincode::serde::encode_to_vec(value, bincode::config::standard())
-                .map_err(|e| self.err(e)),
+            Codec::Bincode => {
+                bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| self.err(e))
+            }
             #[allow(unreachable_patterns)]
             other => Err(other.disabled(other.feature())),
         }
@@ -123,8 +124,7 @@ impl Codec {
             #[cfg(feature = "msgpack")]
             Codec::MessagePack => {
                 let mut cursor = std::io::Cursor::new(bytes);
-                let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut cursor))
-                    .map_err(|e| self.err(e))?;
+                let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut cursor)).map_err(|e| self.err(e))?;
                 let rest = bytes.len() - cursor.position() as usize;
                 if rest != 0 {
                     return Err(self.err(format!("{rest} trailing bytes after the value")));
@@ -134,8 +134,7 @@ impl Codec {
             #[cfg(feature = "bincode")]
             Codec::Bincode => {
                 let config = bincode::config::standard().with_limit::<MAX_DECODE_BYTES>();
-                let (value, read) =
-                    bincode::serde::decode_from_slice(bytes, config).map_err(|e| self.err(e))?;
+                let (value, read) = bincode::serde::decode_from_slice(bytes, config).map_err(|e| self.err(e))?;
                 if read != bytes.len() {
                     return Err(self.err(format!("{} trailing bytes after the value", bytes.len() - read)));
                 }
@@ -172,9 +171,7 @@ impl FromStr for Codec {
             "msgpack" | "messagepack" => Codec::MessagePack,
             "bincode" => Codec::Bincode,
             _ => {
-                return Err(Error::config(format!(
-                    "unknown codec {s:?}: expected postcard, json, msgpack or bincode"
-                )))
+                return Err(Error::config(format!("unknown codec {s:?}: expected postcard, json, msgpack or bincode")))
             }
         })
     }

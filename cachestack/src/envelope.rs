@@ -272,11 +272,8 @@ impl ValueFormat {
             }
             stored.to_vec()
         };
-        let value = Value::from_encoded(Encoded {
-            codec: header.codec,
-            type_fingerprint: header.type_fingerprint,
-            payload,
-        });
+        let value =
+            Value::from_encoded(Encoded { codec: header.codec, type_fingerprint: header.type_fingerprint, payload });
         Ok((value, millis_to_expiry(header.expires_ms)))
     }
 }
@@ -366,7 +363,8 @@ fn decompress_lz4(stored: &[u8], limit: usize) -> Result<Vec<u8>> {
     if announced > limit.min(MAX_DECODE_BYTES) {
         return Err(Error::ValueTooLarge { size: announced, limit });
     }
-    lz4_flex::block::decompress_size_prepended(stored).map_err(|e| Error::invalid(format!("lz4 payload is corrupt: {e}")))
+    lz4_flex::block::decompress_size_prepended(stored)
+        .map_err(|e| Error::invalid(format!("lz4 payload is corrupt: {e}")))
 }
 
 #[cfg(not(feature = "lz4"))]
@@ -406,7 +404,8 @@ mod tests {
     #[cfg(feature = "signing")]
     #[test]
     fn signatures_reject_tampering_other_keys_and_unsigned_values() {
-        let signed = ValueFormat { signer: Some(Signer::new("0123456789abcdef-secret").unwrap()), ..Default::default() };
+        let signed =
+            ValueFormat { signer: Some(Signer::new("0123456789abcdef-secret").unwrap()), ..Default::default() };
         let bytes = sealed(&signed);
         assert_eq!(signed.open("k", &bytes).unwrap().0.get::<String>().unwrap().len(), 2000);
         for i in 0..bytes.len() {
@@ -436,9 +435,6 @@ mod tests {
     #[test]
     fn oversized_values_are_refused_on_write() {
         let format = ValueFormat { max_value_bytes: 10, ..Default::default() };
-        assert!(matches!(
-            format.seal("k", &Value::new("x".repeat(100)), None),
-            Err(Error::ValueTooLarge { .. })
-        ));
+        assert!(matches!(format.seal("k", &Value::new("x".repeat(100)), None), Err(Error::ValueTooLarge { .. })));
     }
 }

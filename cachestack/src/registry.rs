@@ -125,9 +125,7 @@ impl CacheRegistry {
     /// Builds the cache described by `url` and registers it as `name`.
     pub fn register_url(&self, name: impl Into<String>, url: &str) -> Result<Cache> {
         let cache = Cache::from_url(url)?;
-        self.write()
-            .named
-            .insert(name.into(), Registered { cache: cache.clone(), source: Some(redact_url(url)) });
+        self.write().named.insert(name.into(), Registered { cache: cache.clone(), source: Some(redact_url(url)) });
         self.bump();
         Ok(cache)
     }
@@ -162,9 +160,8 @@ impl CacheRegistry {
         let var = env_var_for(name);
         match std::env::var(&var) {
             Ok(url) => {
-                let cache = Cache::from_url(&url).map_err(|e| {
-                    Error::config(format!("cache `{name}` from environment variable {var}: {e}"))
-                })?;
+                let cache = Cache::from_url(&url)
+                    .map_err(|e| Error::config(format!("cache `{name}` from environment variable {var}: {e}")))?;
                 let mut state = self.write();
                 // Another thread may have registered it meanwhile: keep the first.
                 let entry = state

@@ -28,7 +28,10 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
                 .map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| Error::Generic { backend: "runtime".into(), source: format!("cannot start cachestack's runtime: {e}").into() })
+        .map_err(|e| Error::Generic {
+            backend: "runtime".into(),
+            source: format!("cannot start cachestack's runtime: {e}").into(),
+        })
 }
 
 /// A handle to cachestack's own runtime, for backends that spawn long-lived connection tasks.

@@ -93,11 +93,7 @@ impl<V: Cacheable> ErasedValue for Serializable<V> {
         &self.0
     }
     fn encode(&self, codec: Codec) -> Result<Encoded> {
-        Ok(Encoded {
-            codec,
-            type_fingerprint: type_fingerprint::<V>(),
-            payload: codec.serialize(&self.0)?,
-        })
+        Ok(Encoded { codec, type_fingerprint: type_fingerprint::<V>(), payload: codec.serialize(&self.0)? })
     }
     fn type_name(&self) -> &'static str {
         std::any::type_name::<V>()

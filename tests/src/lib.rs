@@ -16,7 +16,9 @@ pub fn in_ci() -> bool {
 pub fn server_url(var: &str, what: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
-        _ if in_ci() => panic!("{what} is required in CI but {var} is not set: run the tests with `bash tests/run-all.sh`"),
+        _ if in_ci() => {
+            panic!("{what} is required in CI but {var} is not set: run the tests with `bash tests/run-all.sh`")
+        }
         _ => {
             eprintln!("\n**** SKIPPED: {what} not available ({var} is not set); run `bash tests/run-all.sh` to start it ****\n");
             None

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use cachestack::{async_trait, Backend, BackendStats, Counters, Entry, MemoryBackend, MemoryConfig, Result, Value, ValueFormat};
+use cachestack::{
+    async_trait, Backend, BackendStats, Counters, Entry, MemoryBackend, MemoryConfig, Result, Value, ValueFormat,
+};
 use cachestack_tests::conformance::Harness;
 
 cachestack_tests::conformance_suite!(memory, || {
@@ -105,6 +107,7 @@ cachestack_tests::conformance_suite!(user_defined_byte_store, || {
     };
     let plant_with = open.clone();
     let mut h = Harness::new(move |namespace| Arc::new(open(namespace)));
-    h.raw_writer = Some(Arc::new(move |namespace: &str, key: &str, bytes: &[u8]| plant_with(namespace).plant(key, bytes)));
+    h.raw_writer =
+        Some(Arc::new(move |namespace: &str, key: &str, bytes: &[u8]| plant_with(namespace).plant(key, bytes)));
     h
 });
