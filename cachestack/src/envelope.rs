@@ -261,14 +261,17 @@ impl ValueFormat {
             (Some(_), false) => return Err(Error::invalid("unsigned value in a store that requires signatures")),
             (None, _) => {}
         }
+        #[cfg(not(feature = "signing"))]
+        let _ = key;
         let stored = &bytes[HEADER_LEN..end];
+        let limit = self.max_value_bytes.min(MAX_DECODE_BYTES);
         let payload = if header.flags & FLAG_ZSTD != 0 {
-            decompress_zstd(stored, self.max_value_bytes)?
+            decompress_zstd(stored, limit)?
         } else if header.flags & FLAG_LZ4 != 0 {
-            decompress_lz4(stored, self.max_value_bytes)?
+            decompress_lz4(stored, limit)?
         } else {
-            if stored.len() > self.max_value_bytes {
-                return Err(Error::ValueTooLarge { size: stored.len(), limit: self.max_value_bytes });
+            if stored.len() > limit {
+                return Err(Error::ValueTooLarge { size: stored.len(), limit });
             }
             stored.to_vec()
         };
@@ -290,6 +293,7 @@ pub(crate) struct Header {
 
 impl Header {
     /// The expiry this header records.
+    #[cfg_attr(not(feature = "file"), allow(dead_code))]
     pub fn expires(&self) -> Option<SystemTime> {
         millis_to_expiry(self.expires_ms)
     }
@@ -335,7 +339,7 @@ fn compress_zstd(raw: &[u8], level: i32) -> Result<Vec<u8>> {
 #[cfg(feature = "zstd")]
 fn decompress_zstd(stored: &[u8], limit: usize) -> Result<Vec<u8>> {
     // `bulk::decompress` fails instead of growing past `limit`: a zip bomb stays a bounded error.
-    zstd::bulk::decompress(stored, limit.min(MAX_DECODE_BYTES))
+    zstd::bulk::decompress(stored, limit)
         .map_err(|e| Error::invalid(format!("zstd payload does not decompress within {limit} bytes: {e}")))
 }
 
@@ -360,7 +364,7 @@ fn decompress_lz4(stored: &[u8], limit: usize) -> Result<Vec<u8>> {
         return Err(Error::invalid("lz4 payload too short"));
     }
     let announced = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]) as usize;
-    if announced > limit.min(MAX_DECODE_BYTES) {
+    if announced > limit {
         return Err(Error::ValueTooLarge { size: announced, limit });
     }
     lz4_flex::block::decompress_size_prepended(stored)
