@@ -1,1 +1,268 @@
-//! Procedural macros for cachestack (filled in by the macro issue).
+//! Procedural macros of cachestack: `#[cached]` and `#[invalidate]`. Use them through the
+//! `cachestack` crate (`cachestack::cached`), which holds the runtime they call.
+//!
+//! Each macro works in three steps: parse the attribute's arguments, check them and the function
+//! against each other, then generate code. Every problem
+//! found in the first two steps is reported, each with a span on the offending token, and the
+//! function is still emitted so that one mistake gives one error.
+
+use proc_macro::TokenStream;
+use quote::ToTokens;
+
+mod args;
+mod errors;
+mod expand;
+mod model;
+mod template;
+
+use errors::Errors;
+use model::{Func, Purpose};
+
+/// Caches a function's results: in the registry's default cache (an in-process memory cache
+/// unless configured otherwise) or in the cache named by `cache = "..."`.
+///
+/// ```
+/// use cachestack::cached;
+///
+/// #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// struct User { id: u64, name: String }
+///
+/// #[cached(ttl = "5m", key = "user:<id>")]
+/// fn get_user(id: u64) -> Option<User> {
+///     Some(User { id, name: format!("user {id}") }) // a slow lookup, in real life
+/// }
+///
+/// assert_eq!(get_user(7).unwrap().name, "user 7"); // runs the body
+/// assert_eq!(get_user(7).unwrap().name, "user 7"); // answered from the cache
+/// assert_eq!(get_user_stats().hits, 1);
+/// assert_eq!(get_user_key(&7), "user:7");
+/// assert!(get_user_invalidate(&7).unwrap()); // the next call runs the body again
+/// ```
+///
+/// # Attributes
+///
+/// | attribute | meaning |
+/// |---|---|
+/// | `ttl = "5m"` | time to live: `"30s"`, `"2h30m"`, `"1d"`... checked at compile time; or any `Duration` expression (`ttl = Duration::from_secs(60)`, `ttl = TTL_CONST`). Without it, the cache's default TTL applies. |
+/// | `key = "user:<id>"` | the key template (see *Keys*). Without it, the default key. |
+/// | `condition = \|v\| ...` | a closure `FnOnce(&ReturnType) -> bool`: the result is stored only when it returns true. It sees its argument only (the function's arguments have moved into the body). |
+/// | `cache = "name"` | a cache of [`CacheRegistry::global()`](../cachestack/registry/struct.CacheRegistry.html), looked up by name. Without it, the registry's default cache. |
+/// | `namespace = "users"`, `version = 2` | key prefixes (`users:v2:...`); bump `version` when the return type's shape changes, so old entries are never read. |
+/// | `lock = false` | turns single flight off (see *Single flight*). |
+/// | `cache_none = false` | for `Option` returns: do not store `None`. |
+/// | `cache_err = true` | for `Result` returns: store `Err` values too (the error type must then be cacheable). |
+/// | `on_cache_error = "propagate"` | for `Result` returns whose error type implements `From<cachestack::Error>`: a cache failure becomes the function's `Err` instead of being logged and ignored. `"ignore"` is the default. |
+/// | `crate = path` | where the cachestack crate is, for crates that rename or re-export it. |
+/// | `in_impl` | tells the macro that an associated function without `self` (and no `Self` in its signature) sits in an `impl` block. |
+///
+/// An unknown attribute is a compile error that lists the valid ones; so is a duplicate one.
+///
+/// # Return values
+///
+/// The cached value must implement [`Cacheable`](../cachestack/trait.Cacheable.html): `Clone`
+/// (a hit hands out a clone), `Serialize + DeserializeOwned` (file and network tiers store
+/// bytes), `Send + Sync + 'static`. A missing bound is a compile error naming the type and the
+/// bound, pointing at the return type.
+///
+/// - `Result<T, E>`: only `Ok(T)` is cached; errors are never cached (unless `cache_err = true`)
+///   and `E` needs no bound. The decision is made on the real type, so aliases such as
+///   `io::Result<T>` or `type Res<T> = Result<T, MyError>` are recognised.
+/// - `Option<T>`: `Some` and `None` are cached alike; `cache_none = false` stores only `Some`.
+/// - Any other type is cached as is.
+///
+/// `condition` is checked after these rules: an `Err` is never stored whatever the condition.
+///
+/// # Keys
+///
+/// A template is literal text with placeholders: `<id>` is the `Display` rendering of the
+/// parameter `id`, `<user.id>` of the field `id` of the parameter `user` (tuple fields:
+/// `<pair.0>`), `<self.tenant>` a field of the receiver; `<<` is a literal `<`. Placeholders are
+/// checked against the signature at compile time: a name that is no parameter, an unclosed `<`,
+/// or a value without `Display` is a compile error on the template.
+///
+/// The default key (no `key`) is
+/// `[namespace:][v<version>:]<path>::<fn>[::<T,...>](<arg1>,<arg2>,...)`, where `<path>` is the
+/// module path (`module_path!()`) for a free function and the type name of `Self` for a method
+/// or associated function, the type parameters of a generic function are listed by type name,
+/// and each argument is its `Debug` rendering with `\`, `,` and `)` escaped by a `\`, so two
+/// distinct argument lists never produce the same key (`("a:b", "c")` and `("a", "b:c")`
+/// give `f("a:b","c")` and `f("a","b:c")`). The receiver is not part of the default key; name
+/// its fields in a template when results depend on them. `Debug` renderings of standard types
+/// are not guaranteed stable across Rust releases: for caches that outlive the process (files,
+/// Redis, ...), prefer a template.
+///
+/// # Single flight
+///
+/// When several callers miss the same key at once, one runs the body and the others wait for
+/// its result (sync callers block, async callers await) and receive a clone of it. If the body
+/// returns an `Err` (which is not shared: errors need not be `Clone`), each waiter runs the body
+/// itself. If the leader panics or its future is dropped, a waiter takes over; no one waits
+/// forever. Distinct keys never wait on each other. A recursive call with the same key (which
+/// would wait for itself) is detected and runs uncached. `lock = false` turns single flight
+/// off.
+///
+/// # Cache failures
+///
+/// A cache that fails (a backend down, an unknown cache name, a stored value that no longer
+/// decodes as the return type) never breaks the function: the failure is counted in the stats,
+/// logged with `tracing`, and the body runs uncached. With `on_cache_error = "propagate"`, read
+/// and resolution failures are returned as `Err` before the body runs, and a write failure after
+/// it replaces its `Ok` (undecodable stored values are always a plain miss).
+///
+/// # Companions
+///
+/// Next to `fn get_user(id: u64) -> R`, the macro generates, with the same visibility:
+///
+/// | companion | does |
+/// |---|---|
+/// | `get_user_invalidate(&id) -> cachestack::Result<bool>` | removes the entry for these arguments (`async` if `get_user` is) |
+/// | `get_user_refresh(id) -> R` | runs the body without reading the cache and stores the result |
+/// | `get_user_key(&id) -> String` | the key for these arguments |
+/// | `get_user_stats() -> cachestack::FnStats` | hits, misses, waits, errors, keys in flight |
+///
+/// Arguments taken by value are taken by reference in `_invalidate` and `_key`; reference
+/// arguments are taken as they are. For a method, the companions are methods too
+/// (`repo.get_user_invalidate(&id)`, `Repo::get_user_stats()`).
+///
+/// ```
+/// use cachestack::cached;
+///
+/// struct Repo { tenant: u32 }
+///
+/// impl Repo {
+///     #[cached(key = "t<self.tenant>:name:<id>")]
+///     fn name(&self, id: &str) -> String {
+///         format!("{}-{id}", self.tenant)
+///     }
+/// }
+///
+/// let repo = Repo { tenant: 3 };
+/// assert_eq!(repo.name("a"), "3-a");
+/// assert_eq!(repo.name_key("a"), "t3:name:a");
+/// assert!(repo.name_invalidate("a").unwrap());
+/// assert_eq!(Repo::name_stats().misses, 1);
+/// ```
+///
+/// # Supported functions
+///
+/// Free functions, methods taking `self` in any form but `&mut self`, associated functions,
+/// generic functions, `async fn`, arguments by value, by reference, destructured, or `impl
+/// Trait` (keyed by `Debug`, or by the template). Not supported, each a compile error: `&mut`
+/// arguments (on a hit the body's changes would silently not happen), `const fn`, a function
+/// without a body, an `impl Trait` return type. Methods of *trait* impls cannot have companions;
+/// cache an inherent method and call it from the trait impl.
+///
+/// # Speed
+///
+/// A hit on an in-process cache (the memory backend, or a tiered stack whose front layer is in
+/// memory) is answered synchronously, in sync and async functions alike: the key is rendered
+/// into a reused thread-local buffer (integers and strings without the formatting machinery),
+/// the cache is found through a per-thread slot that is re-resolved only when the registry
+/// changes, and the hit is a downcast and a clone. No future is boxed, nothing is serialised.
+///
+/// Synchronous functions work with every backend: other backends are reached through
+/// `cachestack::rt::block_on`, from plain threads and from inside any tokio runtime.
+///
+/// Functions that share a cache must not render the same key for values of different types; if
+/// they do, a value of the other type is a miss (counted as an error), never a wrong value.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// #[cachestack::cached(ttl = "1h")]
+/// async fn config(name: &str) -> Result<String, std::io::Error> {
+///     Ok(format!("value of {name}"))
+/// }
+///
+/// assert_eq!(config("a").await.unwrap(), "value of a");
+/// assert_eq!(config("a").await.unwrap(), "value of a");
+/// assert_eq!(config_stats().hits, 1);
+/// # });
+/// ```
+#[proc_macro_attribute]
+pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    const NAME: &str = "cached";
+    let mut errors = Errors::default();
+    let args = args::parse_cached(args.into(), &mut errors);
+    let func = match syn::parse::<Func>(item.clone()) {
+        Ok(func) => func,
+        Err(err) => {
+            let mut out =
+                syn::Error::new(err.span(), format!("#[{NAME}] applies to functions and methods with a body"))
+                    .into_compile_error();
+            out.extend(proc_macro2::TokenStream::from(item));
+            return out.into();
+        }
+    };
+    let mut args = args;
+    let expanded = match model::analyze(&func, Purpose::Cached, args.common.in_impl, &mut errors) {
+        Some(model) => {
+            if let Some(template) = &args.key {
+                if !model.check_template(template, &mut errors) {
+                    args.key = None;
+                }
+            }
+            expand::cached(&model, &args)
+        }
+        None => func.to_token_stream(),
+    };
+    let mut out = errors.into_compile_errors();
+    out.extend(expanded);
+    out.into()
+}
+
+/// Removes cache entries when a function runs: after its body (the default; for a `Result`
+/// function, only when it returned `Ok`) or before it (`before = true`).
+///
+/// ```
+/// use cachestack::{cached, invalidate};
+///
+/// #[cached(key = "user:<id>")]
+/// fn user_name(id: u64) -> String { format!("user {id}") }
+///
+/// #[invalidate(key = "user:<id>")]
+/// fn rename_user(id: u64, name: &str) -> Result<(), String> {
+///     let _ = name; // write to the database...
+///     Ok(())
+/// }
+///
+/// user_name(1);
+/// rename_user(1, "Ada").unwrap();
+/// user_name(1); // runs the body again
+/// assert_eq!(user_name_stats().misses, 2);
+/// ```
+///
+/// Attributes: `key = "..."` (required, several allowed; the template language of
+/// [`macro@cached`], checked the same way), `cache = "name"`, `namespace`, `version` (the same
+/// prefixes as the cached function's), `before = true`, `on_cache_error = "propagate"` (for
+/// `Result` functions: a failed removal becomes the function's `Err`; by default it is logged and
+/// ignored), `crate = path`. Works on sync and async functions.
+#[proc_macro_attribute]
+pub fn invalidate(args: TokenStream, item: TokenStream) -> TokenStream {
+    const NAME: &str = "invalidate";
+    let mut errors = Errors::default();
+    let mut args = args::parse_invalidate(args.into(), &mut errors);
+    let func = match syn::parse::<Func>(item.clone()) {
+        Ok(func) => func,
+        Err(err) => {
+            let mut out =
+                syn::Error::new(err.span(), format!("#[{NAME}] applies to functions and methods with a body"))
+                    .into_compile_error();
+            out.extend(proc_macro2::TokenStream::from(item));
+            return out.into();
+        }
+    };
+    let expanded = match model::analyze(&func, Purpose::Invalidate, args.common.in_impl, &mut errors) {
+        Some(model) => {
+            args.keys.retain(|template| model.check_template(template, &mut errors));
+            if args.keys.is_empty() {
+                func.to_token_stream()
+            } else {
+                expand::invalidate(&model, &args)
+            }
+        }
+        None => func.to_token_stream(),
+    };
+    let mut out = errors.into_compile_errors();
+    out.extend(expanded);
+    out.into()
+}

@@ -134,6 +134,24 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn as_local(&self) -> Option<&dyn LocalBackend> {
         None
     }
+
+    /// A synchronous first look for hot paths, weaker than [`Backend::as_local`]: a hit from the
+    /// returned view's `get_value` / `get_entry` is a hit of this backend, but a `None` is *not*
+    /// a miss: continue with [`Backend::get`]. A tiered stack whose fastest layer is in memory
+    /// answers here from that layer alone. Use only the reads of the view; write and invalidate
+    /// through the async methods.
+    ///
+    /// Prefer `as_local` when it is `Some` (its `None` is a real miss, no second look needed).
+    /// Defaults to `as_local`, so every local store offers it.
+    fn local_l1(&self) -> Option<&dyn LocalBackend> {
+        self.as_local()
+    }
+
+    /// Waits until writes this backend accepted but has not yet stored (a write-back queue) are
+    /// stored. Backends that write before returning have nothing to do (the default).
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Synchronous, infallible access to an in-process store. See [`Backend::as_local`].
@@ -175,6 +193,8 @@ pub struct BackendStats {
     pub errors: u64,
     /// Entries removed to respect a size bound.
     pub evictions: u64,
+    /// For a layer of a tiered stack: entries copied into it from a slower layer on a read.
+    pub backfills: u64,
     /// Entries currently held, when the store can tell cheaply.
     pub entries: Option<u64>,
     /// Backend-specific details (directory, policy, capacity, server...).

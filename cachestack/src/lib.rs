@@ -27,6 +27,11 @@
 //! | `json`, `msgpack`, `bincode` | extra [`Codec`]s (postcard is always there) |
 //! | `zstd`, `lz4` | payload [`Compression`] |
 //! | `signing` | HMAC-SHA256 [`Signer`] for values in shared stores |
+//! | `redis` | `RedisBackend`: Redis, single server or Redis Cluster, on redis-rs |
+//! | `redis-tls` | TLS (rustls) for `redis`: `rediss://` |
+//! | `postgres` | `PostgresBackend`: a table in PostgreSQL, on sqlx |
+//! | `postgres-tls` | TLS (rustls) for `postgres` |
+//! | `memcached` | `MemcachedBackend`: one or more memcached servers, pooled, on memcache-async |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
@@ -37,15 +42,30 @@ mod envelope;
 mod error;
 #[cfg(feature = "file")]
 mod file;
+#[cfg(feature = "memcached")]
+mod memcached;
 #[cfg(feature = "memory")]
 mod memory;
 mod null;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 pub mod registry;
 pub mod rt;
+pub mod singleflight;
+mod tiered;
 mod ttl;
 mod url;
 mod value;
 
+/// Runtime support for the code the macros generate; not a public API.
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+#[cfg(feature = "redis")]
+pub use crate::redis::{RedisBackend, RedisConfig, RedisTlsConfig};
 pub use async_trait::async_trait;
 pub use backend::{Backend, BackendStats, Counters, Entry, LocalBackend};
 pub use cache::Cache;
@@ -54,10 +74,20 @@ pub use envelope::{remaining, Compression, Signer, ValueFormat};
 pub use error::{BoxError, Error, Result};
 #[cfg(feature = "file")]
 pub use file::{FileBackend, FileConfig};
+#[cfg(feature = "memcached")]
+pub use memcached::{MemcachedBackend, MemcachedConfig};
 #[cfg(feature = "memory")]
 pub use memory::{MemoryBackend, MemoryConfig};
 pub use null::NullBackend;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresBackend, PostgresConfig};
 pub use registry::CacheRegistry;
+pub use tiered::{BreakerConfig, OnFull, TieredCache, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 pub use ttl::{format_ttl, parse_ttl};
 pub use url::{backend_from_url, redact_url};
 pub use value::{type_fingerprint, Cacheable, Encoded, Value};
+
+pub use __private::FnStats;
+#[cfg(feature = "macros")]
+pub use cachestack_macros::{cached, invalidate};
+pub use singleflight::SingleFlight;

@@ -206,8 +206,14 @@ pub fn backend_from_url(text: &str) -> Result<Arc<dyn Backend>> {
             url.finish(&[])?;
             Ok(Arc::new(crate::null::NullBackend::default()))
         }
-        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => disabled(&url.scheme, "redis"),
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => redis_from_url(url),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => crate::postgres::backend_from_url(url),
+        #[cfg(not(feature = "postgres"))]
         "postgres" | "postgresql" => disabled(&url.scheme, "postgres"),
+        #[cfg(feature = "memcached")]
+        "memcached" | "memcache" => crate::memcached::from_url(url),
+        #[cfg(not(feature = "memcached"))]
         "memcached" | "memcache" => disabled(&url.scheme, "memcached"),
         other => Err(Error::config(format!(
             "unknown cache URL scheme `{other}://`; known: mem://, file://, null://, redis://, rediss://, redis+cluster://, postgres://, memcached://"
@@ -215,6 +221,23 @@ pub fn backend_from_url(text: &str) -> Result<Arc<dyn Backend>> {
     }
 }
 
+#[cfg(feature = "redis")]
+fn redis_from_url(mut url: CacheUrl) -> Result<Arc<dyn Backend>> {
+    let config = crate::redis::config_from_url(&mut url)?;
+    url.finish(&crate::redis::valid_url_options())?;
+    Ok(Arc::new(crate::redis::RedisBackend::new(config)?))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_from_url(url: CacheUrl) -> Result<Arc<dyn Backend>> {
+    disabled(&url.scheme, "redis")
+}
+
+// Unused only when every backend feature is on.
+#[cfg_attr(
+    all(feature = "memory", feature = "file", feature = "redis", feature = "postgres", feature = "memcached"),
+    allow(dead_code)
+)]
 fn disabled(scheme: &str, feature: &'static str) -> Result<Arc<dyn Backend>> {
     Err(Error::FeatureDisabled { scheme: scheme.to_string(), feature })
 }
@@ -314,9 +337,7 @@ fn file_url_path(rest: &str) -> Result<std::path::PathBuf> {
     // `file:///abs` leaves `/abs`; `file://./rel` and `file://rel` are relative to the working
     // directory; a host name (`file://server/share`) is not supported.
     if rest.is_empty() {
-        return Err(Error::config(
-            "file:// URL has no directory: write file:///var/cache/app or file://./cache",
-        ));
+        return Err(Error::config("file:// URL has no directory: write file:///var/cache/app or file://./cache"));
     }
     let decoded = url::form_urlencoded::parse(format!("p={}", rest.replace('+', "%2B")).as_bytes())
         .next()
@@ -395,12 +416,18 @@ mod tests {
     #[test]
     fn disabled_features_are_named() {
         for (url, feature) in [("redis://127.0.0.1/0", "redis"), ("postgres://u:pw@127.0.0.1/db", "postgres")] {
+            if (feature == "postgres" && cfg!(feature = "postgres")) || (feature == "redis" && cfg!(feature = "redis"))
+            {
+                continue;
+            }
             match backend_from_url(url) {
                 Err(Error::FeatureDisabled { feature: f, .. }) => assert_eq!(f, feature),
                 other => panic!("{url}: {other:?}"),
             }
         }
-        let err = backend_from_url("memcached://127.0.0.1:11211").unwrap_err().to_string();
-        assert!(err.contains("`memcached` cargo feature"), "{err}");
+        if !cfg!(feature = "memcached") {
+            let err = backend_from_url("memcached://127.0.0.1:11211").unwrap_err().to_string();
+            assert!(err.contains("`memcached` cargo feature"), "{err}");
+        }
     }
 }

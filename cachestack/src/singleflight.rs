@@ -1,0 +1,368 @@
+//! Single flight: of N callers that miss the same key at the same time, one (the leader) computes
+//! the value and the others (the waiters) receive it.
+//!
+//! This is what `#[cached]` wrappers use against cache stampedes, for synchronous and
+//! asynchronous callers alike; it is public so that hand-written caching code can use it too.
+//!
+//! The rules:
+//!
+//! - **Per key, in process.** Distinct keys never wait on each other. The map holds only keys
+//!   whose computation is in flight: an entry leaves the map when its flight ends, so the map
+//!   stays as small as the number of concurrent computations.
+//! - **Waiters get the leader's value** ([`Outcome::Shared`]), a cheap [`Value`] handle, when the
+//!   leader has one to share. A leader may finish without one ([`Outcome::NotShared`], e.g. its
+//!   function returned an error, which need not be `Clone`); the waiters then compute for
+//!   themselves.
+//! - **No one waits forever.** A leader that is dropped before it completes, because its thread
+//!   panicked or its future was cancelled, ends the flight with [`Outcome::Abandoned`]: waiters
+//!   wake up and one of them takes over on its next [`SingleFlight::join`].
+//! - **Re-entrancy is detected.** A leader that asks for its own key again while computing it
+//!   (a recursive function called with the same arguments) would wait for itself forever; instead
+//!   [`SingleFlight::join`] answers [`Join::Reentrant`] and the caller computes without the lock.
+//!   Detection covers the leader's own thread while it runs [`Leader::run`] and every poll of the
+//!   future passed to [`Leader::run_async`]; a leader that hands its own key to another task or
+//!   thread and waits for it is not detected.
+//!
+//! ```
+//! use cachestack::singleflight::{Join, Outcome, SingleFlight};
+//! use cachestack::Value;
+//!
+//! let flights = SingleFlight::new();
+//! let Join::Leader(leader) = flights.join("user:1") else { unreachable!() };
+//! // A second caller of the same key, while the first computes, becomes a waiter:
+//! let Join::Waiter(waiter) = flights.join("user:1") else { unreachable!() };
+//!
+//! let value = leader.run(|| "Ada".to_string());
+//! leader.complete(|| Some(Value::new(value.clone())));
+//!
+//! match waiter.wait() {
+//!     Outcome::Shared(shared) => assert_eq!(shared.get::<String>().unwrap(), "Ada"),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! assert_eq!(flights.in_flight(), 0);
+//! ```
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use crate::value::Value;
+
+/// How a flight ended, as seen by its waiters.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The leader's value.
+    Shared(Value),
+    /// The leader finished without a value to share (for `#[cached]`: its function returned an
+    /// `Err`). Compute the value yourself.
+    NotShared,
+    /// The leader was dropped before completing (it panicked or its future was cancelled). Join
+    /// again: one of the waiters becomes the new leader.
+    Abandoned,
+}
+
+/// One computation in flight.
+struct Flight {
+    outcome: Mutex<Option<Outcome>>,
+    /// Wakes synchronous waiters.
+    done: Condvar,
+    /// Wakes asynchronous waiters.
+    notify: tokio::sync::Notify,
+    /// Callers that joined as waiters (counted under the map lock, so the count is final once the
+    /// flight has left the map).
+    waiters: AtomicUsize,
+}
+
+impl Flight {
+    fn new() -> Self {
+        Flight {
+            outcome: Mutex::new(None),
+            done: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
+            waiters: AtomicUsize::new(0),
+        }
+    }
+
+    fn id(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+
+    fn outcome(&self) -> Option<Outcome> {
+        lock(&self.outcome).clone()
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (every critical section
+/// here is a single assignment or map operation).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+thread_local! {
+    /// The flights this thread is computing right now (as leader), innermost last.
+    static LEADING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+fn leading_here(id: usize) -> bool {
+    LEADING.with(|leading| leading.try_borrow().map(|ids| ids.contains(&id)).unwrap_or(false))
+}
+
+/// Marks the current thread as computing a flight until dropped (also on unwind).
+struct LeadingScope;
+
+impl LeadingScope {
+    fn enter(id: usize) -> Self {
+        LEADING.with(|leading| leading.borrow_mut().push(id));
+        LeadingScope
+    }
+}
+
+impl Drop for LeadingScope {
+    fn drop(&mut self) {
+        LEADING.with(|leading| {
+            leading.borrow_mut().pop();
+        });
+    }
+}
+
+/// A map of in-flight computations, keyed by cache key. See the [module docs](self).
+pub struct SingleFlight {
+    flights: Mutex<BTreeMap<Arc<str>, Arc<Flight>>>,
+}
+
+impl fmt::Debug for SingleFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SingleFlight").field("in_flight", &self.in_flight()).finish()
+    }
+}
+
+impl Default for SingleFlight {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What [`SingleFlight::join`] made of the caller.
+#[derive(Debug)]
+pub enum Join<'a> {
+    /// Nobody is computing this key: compute it, then [`Leader::complete`].
+    Leader(Leader<'a>),
+    /// Somebody is: wait for them.
+    Waiter(Waiter),
+    /// The caller is itself computing this key, further up its own stack: waiting would deadlock,
+    /// so compute without the lock.
+    Reentrant,
+}
+
+impl SingleFlight {
+    /// An empty map (usable in a `static`).
+    pub const fn new() -> Self {
+        SingleFlight { flights: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Joins the flight for `key`: as its leader if there is none, else as a waiter.
+    pub fn join(&self, key: &str) -> Join<'_> {
+        let mut flights = lock(&self.flights);
+        if let Some(flight) = flights.get(key) {
+            if leading_here(flight.id()) {
+                return Join::Reentrant;
+            }
+            flight.waiters.fetch_add(1, Ordering::Relaxed);
+            return Join::Waiter(Waiter { flight: flight.clone() });
+        }
+        let key: Arc<str> = Arc::from(key);
+        let flight = Arc::new(Flight::new());
+        flights.insert(key.clone(), flight.clone());
+        Join::Leader(Leader { flights: self, key, flight, finished: false })
+    }
+
+    /// Number of keys being computed right now.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.flights).len()
+    }
+}
+
+/// The caller that computes a key. Dropping it without [`Leader::complete`] (a panic, a cancelled
+/// future) ends the flight as [`Outcome::Abandoned`], so waiters never hang.
+pub struct Leader<'a> {
+    flights: &'a SingleFlight,
+    key: Arc<str>,
+    flight: Arc<Flight>,
+    finished: bool,
+}
+
+impl fmt::Debug for Leader<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Leader").field("key", &self.key).finish()
+    }
+}
+
+impl Leader<'_> {
+    /// The key this leader computes.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Runs the computation, marking this thread as the key's leader meanwhile (so that a nested
+    /// [`SingleFlight::join`] of the same key answers [`Join::Reentrant`] instead of deadlocking).
+    pub fn run<R>(&self, compute: impl FnOnce() -> R) -> R {
+        let _scope = LeadingScope::enter(self.flight.id());
+        compute()
+    }
+
+    /// Awaits the computation, marking this thread as the key's leader during each of its polls.
+    pub async fn run_async<F: Future>(&self, compute: F) -> F::Output {
+        let id = self.flight.id();
+        let mut compute = pin!(compute);
+        std::future::poll_fn(move |cx| {
+            let _scope = LeadingScope::enter(id);
+            compute.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Ends the flight. `share` is called only if somebody is waiting, and gives the value they
+    /// receive (`None`: nothing to share, they compute for themselves).
+    pub fn complete(mut self, share: impl FnOnce() -> Option<Value>) {
+        self.finish(|| share().map_or(Outcome::NotShared, Outcome::Shared));
+    }
+
+    fn finish(&mut self, outcome: impl FnOnce() -> Outcome) {
+        self.finished = true;
+        {
+            let mut flights = lock(&self.flights.flights);
+            if flights.get(&*self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+                flights.remove(&*self.key);
+            }
+        }
+        // Out of the map: no waiter can join any more, so the count is final.
+        let outcome = if self.flight.waiters.load(Ordering::Relaxed) > 0 { outcome() } else { Outcome::NotShared };
+        *lock(&self.flight.outcome) = Some(outcome);
+        self.flight.done.notify_all();
+        self.flight.notify.notify_waiters();
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(|| Outcome::Abandoned);
+        }
+    }
+}
+
+/// A caller waiting for another caller's computation of the same key.
+pub struct Waiter {
+    flight: Arc<Flight>,
+}
+
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiter").finish_non_exhaustive()
+    }
+}
+
+impl Waiter {
+    /// Blocks the thread until the flight ends.
+    pub fn wait(self) -> Outcome {
+        let mut outcome = lock(&self.flight.outcome);
+        loop {
+            if let Some(done) = &*outcome {
+                return done.clone();
+            }
+            outcome = self.flight.done.wait(outcome).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Waits for the end of the flight without blocking the thread (any executor).
+    pub async fn wait_async(self) -> Outcome {
+        loop {
+            let mut notified = pin!(self.flight.notify.notified());
+            // Register before looking, so a completion between the look and the await still
+            // wakes this waiter.
+            notified.as_mut().enable();
+            if let Some(done) = self.flight.outcome() {
+                return done;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader<'a>(join: Join<'a>) -> Leader<'a> {
+        match join {
+            Join::Leader(l) => l,
+            other => panic!("expected a leader, got {other:?}"),
+        }
+    }
+
+    fn waiter(join: Join<'_>) -> Waiter {
+        match join {
+            Join::Waiter(w) => w,
+            other => panic!("expected a waiter, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn distinct_keys_lead_independently() {
+        let sf = SingleFlight::new();
+        let a = leader(sf.join("a"));
+        let b = leader(sf.join("b"));
+        assert_eq!(sf.in_flight(), 2);
+        a.complete(|| None);
+        b.complete(|| None);
+        assert_eq!(sf.in_flight(), 0);
+    }
+
+    #[test]
+    fn dropped_leader_abandons_and_next_join_leads() {
+        let sf = SingleFlight::new();
+        let l = leader(sf.join("k"));
+        let w = waiter(sf.join("k"));
+        drop(l);
+        assert!(matches!(w.wait(), Outcome::Abandoned));
+        let _next = leader(sf.join("k"));
+    }
+
+    #[test]
+    fn nothing_is_shared_without_waiters() {
+        let sf = SingleFlight::new();
+        let l = leader(sf.join("k"));
+        l.complete(|| panic!("no waiter: the value must not be built"));
+    }
+
+    #[test]
+    fn reentrant_join_is_detected_inside_run() {
+        let sf = SingleFlight::new();
+        let l = leader(sf.join("k"));
+        let inner = l.run(|| matches!(sf.join("k"), Join::Reentrant));
+        assert!(inner);
+        // Outside `run`, the same thread is an ordinary waiter again.
+        assert!(matches!(sf.join("k"), Join::Waiter(_)));
+        l.complete(|| None);
+    }
+
+    #[test]
+    fn async_waiter_wakes_on_completion() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let sf = SingleFlight::new();
+            let l = leader(sf.join("k"));
+            let w = waiter(sf.join("k"));
+            let wait = w.wait_async();
+            l.complete(|| Some(Value::new(5u8)));
+            match wait.await {
+                Outcome::Shared(v) => assert_eq!(v.get::<u8>().unwrap(), 5),
+                other => panic!("{other:?}"),
+            }
+        });
+    }
+}

@@ -1,0 +1,8 @@
+use cachestack::cached;
+
+trait Store {
+    #[cached]
+    fn load(&self, id: u64) -> String;
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use cachestack::cached;
+
+#[cached]
+struct Config {
+    ttl: u64,
+}
+
+fn main() {}
