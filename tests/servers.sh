@@ -58,6 +58,10 @@ start_redis() {
     fi
   fi
   export CACHESTACK_TEST_REDIS_URL="redis://127.0.0.1:6379/9"
+  # Test namespaces start with this run's id; the run's keys are removed from the shared server
+  # at exit (SCAN in a script: test keys hold spaces, CR/LF and other bytes a shell would mangle).
+  export CACHESTACK_TEST_REDIS_RUN="run$$x$RANDOM"
+  CLEANUP+=("redis-cli -h 127.0.0.1 -p 6379 -n 9 eval \"local c = '0' repeat local r = redis.call('SCAN', c, 'MATCH', ARGV[1], 'COUNT', 1000) c = r[1] for _, k in ipairs(r[2]) do redis.call('UNLINK', k) end until c == '0' return 0\" 0 'cachestack:$CACHESTACK_TEST_REDIS_RUN-*'")
 
   # A 3-master cluster. Each node also listens on its port + 10000 (the cluster bus), so ports
   # are chosen with that one free too.
