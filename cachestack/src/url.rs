@@ -1,19 +1,4 @@
-//! Building caches from URLs.
-//!
-//! | URL | backend | feature |
-//! |---|---|---|
-//! | `mem://?max_entries=10000&ttl=5m` (or `memory://`) | [`crate::MemoryBackend`] | `memory` |
-//! | `file:///var/cache/app?ttl=1h&namespace=app`, `file://./relative/dir` | `FileBackend` | `file` |
-//! | `null://` | [`crate::NullBackend`] | always |
-//! | `redis://`, `rediss://`, `redis+cluster://` | Redis | `redis` |
-//! | `postgres://`, `postgresql://` | PostgreSQL | `postgres` |
-//! | `memcached://` | Memcached | `memcached` |
-//! | `A | B | C` | a tiered stack, fastest first | as for each layer |
-//!
-//! Options shared by byte stores: `ttl`, `namespace`, `codec` (postcard, json, msgpack, bincode),
-//! `compression` (none, zstd, lz4), `secret_env` (name of an environment variable holding the
-//! signing secret; `secret=...` directly is accepted too and never shown), `max_value_bytes`,
-//! `silent` (true/false). An unknown option is an error that lists the valid ones.
+//! Building caches from URLs (documented on [`backend_from_url`]).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -194,6 +179,28 @@ pub fn redact_url(text: &str) -> String {
 }
 
 /// Builds the backend a URL describes; `A | B | C` builds a tiered stack.
+///
+/// | URL | backend | feature |
+/// |---|---|---|
+/// | `mem://?max_entries=10000&ttl=5m` (or `memory://`) | [`crate::MemoryBackend`] | `memory` |
+/// | `file:///var/cache/app?ttl=1h&namespace=app`, `file://./relative/dir` | `FileBackend` | `file` |
+/// | `null://` | [`crate::NullBackend`] | always |
+/// | `redis://`, `rediss://`, `redis+cluster://` | Redis | `redis` |
+/// | `postgres://`, `postgresql://` | PostgreSQL | `postgres` |
+/// | `memcached://` | Memcached | `memcached` |
+/// | `A \| B \| C` | a tiered stack, fastest first | as for each layer |
+///
+/// Options shared by byte stores: `ttl`, `namespace`, `codec` (postcard, json, msgpack, bincode),
+/// `compression` (none, zstd, lz4), `secret_env` (name of an environment variable holding the
+/// signing secret; `secret=...` directly is accepted too and never shown), `max_value_bytes`,
+/// `silent` (true/false). An unknown option is an error that lists the valid ones.
+///
+/// ```
+/// let backend = cachestack::backend_from_url("mem://?max_entries=1000&ttl=5m").unwrap();
+/// assert_eq!(backend.name(), "memory");
+/// let err = cachestack::backend_from_url("mem://?max_entries=many").unwrap_err();
+/// assert!(err.to_string().contains("max_entries=many"));
+/// ```
 pub fn backend_from_url(text: &str) -> Result<Arc<dyn Backend>> {
     if text.contains('|') {
         return tiered_from_urls(text);
@@ -256,9 +263,8 @@ fn tiered_from_urls(text: &str) -> Result<Arc<dyn Backend>> {
     build_tiered(layers)
 }
 
-// Wired to `TieredCache` once the tiered module lands.
-fn build_tiered(_layers: Vec<Arc<dyn Backend>>) -> Result<Arc<dyn Backend>> {
-    Err(Error::config("tiered cache URLs are not available yet"))
+fn build_tiered(layers: Vec<Arc<dyn Backend>>) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(crate::tiered::TieredCache::from_layers(layers)?))
 }
 
 const MEMORY_OPTIONS: &[&str] = &["max_entries", "max_bytes", "ttl"];
@@ -383,6 +389,19 @@ mod tests {
             .to_string()
             .contains("valid options: ttl, namespace"));
         assert!(backend_from_url(&format!("file://{}?namespace=../up", dir.display())).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[cfg(feature = "file")]
+    #[test]
+    fn tiered_urls_stack_their_layers_in_order() {
+        let dir = std::env::temp_dir().join(format!("cachestack-url-tiered-{}", std::process::id()));
+        let url = format!("mem://?max_entries=100 | file://{}?namespace=t | null://", dir.display());
+        let stats = backend_from_url(&url).unwrap().stats();
+        let names: Vec<&str> = stats.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["memory", "file", "null"]);
+        let err = backend_from_url("mem:// | mem://?bogus=1").unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
