@@ -1,77 +1,5 @@
-//! [`TieredCache`]: backends stacked fastest first behind one [`Backend`].
-//!
-//! # Reads and backfill
-//!
-//! A read walks L1 -> Ln and stops at the first layer that has the key. A hit in layer k copies
-//! the entry into layers 0..k-1 with the time it has left: the deadline is taken from the moment
-//! the read was sent (`start + remaining`), so a faster layer never keeps an entry longer than the
-//! layer it came from. An entry with no expiry is backfilled with `ttl: None`, which means "the
-//! faster layer's default TTL" (no expiry if it has none); an entry with less than
-//! [`TieredCacheBuilder::min_backfill_ttl`] left is not backfilled at all.
-//!
-//! Backfill writes the *same* [`Value`] handle that was read. When the caller then reads it as a
-//! type, the handle keeps the decoded value, so the memory tier holds a typed value and its next
-//! hit is a downcast and a clone, with no decoding.
-//!
-//! Backfill is awaited before the read returns: into an in-process layer it is a synchronous
-//! insert; into a remote layer it is one write to a layer that is faster than the one that just
-//! answered, so it at most doubles the cost of that (already slow) read, and the next read of
-//! the key is certain to be served from the faster layer.
-//!
-//! # Writes
-//!
-//! [`WriteStrategy::WriteThrough`] writes every layer, fastest first, and returns when all have
-//! answered. [`WriteStrategy::WriteBack`] writes L1 and puts the write for the other layers on a
-//! bounded queue served by one background task on cachestack's runtime ([`crate::rt`]);
-//! [`TieredCache::flush`] waits until everything queued before it is stored, and
-//! [`TieredCache::close`] drains the queue and stops the task (later writes are written through).
-//! A full queue either makes the writer wait for room ([`OnFull::Wait`], the default) or drops the
-//! queued write with a counted error ([`OnFull::Drop`]); a dropped write still reaches L1, and the
-//! key is then deleted from the lower layers so that they cannot serve the value it replaced.
-//! While a write sits in the queue, a read that misses L1 is answered from the queue: lower layers
-//! are behind for that key and are not consulted.
-//!
-//! What is guaranteed for queued writes: `flush().await` and `close().await` return once every
-//! write queued before them was stored (or failed and was counted). Dropping the stack closes the
-//! queue and the task keeps draining it in the background; outside an async runtime the drop also
-//! waits up to [`WriteBackConfig::drain_on_drop`] for it to finish. A process that exits without
-//! `close()` (or `flush()`) may lose what was still queued: call `close()` on an orderly shutdown.
-//!
-//! # Invalidation and ordering
-//!
-//! Keys hash onto stripes. Every change (set, delete, clear) bumps its stripe's epoch before it
-//! touches a layer and again when it is done, and marks the stripe busy meanwhile. A read that
-//! went below L1 backfills only if its stripe's epoch did not move and no change was in flight,
-//! so a value read just before a delete or an overwrite never lands in a faster layer afterwards.
-//! Backfills into remote layers and the write-back task's writes hold the stripe's I/O lock while
-//! they check and write; a delete takes that lock before it starts, so it waits for a write that
-//! is already on the wire and then deletes after it. Queued writes carry a per-key sequence
-//! number: a delete (or a newer write) of the key supersedes every write still queued for it, and
-//! the task discards superseded writes instead of storing them. Hence a deleted key never comes
-//! back from the queue, and of several queued writes to one key only the newest is stored.
-//!
-//! # Failing layers
-//!
-//! A layer that returns an error is skipped for that call, the error is counted against it and
-//! logged, and the other layers serve. An operation fails only when no layer could serve it. A
-//! write that fails in a layer for a reason other than the layer being unreachable (a value too
-//! large for it, say) is followed by a delete of the key in that layer, so that an older value
-//! is not left behind. With a [`BreakerConfig`], a remote layer that failed `failure_threshold`
-//! times in a row is bypassed for `cool_down`; then one call probes it, and a success closes the
-//! breaker while a failure opens it for another cool-down. A layer that was unreachable or
-//! bypassed during a delete may keep the deleted value until it expires: keep TTLs on lower
-//! layers bounded. The breaker's clock is tokio's ([`tokio::time::Instant`]), so tests can pause
-//! and advance it.
-//!
-//! # Stats
-//!
-//! [`Backend::stats`] of the stack gives totals and, in `layers`, one entry per layer as the stack
-//! saw it: `hits` and `misses` are lookups the stack sent to that layer (a failed or bypassed
-//! lookup is a miss and, when it failed, an error), `backfills` the entries copied into it. The
-//! lookups reaching layer k+1 are the misses of layer k, less the reads answered from the
-//! write-back queue. The stack's hits are the layers' hits plus the reads answered from the queue;
-//! its misses are the reads that no layer answered. The backend's own figures (entries,
-//! evictions, details) are carried over.
+//! [`TieredCache`]: backends stacked fastest first behind one [`Backend`]; the guarantees are
+//! documented on the type.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -267,13 +195,15 @@ impl TieredCacheBuilder {
             .layers
             .into_iter()
             .enumerate()
-            .map(|(index, backend)| Layer {
-                index,
-                breaker: if backend.as_local().is_some() { None } else { breaker.map(Breaker::new) },
-                backend,
-                counters: Counters::default(),
-                backfills: AtomicU64::new(0),
-                bypassed: AtomicU64::new(0),
+            .map(|(index, backend)| {
+                Arc::new(Layer {
+                    index,
+                    breaker: if backend.as_local().is_some() { None } else { breaker.map(Breaker::new) },
+                    backend,
+                    counters: Counters::default(),
+                    backfills: AtomicU64::new(0),
+                    bypassed: AtomicU64::new(0),
+                })
             })
             .collect();
         let write_back = match &self.strategy {
@@ -319,7 +249,7 @@ impl TieredCacheBuilder {
                 *lock(&wb.done) = Some(done_rx);
             }
         }
-        Ok(TieredCache { view: L1View { shared: shared.clone() }, shared })
+        Ok(TieredCache { view: L1View { l1: shared.layers[0].clone(), shared: shared.clone() }, shared })
     }
 }
 
@@ -327,8 +257,7 @@ impl TieredCacheBuilder {
 ///
 /// Reads walk the layers and backfill the faster ones with the remaining TTL; writes go through
 /// every layer or, write-back, through L1 and a background queue; deletes and clears reach every
-/// layer; a failing layer is skipped and counted, optionally bypassed for a cool-down. The
-/// [module documentation](self) describes the guarantees.
+/// layer; a failing layer is skipped and counted, optionally bypassed for a cool-down.
 ///
 /// ```
 /// use std::time::Duration;
@@ -352,6 +281,86 @@ impl TieredCacheBuilder {
 /// # Ok::<(), cachestack::Error>(())
 /// # }).unwrap();
 /// ```
+///
+/// # Reads and backfill
+///
+/// A read walks L1 -> Ln and stops at the first layer that has the key. A hit in layer k copies
+/// the entry into layers 0..k-1 with the time it has left: the deadline is taken from the moment
+/// the read was sent (`start + remaining`), so a faster layer never keeps an entry longer than the
+/// layer it came from. An entry with no expiry is backfilled with `ttl: None`, which means "the
+/// faster layer's default TTL" (no expiry if it has none); an entry with less than
+/// [`TieredCacheBuilder::min_backfill_ttl`] left is not backfilled at all.
+///
+/// Backfill writes the *same* [`Value`] handle that was read. When the caller then reads it as a
+/// type, the handle keeps the decoded value, so the memory tier holds a typed value and its next
+/// hit is a downcast and a clone, with no decoding.
+///
+/// Backfill is awaited before the read returns: into an in-process layer it is a synchronous
+/// insert; into a remote layer it is one write to a layer that is faster than the one that just
+/// answered, so it at most doubles the cost of that (already slow) read, and the next read of
+/// the key is certain to be served from the faster layer.
+///
+/// # Writes
+///
+/// [`WriteStrategy::WriteThrough`] writes every layer, fastest first, and returns when all have
+/// answered. [`WriteStrategy::WriteBack`] writes L1 and puts the write for the other layers on a
+/// bounded queue served by one background task on cachestack's runtime ([`crate::rt`]);
+/// [`TieredCache::flush`] waits until everything queued before it is stored, and
+/// [`TieredCache::close`] drains the queue and stops the task (later writes are written through).
+/// A full queue either makes the writer wait for room ([`OnFull::Wait`], the default) or drops the
+/// queued write with a counted error ([`OnFull::Drop`]); a dropped write still reaches L1, and the
+/// key is then deleted from the lower layers so that they cannot serve the value it replaced.
+/// While a write sits in the queue, a read that misses L1 is answered from the queue: lower layers
+/// are behind for that key and are not consulted.
+///
+/// What is guaranteed for queued writes: `flush().await` and `close().await` return once every
+/// write queued before them was stored (or failed and was counted). Dropping the stack closes the
+/// queue and the task keeps draining it in the background; outside an async runtime the drop also
+/// waits up to [`WriteBackConfig::drain_on_drop`] for it to finish. A process that exits without
+/// `close()` (or `flush()`) may lose what was still queued: call `close()` on an orderly shutdown.
+///
+/// # Invalidation and ordering
+///
+/// Keys hash onto stripes. Every change (set, delete, clear) bumps its stripe's epoch before it
+/// touches a layer and again when it is done, and marks the stripe busy meanwhile. A read that
+/// went below L1 backfills only if its stripe's epoch did not move and no change was in flight,
+/// so a value read just before a delete or an overwrite never lands in a faster layer afterwards.
+/// Backfills into remote layers and the write-back task's writes hold the stripe's I/O lock while
+/// they check and write; a delete takes that lock before it starts, so it waits for a write that
+/// is already on the wire and then deletes after it. Queued writes carry a per-key sequence
+/// number: a delete (or a newer write) of the key supersedes every write still queued for it, and
+/// the task discards superseded writes instead of storing them. Hence a deleted key never comes
+/// back from the queue, and of several queued writes to one key only the newest is stored.
+///
+/// Write-through writes and deletes hold the I/O lock of their key's stripe from start to end,
+/// so the changes of one key reach every layer in the same order: two writers racing on a key
+/// never leave L1 with one value and L2 with the other. (The price: changes of keys that share a
+/// stripe, 1 in 256, wait for each other.) With write-back, an in-process L1 is written in the
+/// order in which the queue stores the writes; a remote L1 may keep the older of two racing
+/// writes of a key until it expires.
+///
+/// # Failing layers
+///
+/// A layer that returns an error is skipped for that call, the error is counted against it and
+/// logged, and the other layers serve. An operation fails only when no layer could serve it. A
+/// write that fails in a layer for a reason other than the layer being unreachable (a value too
+/// large for it, say) is followed by a delete of the key in that layer, so that an older value
+/// is not left behind. With a [`BreakerConfig`], a remote layer that failed `failure_threshold`
+/// times in a row is bypassed for `cool_down`; then one call probes it, and a success closes the
+/// breaker while a failure opens it for another cool-down. A layer that was unreachable or
+/// bypassed during a delete may keep the deleted value until it expires: keep TTLs on lower
+/// layers bounded. The breaker's clock is tokio's ([`tokio::time::Instant`]), so tests can pause
+/// and advance it.
+///
+/// # Stats
+///
+/// [`Backend::stats`] of the stack gives totals and, in `layers`, one entry per layer as the stack
+/// saw it: `hits` and `misses` are lookups the stack sent to that layer (a failed or bypassed
+/// lookup is a miss and, when it failed, an error), `backfills` the entries copied into it. The
+/// lookups reaching layer k+1 are the misses of layer k, less the reads answered from the
+/// write-back queue. The stack's hits are the layers' hits plus the reads answered from the queue;
+/// its misses are the reads that no layer answered. The backend's own figures (entries,
+/// evictions, details) are carried over.
 pub struct TieredCache {
     shared: Arc<Shared>,
     view: L1View,
@@ -561,22 +570,21 @@ impl Backend for TieredCache {
 
 /// The synchronous first look into an in-process L1 (see [`Backend::local_l1`]).
 struct L1View {
+    l1: Arc<Layer>,
     shared: Arc<Shared>,
 }
 
 impl LocalBackend for L1View {
     #[inline]
     fn get_value(&self, key: &str) -> Option<Value> {
-        let l1 = &self.shared.layers[0];
-        let value = l1.local()?.get_value(key)?;
-        l1.counters.record_lookup(true);
+        let value = self.l1.local()?.get_value(key)?;
+        self.l1.counters.record_lookup(true);
         Some(value)
     }
 
     fn get_entry(&self, key: &str) -> Option<Entry> {
-        let l1 = &self.shared.layers[0];
-        let entry = l1.local()?.get_entry(key)?;
-        l1.counters.record_lookup(true);
+        let entry = self.l1.local()?.get_entry(key)?;
+        self.l1.counters.record_lookup(true);
         Some(entry)
     }
 
@@ -855,9 +863,19 @@ enum Peek {
 }
 
 /// A change in progress on a stripe; ends (moves the epoch, clears the busy mark) when dropped,
-/// also when the change's future is cancelled.
+/// also when the change's future is cancelled. A change of one key holds the stripe's I/O lock
+/// until it ends (released after the epoch moved), so that changes of one key reach every layer
+/// in the same order.
 struct Change<'a> {
     stripe: &'a Stripe,
+    _io: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+/// Changes of several keys: the I/O locks of their stripes, taken in stripe order (so two bulk
+/// changes never wait on each other crosswise), released after every change ended.
+struct Changes<'a> {
+    _changes: Vec<Change<'a>>,
+    _io: Vec<tokio::sync::MutexGuard<'a, ()>>,
 }
 
 impl Drop for Change<'_> {
@@ -908,7 +926,14 @@ impl Stripe {
     /// the epoch, and supersedes the key's queued writes. Also returns whether the queue held a
     /// value of the key.
     async fn begin_change(&self, key: &str, seq: &AtomicU64) -> (Change<'_>, bool) {
-        let _io = self.io.lock().await;
+        let io = self.io.lock().await;
+        let (mut change, had_value) = self.change_locked(key, seq);
+        change._io = Some(io);
+        (change, had_value)
+    }
+
+    /// `begin_change` for a caller that holds the stripe's I/O lock.
+    fn change_locked(&self, key: &str, seq: &AtomicU64) -> (Change<'_>, bool) {
         let mut state = self.state();
         state.epoch += 1;
         state.active += 1;
@@ -918,11 +943,20 @@ impl Stripe {
             pending.latest = seq.fetch_add(1, Relaxed) + 1;
         }
         drop(state);
-        (Change { stripe: self }, had_value)
+        (Change { stripe: self, _io: None }, had_value)
     }
 
-    /// Starts a write-back write of `key`: moves the epoch and records the key's newest value.
-    fn begin_queued(&self, key: &str, seq: u64, value: Value, expires: Option<Instant>) -> Change<'_> {
+    /// Starts a write-back write of `key`: moves the epoch, records the key's newest value, and
+    /// runs `write_l1` (an in-process L1 write) under the same lock, so that L1 receives the
+    /// writes of a key in the order of their sequence numbers, as the queue stores them.
+    fn begin_queued(
+        &self,
+        key: &str,
+        seq: u64,
+        value: Value,
+        expires: Option<Instant>,
+        write_l1: impl FnOnce(),
+    ) -> Change<'_> {
         let mut state = self.state();
         state.epoch += 1;
         state.active += 1;
@@ -930,8 +964,9 @@ impl Stripe {
         pending.latest = seq;
         pending.queued += 1;
         pending.value = Some((value, expires));
+        write_l1();
         drop(state);
-        Change { stripe: self }
+        Change { stripe: self, _io: None }
     }
 
     /// Starts a clear: like `begin_change` for every key of the stripe.
@@ -945,7 +980,7 @@ impl Stripe {
             pending.latest = seq.fetch_add(1, Relaxed) + 1;
         }
         drop(state);
-        Change { stripe: self }
+        Change { stripe: self, _io: None }
     }
 
     fn is_latest(&self, key: &str, seq: u64) -> bool {
@@ -997,7 +1032,7 @@ impl WriteBackState {
 
 struct Shared {
     name: String,
-    layers: Vec<Layer>,
+    layers: Vec<Arc<Layer>>,
     stripes: Box<[Stripe]>,
     seq: AtomicU64,
     min_backfill_ttl: Duration,
@@ -1033,8 +1068,32 @@ async fn run_queue(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>, done: std::
 
 impl Shared {
     fn stripe(&self, key: &str) -> &Stripe {
-        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
-        &self.stripes[(hash as usize) % self.stripes.len()]
+        &self.stripes[self.stripe_index(key)]
+    }
+
+    fn stripe_index(&self, key: &str) -> usize {
+        (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize) % self.stripes.len()
+    }
+
+    /// Starts changes of `keys` (see [`Stripe::begin_change`]); also returns how many of them had
+    /// a value in the write-back queue.
+    async fn begin_changes<'a>(&'a self, keys: impl Iterator<Item = &'a str>) -> (Changes<'a>, u64) {
+        let keys: Vec<(&str, usize)> = keys.map(|key| (key, self.stripe_index(key))).collect();
+        let mut order: Vec<usize> = keys.iter().map(|&(_, i)| i).collect();
+        order.sort_unstable();
+        order.dedup();
+        let mut io = Vec::with_capacity(order.len());
+        for i in order {
+            io.push(self.stripes[i].io.lock().await);
+        }
+        let mut changes = Vec::with_capacity(keys.len());
+        let mut queued = 0;
+        for (key, i) in keys {
+            let (change, had) = self.stripes[i].change_locked(key, &self.seq);
+            queued += u64::from(had);
+            changes.push(change);
+        }
+        (Changes { _changes: changes, _io: io }, queued)
     }
 
     fn next_seq(&self) -> u64 {
@@ -1178,11 +1237,20 @@ impl Shared {
         let seq = self.next_seq();
         let expires = ttl.and_then(|t| Instant::now().checked_add(t));
         let stripe = self.stripe(key);
-        let _change = stripe.begin_queued(key, seq, value.clone(), expires);
+        let l1 = &self.layers[0];
+        let local_l1 = l1.local();
+        let _change = stripe.begin_queued(key, seq, value.clone(), expires, || {
+            if let Some(local) = local_l1 {
+                local.set_value(key, value.clone(), ttl);
+                l1.counters.record_write();
+            }
+        });
         permit.send(Msg::Write(QueuedWrite { key: key.into(), value: value.clone(), expires, seq }));
         wb.stats.enqueued.fetch_add(1, Relaxed);
-        // L1 now; its failure is counted, and the value is queued for the others anyway.
-        let _ = self.layers[0].write(key, &value, ttl).await;
+        if local_l1.is_none() {
+            // A remote L1 now; its failure is counted, and the value is queued for the others.
+            let _ = l1.write(key, &value, ttl).await;
+        }
         Ok(())
     }
 
@@ -1420,10 +1488,7 @@ impl Shared {
             }
         }
         self.writes.fetch_add(entries.len() as u64, Relaxed);
-        let mut changes = Vec::with_capacity(entries.len());
-        for (key, _) in entries {
-            changes.push(self.stripe(key).begin_change(key, &self.seq).await.0);
-        }
+        let (changes, _) = self.begin_changes(entries.iter().map(|(key, _)| *key)).await;
         let mut stored = false;
         let mut failure = None;
         for layer in &self.layers {
@@ -1448,13 +1513,7 @@ impl Shared {
             return Ok(0);
         }
         self.deletes.fetch_add(keys.len() as u64, Relaxed);
-        let mut changes = Vec::with_capacity(keys.len());
-        let mut queued = 0u64;
-        for key in keys {
-            let (change, had) = self.stripe(key).begin_change(key, &self.seq).await;
-            queued += u64::from(had);
-            changes.push(change);
-        }
+        let (changes, queued) = self.begin_changes(keys.iter().copied()).await;
         let mut removed = queued;
         let mut answered = false;
         let mut failure = None;

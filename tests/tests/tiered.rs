@@ -1,0 +1,1163 @@
+//! Tiered stacks: reads with backfill, write-through and write-back, invalidation racing queued
+//! writes, failing and bypassed layers, per-layer stats. Memory over memory, over a byte store
+//! written here, over test backends that fail or hold writes on demand, and over files.
+//!
+//! Concurrency tests synchronise on events (channels, semaphores, barriers); expiry is driven by
+//! a manual clock, and the breaker's cool-down by tokio's paused time.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use cachestack::{
+    async_trait, Backend, BackendStats, BreakerConfig, Cache, Counters, Entry, Error, FileBackend, FileConfig,
+    MemoryBackend, OnFull, Result, TieredCache, Value, ValueFormat, WriteBackConfig,
+};
+use cachestack_tests::conformance::{profile, unique_namespace, Harness, Profile};
+use tokio::sync::{mpsc, Semaphore};
+
+// ------------------------------------------------------------------------------------------------
+// Test backends
+// ------------------------------------------------------------------------------------------------
+
+/// Wraps a backend: can be switched down (every call fails as unreachable), can hold `set` calls
+/// at a gate (announcing each one first), can yield to the scheduler inside every call (to widen
+/// race windows), and records the keys each `get_many` asked for.
+#[derive(Debug)]
+struct Faulty {
+    inner: Arc<dyn Backend>,
+    down: AtomicBool,
+    calls: AtomicU64,
+    yields: u32,
+    gate: Option<Gate>,
+    asked: Mutex<Vec<Vec<String>>>,
+}
+
+#[derive(Debug)]
+struct Gate {
+    entered: mpsc::UnboundedSender<String>,
+    open: Semaphore,
+}
+
+impl Faulty {
+    fn new(inner: Arc<dyn Backend>) -> Self {
+        Faulty {
+            inner,
+            down: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+            yields: 0,
+            gate: None,
+            asked: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every `set` first sends its key on the returned channel, then waits for a permit.
+    fn gated(inner: Arc<dyn Backend>) -> (Self, mpsc::UnboundedReceiver<String>) {
+        let (entered, rx) = mpsc::unbounded_channel();
+        (Faulty { gate: Some(Gate { entered, open: Semaphore::new(0) }), ..Faulty::new(inner) }, rx)
+    }
+
+    fn slow(inner: Arc<dyn Backend>, yields: u32) -> Self {
+        Faulty { yields, ..Faulty::new(inner) }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, SeqCst);
+    }
+
+    /// Lets `n` held (or future) `set` calls through.
+    fn release(&self, n: usize) {
+        self.gate.as_ref().unwrap().open.add_permits(n);
+    }
+
+    fn open_gate(&self) {
+        self.release(1 << 20);
+    }
+
+    async fn enter(&self) -> Result<()> {
+        self.calls.fetch_add(1, SeqCst);
+        for _ in 0..self.yields {
+            tokio::task::yield_now().await;
+        }
+        if self.down.load(SeqCst) {
+            return Err(Error::BackendUnavailable {
+                backend: "faulty".into(),
+                source: "switched off by the test".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for Faulty {
+    fn name(&self) -> &str {
+        "faulty"
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.enter().await?;
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+        if let Some(gate) = &self.gate {
+            let _ = gate.entered.send(key.to_string());
+            gate.open.acquire().await.unwrap().forget();
+        }
+        self.enter().await?;
+        self.inner.set(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.enter().await?;
+        self.inner.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.enter().await?;
+        self.inner.exists(key).await
+    }
+    async fn clear(&self) -> Result<()> {
+        self.enter().await?;
+        self.inner.clear().await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.asked.lock().unwrap().push(keys.iter().map(|k| k.to_string()).collect());
+        self.enter().await?;
+        self.inner.get_many(keys).await
+    }
+    async fn purge_expired(&self) -> Result<u64> {
+        self.enter().await?;
+        self.inner.purge_expired().await
+    }
+    fn stats(&self) -> BackendStats {
+        self.inner.stats()
+    }
+}
+
+/// A byte store (values sealed in envelopes, as file and network tiers keep them) over a map
+/// shared by namespaces, with real-time expiry.
+#[derive(Debug)]
+struct Bytes {
+    namespace: String,
+    store: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    format: ValueFormat,
+    counters: Counters,
+}
+
+impl Bytes {
+    fn new() -> Self {
+        Self::shared("default", Arc::default())
+    }
+    fn shared(namespace: &str, store: Arc<Mutex<HashMap<String, Vec<u8>>>>) -> Self {
+        Bytes { namespace: namespace.into(), store, format: ValueFormat::default(), counters: Counters::default() }
+    }
+    fn full_key(&self, key: &str) -> String {
+        format!("{}\u{1f}{key}", self.namespace)
+    }
+}
+
+#[async_trait]
+impl Backend for Bytes {
+    fn name(&self) -> &str {
+        "bytes"
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        let bytes = self.store.lock().unwrap().get(&self.full_key(key)).cloned();
+        let found = match bytes {
+            None => None,
+            Some(bytes) => match self.format.open(key, &bytes) {
+                Ok((value, expires)) => {
+                    let now = SystemTime::now();
+                    match expires {
+                        Some(t) if t <= now => None,
+                        _ => Some(Entry { value, ttl: cachestack::remaining(expires, now) }),
+                    }
+                }
+                Err(err) => {
+                    self.counters.record_invalid("bytes", key, &err);
+                    None
+                }
+            },
+        };
+        self.counters.record_lookup(found.is_some());
+        Ok(found)
+    }
+    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+        let bytes = self.format.seal(key, &value, ttl.map(|t| SystemTime::now() + t))?;
+        self.counters.record_write();
+        self.store.lock().unwrap().insert(self.full_key(key), bytes);
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.counters.record_delete();
+        Ok(self.store.lock().unwrap().remove(&self.full_key(key)).is_some())
+    }
+    async fn clear(&self) -> Result<()> {
+        let prefix = self.full_key("");
+        self.store.lock().unwrap().retain(|k, _| !k.starts_with(&prefix));
+        Ok(())
+    }
+    fn stats(&self) -> BackendStats {
+        self.counters.snapshot("bytes")
+    }
+}
+
+/// A store whose clock the test moves by hand, to check TTL arithmetic and expiry exactly.
+#[derive(Debug, Default)]
+struct Clocked {
+    now: Mutex<Duration>,
+    map: Mutex<HashMap<String, (Value, Option<Duration>)>>,
+}
+
+impl Clocked {
+    fn advance(&self, by: Duration) {
+        *self.now.lock().unwrap() += by;
+    }
+}
+
+#[async_trait]
+impl Backend for Clocked {
+    fn name(&self) -> &str {
+        "clocked"
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        let now = *self.now.lock().unwrap();
+        let map = self.map.lock().unwrap();
+        Ok(match map.get(key) {
+            Some((_, Some(deadline))) if *deadline <= now => None,
+            Some((value, deadline)) => Some(Entry { value: value.clone(), ttl: deadline.map(|d| d - now) }),
+            None => None,
+        })
+    }
+    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+        let now = *self.now.lock().unwrap();
+        self.map.lock().unwrap().insert(key.into(), (value, ttl.map(|t| now + t)));
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        Ok(self.map.lock().unwrap().remove(key).is_some())
+    }
+    async fn clear(&self) -> Result<()> {
+        self.map.lock().unwrap().clear();
+        Ok(())
+    }
+    fn stats(&self) -> BackendStats {
+        BackendStats::default()
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Helpers
+// ------------------------------------------------------------------------------------------------
+
+fn mem(capacity: u64) -> Arc<MemoryBackend> {
+    Arc::new(MemoryBackend::with_capacity(capacity))
+}
+
+fn stack(layers: &[Arc<dyn Backend>]) -> TieredCache {
+    TieredCache::from_layers(layers.to_vec()).unwrap()
+}
+
+fn write_back(layers: &[Arc<dyn Backend>], config: WriteBackConfig) -> TieredCache {
+    layers.iter().cloned().fold(TieredCache::builder(), |b, l| b.layer_arc(l)).write_back(config).build().unwrap()
+}
+
+async fn read_u64(backend: &dyn Backend, key: &str) -> Option<u64> {
+    backend.get(key).await.unwrap().map(|e| e.value.get::<u64>().unwrap())
+}
+
+fn detail(stats: &BackendStats, name: &str) -> u64 {
+    stats.details.get(name).unwrap_or_else(|| panic!("no detail {name} in {stats:?}")).parse().unwrap()
+}
+
+/// The per-layer counters of a stack add up: every lookup a layer missed went on to the next
+/// layer (or, for the last, was a miss of the stack), and the stack's hits are the layers' hits.
+fn assert_stats_add_up(stats: &BackendStats) {
+    for pair in stats.layers.windows(2) {
+        assert_eq!(pair[0].misses, pair[1].hits + pair[1].misses, "misses of a layer reach the next one: {stats:#?}");
+    }
+    assert_eq!(stats.hits, stats.layers.iter().map(|l| l.hits).sum::<u64>(), "{stats:#?}");
+    assert_eq!(stats.misses, stats.layers.last().unwrap().misses, "{stats:#?}");
+    assert!(stats.errors >= stats.layers.iter().map(|l| l.errors).sum::<u64>(), "{stats:#?}");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Reads and backfill
+// ------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_hit_below_backfills_the_faster_layers_and_the_next_read_is_an_l1_hit() {
+    let (l1, l2, l3) = (mem(100), mem(100), mem(100));
+    let stack = stack(&[l1.clone(), l2.clone(), l3.clone()]);
+    l3.set("k", Value::new(7u64), None).await.unwrap();
+
+    assert_eq!(read_u64(&stack, "k").await, Some(7));
+    assert_eq!(read_u64(&*l1, "k").await, Some(7), "L1 backfilled");
+    assert_eq!(read_u64(&*l2, "k").await, Some(7), "L2 backfilled");
+    let stats = stack.stats();
+    assert_eq!((stats.layers[0].misses, stats.layers[1].misses, stats.layers[2].hits), (1, 1, 1));
+    assert_eq!((stats.layers[0].backfills, stats.layers[1].backfills, stats.layers[2].backfills), (1, 1, 0));
+
+    assert_eq!(read_u64(&stack, "k").await, Some(7));
+    let stats = stack.stats();
+    assert_eq!(stats.layers[0].hits, 1, "second read served by L1");
+    assert_eq!(stats.layers[2].hits, 1, "L3 not asked again");
+    assert_eq!((stats.hits, stats.misses), (2, 0));
+    assert_eq!(stats.layers[1].name, "memory");
+    assert_eq!(stats.layers[2].details["index"], "2");
+    assert_stats_add_up(&stats);
+}
+
+#[tokio::test]
+async fn a_miss_everywhere_is_one_miss_of_the_stack() {
+    let stack = stack(&[mem(10), mem(10)]);
+    assert!(stack.get("nope").await.unwrap().is_none());
+    assert!(!stack.exists("nope").await.unwrap());
+    let stats = stack.stats();
+    assert_eq!((stats.hits, stats.misses), (0, 1));
+    assert_eq!((stats.layers[0].misses, stats.layers[1].misses), (1, 1));
+    assert_stats_add_up(&stats);
+}
+
+#[tokio::test]
+async fn backfill_uses_the_remaining_ttl_never_longer() {
+    let l1 = mem(10);
+    let l2 = Arc::new(Clocked::default());
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    l2.set("k", Value::new(1u64), Some(Duration::from_secs(10))).await.unwrap();
+    l2.advance(Duration::from_secs(4));
+
+    let entry = stack.get("k").await.unwrap().unwrap();
+    assert_eq!(entry.ttl, Some(Duration::from_secs(6)), "the stack reports what the layer reported");
+    let in_l1 = l1.get("k").await.unwrap().unwrap().ttl.unwrap();
+    assert!(in_l1 <= Duration::from_secs(6), "L1 copy lives {in_l1:?}, longer than the 6 s left in L2");
+    assert!(!in_l1.is_zero());
+}
+
+#[tokio::test]
+async fn an_entry_without_expiry_is_backfilled_without_expiry() {
+    let l1 = mem(10);
+    let l2 = Arc::new(Clocked::default());
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    l2.set("k", Value::new(1u64), None).await.unwrap();
+    assert_eq!(stack.get("k").await.unwrap().unwrap().ttl, None);
+    assert_eq!(l1.get("k").await.unwrap().unwrap().ttl, None);
+}
+
+#[tokio::test]
+async fn an_entry_about_to_expire_is_served_but_not_backfilled() {
+    let l1 = mem(10);
+    let l2 = Arc::new(Clocked::default());
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    l2.set("k", Value::new(1u64), Some(Duration::from_secs(1))).await.unwrap();
+    l2.advance(Duration::from_secs(1) - Duration::from_micros(200));
+    assert_eq!(read_u64(&stack, "k").await, Some(1));
+    assert!(l1.get("k").await.unwrap().is_none());
+    assert_eq!(stack.stats().layers[0].backfills, 0);
+}
+
+#[tokio::test]
+async fn an_entry_expired_in_a_lower_layer_is_a_miss_and_not_backfilled() {
+    let l1 = mem(10);
+    let l2 = Arc::new(Clocked::default());
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    l2.set("k", Value::new(1u64), Some(Duration::from_secs(5))).await.unwrap();
+    l2.advance(Duration::from_secs(5));
+    assert!(stack.get("k").await.unwrap().is_none());
+    assert!(l1.get("k").await.unwrap().is_none());
+    assert_eq!(stack.stats().misses, 1);
+}
+
+#[tokio::test]
+async fn a_value_decoded_from_a_byte_tier_stays_typed_in_the_memory_tier() {
+    let l1 = mem(10);
+    let l2 = Arc::new(Bytes::new());
+    let cache = Cache::new(stack(&[l1.clone(), l2.clone()]));
+    l2.set("p", Value::new(profile(1)), None).await.unwrap();
+    assert!(!l2.get("p").await.unwrap().unwrap().value.is_typed(), "the byte tier hands out bytes");
+
+    assert_eq!(cache.get::<Profile>("p").await.unwrap(), Some(profile(1)));
+    // L1 holds the very handle that the typed read decoded: the next hit needs no decoding.
+    let held = l1.get("p").await.unwrap().unwrap().value;
+    assert!(held.is_typed(), "L1 holds an undecoded value: {held:?}");
+
+    assert_eq!(cache.get::<Profile>("p").await.unwrap(), Some(profile(1)));
+    let stats = cache.stats();
+    assert_eq!((stats.layers[0].hits, stats.layers[1].hits), (1, 1), "second read served by L1: {stats:#?}");
+}
+
+#[tokio::test]
+async fn get_many_asks_lower_layers_only_for_the_keys_still_missing() {
+    let l1 = mem(10);
+    let l2 = Arc::new(Faulty::new(mem(10)));
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    l1.set("a", Value::new(1u64), None).await.unwrap();
+    l2.inner.set("b", Value::new(2u64), None).await.unwrap();
+    l1.set("c", Value::new(3u64), None).await.unwrap();
+
+    let got = stack.get_many(&["a", "b", "c", "d"]).await.unwrap();
+    let values: Vec<Option<u64>> = got.iter().map(|e| e.as_ref().map(|e| e.value.get::<u64>().unwrap())).collect();
+    assert_eq!(values, [Some(1), Some(2), Some(3), None]);
+    assert_eq!(*l2.asked.lock().unwrap(), [vec!["b".to_string(), "d".to_string()]]);
+    assert_eq!(read_u64(&*l1, "b").await, Some(2), "found below, backfilled");
+    let stats = stack.stats();
+    assert_eq!((stats.hits, stats.misses), (3, 1));
+    assert_stats_add_up(&stats);
+}
+
+#[tokio::test]
+async fn the_local_l1_view_answers_hits_and_its_none_is_not_a_miss() {
+    let (l1, l2) = (mem(10), mem(10));
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    assert!(stack.as_local().is_none(), "a stack is not a local store");
+    let view = stack.local_l1().expect("L1 is in memory");
+    l2.set("k", Value::new(5u64), None).await.unwrap();
+
+    assert!(view.get_value("k").is_none(), "L1 does not have it yet");
+    assert_eq!(read_u64(&stack, "k").await, Some(5), "...but the stack does");
+    assert_eq!(view.get_value("k").unwrap().get::<u64>().unwrap(), 5);
+    let stats = stack.stats();
+    assert_eq!((stats.layers[0].hits, stats.layers[0].misses, stats.hits), (1, 1, 2));
+
+    // Writes and removals through the view act on the whole stack.
+    view.set_value("w", Value::new(9u64), None);
+    assert_eq!(read_u64(&*l2, "w").await, Some(9));
+    assert!(view.remove("k"));
+    assert!(l2.get("k").await.unwrap().is_none());
+
+    // A stack over a remote-like L1 offers no view; a memory backend offers itself.
+    let remote_l1 = stack_of_faulty();
+    assert!(remote_l1.local_l1().is_none());
+    assert!(MemoryBackend::with_capacity(1).local_l1().is_some());
+}
+
+fn stack_of_faulty() -> TieredCache {
+    stack(&[Arc::new(Faulty::new(mem(1))), mem(1)])
+}
+
+// ------------------------------------------------------------------------------------------------
+// Writes, deletes, bulk operations
+// ------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn write_through_writes_every_layer_with_the_ttl() {
+    let (l1, l2) = (mem(10), Arc::new(Bytes::new()));
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    stack.set("k", Value::new(3u64), Some(Duration::from_secs(60))).await.unwrap();
+    for layer in [&*l1 as &dyn Backend, &*l2] {
+        let entry = layer.get("k").await.unwrap().unwrap();
+        assert_eq!(entry.value.get::<u64>().unwrap(), 3);
+        assert!(entry.ttl.unwrap() <= Duration::from_secs(60));
+    }
+    assert_eq!(stack.stats().writes, 1);
+    assert_eq!(stack.stats().layers[1].writes, 1);
+}
+
+#[tokio::test]
+async fn delete_and_clear_reach_every_layer() {
+    let (l1, l2) = (mem(10), mem(10));
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    stack.set("a", Value::new(1u64), None).await.unwrap();
+    stack.set("b", Value::new(2u64), None).await.unwrap();
+    l2.set("only-below", Value::new(3u64), None).await.unwrap();
+
+    assert!(stack.delete("a").await.unwrap());
+    assert!(!stack.delete("a").await.unwrap());
+    assert!(stack.delete("only-below").await.unwrap(), "present in some layer counts as present");
+    assert!(l1.get("a").await.unwrap().is_none() && l2.get("a").await.unwrap().is_none());
+
+    stack.clear().await.unwrap();
+    assert!(l1.get("b").await.unwrap().is_none() && l2.get("b").await.unwrap().is_none());
+    assert!(stack.get("b").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn bulk_operations_span_the_layers() {
+    let (l1, l2) = (mem(100), Arc::new(Bytes::new()));
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    let entries: Vec<(&str, Value)> = vec![("a", Value::new(1u64)), ("b", Value::new(2u64))];
+    stack.set_many(&entries, Some(Duration::from_secs(60))).await.unwrap();
+    assert_eq!(read_u64(&*l2, "b").await, Some(2));
+    l2.set("c", Value::new(3u64), None).await.unwrap();
+    assert!(stack.exists("c").await.unwrap(), "exists looks below L1");
+    assert_eq!(stack.delete_many(&["a", "b", "c", "zz"]).await.unwrap(), 3);
+    for key in ["a", "b", "c"] {
+        assert!(!stack.exists(key).await.unwrap());
+        assert!(l2.get(key).await.unwrap().is_none());
+    }
+    assert_eq!(stack.purge_expired().await.unwrap(), 0);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Failing layers and the breaker
+// ------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_failing_layer_is_skipped_and_counted() {
+    let l1 = mem(10);
+    let l2 = Arc::new(Faulty::new(mem(10)));
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    l2.set_down(true);
+
+    stack.set("k", Value::new(1u64), None).await.unwrap();
+    assert_eq!(read_u64(&stack, "k").await, Some(1), "L1 serves");
+    assert!(stack.get("missing").await.unwrap().is_none(), "a failed layer below is a miss, not an error");
+    assert!(stack.delete("k").await.unwrap());
+    let stats = stack.stats();
+    assert_eq!(stats.layers[1].errors, 3, "set, get and delete failed in L2: {stats:#?}");
+    assert_eq!(stats.errors, 3);
+    assert_eq!(stats.layers[0].errors, 0);
+    assert_stats_add_up(&stats);
+}
+
+#[tokio::test]
+async fn when_every_layer_fails_the_call_fails() {
+    let a = Arc::new(Faulty::new(mem(10)));
+    let b = Arc::new(Faulty::new(mem(10)));
+    let stack = stack(&[a.clone(), b.clone()]);
+    a.set_down(true);
+    b.set_down(true);
+    assert!(stack.get("k").await.unwrap_err().is_unavailable());
+    assert!(stack.set("k", Value::new(1u64), None).await.unwrap_err().is_unavailable());
+    assert!(stack.delete("k").await.is_err());
+    b.set_down(false);
+    stack.set("k", Value::new(1u64), None).await.unwrap();
+    assert_eq!(read_u64(&stack, "k").await, Some(1), "served by the layer that is up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_bypasses_a_dead_layer_for_the_cool_down_then_probes() {
+    let l1 = mem(10);
+    let l2 = Arc::new(Faulty::new(mem(10)));
+    let stack = TieredCache::builder()
+        .layer_arc(l1.clone())
+        .layer_arc(l2.clone())
+        .breaker(BreakerConfig::new(3, Duration::from_secs(30)))
+        .build()
+        .unwrap();
+    l2.set_down(true);
+    for _ in 0..3 {
+        assert!(stack.get("k").await.unwrap().is_none());
+    }
+    assert_eq!(l2.calls.load(SeqCst), 3);
+    assert_eq!(stack.stats().layers[1].details["breaker"], "open");
+
+    // Open: L2 is not called at all, and the stack keeps answering from L1.
+    stack.set("k", Value::new(1u64), None).await.unwrap();
+    assert_eq!(read_u64(&stack, "k").await, Some(1));
+    assert!(stack.get("other").await.unwrap().is_none());
+    assert_eq!(l2.calls.load(SeqCst), 3, "a bypassed layer is not called");
+    tokio::time::advance(Duration::from_secs(29)).await;
+    assert!(stack.get("other").await.unwrap().is_none());
+    assert_eq!(l2.calls.load(SeqCst), 3);
+
+    // Cool-down over: one probe; it fails, so the breaker opens again.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(stack.stats().layers[1].details["breaker"], "half-open");
+    assert!(stack.get("other").await.unwrap().is_none());
+    assert_eq!(l2.calls.load(SeqCst), 4, "exactly one probe");
+    assert!(stack.get("other").await.unwrap().is_none());
+    assert_eq!(l2.calls.load(SeqCst), 4);
+
+    // The layer comes back: the next probe closes the breaker and traffic flows again.
+    l2.set_down(false);
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert!(stack.get("other").await.unwrap().is_none());
+    assert!(stack.get("other").await.unwrap().is_none());
+    assert_eq!(l2.calls.load(SeqCst), 6);
+    assert_eq!(stack.stats().layers[1].details["breaker"], "closed");
+    let stats = stack.stats();
+    assert!(detail(&stats.layers[1], "bypassed") >= 4, "{stats:#?}");
+    assert_stats_add_up(&stats);
+}
+
+#[tokio::test]
+async fn a_killed_middle_layer_leaves_the_stack_serving_and_the_stats_add_up() {
+    let (l1, l3) = (mem(100), Arc::new(Bytes::new()));
+    let l2 = Arc::new(Faulty::new(mem(100)));
+    let stack = stack(&[l1.clone(), l2.clone(), l3.clone()]);
+    for i in 0..10u64 {
+        stack.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+    }
+    l2.set_down(true);
+    l1.clear().await.unwrap();
+    for i in 0..10u64 {
+        assert_eq!(read_u64(&stack, &format!("k{i}")).await, Some(i), "served from L3 past the dead L2");
+    }
+    for i in 0..10u64 {
+        assert_eq!(read_u64(&stack, &format!("k{i}")).await, Some(i), "now from L1");
+    }
+    stack.set("new", Value::new(99u64), None).await.unwrap();
+    assert_eq!(read_u64(&*l3, "new").await, Some(99));
+    let stats = stack.stats();
+    assert_eq!(stats.layers[2].hits, 10);
+    assert_eq!(stats.layers[0].hits, 10);
+    assert_eq!(stats.layers[0].backfills, 10);
+    // 10 failed reads plus 10 failed backfills plus one failed write.
+    assert_eq!(stats.layers[1].errors, 21, "{stats:#?}");
+    assert_stats_add_up(&stats);
+
+    // It comes back: backfills reach it again.
+    l2.set_down(false);
+    l1.clear().await.unwrap();
+    l2.inner.clear().await.unwrap();
+    assert_eq!(read_u64(&stack, "k3").await, Some(3));
+    assert_eq!(read_u64(&*l2.inner, "k3").await, Some(3));
+}
+
+// ------------------------------------------------------------------------------------------------
+// Write-back
+// ------------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_writes_l1_now_serves_from_the_queue_and_stores_below_on_flush() {
+    let l1 = mem(10);
+    let (l2, mut entered) = Faulty::gated(mem(10));
+    let l2 = Arc::new(l2);
+    let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default());
+
+    stack.set("k", Value::new(1u64), Some(Duration::from_secs(60))).await.unwrap();
+    assert_eq!(read_u64(&*l1, "k").await, Some(1), "L1 is written at once");
+    assert_eq!(entered.recv().await.unwrap(), "k", "the queued write reached L2 and is held there");
+    assert!(l2.inner.get("k").await.unwrap().is_none());
+
+    // L1 loses the entry while L2 is behind: the read is answered from the queue, not from L2.
+    l1.delete("k").await.unwrap();
+    l2.inner.set("k", Value::new(0u64), None).await.unwrap(); // an older value below
+    let entry = stack.get("k").await.unwrap().expect("answered from the queue");
+    assert_eq!(entry.value.get::<u64>().unwrap(), 1);
+    assert!(entry.ttl.unwrap() <= Duration::from_secs(60));
+    assert!(stack.exists("k").await.unwrap());
+    assert_eq!(stack.queued(), 0, "the write left the channel; it is being written");
+
+    l2.open_gate();
+    stack.flush().await.unwrap();
+    assert_eq!(read_u64(&*l2.inner, "k").await, Some(1));
+    let stats = stack.stats();
+    assert_eq!(detail(&stats, "queue_written"), 1);
+    assert_eq!(detail(&stats, "queue_hits"), 1);
+    assert_eq!(stats.hits, 1);
+    stack.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_drains_the_queue_and_later_writes_go_through() {
+    let (l1, l2) = (mem(1000), Arc::new(Bytes::new()));
+    let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::new(16));
+    for i in 0..200u64 {
+        stack.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+    }
+    stack.close().await.unwrap();
+    for i in 0..200u64 {
+        assert_eq!(read_u64(&*l2, &format!("k{i}")).await, Some(i));
+    }
+    stack.close().await.unwrap();
+    stack.set("after", Value::new(1u64), None).await.unwrap();
+    assert_eq!(read_u64(&*l2, "after").await, Some(1), "written through after close");
+    stack.flush().await.unwrap();
+}
+
+#[test]
+fn dropping_a_write_back_stack_outside_a_runtime_drains_its_queue() {
+    let (l1, l2) = (mem(1000), Arc::new(Bytes::new()));
+    let stack = write_back(&[l1, l2.clone()], WriteBackConfig::new(8));
+    let stack = Arc::new(stack);
+    let writer = stack.clone();
+    cachestack::rt::block_on(async move {
+        for i in 0..100u64 {
+            writer.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+        }
+    })
+    .unwrap();
+    drop(stack);
+    let l2_view = l2.clone();
+    cachestack::rt::block_on(async move {
+        for i in 0..100u64 {
+            assert_eq!(read_u64(&*l2_view, &format!("k{i}")).await, Some(i), "queued write k{i} lost on drop");
+        }
+    })
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_queued_writes_supersede_older_ones() {
+    let l1 = mem(10);
+    let (l2, mut entered) = Faulty::gated(mem(10));
+    let l2 = Arc::new(l2);
+    let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default());
+    stack.set("blocker", Value::new(0u64), None).await.unwrap();
+    assert_eq!(entered.recv().await.unwrap(), "blocker");
+    for v in 1..=3u64 {
+        stack.set("k", Value::new(v), None).await.unwrap();
+    }
+    l2.open_gate();
+    stack.flush().await.unwrap();
+    assert_eq!(read_u64(&*l2.inner, "k").await, Some(3));
+    let stats = stack.stats();
+    assert_eq!(detail(&stats, "queue_superseded"), 2, "{stats:#?}");
+    assert_eq!(detail(&stats, "queue_written"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_a_queued_write_keeps_the_key_deleted() {
+    let l1 = mem(10);
+    let (l2, mut entered) = Faulty::gated(mem(10));
+    let l2 = Arc::new(l2);
+    let stack = Arc::new(write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default()));
+
+    // v1 is on its way into L2 (held at the gate), v2 is queued behind it.
+    stack.set("k", Value::new(1u64), None).await.unwrap();
+    assert_eq!(entered.recv().await.unwrap(), "k");
+    stack.set("k", Value::new(2u64), None).await.unwrap();
+
+    // The delete runs concurrently with the in-flight write. Once it has started (its count
+    // moved) it is waiting for that write: let the write land, then the delete goes first.
+    let deleter = {
+        let stack = stack.clone();
+        tokio::spawn(async move { stack.delete("k").await.unwrap() })
+    };
+    while stack.stats().deletes == 0 {
+        tokio::task::yield_now().await;
+    }
+    l2.open_gate();
+    assert!(deleter.await.unwrap());
+    assert!(stack.get("k").await.unwrap().is_none(), "read after the delete");
+
+    stack.flush().await.unwrap();
+    assert!(l2.inner.get("k").await.unwrap().is_none(), "a queued write came back after the delete");
+    assert!(l1.get("k").await.unwrap().is_none());
+    assert!(stack.get("k").await.unwrap().is_none());
+    assert_eq!(detail(&stack.stats(), "queue_superseded"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_the_write_below_l1_counts_it_and_invalidates_below() {
+    let l1 = mem(10);
+    let (l2, mut entered) = Faulty::gated(mem(10));
+    let l2 = Arc::new(l2);
+    let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::new(1).with_on_full(OnFull::Drop));
+    l2.inner.set("c", Value::new(0u64), None).await.unwrap(); // an older value of "c" below
+
+    stack.set("a", Value::new(1u64), None).await.unwrap();
+    assert_eq!(entered.recv().await.unwrap(), "a", "the task holds \"a\"; the queue is empty");
+    stack.set("b", Value::new(2u64), None).await.unwrap(); // fills the queue
+                                                           // The keys are fixed, and "c" does not share an ordering stripe with the held "a" (if it
+                                                           // did, this call would wait for the gate; it returns, so it doesn't).
+    stack.set("c", Value::new(3u64), None).await.unwrap(); // dropped below L1
+
+    assert_eq!(read_u64(&*l1, "c").await, Some(3), "L1 still gets the write");
+    assert!(l2.inner.get("c").await.unwrap().is_none(), "the older value below was invalidated");
+    let stats = stack.stats();
+    assert_eq!(detail(&stats, "queue_dropped"), 1);
+    assert!(stats.errors >= 1);
+
+    l2.open_gate();
+    stack.close().await.unwrap();
+    assert_eq!(read_u64(&*l2.inner, "a").await, Some(1));
+    assert_eq!(read_u64(&*l2.inner, "b").await, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_expires_while_queued_is_not_written_and_older_values_below_go() {
+    let l1 = mem(10);
+    let (l2, mut entered) = Faulty::gated(mem(10));
+    let l2 = Arc::new(l2);
+    let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default());
+    l2.inner.set("k", Value::new(0u64), None).await.unwrap();
+    stack.set("blocker", Value::new(0u64), None).await.unwrap();
+    assert_eq!(entered.recv().await.unwrap(), "blocker");
+    // Zero TTL: expired by the time the task gets to it.
+    stack.set("k", Value::new(1u64), Some(Duration::ZERO)).await.unwrap();
+    assert!(stack.get("k").await.unwrap().is_none(), "an expired queued value is a miss, and nothing older is served");
+    l2.open_gate();
+    stack.flush().await.unwrap();
+    assert!(l2.inner.get("k").await.unwrap().is_none());
+    assert_eq!(detail(&stack.stats(), "queue_expired"), 1);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Races, with real concurrency
+// ------------------------------------------------------------------------------------------------
+
+/// Writers overwrite shared keys while readers keep missing a tiny L1 (so they read the slow L2
+/// and backfill); then every key is deleted while readers continue and writes are still queued.
+/// No deleted key may come back in any layer: not from the queue, not from a reader's backfill
+/// of a value it read just before the delete.
+async fn invalidation_races(stack: Arc<TieredCache>, stores: Vec<Arc<dyn Backend>>) {
+    const KEYS: u64 = 24;
+    const WRITERS: u64 = 4;
+    const READERS: usize = 4;
+    let key = |k: u64| format!("key{k}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..READERS)
+        .map(|r| {
+            let (stack, stop) = (stack.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = r as u64;
+                while !stop.load(SeqCst) {
+                    let _ = stack.get(&format!("key{}", n % KEYS)).await.unwrap();
+                    n += 7;
+                    // Reads answered from memory never yield; give the other tasks their turn.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS as usize));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (stack, barrier) = (stack.clone(), barrier.clone());
+            tokio::spawn(async move {
+                for round in 0..20u64 {
+                    for k in 0..KEYS {
+                        stack.set(&key(k), Value::new(round * 100 + w), None).await.unwrap();
+                    }
+                }
+                // Every write of every writer has been issued before any key is deleted.
+                barrier.wait().await;
+                for k in (w..KEYS).step_by(WRITERS as usize) {
+                    stack.delete(&key(k)).await.unwrap();
+                    assert!(stack.get(&key(k)).await.unwrap().is_none(), "{} readable right after its delete", key(k));
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    // Readers keep racing a little longer, then stop.
+    for k in 0..KEYS {
+        assert!(stack.get(&key(k)).await.unwrap().is_none());
+    }
+    stop.store(true, SeqCst);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    stack.flush().await.unwrap();
+    for k in 0..KEYS {
+        for (i, store) in stores.iter().enumerate() {
+            assert!(store.get(&key(k)).await.unwrap().is_none(), "{} came back in layer {i}", key(k));
+        }
+        assert!(stack.get(&key(k)).await.unwrap().is_none());
+    }
+    let stats = stack.stats();
+    assert_stats_add_up_with_queue(&stats);
+}
+
+fn assert_stats_add_up_with_queue(stats: &BackendStats) {
+    let queue_hits = stats.details.get("queue_hits").map_or(0, |v| v.parse::<u64>().unwrap());
+    assert_eq!(stats.hits, stats.layers.iter().map(|l| l.hits).sum::<u64>() + queue_hits, "{stats:#?}");
+    assert!(stats.layers[0].misses >= stats.layers[1].hits + stats.layers[1].misses, "{stats:#?}");
+}
+
+/// The layers of a stack, and the stores under them to inspect.
+type Layers = Vec<Arc<dyn Backend>>;
+
+/// L1 in memory, then slow remote-like layers; all but the last are tiny, so that reads keep
+/// going below them and backfilling them.
+fn racing_layers(remote: usize) -> (Layers, Layers) {
+    let l1 = mem(4);
+    let mut layers: Vec<Arc<dyn Backend>> = vec![l1.clone()];
+    let mut stores: Vec<Arc<dyn Backend>> = vec![l1];
+    for i in 0..remote {
+        let store = mem(if i + 1 == remote { 1000 } else { 6 });
+        layers.push(Arc::new(Faulty::slow(store.clone(), 3)));
+        stores.push(store);
+    }
+    (layers, stores)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_racing_queued_writes_and_backfills_never_resurrect_a_key() {
+    let (layers, stores) = racing_layers(1);
+    let stack = Arc::new(write_back(&layers, WriteBackConfig::new(32)));
+    invalidation_races(stack.clone(), stores).await;
+    let stats = stack.stats();
+    assert!(detail(&stats, "queue_enqueued") > 0);
+    stack.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_racing_queued_writes_and_remote_backfills_never_resurrect_a_key() {
+    let (layers, stores) = racing_layers(2);
+    let stack = Arc::new(write_back(&layers, WriteBackConfig::new(32)));
+    invalidation_races(stack.clone(), stores).await;
+    stack.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_racing_backfills_never_resurrect_a_key_in_write_through() {
+    let (layers, stores) = racing_layers(1);
+    let stack = Arc::new(stack(&layers));
+    invalidation_races(stack.clone(), stores).await;
+    let stats = stack.stats();
+    assert!(stats.layers[0].backfills > 0, "the test did not exercise backfill: {stats:#?}");
+    assert_stats_add_up(&stats);
+}
+
+/// Every layer remote-like (no in-process L1): backfills all take the remote path.
+fn remote_racing_layers() -> (Layers, Layers) {
+    let (l1, l2) = (mem(4), mem(1000));
+    let layers: Vec<Arc<dyn Backend>> =
+        vec![Arc::new(Faulty::slow(l1.clone(), 1)), Arc::new(Faulty::slow(l2.clone(), 3))];
+    (layers, vec![l1, l2])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_racing_backfills_of_a_remote_l1_never_resurrect_a_key() {
+    let (layers, stores) = remote_racing_layers();
+    let stack = Arc::new(stack(&layers));
+    invalidation_races(stack.clone(), stores).await;
+    let stats = stack.stats();
+    assert!(stats.layers[0].backfills > 0, "the test did not exercise backfill: {stats:#?}");
+    assert_stats_add_up(&stats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_racing_queued_writes_and_backfills_of_a_remote_l1_never_resurrect_a_key() {
+    let (layers, stores) = remote_racing_layers();
+    let stack = Arc::new(write_back(&layers, WriteBackConfig::new(32)));
+    invalidation_races(stack.clone(), stores).await;
+    stack.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_racing_remote_backfills_never_resurrect_a_key_in_write_through() {
+    let (layers, stores) = racing_layers(2);
+    let stack = Arc::new(stack(&layers));
+    invalidation_races(stack.clone(), stores).await;
+    let stats = stack.stats();
+    assert!(stats.layers[1].backfills > 0, "the test did not exercise remote backfill: {stats:#?}");
+    assert_stats_add_up(&stats);
+}
+
+/// A reader that read an old value from below just before an overwrite must not leave that old
+/// value in L1: after `set(k, new)` returns, reads give `new`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overwrites_racing_backfills_never_leave_an_older_value_in_l1() {
+    let l1 = mem(2);
+    let l2 = Arc::new(Faulty::slow(mem(1000), 3));
+    let stack = Arc::new(stack(&[l1.clone(), l2.clone()]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|r| {
+            let (stack, stop) = (stack.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = r;
+                while !stop.load(SeqCst) {
+                    let _ = stack.get(&format!("k{}", n % 8)).await.unwrap();
+                    n += 3;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for round in 0..50u64 {
+        for k in 0..8 {
+            stack.set(&format!("k{k}"), Value::new(round), None).await.unwrap();
+            let read = read_u64(&*stack, &format!("k{k}")).await;
+            assert_eq!(read, Some(round), "k{k} read back an older value after the overwrite");
+        }
+    }
+    stop.store(true, SeqCst);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    for k in 0..8 {
+        assert_eq!(read_u64(&*l2.inner, &format!("k{k}")).await, Some(49));
+        if let Some(v) = read_u64(&*l1, &format!("k{k}")).await {
+            assert_eq!(v, 49, "L1 kept an older value of k{k}");
+        }
+    }
+}
+
+/// Writers racing on one key: once they are done, every layer that holds the key holds the
+/// same value (no layer kept the write that lost in another layer).
+async fn racing_writers_leave_the_layers_agreeing(stack: Arc<TieredCache>, stores: Layers) {
+    const WRITERS: u64 = 6;
+    for round in 0..30u64 {
+        let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS as usize));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (stack, barrier) = (stack.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    stack.set("contended", Value::new(round * 100 + w), None).await.unwrap();
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        stack.flush().await.unwrap();
+        let mut values = Vec::new();
+        for store in &stores {
+            values.push(read_u64(&**store, "contended").await);
+        }
+        let written: Vec<u64> = values.iter().flatten().copied().collect();
+        assert!(!written.is_empty(), "round {round}: no layer holds the key");
+        assert!(written.iter().all(|v| *v == written[0]), "round {round}: layers disagree: {values:?}");
+        assert_eq!(written[0] / 100, round);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_write_through_writers_leave_the_layers_agreeing() {
+    let (layers, stores) = racing_layers(2);
+    racing_writers_leave_the_layers_agreeing(Arc::new(stack(&layers)), stores).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_write_back_writers_leave_the_layers_agreeing() {
+    let (layers, stores) = racing_layers(2);
+    let stack = Arc::new(write_back(&layers, WriteBackConfig::new(4)));
+    racing_writers_leave_the_layers_agreeing(stack.clone(), stores).await;
+    stack.close().await.unwrap();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Memory over files
+// ------------------------------------------------------------------------------------------------
+
+fn file_layer(dir: &tempfile::TempDir) -> Arc<FileBackend> {
+    Arc::new(FileBackend::new(FileConfig::new(dir.path()).with_namespace(unique_namespace("tiered"))).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_over_file_backfills_typed_values_with_the_remaining_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let (l1, l2) = (mem(100), file_layer(&dir));
+    let cache = Cache::new(stack(&[l1.clone(), l2.clone()]));
+    l2.set("p", Value::new(profile(7)), Some(Duration::from_secs(3600))).await.unwrap();
+
+    assert_eq!(cache.get::<Profile>("p").await.unwrap(), Some(profile(7)));
+    let in_l1 = l1.get("p").await.unwrap().unwrap();
+    assert!(in_l1.value.is_typed(), "L1 holds the decoded value");
+    assert!(in_l1.ttl.unwrap() <= Duration::from_secs(3600));
+    assert_eq!(cache.get::<Profile>("p").await.unwrap(), Some(profile(7)));
+    let stats = cache.stats();
+    assert_eq!((stats.layers[0].hits, stats.layers[1].hits, stats.layers[0].backfills), (1, 1, 1));
+    assert_eq!(stats.layers[1].name, "file");
+    assert!(stats.layers[1].details.contains_key("index"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_over_file_honours_expiry_in_the_file_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (l1, l2) = (mem(100), file_layer(&dir));
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    l2.set("short", Value::new(1u64), Some(Duration::from_millis(30))).await.unwrap();
+    // Waits for time to pass (expiry is about time); nothing else is synchronised by this.
+    while l2.get("short").await.unwrap().is_some() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(stack.get("short").await.unwrap().is_none());
+    assert!(l1.get("short").await.unwrap().is_none(), "an expired file entry was backfilled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_over_file_write_through_and_invalidation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (l1, l2) = (mem(100), file_layer(&dir));
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    stack.set("k", Value::new(5u64), Some(Duration::from_secs(60))).await.unwrap();
+    assert_eq!(read_u64(&*l2, "k").await, Some(5));
+    assert!(stack.delete("k").await.unwrap());
+    assert!(l2.get("k").await.unwrap().is_none());
+    stack.set("k2", Value::new(6u64), None).await.unwrap();
+    stack.clear().await.unwrap();
+    assert!(l2.get("k2").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_over_file_write_back_flushes_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (l1, l2) = (mem(1000), file_layer(&dir));
+    let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::new(8));
+    for i in 0..50u64 {
+        stack.set(&format!("k{i}"), Value::new(i), Some(Duration::from_secs(60))).await.unwrap();
+    }
+    stack.close().await.unwrap();
+    for i in 0..50u64 {
+        assert_eq!(read_u64(&*l2, &format!("k{i}")).await, Some(i));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_over_file_a_delete_racing_a_queued_write_keeps_the_key_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let l1 = mem(100);
+    let file = file_layer(&dir);
+    let (l2, mut entered) = Faulty::gated(file.clone());
+    let l2 = Arc::new(l2);
+    let stack = Arc::new(write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default()));
+    stack.set("k", Value::new(1u64), None).await.unwrap();
+    assert_eq!(entered.recv().await.unwrap(), "k");
+    stack.set("k", Value::new(2u64), None).await.unwrap();
+    let deleter = {
+        let stack = stack.clone();
+        tokio::spawn(async move { stack.delete("k").await.unwrap() })
+    };
+    l2.open_gate();
+    deleter.await.unwrap();
+    stack.flush().await.unwrap();
+    assert!(file.get("k").await.unwrap().is_none());
+    assert!(stack.get("k").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_over_a_killed_middle_layer_over_file_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (l1, l3) = (mem(100), file_layer(&dir));
+    let l2 = Arc::new(Faulty::new(mem(100)));
+    let stack = stack(&[l1.clone(), l2.clone(), l3.clone()]);
+    for i in 0..5u64 {
+        stack.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+    }
+    l2.set_down(true);
+    l1.clear().await.unwrap();
+    for i in 0..5u64 {
+        assert_eq!(read_u64(&stack, &format!("k{i}")).await, Some(i));
+        assert_eq!(read_u64(&stack, &format!("k{i}")).await, Some(i));
+    }
+    let stats = stack.stats();
+    assert_eq!((stats.layers[0].hits, stats.layers[2].hits), (5, 5));
+    assert_eq!(stats.layers[1].errors, 10, "5 failed reads and 5 failed backfills: {stats:#?}");
+    assert_stats_add_up(&stats);
+}
+
+// ------------------------------------------------------------------------------------------------
+// The backend conformance suite, run against stacks
+// ------------------------------------------------------------------------------------------------
+
+fn bytes_store_harness(make: fn(Arc<dyn Backend>) -> TieredCache) -> Harness {
+    let store: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+    let open = store.clone();
+    let mut h = Harness::new(move |namespace| {
+        let l2: Arc<dyn Backend> = Arc::new(Bytes::shared(namespace, open.clone()));
+        Arc::new(make(l2))
+    });
+    let plant = store.clone();
+    h.raw_writer = Some(Arc::new(move |namespace: &str, key: &str, bytes: &[u8]| {
+        plant.lock().unwrap().insert(format!("{namespace}\u{1f}{key}"), bytes.to_vec());
+    }));
+    h.ttl_unit = Duration::from_millis(20);
+    h
+}
+
+cachestack_tests::conformance_suite!(memory_over_bytes_write_through, || bytes_store_harness(|l2| {
+    TieredCache::from_layers(vec![mem(100_000), l2]).unwrap()
+}));
+
+cachestack_tests::conformance_suite!(memory_over_bytes_write_back, || bytes_store_harness(|l2| {
+    TieredCache::builder().layer_arc(mem(100_000)).layer_arc(l2).write_back(WriteBackConfig::new(64)).build().unwrap()
+}));
+
+cachestack_tests::conformance_suite!(memory_over_file, || {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    Harness::new(move |namespace| {
+        let file = FileBackend::new(FileConfig::new(dir.path()).with_namespace(namespace)).unwrap();
+        Arc::new(TieredCache::builder().layer(MemoryBackend::with_capacity(100_000)).layer(file).build().unwrap())
+    })
+});
