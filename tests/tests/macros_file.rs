@@ -147,7 +147,7 @@ fn no_none_rule(n: u32) -> Option<u32> {
     (n > 0).then_some(n)
 }
 
-#[cached(key = "rules:condition:<n>", condition = |v: &u32| *v % 2 == 0)]
+#[cached(key = "rules:condition:<n>", condition = |v: &u32| v.is_multiple_of(2))]
 fn condition_rule(n: u32) -> u32 {
     RULE_RUNS.fetch_add(1, SeqCst);
     n
