@@ -5,7 +5,8 @@
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::{Ident, Member, Type};
+use syn::spanned::Spanned;
+use syn::{Attribute, Ident, Member, Meta, Type};
 
 use crate::args::{CachedArgs, Common, InvalidateArgs, OnError, Ttl};
 use crate::model::{Model, Param};
@@ -183,15 +184,23 @@ fn turbofish(model: &Model) -> TokenStream {
     }
 }
 
-fn type_params(model: &Model) -> Vec<&Ident> {
+/// A generic parameter that distinguishes instantiations in the default key.
+enum KeyGeneric<'a> {
+    Type(&'a Ident),
+    Const(&'a Ident),
+}
+
+/// The type and const parameters, in declaration order (lifetimes do not change results).
+fn key_generics(model: &Model) -> Vec<KeyGeneric<'_>> {
     model
         .sig
         .generics
         .params
         .iter()
         .filter_map(|p| match p {
-            syn::GenericParam::Type(t) => Some(&t.ident),
-            _ => None,
+            syn::GenericParam::Type(t) => Some(KeyGeneric::Type(&t.ident)),
+            syn::GenericParam::Const(c) => Some(KeyGeneric::Const(&c.ident)),
+            syn::GenericParam::Lifetime(_) => None,
         })
         .collect()
 }
@@ -217,6 +226,36 @@ fn param_decl(p: &Param, keep_mut: bool) -> TokenStream {
     let Param { attrs, name, ty, .. } = p;
     let mutability = (keep_mut && p.mutable).then(|| quote!(mut));
     quote!(#(#attrs)* #mutability #name: #ty)
+}
+
+/// Lint levels, which apply to the code of the item they are written on.
+const LINT_LEVELS: &[&str] = &["allow", "warn", "deny", "forbid", "expect"];
+
+fn is_lint_level(attr: &Attribute) -> bool {
+    attr.path().get_ident().is_some_and(|id| LINT_LEVELS.iter().any(|level| id == level))
+}
+
+/// The attributes of the wrapper `#[cached]` generates: the user's (doc comments, `#[inline]`,
+/// `#[must_use]`, lint levels...), except that `#[expect(..)]` becomes `#[allow(..)]` there: the
+/// body, where the expected lint fires, moves to the inner function.
+fn wrapper_attrs(attrs: &[Attribute]) -> Vec<TokenStream> {
+    attrs
+        .iter()
+        .map(|attr| match &attr.meta {
+            Meta::List(list) if list.path.is_ident("expect") => {
+                let allow = Ident::new("allow", list.path.span());
+                let tokens = &list.tokens;
+                let pound = attr.pound_token;
+                quote!(#pound[#allow(#tokens)])
+            }
+            _ => attr.to_token_stream(),
+        })
+        .collect()
+}
+
+/// The lint levels written on the function, for the inner function that holds its body.
+fn body_lint_attrs(attrs: &[Attribute]) -> Vec<&Attribute> {
+    attrs.iter().filter(|attr| is_lint_level(attr)).collect()
 }
 
 /// `&T`, with parentheses where `T` has several bounds (`&(impl A + B)`).
@@ -307,7 +346,8 @@ pub fn cached(model: &Model, args: &CachedArgs) -> TokenStream {
     let name_str = ident.to_string();
     let output = &model.output;
     let vis = &model.vis;
-    let attrs = &model.attrs;
+    let attrs = wrapper_attrs(&model.attrs);
+    let body_lints = body_lint_attrs(&model.attrs);
     let generics = &model.sig.generics;
     let where_clause = &model.sig.generics.where_clause;
     let asyncness = &model.sig.asyncness;
@@ -323,7 +363,12 @@ pub fn cached(model: &Model, args: &CachedArgs) -> TokenStream {
     let key_fn = format_ident!("__cachestack_{}_key", ident);
     let state_fn = format_ident!("__cachestack_{}_state", ident);
     let inner_path = item_path(model, &inner);
-    let key_path = item_path(model, &key_fn);
+    // With the turbofish: type and const parameters that appear only in the return type (or
+    // nowhere in the arguments) cannot be inferred from the key function's arguments.
+    let key_path = {
+        let path = item_path(model, &key_fn);
+        quote!(#path #turbofish)
+    };
     let state_path = item_path(model, &state_fn);
 
     let receiver = &model.receiver;
@@ -357,13 +402,28 @@ pub fn cached(model: &Model, args: &CachedArgs) -> TokenStream {
                 if !prefix.is_empty() {
                     body.extend(quote!(#buf.push_str(#prefix);));
                 }
-                body.extend(quote!(#buf.push_str(::core::concat!(::core::module_path!(), #lead));));
+                // The path of the state function's item, which (unlike `module_path!()`) names the
+                // enclosing function when this one is declared inside a function body, so that two
+                // such functions of one name in one module never share keys.
+                let state_name = state_fn.to_string();
+                body.extend(quote!(#rt::push_fn_path(
+                    #buf,
+                    #rt::type_name_of(&#state_fn),
+                    #state_name,
+                    #name_str,
+                    ::core::concat!(::core::module_path!(), #lead),
+                );));
             }
-            let tys = type_params(model);
-            if !tys.is_empty() {
-                let pushes = tys.iter().enumerate().map(|(i, t)| {
+            // Type parameters by type name, const parameters by value: `f::<u8,3>(...)`.
+            let generics = key_generics(model);
+            if !generics.is_empty() {
+                let pushes = generics.iter().enumerate().map(|(i, g)| {
                     let sep = (i > 0).then(|| quote!(#buf.push(',');));
-                    quote!(#sep #rt::push_type::<#t>(#buf);)
+                    let push = match g {
+                        KeyGeneric::Type(t) => quote!(#rt::push_type::<#t>(#buf);),
+                        KeyGeneric::Const(c) => probe_call(rt, quote!(&#c), "__cachestack_push_arg", buf, c.span()),
+                    };
+                    quote!(#sep #push)
                 });
                 body.extend(quote!(#buf.push_str("::<"); #(#pushes)* #buf.push('>');));
             }
@@ -497,6 +557,7 @@ pub fn cached(model: &Model, args: &CachedArgs) -> TokenStream {
 
         #[doc(hidden)]
         #[allow(dead_code, clippy::too_many_arguments, clippy::used_underscore_binding, clippy::redundant_closure_call)]
+        #(#body_lints)*
         #unsafety #asyncness fn #inner #generics (#receiver_decl #mode: #rt::Mode, #(#inner_params),*) #ret #where_clause {
             #rt::thread_local! {
                 static #slot: #rt::CacheSlot = const { #rt::CacheSlot::new() };
@@ -532,7 +593,7 @@ pub fn cached(model: &Model, args: &CachedArgs) -> TokenStream {
 
         #[doc = #doc_invalidate]
         #[allow(dead_code, clippy::too_many_arguments)]
-        #vis #asyncness fn #invalidate_fn #generics (#ref_receiver #(#ref_params),*) -> #rt::Result<bool> #where_clause {
+        #vis #asyncness fn #invalidate_fn #generics (#ref_receiver #(#ref_params),*) -> #rt::Result<::core::primitive::bool> #where_clause {
             #invalidate_call
         }
 

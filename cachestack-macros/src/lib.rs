@@ -82,9 +82,10 @@ use model::{Func, Purpose};
 ///
 /// The default key (no `key`) is
 /// `[namespace:][v<version>:]<path>::<fn>[::<T,...>](<arg1>,<arg2>,...)`, where `<path>` is the
-/// module path (`module_path!()`) for a free function and the type name of `Self` for a method
-/// or associated function, the type parameters of a generic function are listed by type name,
-/// and each argument is its `Debug` rendering with `\`, `,` and `)` escaped by a `\`, so two
+/// module path (`module_path!()`, followed by the enclosing function for a function declared
+/// inside a function body) for a free function and the type name of `Self` for a method
+/// or associated function, the type parameters of a generic function are listed by type name
+/// and its const parameters by value (`f::<u8,3>(...)`), and each argument is its `Debug` rendering with `\`, `,` and `)` escaped by a `\`, so two
 /// distinct argument lists never produce the same key (`("a:b", "c")` and `("a", "b:c")`
 /// give `f("a:b","c")` and `f("a","b:c")`). The receiver is not part of the default key; name
 /// its fields in a template when results depend on them. `Debug` renderings of standard types
@@ -100,6 +101,11 @@ use model::{Func, Purpose};
 /// forever. Distinct keys never wait on each other. A recursive call with the same key (which
 /// would wait for itself) is detected and runs uncached. `lock = false` turns single flight
 /// off.
+///
+/// A synchronous caller that waits on a worker thread of a multi-thread tokio runtime steps out
+/// of the worker while it waits (`block_in_place`), so the runtime's other tasks keep running.
+/// On a current-thread runtime it blocks the runtime's thread until the leader (always another
+/// thread) is done, as computing the value itself would.
 ///
 /// # Cache failures
 ///

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
+use crate::striped::StripedCounter;
 use crate::value::Value;
 
 /// A value read from a backend with the time it has left to live (`None`: no expiry). Tiered
@@ -224,7 +225,8 @@ impl BackendStats {
 /// Atomic counters behind [`BackendStats`], with the silent-mode policy every backend shares.
 #[derive(Debug, Default)]
 pub struct Counters {
-    hits: AtomicU64,
+    /// Striped: bumped on every hit, from every thread.
+    hits: StripedCounter,
     misses: AtomicU64,
     writes: AtomicU64,
     deletes: AtomicU64,
@@ -237,14 +239,14 @@ impl Counters {
     #[inline]
     pub fn record_lookup(&self, hit: bool) {
         if hit {
-            self.hits.fetch_add(1, Relaxed);
+            self.hits.add(1);
         } else {
             self.misses.fetch_add(1, Relaxed);
         }
     }
     /// Counts `n` lookups of which `hits` hit.
     pub fn record_lookups(&self, n: u64, hits: u64) {
-        self.hits.fetch_add(hits, Relaxed);
+        self.hits.add(hits);
         self.misses.fetch_add(n.saturating_sub(hits), Relaxed);
     }
     /// Counts a write.
@@ -312,7 +314,7 @@ impl Counters {
     pub fn snapshot(&self, name: &str) -> BackendStats {
         BackendStats {
             name: name.to_string(),
-            hits: self.hits.load(Relaxed),
+            hits: self.hits.get(),
             misses: self.misses.load(Relaxed),
             writes: self.writes.load(Relaxed),
             deletes: self.deletes.load(Relaxed),

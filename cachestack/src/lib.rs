@@ -54,6 +54,7 @@ mod redis;
 pub mod registry;
 pub mod rt;
 pub mod singleflight;
+mod striped;
 mod tiered;
 mod ttl;
 mod url;

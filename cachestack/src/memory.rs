@@ -5,13 +5,14 @@
 //! quick_cache has no per-entry TTL, so every entry carries its deadline and a read that finds it
 //! passed removes it and reports a miss; [`Backend::purge_expired`] sweeps the rest.
 
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use quick_cache::sync::Cache as QuickCache;
-use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 
 use crate::backend::{Backend, BackendStats, Counters, Entry, LocalBackend};
 use crate::error::{Error, Result};
@@ -47,6 +48,79 @@ impl Default for MemoryConfig {
     }
 }
 
+/// Keys up to this many bytes are stored inline in the map's entry, so a hit compares the key
+/// without following a pointer (one dependent cache miss fewer on a cold entry). The default keys
+/// of `#[cached]` (`module::function(arguments)`) mostly fit; longer keys are boxed.
+const INLINE_KEY: usize = 62;
+
+/// A stored key: 64 bytes, inline up to [`INLINE_KEY`] bytes.
+#[derive(Clone)]
+enum MemKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Boxed(Box<[u8]>),
+}
+
+impl MemKey {
+    fn new(key: &str) -> Self {
+        let key = key.as_bytes();
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            MemKey::Inline { len: key.len() as u8, bytes }
+        } else {
+            MemKey::Boxed(key.into())
+        }
+    }
+
+    #[inline]
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            MemKey::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            MemKey::Boxed(bytes) => bytes,
+        }
+    }
+}
+
+impl PartialEq for MemKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for MemKey {}
+
+/// Hashes the key's bytes, exactly as [`KeyRef`] does.
+impl Hash for MemKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.as_bytes());
+    }
+}
+
+/// A borrowed key for lookups: hashes and compares like the stored [`MemKey`].
+struct KeyRef<'a>(&'a [u8]);
+
+impl<'a> KeyRef<'a> {
+    #[inline]
+    fn new(key: &'a str) -> Self {
+        KeyRef(key.as_bytes())
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.0);
+    }
+}
+
+impl Equivalent<MemKey> for KeyRef<'_> {
+    #[inline]
+    fn equivalent(&self, key: &MemKey) -> bool {
+        self.0 == key.as_bytes()
+    }
+}
+
 #[derive(Clone)]
 struct Slot {
     value: Value,
@@ -67,8 +141,8 @@ impl Slot {
 #[derive(Clone)]
 struct SlotWeighter;
 
-impl Weighter<Box<str>, Slot> for SlotWeighter {
-    fn weight(&self, _key: &Box<str>, slot: &Slot) -> u64 {
+impl Weighter<MemKey, Slot> for SlotWeighter {
+    fn weight(&self, _key: &MemKey, slot: &Slot) -> u64 {
         slot.weight
     }
 }
@@ -76,9 +150,9 @@ impl Weighter<Box<str>, Slot> for SlotWeighter {
 #[derive(Clone, Default)]
 struct EvictionCounter(Arc<AtomicU64>);
 
-impl Lifecycle<Box<str>, Slot> for EvictionCounter {
+impl Lifecycle<MemKey, Slot> for EvictionCounter {
     type RequestState = ();
-    fn on_evict(&self, _state: &mut (), _key: Box<str>, _slot: Slot) {
+    fn on_evict(&self, _state: &mut (), _key: MemKey, _slot: Slot) {
         self.0.fetch_add(1, Relaxed);
     }
 }
@@ -96,7 +170,7 @@ impl Lifecycle<Box<str>, Slot> for EvictionCounter {
 /// # });
 /// ```
 pub struct MemoryBackend {
-    map: QuickCache<Box<str>, Slot, SlotWeighter, DefaultHashBuilder, EvictionCounter>,
+    map: QuickCache<MemKey, Slot, SlotWeighter, DefaultHashBuilder, EvictionCounter>,
     evictions: EvictionCounter,
     counters: Counters,
     config: MemoryConfig,
@@ -155,14 +229,15 @@ impl MemoryBackend {
 
     #[inline]
     fn lookup(&self, key: &str) -> Option<Slot> {
-        let slot = self.map.get(key);
+        let key = KeyRef::new(key);
+        let slot = self.map.get(&key);
         match slot {
             Some(slot) if slot.live(Instant::now) => {
                 self.counters.record_lookup(true);
                 Some(slot)
             }
             Some(_) => {
-                self.map.remove_if(key, |s| !s.live(Instant::now));
+                self.map.remove_if(&key, |s| !s.live(Instant::now));
                 self.counters.record_lookup(false);
                 None
             }
@@ -178,7 +253,7 @@ impl MemoryBackend {
         let expires = ttl.and_then(|t| Instant::now().checked_add(t));
         let weight = self.weigh(key, &value);
         self.counters.record_write();
-        self.map.insert(key.into(), Slot { value, expires, weight });
+        self.map.insert(MemKey::new(key), Slot { value, expires, weight });
     }
 }
 
@@ -201,7 +276,7 @@ impl LocalBackend for MemoryBackend {
 
     fn remove(&self, key: &str) -> bool {
         self.counters.record_delete();
-        self.map.remove(key).is_some()
+        self.map.remove(&KeyRef::new(key)).is_some()
     }
 }
 
@@ -225,7 +300,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        Ok(self.map.get(key).is_some_and(|slot| slot.live(Instant::now)))
+        Ok(self.map.get(&KeyRef::new(key)).is_some_and(|slot| slot.live(Instant::now)))
     }
 
     async fn clear(&self) -> Result<()> {
@@ -259,5 +334,32 @@ impl Backend for MemoryBackend {
 
     fn as_local(&self) -> Option<&dyn LocalBackend> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_inline_and_boxed_are_found_and_distinct() {
+        let cache = MemoryBackend::with_capacity(100);
+        let keys: Vec<String> = [0, 1, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, 300]
+            .iter()
+            .map(|&n| "k".repeat(n))
+            .chain(["é".repeat(INLINE_KEY / 2), format!("{}é", "x".repeat(INLINE_KEY - 1))])
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            cache.set_value(key, Value::new(i), None);
+        }
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(cache.get_value(key).unwrap().get::<usize>().unwrap(), i, "{key}");
+        }
+        // A key that is a prefix of a stored one, or shares its bytes, is another key.
+        assert!(cache.get_value(&"k".repeat(INLINE_KEY + 2)).is_none());
+        assert!(cache.remove(&"k".repeat(INLINE_KEY)));
+        assert!(cache.get_value(&"k".repeat(INLINE_KEY)).is_none());
+        assert!(cache.get_value(&"k".repeat(INLINE_KEY + 1)).is_some());
+        assert_eq!(std::mem::size_of::<MemKey>(), 64);
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::backend::Entry;
 use crate::singleflight::{Join, Outcome, SingleFlight};
+use crate::striped::StripedCounter;
 
 pub use crate::cache::Cache;
 pub use crate::error::Error;
@@ -78,7 +79,8 @@ impl FnStats {
 pub struct CachedFn {
     name: &'static str,
     cache: Option<&'static str>,
-    hits: AtomicU64,
+    /// Striped: bumped on every hit, from every thread.
+    hits: StripedCounter,
     misses: AtomicU64,
     waits: AtomicU64,
     errors: AtomicU64,
@@ -97,7 +99,7 @@ impl CachedFn {
         CachedFn {
             name,
             cache,
-            hits: AtomicU64::new(0),
+            hits: StripedCounter::new(),
             misses: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -109,7 +111,7 @@ impl CachedFn {
     pub fn stats(&self) -> FnStats {
         FnStats {
             name: self.name,
-            hits: self.hits.load(Relaxed),
+            hits: self.hits.get(),
             misses: self.misses.load(Relaxed),
             waits: self.waits.load(Relaxed),
             errors: self.errors.load(Relaxed),
@@ -249,8 +251,13 @@ impl<R> fmt::Debug for Kind<R> {
     }
 }
 
+#[inline]
 fn decode<V: Cacheable>(cache: &Cache, key: &str, value: &Value) -> Option<V> {
-    cache.decode::<V>(key, value)
+    // The memory tier's hit: clone the typed value straight into the result.
+    match value.typed_ref::<V>() {
+        Some(v) => Some(v.clone()),
+        None => cache.decode::<V>(key, value),
+    }
 }
 
 fn share_whole<V: Cacheable>(value: &V) -> Option<Value> {
@@ -605,22 +612,28 @@ impl<T: ?Sized> KeyAny<T> for KeyProbe<'_, T> {
     }
 }
 
-/// Appends the decimal digits of `n` (what `Display` and `Debug` print for an integer).
+/// Appends the decimal digits of `n` (what `Display` and `Debug` print for an integer): two digits
+/// per division, pushed as ASCII bytes (no formatting machinery, no UTF-8 validation).
 #[inline]
 fn push_digits(buf: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+    // Pairs of digits, least significant first; at most 9 pairs below the leading digits.
+    let mut pairs = [0u8; 10];
+    let mut count = 0;
+    while n >= 100 {
+        pairs[count] = (n % 100) as u8;
+        n /= 100;
+        count += 1;
     }
-    buf.reserve(digits.len() - at);
-    for &digit in &digits[at..] {
-        buf.push(char::from(digit));
+    buf.reserve(2 + 2 * count);
+    // The leading one or two digits (`n < 100`).
+    let lead = n as u8;
+    if lead >= 10 {
+        buf.push(char::from(b'0' + lead / 10));
+    }
+    buf.push(char::from(b'0' + lead % 10));
+    for &pair in pairs[..count].iter().rev() {
+        buf.push(char::from(b'0' + pair / 10));
+        buf.push(char::from(b'0' + pair % 10));
     }
 }
 
@@ -670,7 +683,7 @@ macro_rules! key_fast_text {
             }
             #[inline]
             fn __cachestack_push_arg(&self, buf: &mut String) {
-                self.0.__cachestack_push_arg(buf);
+                push_text_arg(buf, self.0);
             }
         }
     )*};
@@ -678,10 +691,76 @@ macro_rules! key_fast_text {
 
 key_fast_text!(str, String, &str);
 
+/// Appends a text argument as the general path would (`Debug`, then escaped), without the
+/// formatting machinery when the text is printable ASCII with nothing to escape: `"text"`.
+#[inline]
+fn push_text_arg(buf: &mut String, text: &str) {
+    if is_plain_text(text.as_bytes()) {
+        buf.reserve(text.len() + 2);
+        buf.push('"');
+        buf.push_str(text);
+        buf.push('"');
+    } else {
+        text.__cachestack_push_arg(buf);
+    }
+}
+
+/// True when every byte is printable ASCII (`' '..='~'`) and none is one that `Debug` escapes
+/// (`"`, `\\`) or that default keys escape (`,`, `)`): such text renders as itself in quotes.
+/// Checks eight bytes per step (SWAR): keys are hashed on every call, so this is the hot path of a
+/// text-keyed hit.
+#[inline]
+fn is_plain_text(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Exact for "some byte of `x` is below `n`" when no byte of `x` has its high bit set, n <= 128.
+    let has_less = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
+    let has_byte = |x: u64, b: u8| has_less(x ^ (ONES * u64::from(b)), 1);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut array = [0u8; 8];
+        array.copy_from_slice(word);
+        let x = u64::from_ne_bytes(array);
+        if x & HIGH != 0
+            || has_less(x, b' ')
+            || has_byte(x, 0x7f)
+            || has_byte(x, b'"')
+            || has_byte(x, b'\\')
+            || has_byte(x, b',')
+            || has_byte(x, b')')
+        {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&b| matches!(b, b' '..=b'~') && !matches!(b, b'"' | b'\\' | b',' | b')'))
+}
+
 /// Appends the name of a type (the `Self` of a method, the type parameters of a generic fn).
 #[inline]
 pub fn push_type<T: ?Sized>(buf: &mut String) {
     buf.push_str(core::any::type_name::<T>());
+}
+
+/// The type name of a value's type (for a function item: its path, enclosing functions included).
+#[inline]
+pub fn type_name_of<T: ?Sized>(_: &T) -> &'static str {
+    core::any::type_name::<T>()
+}
+
+/// Appends the path of a free function `name` for its default key: the path of its companion
+/// item `companion` (whose item path is `companion_path`) with the last segment replaced by
+/// `name`, or `fallback` (`module_path!()::name`) if that path does not have the expected form.
+/// Unlike `module_path!()`, the item path names the enclosing function of a function declared in
+/// a function body.
+#[inline]
+pub fn push_fn_path(buf: &mut String, companion_path: &str, companion: &str, name: &str, fallback: &str) {
+    match companion_path.strip_suffix(companion) {
+        Some(parent) if parent.ends_with("::") => {
+            buf.push_str(parent);
+            buf.push_str(name);
+        }
+        _ => buf.push_str(fallback),
+    }
 }
 
 /// Renders a key into a new string.
@@ -799,9 +878,51 @@ pub fn lookup<R>(
         Ok(Some(resolved)) if resolved.generation == generation => resolved,
         _ => Resolved { generation, cache: site.state.resolve_logged() },
     };
-    let found = probe(site, &resolved.cache, mode, key);
-    let _ = slot.try_with(|slot| slot.0.set(Some(resolved)));
-    found
+    // Put back by a guard, so that the result (often a large value) is built right in the return
+    // place instead of being moved around the put-back, and so that a panicking `Clone` of the
+    // cached value does not lose the slot.
+    let restore = RestoreSlot { slot, resolved: Some(resolved) };
+    match &restore.resolved {
+        Some(resolved) => probe(site, &resolved.cache, mode, key),
+        None => Lookup::Miss(Miss {
+            key: render_key(key),
+            target: Target::Unavailable(Box::new(Error::invalid("no cache"))),
+        }),
+    }
+}
+
+/// Puts a thread's resolved cache back into its slot.
+struct RestoreSlot {
+    slot: &'static LocalKey<CacheSlot>,
+    resolved: Option<Resolved>,
+}
+
+impl Drop for RestoreSlot {
+    #[inline]
+    fn drop(&mut self) {
+        let resolved = self.resolved.take();
+        let _ = self.slot.try_with(|slot| slot.0.set(resolved));
+    }
+}
+
+/// The thread's key buffer, given back when dropped.
+struct KeyBuf(String);
+
+impl KeyBuf {
+    #[inline]
+    fn take() -> Self {
+        let mut buf = KEY_BUF.try_with(Cell::take).unwrap_or_default();
+        buf.clear();
+        KeyBuf(buf)
+    }
+}
+
+impl Drop for KeyBuf {
+    #[inline]
+    fn drop(&mut self) {
+        let buf = core::mem::take(&mut self.0);
+        let _ = KEY_BUF.try_with(|slot| slot.set(buf));
+    }
 }
 
 #[inline]
@@ -836,33 +957,38 @@ fn probe<R>(
         };
         return Lookup::Miss(Miss { key, target });
     };
-    let mut buf = KEY_BUF.try_with(Cell::take).unwrap_or_default();
-    buf.clear();
-    key(&mut buf);
-    let found = match local.get_value(&buf) {
-        Some(value) => match (site.policy.load)(cache, &buf, &value) {
-            Some(hit) => Some(hit),
+    let mut buf = KeyBuf::take();
+    key(&mut buf.0);
+    // The hit is built in the return place (the buffer goes back when `buf` drops).
+    match local.get_value(&buf.0) {
+        Some(value) => match (site.policy.load)(cache, &buf.0, &value) {
+            Some(hit) => {
+                state.hits.add(1);
+                Lookup::Hit(hit)
+            }
             None => {
-                state.errors.fetch_add(1, Relaxed);
-                None
+                // Counted here when this miss is final; a stack's read meets the same value
+                // again and counts it then (one failure per call).
+                if definitive.is_some() {
+                    state.errors.fetch_add(1, Relaxed);
+                }
+                local_miss(state, definitive.is_some(), &buf.0, cache)
             }
         },
-        None => None,
-    };
-    let out = match found {
-        Some(hit) => {
-            state.hits.fetch_add(1, Relaxed);
-            Lookup::Hit(hit)
-        }
-        None if definitive.is_some() => {
-            state.misses.fetch_add(1, Relaxed);
-            Lookup::Miss(Miss { key: buf.clone(), target: Target::Local(cache.clone()) })
-        }
+        None => local_miss(state, definitive.is_some(), &buf.0, cache),
+    }
+}
+
+/// A key the in-process store (or the in-process front layer of a stack) does not hold.
+#[cold]
+fn local_miss<R>(state: &CachedFn, definitive: bool, key: &str, cache: &Cache) -> Lookup<R> {
+    if definitive {
+        state.misses.fetch_add(1, Relaxed);
+        Lookup::Miss(Miss { key: key.to_owned(), target: Target::Local(cache.clone()) })
+    } else {
         // Not in the front layer: the stack's own read decides (and is counted then).
-        None => Lookup::Miss(Miss { key: buf.clone(), target: Target::Remote(cache.clone()) }),
-    };
-    let _ = KEY_BUF.try_with(|slot| slot.set(buf));
-    out
+        Lookup::Miss(Miss { key: key.to_owned(), target: Target::Remote(cache.clone()) })
+    }
 }
 
 /// What to do after reading a remote cache.
@@ -877,7 +1003,7 @@ fn after_read<R>(site: &Site<R>, cache: &Cache, key: &str, read: Result<Option<E
     match read {
         Ok(Some(entry)) => match (site.policy.load)(cache, key, &entry.value) {
             Some(hit) => {
-                state.hits.fetch_add(1, Relaxed);
+                state.hits.add(1);
                 Read::Hit(hit)
             }
             None => {
@@ -904,6 +1030,30 @@ fn recheck_local<R>(site: &Site<R>, cache: &Cache, key: &str) -> Option<(R, Valu
     let value = cache.backend().as_local()?.get_value(key)?;
     let hit = (site.policy.load)(cache, key, &value)?;
     Some((hit, value))
+}
+
+/// Whether a new leader must read a remote cache again before computing: its first read was
+/// sent when the flight counter stood at `seen`, and a flight that ended since may have stored
+/// the key after that read looked (the read's miss is then stale).
+fn reread_needed<R>(site: &Site<R>, seen: Option<u64>) -> bool {
+    seen.is_some_and(|seen| site.state.flights.ended() != seen)
+}
+
+/// A second read of a remote cache by a new leader (see [`reread_needed`]): a hit is shared with
+/// the waiters; a failure is counted and logged, and the leader computes (the call already went
+/// on as a miss after its first read).
+fn reread<R>(site: &Site<R>, cache: &Cache, key: &str, read: Result<Option<Entry>>) -> Option<(R, Value)> {
+    match read {
+        Ok(Some(entry)) => {
+            let hit = (site.policy.load)(cache, key, &entry.value)?;
+            Some((hit, entry.value))
+        }
+        Ok(None) => None,
+        Err(err) => {
+            site.state.record_error("read", key, &err);
+            None
+        }
+    }
 }
 
 fn write_sync(cache: &Cache, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
@@ -962,24 +1112,29 @@ async fn store_async<R>(site: &Site<R>, cache: &Cache, key: &str, result: R, sto
 /// `body` under single flight and stores its result.
 pub fn miss_sync<R>(site: &Site<R>, miss: Miss, body: impl FnOnce() -> R, condition: Condition<'_, R>) -> R {
     let Miss { key, target } = miss;
-    let cache = match target {
+    // `seen`: for a remote cache, the flight counter when its read was sent.
+    let (cache, seen) = match target {
         Target::Unavailable(err) => return site.fail("resolve", &key, *err).unwrap_or_else(body),
         Target::Refresh(cache) => {
             let result = body();
             let stored = site.settle(&result, condition);
             return store_sync(site, &cache, &key, result, stored);
         }
-        Target::Local(cache) => cache,
-        Target::Remote(cache) => match after_read(site, &cache, &key, read_sync(&cache, &key)) {
-            Read::Hit(hit) | Read::Fail(hit) => return hit,
-            Read::Miss => cache,
-        },
+        Target::Local(cache) => (cache, None),
+        Target::Remote(cache) => {
+            let seen = site.state.flights.ended();
+            match after_read(site, &cache, &key, read_sync(&cache, &key)) {
+                Read::Hit(hit) | Read::Fail(hit) => return hit,
+                Read::Miss => (cache, Some(seen)),
+            }
+        }
     };
     if !site.lock {
         let result = body();
         let stored = site.settle(&result, condition);
         return store_sync(site, &cache, &key, result, stored);
     }
+    let mut waited = false;
     loop {
         match site.state.flights.join(&key) {
             Join::Reentrant => {
@@ -991,7 +1146,12 @@ pub fn miss_sync<R>(site: &Site<R>, miss: Miss, body: impl FnOnce() -> R, condit
                 return body();
             }
             Join::Leader(leader) => {
-                if let Some((hit, value)) = recheck_local(site, &cache, &key) {
+                let recheck = if reread_needed(site, seen) {
+                    reread(site, &cache, &key, read_sync(&cache, &key))
+                } else {
+                    recheck_local(site, &cache, &key)
+                };
+                if let Some((hit, value)) = recheck {
                     leader.complete(|| Some(value));
                     return hit;
                 }
@@ -1003,7 +1163,10 @@ pub fn miss_sync<R>(site: &Site<R>, miss: Miss, body: impl FnOnce() -> R, condit
                 return result;
             }
             Join::Waiter(waiter) => {
-                site.state.waits.fetch_add(1, Relaxed);
+                // A call that waits again (its leader was abandoned) is still one call that waited.
+                if !core::mem::replace(&mut waited, true) {
+                    site.state.waits.fetch_add(1, Relaxed);
+                }
                 match waiter.wait() {
                     Outcome::Shared(value) => {
                         if let Some(shared) = (site.policy.load)(&cache, &key, &value) {
@@ -1032,7 +1195,8 @@ where
     F: core::future::Future<Output = R>,
 {
     let Miss { key, target } = miss;
-    let cache = match target {
+    // `seen`: for a remote cache, the flight counter when its read was sent.
+    let (cache, seen) = match target {
         Target::Unavailable(err) => {
             return match site.fail("resolve", &key, *err) {
                 Some(failed) => failed,
@@ -1044,12 +1208,13 @@ where
             let stored = site.settle(&result, condition);
             return store_async(site, &cache, &key, result, stored).await;
         }
-        Target::Local(cache) => cache,
+        Target::Local(cache) => (cache, None),
         Target::Remote(cache) => {
+            let seen = site.state.flights.ended();
             let read = cache.backend().get(&key).await;
             match after_read(site, &cache, &key, read) {
                 Read::Hit(hit) | Read::Fail(hit) => return hit,
-                Read::Miss => cache,
+                Read::Miss => (cache, Some(seen)),
             }
         }
     };
@@ -1058,6 +1223,7 @@ where
         let stored = site.settle(&result, condition);
         return store_async(site, &cache, &key, result, stored).await;
     }
+    let mut waited = false;
     loop {
         match site.state.flights.join(&key) {
             Join::Reentrant => {
@@ -1069,7 +1235,12 @@ where
                 return body.await;
             }
             Join::Leader(leader) => {
-                if let Some((hit, value)) = recheck_local(site, &cache, &key) {
+                let recheck = if reread_needed(site, seen) {
+                    reread(site, &cache, &key, cache.backend().get(&key).await)
+                } else {
+                    recheck_local(site, &cache, &key)
+                };
+                if let Some((hit, value)) = recheck {
                     leader.complete(|| Some(value));
                     return hit;
                 }
@@ -1081,7 +1252,10 @@ where
                 return result;
             }
             Join::Waiter(waiter) => {
-                site.state.waits.fetch_add(1, Relaxed);
+                // A call that waits again (its leader was abandoned) is still one call that waited.
+                if !core::mem::replace(&mut waited, true) {
+                    site.state.waits.fetch_add(1, Relaxed);
+                }
                 match waiter.wait_async().await {
                     Outcome::Shared(value) => {
                         if let Some(shared) = (site.policy.load)(&cache, &key, &value) {
@@ -1227,6 +1401,53 @@ mod tests {
         assert_ne!(c, d);
         assert_eq!(c, r"f(x\,y)");
         assert_eq!(arg_list(&[&Wrapper(r"a\)")]), r"f(a\\\))");
+    }
+
+    #[test]
+    fn integers_render_like_display_at_every_length() {
+        let mut n = 1u64;
+        loop {
+            for m in [n - 1, n, n + 1, n.saturating_mul(7) / 3] {
+                let mut buf = String::from("k:");
+                push_digits(&mut buf, m);
+                assert_eq!(buf, format!("k:{m}"));
+            }
+            match n.checked_mul(10) {
+                Some(next) => n = next,
+                None => break,
+            }
+        }
+        let mut buf = String::new();
+        push_digits(&mut buf, u64::MAX);
+        assert_eq!(buf, u64::MAX.to_string());
+    }
+
+    #[test]
+    fn plain_text_detection_is_exact_for_every_byte_at_every_position() {
+        for len in 1..=17 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    let expected = matches!(b, b' '..=b'~') && !matches!(b, b'"' | b'\\' | b',' | b')');
+                    assert_eq!(is_plain_text(&bytes), expected, "byte {b:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(is_plain_text(b""));
+    }
+
+    #[test]
+    fn the_text_fast_path_renders_what_the_general_path_does() {
+        for text in
+            ["", "plain", "with space", "a,b", "x)", "q\"uote", "back\\slash", "tab\t", "é", "line\n", "~!@#$%^&*(_+"]
+        {
+            let mut fast = String::new();
+            KeyFast::__cachestack_push_arg(&&KeyProbe(text), &mut fast);
+            let mut general = String::new();
+            text.__cachestack_push_arg(&mut general);
+            assert_eq!(fast, general, "{text:?}");
+        }
     }
 
     struct Wrapper(&'static str);

@@ -16,6 +16,9 @@
 //! - **No one waits forever.** A leader that is dropped before it completes, because its thread
 //!   panicked or its future was cancelled, ends the flight with [`Outcome::Abandoned`]: waiters
 //!   wake up and one of them takes over on its next [`SingleFlight::join`].
+//! - **Sync waiters inside tokio.** [`Waiter::wait`] on a worker of a multi-thread runtime steps
+//!   out of the worker (`block_in_place`) so the runtime's other tasks, which the leader may
+//!   need, keep running; on a current-thread runtime it blocks the runtime's thread.
 //! - **Re-entrancy is detected.** A leader that asks for its own key again while computing it
 //!   (a recursive function called with the same arguments) would wait for itself forever; instead
 //!   [`SingleFlight::join`] answers [`Join::Reentrant`] and the caller computes without the lock.
@@ -47,7 +50,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::value::Value;
@@ -132,6 +135,8 @@ impl Drop for LeadingScope {
 /// A map of in-flight computations, keyed by cache key. See the [module docs](self).
 pub struct SingleFlight {
     flights: Mutex<BTreeMap<Arc<str>, Arc<Flight>>>,
+    /// Flights ended so far (bumped under the map lock, before the flight leaves the map).
+    ended: AtomicU64,
 }
 
 impl fmt::Debug for SingleFlight {
@@ -161,7 +166,7 @@ pub enum Join<'a> {
 impl SingleFlight {
     /// An empty map (usable in a `static`).
     pub const fn new() -> Self {
-        SingleFlight { flights: Mutex::new(BTreeMap::new()) }
+        SingleFlight { flights: Mutex::new(BTreeMap::new()), ended: AtomicU64::new(0) }
     }
 
     /// Joins the flight for `key`: as its leader if there is none, else as a waiter.
@@ -178,6 +183,13 @@ impl SingleFlight {
         let flight = Arc::new(Flight::new());
         flights.insert(key.clone(), flight.clone());
         Join::Leader(Leader { flights: self, key, flight, finished: false })
+    }
+
+    /// How many flights have ended so far. A caller that reads a store *before* joining compares
+    /// this before its read and after becoming a leader: if it moved, a flight ended meanwhile and
+    /// may have stored the key after the read looked, so the store is worth reading again.
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended.load(Ordering::Relaxed)
     }
 
     /// Number of keys being computed right now.
@@ -232,15 +244,19 @@ impl Leader<'_> {
     }
 
     fn finish(&mut self, outcome: impl FnOnce() -> Outcome) {
-        self.finished = true;
         {
             let mut flights = lock(&self.flights.flights);
             if flights.get(&*self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+                // Under the lock: whoever joins after the removal sees the new count.
+                self.flights.ended.fetch_add(1, Ordering::Relaxed);
                 flights.remove(&*self.key);
             }
         }
         // Out of the map: no waiter can join any more, so the count is final.
         let outcome = if self.flight.waiters.load(Ordering::Relaxed) > 0 { outcome() } else { Outcome::NotShared };
+        // Finished only once the outcome exists: if building it panicked (the value's `Clone`,
+        // say), `Drop` still ends the flight as abandoned and the waiters take over.
+        self.finished = true;
         *lock(&self.flight.outcome) = Some(outcome);
         self.flight.done.notify_all();
         self.flight.notify.notify_waiters();
@@ -268,7 +284,24 @@ impl fmt::Debug for Waiter {
 
 impl Waiter {
     /// Blocks the thread until the flight ends.
+    ///
+    /// On a worker thread of a multi-thread tokio runtime, the wait steps out of the worker
+    /// (`tokio::task::block_in_place`), so the runtime keeps running its other tasks meanwhile,
+    /// including any the leader needs to finish. On a current-thread runtime, the runtime's thread
+    /// blocks until the leader is done, as it would if it computed the value itself; the leader
+    /// then runs on another thread (a synchronous leader never gives its thread back to the
+    /// runtime before completing).
     pub fn wait(self) -> Outcome {
+        let on_multi_thread_runtime = tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if on_multi_thread_runtime {
+            tokio::task::block_in_place(|| self.block())
+        } else {
+            self.block()
+        }
+    }
+
+    fn block(self) -> Outcome {
         let mut outcome = lock(&self.flight.outcome);
         loop {
             if let Some(done) = &*outcome {
@@ -337,6 +370,22 @@ mod tests {
         let sf = SingleFlight::new();
         let l = leader(sf.join("k"));
         l.complete(|| panic!("no waiter: the value must not be built"));
+    }
+
+    #[test]
+    fn a_leader_that_panics_while_building_the_shared_value_abandons() {
+        let sf = SingleFlight::new();
+        let l = leader(sf.join("k"));
+        let w = waiter(sf.join("k"));
+        let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            l.complete(|| panic!("the value cannot be cloned (expected in this test)"))
+        }));
+        assert!(completed.is_err());
+        // Checked without waiting, so a regression fails instead of hanging.
+        assert!(matches!(w.flight.outcome(), Some(Outcome::Abandoned)));
+        assert!(matches!(w.wait(), Outcome::Abandoned));
+        assert_eq!(sf.in_flight(), 0);
+        let _next = leader(sf.join("k"));
     }
 
     #[test]

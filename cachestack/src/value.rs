@@ -126,9 +126,62 @@ impl<V: Clone + Send + Sync + 'static> ErasedValue for LocalOnly<V> {
     }
 }
 
-struct Inner {
-    typed: OnceLock<Box<dyn ErasedValue>>,
+/// What a [`Value`] handle points at. A value created typed keeps it inline in the handle's one
+/// allocation ([`Typed`]), so a memory hit reads the reference count and the value from adjacent
+/// memory instead of following a second pointer; a value read from bytes ([`FromBytes`]) gains its
+/// typed form on the first typed read.
+trait Repr: Send + Sync + 'static {
+    /// The typed value, if present.
+    fn typed(&self) -> Option<&dyn ErasedValue>;
+    /// The typed value as `Any` (one dynamic call on the hit path instead of two).
+    fn typed_any(&self) -> Option<&dyn Any>;
+    /// Keeps a typed form decoded from the bytes (values born typed already have theirs).
+    fn keep_typed(&self, typed: Box<dyn ErasedValue>);
+    /// The encoded form, set on creation or on the first encoding.
+    fn encoded(&self) -> &OnceLock<Encoded>;
+}
+
+/// A value created typed. `repr(C)`: the value comes first, right after the reference counts.
+#[repr(C)]
+struct Typed<E> {
+    value: E,
     encoded: OnceLock<Encoded>,
+}
+
+impl<E: ErasedValue> Repr for Typed<E> {
+    fn typed(&self) -> Option<&dyn ErasedValue> {
+        Some(&self.value)
+    }
+    #[inline]
+    fn typed_any(&self) -> Option<&dyn Any> {
+        Some(self.value.as_any())
+    }
+    fn keep_typed(&self, _typed: Box<dyn ErasedValue>) {}
+    fn encoded(&self) -> &OnceLock<Encoded> {
+        &self.encoded
+    }
+}
+
+/// A value read from a byte store.
+struct FromBytes {
+    encoded: OnceLock<Encoded>,
+    typed: OnceLock<Box<dyn ErasedValue>>,
+}
+
+impl Repr for FromBytes {
+    fn typed(&self) -> Option<&dyn ErasedValue> {
+        self.typed.get().map(|t| &**t)
+    }
+    fn typed_any(&self) -> Option<&dyn Any> {
+        self.typed.get().map(|t| t.as_any())
+    }
+    fn keep_typed(&self, typed: Box<dyn ErasedValue>) {
+        // A racing reader may have set it first; both decoded the same bytes.
+        let _ = self.typed.set(typed);
+    }
+    fn encoded(&self) -> &OnceLock<Encoded> {
+        &self.encoded
+    }
 }
 
 /// A cached value: a shareable handle to a typed value, its encoded bytes, or both.
@@ -151,12 +204,12 @@ struct Inner {
 /// assert!(back.get::<String>().is_err());
 /// ```
 #[derive(Clone)]
-pub struct Value(Arc<Inner>);
+pub struct Value(Arc<dyn Repr>);
 
 impl Value {
     /// Wraps a typed value that every tier can store.
     pub fn new<V: Cacheable>(value: V) -> Self {
-        Self::from_typed(Box::new(Serializable(value)))
+        Value(Arc::new(Typed { value: Serializable(value), encoded: OnceLock::new() }))
     }
 
     /// Wraps a value that has no serde implementation. It can be stored in the memory tier only;
@@ -171,13 +224,7 @@ impl Value {
     /// assert!(v.encoded(Codec::Postcard).is_err());
     /// ```
     pub fn local<V: Clone + Send + Sync + 'static>(value: V) -> Self {
-        Self::from_typed(Box::new(LocalOnly(value)))
-    }
-
-    fn from_typed(typed: Box<dyn ErasedValue>) -> Self {
-        let cell = OnceLock::new();
-        let _ = cell.set(typed);
-        Value(Arc::new(Inner { typed: cell, encoded: OnceLock::new() }))
+        Value(Arc::new(Typed { value: LocalOnly(value), encoded: OnceLock::new() }))
     }
 
     /// Wraps bytes read from a byte store. They are decoded on the first typed read, and the
@@ -185,7 +232,7 @@ impl Value {
     pub fn from_encoded(encoded: Encoded) -> Self {
         let cell = OnceLock::new();
         let _ = cell.set(encoded);
-        Value(Arc::new(Inner { typed: OnceLock::new(), encoded: cell }))
+        Value(Arc::new(FromBytes { encoded: cell, typed: OnceLock::new() }))
     }
 
     /// Reads the value as `V`, decoding it if it came from bytes.
@@ -193,13 +240,13 @@ impl Value {
     /// Fails with [`Error::InvalidValue`] when the value holds another type, and with
     /// [`Error::Codec`] when its bytes do not decode as `V`. Callers treat both as a miss.
     pub fn get<V: Cacheable>(&self) -> Result<V> {
-        if let Some(typed) = self.0.typed.get() {
-            return match typed.as_any().downcast_ref::<V>() {
+        if let Some(typed) = self.0.typed_any() {
+            return match typed.downcast_ref::<V>() {
                 Some(v) => Ok(v.clone()),
-                None => Err(type_mismatch::<V>(typed.type_name())),
+                None => Err(type_mismatch::<V>(self.stored_type_name())),
             };
         }
-        let Some(encoded) = self.0.encoded.get() else {
+        let Some(encoded) = self.0.encoded().get() else {
             return Err(Error::invalid("empty value"));
         };
         if encoded.type_fingerprint != type_fingerprint::<V>() {
@@ -211,19 +258,18 @@ impl Value {
             )));
         }
         let decoded: V = encoded.codec.deserialize(&encoded.payload)?;
-        // Keep the typed form for the next read of this handle (a racing reader may have set it
-        // first; both decoded the same bytes).
-        let _ = self.0.typed.set(Box::new(Serializable(decoded.clone())));
+        // Keep the typed form for the next read of this handle.
+        self.0.keep_typed(Box::new(Serializable(decoded.clone())));
         Ok(decoded)
     }
 
     /// Reads a value stored with [`Value::local`] (or [`Value::new`]) without needing serde.
     /// Values that exist only as bytes cannot be read this way.
     pub fn get_local<V: Clone + Send + Sync + 'static>(&self) -> Result<V> {
-        match self.0.typed.get() {
-            Some(typed) => match typed.as_any().downcast_ref::<V>() {
+        match self.0.typed_any() {
+            Some(typed) => match typed.downcast_ref::<V>() {
                 Some(v) => Ok(v.clone()),
-                None => Err(type_mismatch::<V>(typed.type_name())),
+                None => Err(type_mismatch::<V>(self.stored_type_name())),
             },
             None => Err(Error::invalid(format!(
                 "value is stored as bytes; reading it as `{}` needs serde (use `get`)",
@@ -236,20 +282,20 @@ impl Value {
     /// yet. A value that already has bytes keeps them, whatever their codec: the envelope records
     /// the codec, so any byte tier can store and return them.
     pub fn encoded(&self, codec: Codec) -> Result<Encoded> {
-        if let Some(encoded) = self.0.encoded.get() {
+        if let Some(encoded) = self.0.encoded().get() {
             return Ok(encoded.clone());
         }
-        let Some(typed) = self.0.typed.get() else {
+        let Some(typed) = self.0.typed() else {
             return Err(Error::invalid("empty value"));
         };
         let encoded = typed.encode(codec)?;
-        let _ = self.0.encoded.set(encoded.clone());
+        let _ = self.0.encoded().set(encoded.clone());
         Ok(encoded)
     }
 
     /// Runs `f` over the encoded form without cloning the payload when it already exists.
     pub fn with_encoded<R>(&self, codec: Codec, f: impl FnOnce(&Encoded) -> R) -> Result<R> {
-        if let Some(encoded) = self.0.encoded.get() {
+        if let Some(encoded) = self.0.encoded().get() {
             return Ok(f(encoded));
         }
         let encoded = self.encoded(codec)?;
@@ -258,13 +304,13 @@ impl Value {
 
     /// True when the typed form is present (a hit needs no decoding).
     pub fn is_typed(&self) -> bool {
-        self.0.typed.get().is_some()
+        self.0.typed().is_some()
     }
 
     /// A rough size in bytes, for weight-bounded memory caches: the payload length when the value
     /// has bytes, otherwise the inline size of the type (heap data it owns is not counted).
     pub fn approx_size(&self) -> usize {
-        match (self.0.encoded.get(), self.0.typed.get()) {
+        match (self.0.encoded().get(), self.0.typed()) {
             (Some(e), _) => e.payload.len(),
             (None, Some(t)) => t.approx_size(),
             (None, None) => 0,
@@ -273,7 +319,18 @@ impl Value {
 
     /// True when both handles point at the same stored value.
     pub fn ptr_eq(&self, other: &Value) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        std::ptr::addr_eq(Arc::as_ptr(&self.0), Arc::as_ptr(&other.0))
+    }
+
+    /// A reference to the typed value when it is present and is a `V` (no clone, no decoding):
+    /// the memory tier's hit path.
+    #[inline]
+    pub(crate) fn typed_ref<V: 'static>(&self) -> Option<&V> {
+        self.0.typed_any()?.downcast_ref::<V>()
+    }
+
+    fn stored_type_name(&self) -> &'static str {
+        self.0.typed().map_or("(bytes)", |t| t.type_name())
     }
 }
 
@@ -287,10 +344,10 @@ fn type_mismatch<V>(stored: &str) -> Error {
 impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("Value");
-        if let Some(t) = self.0.typed.get() {
+        if let Some(t) = self.0.typed() {
             s.field("type", &t.type_name());
         }
-        if let Some(e) = self.0.encoded.get() {
+        if let Some(e) = self.0.encoded().get() {
             s.field("encoded", e);
         }
         s.finish()
