@@ -13,34 +13,17 @@
 //! ```
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
 use cachestack::{Cache, MemcachedBackend, MemcachedConfig, Value, ValueFormat};
+use common::{profile, Profile};
 use criterion::{criterion_group, criterion_main, Criterion};
 use memcache_async::ascii::Protocol;
-use serde::{Deserialize, Serialize};
 use tokio::io::BufWriter;
 use tokio::net::TcpStream;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Profile {
-    id: u64,
-    name: String,
-    email: String,
-    tags: Vec<String>,
-    score: f64,
-}
-
-fn profile(id: u64) -> Profile {
-    Profile {
-        id,
-        name: format!("User number {id}"),
-        email: format!("user{id}@example.com"),
-        tags: vec!["admin".into(), "beta".into(), "x".repeat(40)],
-        score: id as f64 * 1.5,
-    }
-}
 
 async fn raw_connection(addr: &str) -> Protocol<BufWriter<TcpStream>> {
     let stream = TcpStream::connect(addr).await.unwrap();
@@ -49,9 +32,7 @@ async fn raw_connection(addr: &str) -> Protocol<BufWriter<TcpStream>> {
 }
 
 fn server_url() -> Option<String> {
-    ["CACHESTACK_BENCH_MEMCACHED_URL", "CACHESTACK_TEST_MEMCACHED_URL"]
-        .iter()
-        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+    common::server_url_from_env("MEMCACHED")
 }
 
 fn memcached(c: &mut Criterion) {

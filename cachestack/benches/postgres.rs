@@ -12,37 +12,17 @@
 //! ```
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::hint::black_box;
 
 use cachestack::{Backend, Cache, PostgresBackend, PostgresConfig, ValueFormat};
+use common::{profile, Profile};
 use criterion::{criterion_group, criterion_main, Criterion};
-use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Profile {
-    id: u64,
-    name: String,
-    email: String,
-    tags: Vec<String>,
-    score: f64,
-}
-
-fn profile(id: u64) -> Profile {
-    Profile {
-        id,
-        name: format!("User number {id}"),
-        email: format!("user{id}@example.com"),
-        tags: vec!["admin".into(), "beta".into(), "x".repeat(40)],
-        score: id as f64 * 1.5,
-    }
-}
-
 fn server_url() -> String {
-    ["CACHESTACK_BENCH_POSTGRES_URL", "CACHESTACK_TEST_POSTGRES_URL"]
-        .iter()
-        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into())
+    common::server_url_from_env("POSTGRES").unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 fn postgres(c: &mut Criterion) {

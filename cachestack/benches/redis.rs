@@ -12,37 +12,17 @@
 //! ```
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
 use cachestack::{Backend, Cache, RedisBackend, RedisConfig, Value, ValueFormat};
+use common::{profile, Profile};
 use criterion::{criterion_group, criterion_main, Criterion};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Profile {
-    id: u64,
-    name: String,
-    email: String,
-    tags: Vec<String>,
-    score: f64,
-}
-
-fn profile(id: u64) -> Profile {
-    Profile {
-        id,
-        name: format!("User number {id}"),
-        email: format!("user{id}@example.com"),
-        tags: vec!["admin".into(), "beta".into(), "x".repeat(40)],
-        score: id as f64 * 1.5,
-    }
-}
 
 fn server_url() -> String {
-    ["CACHESTACK_BENCH_REDIS_URL", "CACHESTACK_TEST_REDIS_URL"]
-        .iter()
-        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "redis://127.0.0.1:6379/9".into())
+    common::server_url_from_env("REDIS").unwrap_or_else(|| "redis://127.0.0.1:6379/9".into())
 }
 
 fn redis(c: &mut Criterion) {

@@ -7,32 +7,15 @@
 //! ```
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cachestack::{Backend, Cache, FileBackend, FileConfig, MemoryBackend, TieredCache};
+use common::{profile, Profile};
 use criterion::{criterion_group, criterion_main, Criterion};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Profile {
-    id: u64,
-    name: String,
-    email: String,
-    tags: Vec<String>,
-    score: f64,
-}
-
-fn profile(id: u64) -> Profile {
-    Profile {
-        id,
-        name: format!("User number {id}"),
-        email: format!("user{id}@example.com"),
-        tags: vec!["admin".into(), "beta".into(), "x".repeat(40)],
-        score: id as f64 * 1.5,
-    }
-}
 
 /// Runs `iters` awaited calls of `f` inside one `block_on`, timing only the loop.
 fn run_async<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, mut f: F) -> Duration
