@@ -262,6 +262,10 @@ impl Counters {
     pub fn record_delete(&self) {
         self.deletes.fetch_add(1, Relaxed);
     }
+    /// Counts `n` deletes (one bulk call over `n` keys).
+    pub fn record_deletes(&self, n: u64) {
+        self.deletes.fetch_add(n, Relaxed);
+    }
     /// Counts `n` evictions.
     pub fn record_evictions(&self, n: u64) {
         self.evictions.fetch_add(n, Relaxed);

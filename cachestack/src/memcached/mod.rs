@@ -835,9 +835,7 @@ impl Backend for MemcachedBackend {
         if keys.is_empty() {
             return Ok(0);
         }
-        for _ in keys {
-            self.counters.record_delete();
-        }
+        self.counters.record_deletes(keys.len() as u64);
         self.delete_many_inner(keys).await
     }
 

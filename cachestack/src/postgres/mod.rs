@@ -875,9 +875,7 @@ impl Backend for PostgresBackend {
         if keys.is_empty() {
             return Ok(0);
         }
-        for _ in keys {
-            self.inner.counters.record_delete();
-        }
+        self.inner.counters.record_deletes(keys.len() as u64);
         let owned: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         let result = self.run(move |inner, ready| async move { inner.delete_many(&owned, ready).await }).await;
         self.absorb("delete_many", result, || 0)

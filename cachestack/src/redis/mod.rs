@@ -469,9 +469,7 @@ impl Backend for RedisBackend {
         if keys.is_empty() {
             return Ok(0);
         }
-        for _ in keys {
-            self.inner.counters.record_delete();
-        }
+        self.inner.counters.record_deletes(keys.len() as u64);
         let full: Vec<String> = keys.iter().map(|k| self.inner.redis_key(k)).collect();
         let inner = self.inner.clone();
         let result = self
