@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, BackendStats};
 use crate::error::Result;
+use crate::store::{Backend, BackendStats};
 use crate::value::{Cacheable, Value};
 
 /// A typed handle over any [`Backend`]: get and set Rust values by key. Cheap to clone (the

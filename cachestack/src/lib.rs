@@ -35,57 +35,45 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-mod backend;
 mod cache;
-mod codec;
-mod envelope;
 mod error;
-#[cfg(feature = "file")]
-mod file;
-#[cfg(feature = "memcached")]
-mod memcached;
-#[cfg(feature = "memory")]
-mod memory;
-mod null;
-#[cfg(feature = "postgres")]
-mod postgres;
-#[cfg(feature = "redis")]
-mod redis;
+pub mod layer;
 pub mod registry;
 pub mod rt;
 pub mod singleflight;
+mod stack;
+mod store;
 mod striped;
-mod tiered;
 mod ttl;
 mod url;
 mod value;
 
 /// Runtime support for the code the macros generate; not a public API.
 #[doc(hidden)]
-#[path = "private.rs"]
+#[path = "macro_support/mod.rs"]
 pub mod __private;
 
-#[cfg(feature = "redis")]
-pub use crate::redis::{RedisBackend, RedisConfig, RedisTlsConfig};
 pub use async_trait::async_trait;
-pub use backend::{Backend, BackendStats, Counters, Entry, LocalBackend};
 pub use cache::Cache;
-pub use codec::Codec;
-pub use envelope::{remaining, Compression, Signer, ValueFormat};
 pub use error::{BoxError, Error, Result};
-#[cfg(feature = "file")]
-pub use file::{FileBackend, FileConfig};
-#[cfg(feature = "memcached")]
-pub use memcached::{MemcachedBackend, MemcachedConfig};
-#[cfg(feature = "memory")]
-pub use memory::{MemoryBackend, MemoryConfig};
-pub use null::NullBackend;
-#[cfg(feature = "postgres")]
-pub use postgres::{PostgresBackend, PostgresConfig};
 pub use registry::CacheRegistry;
-pub use tiered::{BreakerConfig, OnFull, TieredCache, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
+pub use stack::{BreakerConfig, OnFull, TieredCache, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
+#[cfg(feature = "file")]
+pub use store::file::{FileBackend, FileConfig};
+#[cfg(feature = "memcached")]
+pub use store::memcached::{MemcachedBackend, MemcachedConfig};
+#[cfg(feature = "memory")]
+pub use store::memory::{MemoryBackend, MemoryConfig};
+pub use store::null::NullBackend;
+#[cfg(feature = "postgres")]
+pub use store::postgres::{PostgresBackend, PostgresConfig};
+#[cfg(feature = "redis")]
+pub use store::redis::{RedisBackend, RedisConfig, RedisTlsConfig};
+pub use store::{Backend, BackendStats, Counters, Entry, LocalBackend};
 pub use ttl::{format_ttl, parse_ttl};
 pub use url::{backend_from_url, redact_url};
+pub use value::codec::Codec;
+pub use value::envelope::{remaining, Compression, Signer, ValueFormat};
 pub use value::{type_fingerprint, Cacheable, Encoded, Value};
 
 pub use __private::FnStats;

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use crate::backend::Backend;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
+use crate::store::Backend;
 use crate::url::{backend_from_url, redact_url};
 
 /// Environment variable read for the default cache's URL.
@@ -229,14 +229,14 @@ impl CacheRegistry {
 }
 
 #[cfg(feature = "memory")]
-fn fallback_memory() -> crate::memory::MemoryBackend {
-    crate::memory::MemoryBackend::with_capacity(FALLBACK_MAX_ENTRIES)
+fn fallback_memory() -> crate::store::memory::MemoryBackend {
+    crate::store::memory::MemoryBackend::with_capacity(FALLBACK_MAX_ENTRIES)
 }
 
 #[cfg(not(feature = "memory"))]
-fn fallback_memory() -> crate::null::NullBackend {
+fn fallback_memory() -> crate::store::null::NullBackend {
     tracing::warn!("cachestack: the `memory` feature is off and no cache is configured: caching is disabled");
-    crate::null::NullBackend::default()
+    crate::store::null::NullBackend::default()
 }
 
 /// The environment variable read for the cache `name`.

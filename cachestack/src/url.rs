@@ -5,9 +5,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::Backend;
-use crate::envelope::{Compression, Signer, ValueFormat};
 use crate::error::{Error, Result};
+use crate::store::Backend;
+use crate::value::envelope::{Compression, Signer, ValueFormat};
 
 /// The parts of a cache URL: scheme, the text between `://` and `?`, and the query options.
 /// (Parts of it go unused when every backend feature is off.)
@@ -211,15 +211,15 @@ pub fn backend_from_url(text: &str) -> Result<Arc<dyn Backend>> {
         "file" => file_from_url(url),
         "null" => {
             url.finish(&[])?;
-            Ok(Arc::new(crate::null::NullBackend::default()))
+            Ok(Arc::new(crate::store::null::NullBackend::default()))
         }
         "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => redis_from_url(url),
         #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => crate::postgres::backend_from_url(url),
+        "postgres" | "postgresql" => crate::store::postgres::backend_from_url(url),
         #[cfg(not(feature = "postgres"))]
         "postgres" | "postgresql" => disabled(&url.scheme, "postgres"),
         #[cfg(feature = "memcached")]
-        "memcached" | "memcache" => crate::memcached::from_url(url),
+        "memcached" | "memcache" => crate::store::memcached::from_url(url),
         #[cfg(not(feature = "memcached"))]
         "memcached" | "memcache" => disabled(&url.scheme, "memcached"),
         other => Err(Error::config(format!(
@@ -230,9 +230,9 @@ pub fn backend_from_url(text: &str) -> Result<Arc<dyn Backend>> {
 
 #[cfg(feature = "redis")]
 fn redis_from_url(mut url: CacheUrl) -> Result<Arc<dyn Backend>> {
-    let config = crate::redis::config_from_url(&mut url)?;
-    url.finish(&crate::redis::valid_url_options())?;
-    Ok(Arc::new(crate::redis::RedisBackend::new(config)?))
+    let config = crate::store::redis::config_from_url(&mut url)?;
+    url.finish(&crate::store::redis::valid_url_options())?;
+    Ok(Arc::new(crate::store::redis::RedisBackend::new(config)?))
 }
 
 #[cfg(not(feature = "redis"))]
@@ -264,7 +264,7 @@ fn tiered_from_urls(text: &str) -> Result<Arc<dyn Backend>> {
 }
 
 fn build_tiered(layers: Vec<Arc<dyn Backend>>) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(crate::tiered::TieredCache::from_layers(layers)?))
+    Ok(Arc::new(crate::stack::TieredCache::from_layers(layers)?))
 }
 
 const MEMORY_OPTIONS: &[&str] = &["max_entries", "max_bytes", "ttl"];
@@ -277,13 +277,13 @@ fn memory_from_url(url: &mut CacheUrl) -> Result<Arc<dyn Backend>> {
             url.rest
         )));
     }
-    let mut config = crate::memory::MemoryConfig::default();
+    let mut config = crate::store::memory::MemoryConfig::default();
     if let Some(n) = url.take_parsed::<u64>("max_entries")? {
         config.max_entries = n;
     }
     config.max_bytes = url.take_parsed::<u64>("max_bytes")?;
     config.default_ttl = url.take_ttl("ttl")?;
-    Ok(Arc::new(crate::memory::MemoryBackend::new(config)?))
+    Ok(Arc::new(crate::store::memory::MemoryBackend::new(config)?))
 }
 
 #[cfg(not(feature = "memory"))]
@@ -315,7 +315,7 @@ const FILE_OPTIONS: &[&str] = &[
 #[cfg(feature = "file")]
 fn file_from_url(mut url: CacheUrl) -> Result<Arc<dyn Backend>> {
     let path = file_url_path(&url.rest)?;
-    let mut config = crate::file::FileConfig::new(path).with_format(url.take_format()?);
+    let mut config = crate::store::file::FileConfig::new(path).with_format(url.take_format()?);
     if let Some(namespace) = url.take("namespace") {
         config = config.with_namespace(namespace);
     }
@@ -335,7 +335,7 @@ fn file_from_url(mut url: CacheUrl) -> Result<Arc<dyn Backend>> {
         config = config.with_auto_purge_interval(every);
     }
     url.finish(FILE_OPTIONS)?;
-    Ok(Arc::new(crate::file::FileBackend::new(config)?))
+    Ok(Arc::new(crate::store::file::FileBackend::new(config)?))
 }
 
 #[cfg_attr(not(feature = "file"), allow(dead_code))]

@@ -53,8 +53,8 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use tokio::sync::{Notify, OnceCell};
 
-use crate::backend::{Backend, BackendStats, Counters, Entry};
 use crate::error::{Error, Result};
+use crate::store::{Backend, BackendStats, Counters, Entry};
 use crate::url::{redact_url, CacheUrl};
 use crate::value::Value;
 

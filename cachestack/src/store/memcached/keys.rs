@@ -23,7 +23,7 @@
 //!
 //! ```text
 //! b"CM" | version (1) | generation u64 LE | namespace length u16 LE | key length u32 LE
-//!       | namespace | key | envelope (see crate::envelope)
+//!       | namespace | key | envelope (see crate::value::envelope)
 //! ```
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

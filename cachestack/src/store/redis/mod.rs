@@ -40,9 +40,9 @@ use ::redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, ServerErrorK
 use async_trait::async_trait;
 use futures_util::future::join_all;
 
-use crate::backend::{Backend, BackendStats, Counters, Entry};
-use crate::envelope::remaining;
 use crate::error::{Error, Result};
+use crate::store::{Backend, BackendStats, Counters, Entry};
+use crate::value::envelope::remaining;
 use crate::value::Value;
 
 use config::{parse_server_url, ServerUrl};

@@ -19,8 +19,8 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::codec::{Codec, MAX_DECODE_BYTES};
 use crate::error::{Error, Result};
+use crate::value::codec::{Codec, MAX_DECODE_BYTES};
 use crate::value::{Encoded, Value};
 
 const MAGIC: [u8; 2] = *b"CS";

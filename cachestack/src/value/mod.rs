@@ -12,8 +12,11 @@ use std::sync::{Arc, OnceLock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::Codec;
+pub(crate) mod codec;
+pub(crate) mod envelope;
+
 use crate::error::{Error, Result};
+use crate::value::codec::Codec;
 
 /// What a type needs to be cached in any tier: cloned out of the memory tier, encoded into byte
 /// tiers, and shared across threads.

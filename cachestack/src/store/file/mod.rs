@@ -10,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::backend::{Backend, BackendStats, Counters, Entry};
-use crate::envelope::{read_header, remaining, ValueFormat};
 use crate::error::{Error, Result};
+use crate::store::{Backend, BackendStats, Counters, Entry};
+use crate::value::envelope::{read_header, remaining, ValueFormat};
 use crate::value::Value;
 
 /// Magic and file format version at the start of every entry file.

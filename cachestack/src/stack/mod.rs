@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{Backend, BackendStats, Counters, Entry, LocalBackend};
 use crate::error::{Error, Result};
+use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend};
 use crate::value::Value;
 
 /// Number of stripes that keys hash onto for ordering backfills, writes and deletes.

@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::runtime::Handle;
 
-use crate::backend::{Backend, BackendStats, Counters, Entry};
-use crate::envelope::{remaining, ValueFormat};
 use crate::error::{Error, Result};
+use crate::store::{Backend, BackendStats, Counters, Entry};
 use crate::url::{CacheUrl, FORMAT_OPTIONS};
+use crate::value::envelope::{remaining, ValueFormat};
 use crate::value::Value;
 
 use keys::{Keyspace, Record};

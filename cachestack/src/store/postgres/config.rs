@@ -3,9 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::envelope::ValueFormat;
 use crate::error::{Error, Result};
 use crate::url::{redact_url, CacheUrl, FORMAT_OPTIONS};
+use crate::value::envelope::ValueFormat;
 
 /// Longest identifier PostgreSQL keeps without truncating it (`NAMEDATALEN - 1`).
 pub(crate) const MAX_IDENTIFIER_BYTES: usize = 63;

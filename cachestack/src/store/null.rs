@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::backend::{Backend, BackendStats, Counters, Entry, LocalBackend};
 use crate::error::Result;
+use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend};
 use crate::value::Value;
 
 /// Stores nothing; every read is a miss. Register it (or the URL `null://`) to disable caching

@@ -12,8 +12,8 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::backend::Entry;
 use crate::singleflight::{Join, Outcome, SingleFlight};
+use crate::store::Entry;
 use crate::striped::StripedCounter;
 
 pub use crate::cache::Cache;

@@ -4,9 +4,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::envelope::ValueFormat;
 use crate::error::{Error, Result};
 use crate::url::{redact_url, CacheUrl, FORMAT_OPTIONS};
+use crate::value::envelope::ValueFormat;
 
 /// Cache options of a `redis://` URL (besides the format options).
 const CACHE_OPTIONS: &[&str] = &[

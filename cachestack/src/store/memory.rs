@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use quick_cache::sync::Cache as QuickCache;
 use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 
-use crate::backend::{Backend, BackendStats, Counters, Entry, LocalBackend};
 use crate::error::{Error, Result};
+use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend};
 use crate::value::Value;
 
 /// Settings of a [`MemoryBackend`].

@@ -1,0 +1,2 @@
+//! Layers: concerns written once that wrap any [`Backend`](crate::Backend), built-in or
+//! user-written.
