@@ -84,7 +84,7 @@ fn redis(c: &mut Criterion) {
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let entries: Vec<(&str, Value)> =
         refs.iter().enumerate().map(|(i, k)| (*k, Value::new(profile(i as u64)))).collect();
-    rt.block_on(backend.set_many(&entries, None)).unwrap();
+    rt.block_on(backend.set_many(&entries, cachestack::Expiry::Default)).unwrap();
     let mut group = c.benchmark_group("redis_100_keys");
     group.bench_function("get_many (one pipeline)", |b| {
         b.iter(|| {

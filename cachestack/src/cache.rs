@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::expiry::Expiry;
 use crate::store::{Backend, BackendStats};
 use crate::value::{Cacheable, Value};
 
@@ -75,12 +76,12 @@ impl Cache {
     /// Reads `key` as `V` with the entry's remaining TTL (`None`: no expiry).
     pub async fn get_with_ttl<V: Cacheable>(&self, key: &str) -> Result<Option<(V, Option<Duration>)>> {
         let Some(entry) = self.backend.get(key).await? else { return Ok(None) };
-        Ok(self.decode::<V>(key, &entry.value).map(|v| (v, entry.ttl)))
+        Ok(self.decode::<V>(key, &entry.value).map(|v| (v, entry.ttl())))
     }
 
     /// Stores a clone of `value` under `key` for `ttl` (`None`: the backend's default).
     pub async fn set<V: Cacheable>(&self, key: &str, value: &V, ttl: Option<Duration>) -> Result<()> {
-        self.backend.set(key, Value::new(value.clone()), ttl).await
+        self.backend.set(key, Value::new(value.clone()), Expiry::from_ttl(ttl)).await
     }
 
     /// Removes `key`; true if it was present.
@@ -123,13 +124,14 @@ impl Cache {
     /// Stores a clone of `value` from synchronous code.
     pub fn set_blocking<V: Cacheable>(&self, key: &str, value: &V, ttl: Option<Duration>) -> Result<()> {
         if let Some(local) = self.backend.as_local() {
-            local.set_value(key, Value::new(value.clone()), ttl);
+            local.set_value(key, Value::new(value.clone()), Expiry::from_ttl(ttl));
             return Ok(());
         }
         let backend = self.backend.clone();
         let key = key.to_owned();
         let value = Value::new(value.clone());
-        crate::rt::block_on(async move { backend.set(&key, value, ttl).await })?
+        let expiry = Expiry::from_ttl(ttl);
+        crate::rt::block_on(async move { backend.set(&key, value, expiry).await })?
     }
 
     /// Removes `key` from synchronous code.

@@ -37,6 +37,7 @@
 
 mod cache;
 mod error;
+mod expiry;
 pub mod layer;
 pub mod registry;
 pub mod rt;
@@ -56,6 +57,7 @@ pub mod __private;
 pub use async_trait::async_trait;
 pub use cache::Cache;
 pub use error::{BoxError, Error, Result};
+pub use expiry::{Deadline, Expiry};
 pub use registry::CacheRegistry;
 pub use stack::{BreakerConfig, OnFull, TieredCache, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 #[cfg(feature = "file")]
@@ -69,7 +71,7 @@ pub use store::null::NullBackend;
 pub use store::postgres::{PostgresBackend, PostgresConfig};
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisBackend, RedisConfig, RedisTlsConfig};
-pub use store::{Backend, BackendStats, Counters, Entry, LocalBackend};
+pub use store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
 pub use ttl::{format_ttl, parse_ttl};
 pub use url::{backend_from_url, redact_url};
 pub use value::codec::Codec;

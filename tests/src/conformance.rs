@@ -137,13 +137,13 @@ pub async fn delete_removes(h: &Harness) {
 pub async fn ttl_expiry(h: &Harness) {
     let b = h.open("ttl");
     let ttl = h.ttl_unit * 4;
-    b.set("short", Value::new(5u8), Some(ttl)).await.unwrap();
-    b.set("forever", Value::new(6u8), None).await.unwrap();
+    b.set("short", Value::new(5u8), cachestack::Expiry::after(ttl)).await.unwrap();
+    b.set("forever", Value::new(6u8), cachestack::Expiry::Default).await.unwrap();
     let entry = b.get("short").await.unwrap().expect("fresh entry is served");
-    let left = entry.ttl.expect("an entry written with a TTL reports its remaining TTL");
+    let left = entry.ttl().expect("an entry written with a TTL reports its remaining TTL");
     assert!(left <= ttl, "remaining TTL {left:?} exceeds the {ttl:?} it was given");
     assert!(!left.is_zero());
-    assert_eq!(b.get("forever").await.unwrap().expect("no-TTL entry").ttl, None);
+    assert_eq!(b.get("forever").await.unwrap().expect("no-TTL entry").ttl(), None);
     let_expire(h, ttl).await;
     assert!(b.get("short").await.unwrap().is_none(), "expired entry was served");
     assert!(!b.exists("short").await.unwrap());
@@ -159,8 +159,8 @@ pub async fn clear_is_scoped_to_the_namespace(h: &Harness) {
     let a = (h.factory)(&format!("{ns}-a"));
     let b = (h.factory)(&format!("{ns}-b"));
     for i in 0..20 {
-        a.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
-        b.set(&format!("k{i}"), Value::new(i + 100), None).await.unwrap();
+        a.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
+        b.set(&format!("k{i}"), Value::new(i + 100), cachestack::Expiry::Default).await.unwrap();
     }
     a.clear().await.unwrap();
     for i in 0..20 {
@@ -169,8 +169,8 @@ pub async fn clear_is_scoped_to_the_namespace(h: &Harness) {
         assert_eq!(kept.value.get::<i32>().unwrap(), i + 100);
     }
     // The same key in two namespaces holds two values.
-    a.set("shared", Value::new(1u8), None).await.unwrap();
-    b.set("shared", Value::new(2u8), None).await.unwrap();
+    a.set("shared", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+    b.set("shared", Value::new(2u8), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(a.get("shared").await.unwrap().unwrap().value.get::<u8>().unwrap(), 1);
     assert_eq!(b.get("shared").await.unwrap().unwrap().value.get::<u8>().unwrap(), 2);
 }
@@ -181,7 +181,7 @@ pub async fn bulk_operations(h: &Harness) {
     let keys: Vec<String> = (0..50).map(|i| format!("bulk:{i}")).collect();
     let entries: Vec<(&str, Value)> =
         keys.iter().enumerate().filter(|(i, _)| i % 2 == 0).map(|(i, k)| (k.as_str(), Value::new(i as u64))).collect();
-    b.set_many(&entries, Some(Duration::from_secs(600))).await.unwrap();
+    b.set_many(&entries, cachestack::Expiry::after(Duration::from_secs(600))).await.unwrap();
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let got = b.get_many(&refs).await.unwrap();
     assert_eq!(got.len(), keys.len());
@@ -190,7 +190,7 @@ pub async fn bulk_operations(h: &Harness) {
             Some(entry) => {
                 assert_eq!(i % 2, 0, "key {i} was never written");
                 assert_eq!(entry.value.get::<u64>().unwrap(), i as u64);
-                assert!(entry.ttl.is_some_and(|t| t <= Duration::from_secs(600)));
+                assert!(entry.ttl().is_some_and(|t| t <= Duration::from_secs(600)));
             }
             None => assert_eq!(i % 2, 1, "key {i} was written but missed"),
         }
@@ -204,7 +204,7 @@ pub async fn bulk_operations(h: &Harness) {
 pub async fn stats_count_operations(h: &Harness) {
     let b = h.open("stats");
     let before = b.stats();
-    b.set("k", Value::new(1u8), None).await.unwrap();
+    b.set("k", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
     b.get("k").await.unwrap();
     b.get("k").await.unwrap();
     b.get("missing").await.unwrap();

@@ -60,7 +60,7 @@ impl Backend for SharedBytes {
                     return Ok(None);
                 }
                 self.counters.record_lookup(true);
-                Ok(Some(Entry { value, ttl: cachestack::remaining(expires, now) }))
+                Ok(Some(Entry::new(value, expires.map(cachestack::Deadline::at))))
             }
             Err(err) => {
                 self.counters.record_invalid("shared-bytes", key, &err);
@@ -70,8 +70,8 @@ impl Backend for SharedBytes {
         }
     }
 
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
-        let expires = ttl.map(|t| SystemTime::now() + t);
+    async fn set(&self, key: &str, value: Value, expiry: cachestack::Expiry) -> Result<()> {
+        let expires = expiry.resolve(None).map(|d| d.time());
         let bytes = self.format.seal(key, &value, expires)?;
         self.counters.record_write();
         self.store.lock().unwrap().insert(self.full_key(key), bytes);

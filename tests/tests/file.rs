@@ -84,7 +84,7 @@ fn temp_files_under(dir: &Path) -> Vec<PathBuf> {
 async fn entries_live_in_sharded_files_named_by_a_stable_hash_of_the_key() {
     let dir = tempdir();
     let backend = FileBackend::open(dir.path()).unwrap();
-    backend.set("user:1", string("Ada"), None).await.unwrap();
+    backend.set("user:1", string("Ada"), cachestack::Expiry::Default).await.unwrap();
 
     // xxh3-128 of "user:1": pinned, so files written by one build are found by the next.
     let hash = "b3ce4d642bd86c75568dc3fbb5023b0c";
@@ -114,7 +114,7 @@ async fn a_relative_directory_is_resolved_to_an_absolute_path_at_start() {
     assert_eq!(backend.root(), expected);
     assert_eq!(backend.directory(), expected.join("default"));
     assert_eq!(backend.stats().details["directory"], expected.join("default").display().to_string());
-    backend.set("k", string("v"), None).await.unwrap();
+    backend.set("k", string("v"), cachestack::Expiry::Default).await.unwrap();
     assert!(backend.path_for("k").starts_with(&expected));
 }
 
@@ -124,7 +124,7 @@ async fn a_missing_directory_is_created() {
     let nested = dir.path().join("a").join("b").join("c");
     let backend = FileBackend::new(FileConfig::new(&nested).with_namespace("ns")).unwrap();
     assert!(nested.join("ns").is_dir());
-    backend.set("k", string("v"), None).await.unwrap();
+    backend.set("k", string("v"), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(get_string(&backend, "k").await.as_deref(), Some("v"));
 }
 
@@ -194,12 +194,12 @@ async fn an_unusable_shard_fails_operations_or_is_absorbed_in_silent_mode() {
     let shard = loud.path_for("k").parent().unwrap().to_path_buf();
     fs::write(&shard, b"in the way").unwrap();
 
-    assert!(matches!(loud.set("k", string("v"), None).await, Err(Error::Io { .. })));
+    assert!(matches!(loud.set("k", string("v"), cachestack::Expiry::Default).await, Err(Error::Io { .. })));
     assert!(matches!(loud.get("k").await, Err(Error::Io { .. })));
     assert!(matches!(loud.delete("k").await, Err(Error::Io { .. })));
     assert_eq!(loud.stats().errors, 3);
 
-    silent.set("k", string("v"), None).await.unwrap();
+    silent.set("k", string("v"), cachestack::Expiry::Default).await.unwrap();
     assert!(silent.get("k").await.unwrap().is_none());
     assert!(!silent.delete("k").await.unwrap());
     assert!(silent.get_many(&["k"]).await.unwrap()[0].is_none());
@@ -208,7 +208,7 @@ async fn an_unusable_shard_fails_operations_or_is_absorbed_in_silent_mode() {
 
     // Keys in other shards are unaffected; the blocking file is not touched by clear.
     let other = (0..).map(|i| format!("other:{i}")).find(|k| !silent.path_for(k).starts_with(&shard)).unwrap();
-    silent.set(&other, string("fine"), None).await.unwrap();
+    silent.set(&other, string("fine"), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(get_string(&silent, &other).await.as_deref(), Some("fine"));
     silent.clear().await.unwrap();
     assert_eq!(fs::read(&shard).unwrap(), b"in the way");
@@ -221,9 +221,9 @@ async fn namespaces_are_isolated_and_clear_removes_only_its_own_entries() {
     let dir = tempdir();
     let a = FileBackend::new(FileConfig::new(dir.path()).with_namespace("a")).unwrap();
     let b = FileBackend::new(FileConfig::new(dir.path()).with_namespace("b")).unwrap();
-    a.set("k", string("from a"), None).await.unwrap();
-    b.set("k", string("from b"), None).await.unwrap();
-    b.set("k2", string("only b"), None).await.unwrap();
+    a.set("k", string("from a"), cachestack::Expiry::Default).await.unwrap();
+    b.set("k", string("from b"), cachestack::Expiry::Default).await.unwrap();
+    b.set("k2", string("only b"), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(get_string(&a, "k").await.as_deref(), Some("from a"));
     assert_eq!(get_string(&b, "k").await.as_deref(), Some("from b"));
     assert_eq!(get_string(&a, "k2").await, None);
@@ -251,7 +251,7 @@ async fn namespaces_are_isolated_and_clear_removes_only_its_own_entries() {
 async fn truncated_files_are_misses_counted_and_removed() {
     let dir = tempdir();
     let backend = FileBackend::open(dir.path()).unwrap();
-    backend.set("k", string(&"x".repeat(300)), None).await.unwrap();
+    backend.set("k", string(&"x".repeat(300)), cachestack::Expiry::Default).await.unwrap();
     let path = backend.path_for("k");
     let full = fs::read(&path).unwrap();
 
@@ -272,7 +272,7 @@ async fn truncated_files_are_misses_counted_and_removed() {
 async fn byte_flipped_files_are_misses_counted_and_removed() {
     let dir = tempdir();
     let backend = FileBackend::open(dir.path()).unwrap();
-    backend.set("k", string("a value that must never come back altered"), None).await.unwrap();
+    backend.set("k", string("a value that must never come back altered"), cachestack::Expiry::Default).await.unwrap();
     let path = backend.path_for("k");
     let good = fs::read(&path).unwrap();
 
@@ -293,7 +293,7 @@ async fn byte_flipped_files_are_misses_counted_and_removed() {
 async fn garbage_and_empty_files_are_misses() {
     let dir = tempdir();
     let backend = FileBackend::open(dir.path()).unwrap();
-    backend.set("k", string("v"), None).await.unwrap();
+    backend.set("k", string("v"), cachestack::Expiry::Default).await.unwrap();
     let path = backend.path_for("k");
     for junk in [&b""[..], b"CSF", b"hello world, not a cache file", &[0u8; 4096]] {
         fs::write(&path, junk).unwrap();
@@ -338,7 +338,7 @@ async fn a_file_written_for_another_type_is_a_miss_through_cache() {
 async fn a_file_for_another_key_planted_at_this_keys_path_is_a_miss() {
     let dir = tempdir();
     let backend = FileBackend::open(dir.path()).unwrap();
-    backend.set("account:alice", string("alice's data"), None).await.unwrap();
+    backend.set("account:alice", string("alice's data"), cachestack::Expiry::Default).await.unwrap();
     let planted = backend.path_for("account:mallory");
     fs::create_dir_all(planted.parent().unwrap()).unwrap();
     fs::copy(backend.path_for("account:alice"), &planted).unwrap();
@@ -362,17 +362,17 @@ async fn a_signed_store_rejects_files_without_a_valid_signature() {
         FileBackend::new(FileConfig::new(dir.path()).with_format(format(Some("second secret, 16+ bytes")))).unwrap();
     let unsigned = FileBackend::new(FileConfig::new(dir.path()).with_format(format(None))).unwrap();
 
-    signed.set("k", string("genuine"), None).await.unwrap();
+    signed.set("k", string("genuine"), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(get_string(&signed, "k").await.as_deref(), Some("genuine"));
 
     // Files with valid framing and checksum, but planted by programs without the secret.
     for (planter, what) in [(&unsigned, "unsigned"), (&other, "another secret")] {
-        planter.set("k", string("planted"), None).await.unwrap();
+        planter.set("k", string("planted"), cachestack::Expiry::Default).await.unwrap();
         assert_eq!(get_string(&signed, "k").await, None, "{what} accepted");
         assert!(!signed.path_for("k").exists(), "{what} kept");
     }
     // A genuine signed file moved to another key's path.
-    signed.set("a", string("for a"), None).await.unwrap();
+    signed.set("a", string("for a"), cachestack::Expiry::Default).await.unwrap();
     let moved = signed.path_for("b");
     fs::create_dir_all(moved.parent().unwrap()).unwrap();
     fs::copy(signed.path_for("a"), &moved).unwrap();
@@ -387,7 +387,7 @@ async fn a_signed_store_rejects_files_without_a_valid_signature() {
 async fn expired_files_are_never_returned_and_are_removed_when_read() {
     let dir = tempdir();
     let backend = FileBackend::open(dir.path()).unwrap();
-    backend.set("gone", string("v"), Some(Duration::ZERO)).await.unwrap();
+    backend.set("gone", string("v"), cachestack::Expiry::after(Duration::ZERO)).await.unwrap();
     assert!(backend.path_for("gone").exists());
     assert!(!backend.exists("gone").await.unwrap());
     assert!(backend.get("gone").await.unwrap().is_none());
@@ -401,16 +401,16 @@ async fn the_default_ttl_applies_to_writes_without_one() {
     let dir = tempdir();
     let hour = Duration::from_secs(3600);
     let backend = FileBackend::new(FileConfig::new(dir.path()).with_default_ttl(hour)).unwrap();
-    backend.set("default", string("v"), None).await.unwrap();
-    backend.set("explicit", string("v"), Some(Duration::from_secs(60))).await.unwrap();
-    let ttl = backend.get("default").await.unwrap().unwrap().ttl.unwrap();
+    backend.set("default", string("v"), cachestack::Expiry::Default).await.unwrap();
+    backend.set("explicit", string("v"), cachestack::Expiry::after(Duration::from_secs(60))).await.unwrap();
+    let ttl = backend.get("default").await.unwrap().unwrap().ttl().unwrap();
     assert!(ttl <= hour && ttl > Duration::from_secs(3000), "{ttl:?}");
-    let ttl = backend.get("explicit").await.unwrap().unwrap().ttl.unwrap();
+    let ttl = backend.get("explicit").await.unwrap().unwrap().ttl().unwrap();
     assert!(ttl <= Duration::from_secs(60), "{ttl:?}");
 
     let forever = FileBackend::open(dir.path().join("forever")).unwrap();
-    forever.set("k", string("v"), None).await.unwrap();
-    assert_eq!(forever.get("k").await.unwrap().unwrap().ttl, None);
+    forever.set("k", string("v"), cachestack::Expiry::Default).await.unwrap();
+    assert_eq!(forever.get("k").await.unwrap().unwrap().ttl(), None);
 }
 
 /// A temporary file as a crashed writer leaves it, last modified `age` ago.
@@ -428,10 +428,10 @@ async fn purge_expired_removes_expired_entries_and_stale_temp_files_only() {
     let dir = tempdir();
     let backend = FileBackend::open(dir.path()).unwrap();
     for key in ["old:1", "old:2", "old:3"] {
-        backend.set(key, string("expired"), Some(Duration::ZERO)).await.unwrap();
+        backend.set(key, string("expired"), cachestack::Expiry::after(Duration::ZERO)).await.unwrap();
     }
-    backend.set("live:ttl", string("v"), Some(Duration::from_secs(3600))).await.unwrap();
-    backend.set("live:forever", string("v"), None).await.unwrap();
+    backend.set("live:ttl", string("v"), cachestack::Expiry::after(Duration::from_secs(3600))).await.unwrap();
+    backend.set("live:forever", string("v"), cachestack::Expiry::Default).await.unwrap();
     let shard = backend.path_for("live:ttl").parent().unwrap().to_path_buf();
     let stale = plant_temp_file(&shard, "stale1", Duration::from_secs(3600));
     let fresh = plant_temp_file(&shard, "fresh1", Duration::ZERO);
@@ -455,12 +455,12 @@ async fn purge_expired_removes_expired_entries_and_stale_temp_files_only() {
 async fn auto_purge_runs_during_a_write_once_the_interval_has_passed() {
     let dir = tempdir();
     let planter = FileBackend::open(dir.path()).unwrap();
-    planter.set("old", string("expired"), Some(Duration::ZERO)).await.unwrap();
+    planter.set("old", string("expired"), cachestack::Expiry::after(Duration::ZERO)).await.unwrap();
 
     // An interval of zero has always passed: every write purges.
     let purging = FileBackend::new(FileConfig::new(dir.path()).with_auto_purge_interval(Duration::ZERO)).unwrap();
     assert!(planter.path_for("old").exists(), "construction must not purge");
-    purging.set("new", string("fresh"), None).await.unwrap();
+    purging.set("new", string("fresh"), cachestack::Expiry::Default).await.unwrap();
     assert!(!planter.path_for("old").exists());
     assert_eq!(get_string(&purging, "new").await.as_deref(), Some("fresh"));
     assert_eq!(purging.stats().entries, Some(1));
@@ -470,11 +470,11 @@ async fn auto_purge_runs_during_a_write_once_the_interval_has_passed() {
 async fn auto_purge_waits_for_its_interval() {
     let dir = tempdir();
     let planter = FileBackend::open(dir.path()).unwrap();
-    planter.set("old", string("expired"), Some(Duration::ZERO)).await.unwrap();
+    planter.set("old", string("expired"), cachestack::Expiry::after(Duration::ZERO)).await.unwrap();
     let hourly =
         FileBackend::new(FileConfig::new(dir.path()).with_auto_purge_interval(Duration::from_secs(3600))).unwrap();
     for i in 0..20 {
-        hourly.set(&format!("new:{i}"), string("fresh"), None).await.unwrap();
+        hourly.set(&format!("new:{i}"), string("fresh"), cachestack::Expiry::Default).await.unwrap();
     }
     assert!(planter.path_for("old").exists(), "purged before the interval passed");
     assert_eq!(hourly.purge_expired().await.unwrap(), 1);
@@ -487,12 +487,12 @@ async fn max_entries_evicts_the_least_recently_used_entry() {
     let dir = tempdir();
     let backend = FileBackend::new(FileConfig::new(dir.path()).with_max_entries(3)).unwrap();
     for key in ["a", "b", "c"] {
-        backend.set(key, string(key), None).await.unwrap();
+        backend.set(key, string(key), cachestack::Expiry::Default).await.unwrap();
     }
     assert_eq!(backend.stats().evictions, 0);
     // Reading `a` makes it the most recently used: `b` is now the oldest.
     assert!(backend.get("a").await.unwrap().is_some());
-    backend.set("d", string("d"), None).await.unwrap();
+    backend.set("d", string("d"), cachestack::Expiry::Default).await.unwrap();
 
     assert!(!backend.path_for("b").exists());
     for key in ["a", "c", "d"] {
@@ -507,17 +507,17 @@ async fn max_entries_evicts_the_least_recently_used_entry() {
 async fn max_bytes_evicts_the_least_recently_used_entries() {
     let dir = tempdir();
     let probe = FileBackend::open(dir.path().join("probe")).unwrap();
-    probe.set("a", string(&"x".repeat(1000)), None).await.unwrap();
+    probe.set("a", string(&"x".repeat(1000)), cachestack::Expiry::Default).await.unwrap();
     let size = fs::metadata(probe.path_for("a")).unwrap().len();
 
     // Room for three files and a half.
     let backend = FileBackend::new(FileConfig::new(dir.path()).with_max_bytes(size * 7 / 2)).unwrap();
     for key in ["a", "b", "c"] {
-        backend.set(key, string(&"x".repeat(1000)), None).await.unwrap();
+        backend.set(key, string(&"x".repeat(1000)), cachestack::Expiry::Default).await.unwrap();
     }
     assert_eq!(backend.stats().evictions, 0);
     assert!(backend.get("a").await.unwrap().is_some());
-    backend.set("d", string(&"x".repeat(1000)), None).await.unwrap();
+    backend.set("d", string(&"x".repeat(1000)), cachestack::Expiry::Default).await.unwrap();
 
     assert!(!backend.path_for("b").exists());
     for key in ["a", "c", "d"] {
@@ -528,7 +528,7 @@ async fn max_bytes_evicts_the_least_recently_used_entries() {
     assert_eq!(stats.details["bytes_on_disk"], (3 * size).to_string());
 
     // One value larger than the whole bound is refused, not stored and evicted.
-    let err = backend.set("huge", string(&"x".repeat(10_000)), None).await.unwrap_err();
+    let err = backend.set("huge", string(&"x".repeat(10_000)), cachestack::Expiry::Default).await.unwrap_err();
     assert!(matches!(err, Error::ValueTooLarge { .. }), "{err}");
     assert!(!backend.path_for("huge").exists());
 }
@@ -538,11 +538,11 @@ async fn bounds_see_entries_written_before_start() {
     let dir = tempdir();
     let first = FileBackend::open(dir.path()).unwrap();
     for i in 0..10 {
-        first.set(&format!("k{i}"), string("v"), None).await.unwrap();
+        first.set(&format!("k{i}"), string("v"), cachestack::Expiry::Default).await.unwrap();
     }
     let bounded = FileBackend::new(FileConfig::new(dir.path()).with_max_entries(5)).unwrap();
     assert_eq!(bounded.stats().entries, Some(10));
-    bounded.set("new", string("v"), None).await.unwrap();
+    bounded.set("new", string("v"), cachestack::Expiry::Default).await.unwrap();
     // 11 entries over a bound of 5: evicted down to 5 - 5/10 = 5, the new entry kept.
     assert_eq!(bounded.stats().entries, Some(5));
     assert_eq!(bounded.stats().evictions, 6);
@@ -556,14 +556,14 @@ async fn bounds_see_entries_written_before_start() {
 async fn bulk_operations_and_stats() {
     let dir = tempdir();
     let backend = FileBackend::new(FileConfig::new(dir.path()).with_namespace("bulk")).unwrap();
-    backend.set_many(&[("a", string("1")), ("b", string("2"))], None).await.unwrap();
+    backend.set_many(&[("a", string("1")), ("b", string("2"))], cachestack::Expiry::Default).await.unwrap();
     let got = backend.get_many(&["a", "missing", "b"]).await.unwrap();
     let got: Vec<Option<String>> = got.into_iter().map(|e| e.map(|e| e.value.get::<String>().unwrap())).collect();
     assert_eq!(got, vec![Some("1".into()), None, Some("2".into())]);
     assert_eq!(backend.delete_many(&["a", "missing", "b"]).await.unwrap(), 2);
     assert!(backend.get("a").await.unwrap().is_none());
 
-    backend.set("c", string("3"), None).await.unwrap();
+    backend.set("c", string("3"), cachestack::Expiry::Default).await.unwrap();
     let size = fs::metadata(backend.path_for("c")).unwrap().len();
     let stats = backend.stats();
     assert_eq!(stats.name, "file");

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use cachestack::{cached, CacheRegistry, Error};
-use macros_support::{register, register_memory, AsyncOnly, Down};
+use macros_support::{assert_ttl, register, register_memory, AsyncOnly, Down};
 
 // ---- ttl ------------------------------------------------------------------------------------
 
@@ -47,11 +47,11 @@ async fn ttl_reaches_the_backend_on_every_write() {
     ttl_expression(1);
     ttl_constant(1).await;
     ttl_none(1);
-    assert_eq!(recorder.ttl_of("ttl:str:1"), Some(Some(Duration::from_secs(9000))));
-    assert_eq!(recorder.ttl_of("ttl:ms:1"), Some(Some(Duration::from_millis(250))));
-    assert_eq!(recorder.ttl_of("ttl:expr:1"), Some(Some(Duration::from_millis(1500))));
-    assert_eq!(recorder.ttl_of("ttl:const:1"), Some(Some(TTL)));
-    assert_eq!(recorder.ttl_of("ttl:none:1"), Some(None));
+    assert_ttl(recorder.ttl_of("ttl:str:1"), Some(Duration::from_secs(9000)));
+    assert_ttl(recorder.ttl_of("ttl:ms:1"), Some(Duration::from_millis(250)));
+    assert_ttl(recorder.ttl_of("ttl:expr:1"), Some(Duration::from_millis(1500)));
+    assert_ttl(recorder.ttl_of("ttl:const:1"), Some(TTL));
+    assert_ttl(recorder.ttl_of("ttl:none:1"), None);
 }
 
 #[cached(cache = "ttl-memory", ttl = "1h", key = "hour")]
@@ -64,7 +64,7 @@ fn the_memory_cache_keeps_the_ttl() {
     let cache = register_memory("ttl-memory");
     for_an_hour();
     let entry = cache.backend().as_local().unwrap().get_entry("hour").unwrap();
-    let left = entry.ttl.unwrap();
+    let left = entry.ttl().unwrap();
     assert!(left <= Duration::from_secs(3600) && left > Duration::from_secs(1800), "{left:?}");
 }
 

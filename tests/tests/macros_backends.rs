@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 
 use cachestack::{cached, invalidate, Cache, CacheRegistry, FileBackend};
-use macros_support::{register, AsyncOnly};
+use macros_support::{assert_ttl, register, AsyncOnly};
 
 fn async_only() -> &'static Arc<AsyncOnly> {
     static BACKEND: OnceLock<Arc<AsyncOnly>> = OnceLock::new();
@@ -86,7 +86,7 @@ async fn an_async_fn_awaits_an_async_backend() {
     assert_eq!(async_remote(4).await, vec![4, 4, 4]);
     assert_eq!(ASYNC_REMOTE_RUNS.load(SeqCst), 1);
     assert_eq!(async_remote_stats().hits, 1);
-    assert_eq!(async_only().ttl_of("async-remote:4"), Some(Some(std::time::Duration::from_secs(600))));
+    assert_ttl(async_only().ttl_of("async-remote:4"), Some(std::time::Duration::from_secs(600)));
     assert!(async_remote_invalidate(&4).await.unwrap());
     assert!(!async_only().contains("async-remote:4"));
 }

@@ -517,9 +517,9 @@ impl Backend for Flaky {
         if self.fail_get.load(SeqCst) {
             return Err(down());
         }
-        Ok(self.map.lock().unwrap().get(key).cloned().map(|value| Entry { value, ttl: None }))
+        Ok(self.map.lock().unwrap().get(key).cloned().map(|value| Entry::new(value, None)))
     }
-    async fn set(&self, key: &str, value: Value, _ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &str, value: Value, _ttl: cachestack::Expiry) -> Result<()> {
         tokio::task::yield_now().await;
         if self.fail_set.load(SeqCst) {
             return Err(down());
@@ -683,9 +683,9 @@ impl Backend for InFlightReads {
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         let snapshot = self.map.lock().unwrap().get(key).cloned();
         tokio::task::yield_now().await;
-        Ok(snapshot.map(|value| Entry { value, ttl: None }))
+        Ok(snapshot.map(|value| Entry::new(value, None)))
     }
-    async fn set(&self, key: &str, value: Value, _ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &str, value: Value, _ttl: cachestack::Expiry) -> Result<()> {
         self.map.lock().unwrap().insert(key.to_string(), value);
         Ok(())
     }

@@ -134,7 +134,7 @@ async fn a_record_is_only_served_for_the_key_it_was_written_for() {
     let addr = config.servers[0].clone();
     let a = "a\r\nkey that is hashed";
     let b = "b\r\nanother hashed key";
-    backend.set(a, Value::new(1u32), None).await.unwrap();
+    backend.set(a, Value::new(1u32), cachestack::Expiry::Default).await.unwrap();
     // Copy a's stored record under b's wire key: as if the two hashes collided.
     let record = raw_get(&addr, &backend.wire_key(a)).await.unwrap();
     raw_set(&addr, &backend.wire_key(b), &record).await;
@@ -153,33 +153,33 @@ async fn oversized_values_are_refused_without_breaking_the_connection() {
     let config = MemcachedConfig { pool_size: 1, ..config };
     let backend = open(&config, &unique_namespace("large"));
     let big = vec![7u8; 2 * 1024 * 1024];
-    backend.set("k", Value::new(1u8), None).await.unwrap();
-    match backend.set("k", Value::new(big.clone()), None).await {
+    backend.set("k", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+    match backend.set("k", Value::new(big.clone()), cachestack::Expiry::Default).await {
         Err(Error::ValueTooLarge { size, limit }) => assert!(size > limit && limit < 1024 * 1024, "{size} {limit}"),
         other => panic!("expected ValueTooLarge, got {other:?}"),
     }
     // The old value is gone (memcached does the same on a refused set), the connection works.
     assert!(backend.get("k").await.unwrap().is_none());
-    backend.set("k", Value::new(2u8), None).await.unwrap();
+    backend.set("k", Value::new(2u8), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(backend.get("k").await.unwrap().unwrap().value.get::<u8>().unwrap(), 2);
     let batch = [("ok", Value::new(1u8)), ("huge", Value::new(big.clone()))];
-    assert!(matches!(backend.set_many(&batch, None).await, Err(Error::ValueTooLarge { .. })));
+    assert!(matches!(backend.set_many(&batch, cachestack::Expiry::Default).await, Err(Error::ValueTooLarge { .. })));
 
     // Silent mode: skipped and counted.
     let silent = open(&MemcachedConfig { silent: true, ..config.clone() }, &unique_namespace("large-silent"));
-    silent.set("k", Value::new(big.clone()), None).await.unwrap();
+    silent.set("k", Value::new(big.clone()), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(silent.stats().errors, 1);
     assert!(silent.get("k").await.unwrap().is_none());
-    silent.set_many(&batch, None).await.unwrap();
+    silent.set_many(&batch, cachestack::Expiry::Default).await.unwrap();
     assert_eq!(silent.get("ok").await.unwrap().unwrap().value.get::<u8>().unwrap(), 1);
 
     // A limit set above the server's own (-I 1m): the server refuses the item, and the
     // connection still stays in step.
     let loose =
         open(&MemcachedConfig { max_item_bytes: 4 * 1024 * 1024, ..config.clone() }, &unique_namespace("loose"));
-    loose.set("k", Value::new(big), None).await.unwrap();
+    loose.set("k", Value::new(big), cachestack::Expiry::Default).await.unwrap();
     assert!(loose.get("k").await.unwrap().is_none());
-    loose.set("k", Value::new(3u8), None).await.unwrap();
+    loose.set("k", Value::new(3u8), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(loose.get("k").await.unwrap().unwrap().value.get::<u8>().unwrap(), 3);
 }
 
@@ -191,13 +191,13 @@ async fn the_largest_value_accepted_is_really_stored() {
     let (mut lo, mut hi) = (900_000usize, 1024 * 1024);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        match backend.set("edge", Value::new(vec![1u8; mid]), None).await {
+        match backend.set("edge", Value::new(vec![1u8; mid]), cachestack::Expiry::Default).await {
             Ok(()) => lo = mid,
             Err(Error::ValueTooLarge { .. }) => hi = mid - 1,
             Err(other) => panic!("{other}"),
         }
     }
-    backend.set("edge", Value::new(vec![1u8; lo]), None).await.unwrap();
+    backend.set("edge", Value::new(vec![1u8; lo]), cachestack::Expiry::Default).await.unwrap();
     let stored = backend.get("edge").await.unwrap().expect("the server kept the largest accepted value");
     assert_eq!(stored.value.get::<Vec<u8>>().unwrap().len(), lo);
     assert!(lo > 1_040_000, "the limit wastes too much room: {lo}");
@@ -211,20 +211,20 @@ async fn ttls_follow_memcached_rules_and_report_what_is_left() {
     // Over 30 days memcached needs an absolute timestamp: sent as a relative number of seconds it
     // would be read as a date in 1970 and the item would be gone at once.
     for ttl in [30 * day, 30 * day + Duration::from_secs(1), 45 * day, 365 * day] {
-        backend.set("long", Value::new(1u8), Some(ttl)).await.unwrap();
-        let left = backend.get("long").await.unwrap().unwrap_or_else(|| panic!("{ttl:?}: missing")).ttl.unwrap();
+        backend.set("long", Value::new(1u8), cachestack::Expiry::after(ttl)).await.unwrap();
+        let left = backend.get("long").await.unwrap().unwrap_or_else(|| panic!("{ttl:?}: missing")).ttl().unwrap();
         assert!(left <= ttl && left > ttl - Duration::from_secs(60), "{ttl:?}: {left:?} left");
     }
     // The default TTL applies to writes without one.
     let with_default =
         open(&MemcachedConfig { default_ttl: Some(Duration::from_secs(3600)), ..config.clone() }, "ttl-default");
-    with_default.set("d", Value::new(1u8), None).await.unwrap();
-    assert!(with_default.get("d").await.unwrap().unwrap().ttl.unwrap() <= Duration::from_secs(3600));
+    with_default.set("d", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+    assert!(with_default.get("d").await.unwrap().unwrap().ttl().unwrap() <= Duration::from_secs(3600));
 
     // Below a second: reads honour the exact expiry from the envelope...
     let wire = backend.wire_key("short");
-    backend.set("short", Value::new(1u8), Some(Duration::from_millis(300))).await.unwrap();
-    let left = backend.get("short").await.unwrap().expect("fresh").ttl.unwrap();
+    backend.set("short", Value::new(1u8), cachestack::Expiry::after(Duration::from_millis(300))).await.unwrap();
+    let left = backend.get("short").await.unwrap().expect("fresh").ttl().unwrap();
     assert!(left <= Duration::from_millis(300) && !left.is_zero());
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert!(backend.get("short").await.unwrap().is_none(), "served after its TTL");
@@ -253,8 +253,8 @@ async fn clear_is_seen_by_every_instance_and_spares_other_namespaces() {
     let servers: std::collections::HashSet<&str> = keys.iter().map(|k| first.server_for(k)).collect();
     assert_eq!(servers.len(), 2, "the keys cover both servers");
     for key in &keys {
-        first.set(key, Value::new(1u8), None).await.unwrap();
-        other.set(key, Value::new(2u8), None).await.unwrap();
+        first.set(key, Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+        other.set(key, Value::new(2u8), cachestack::Expiry::Default).await.unwrap();
     }
     for key in &keys {
         assert!(second.get(key).await.unwrap().is_some());
@@ -263,7 +263,7 @@ async fn clear_is_seen_by_every_instance_and_spares_other_namespaces() {
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     assert!(first.get_many(&refs).await.unwrap().iter().all(Option::is_none), "cleared entries were served");
     assert!(other.get_many(&refs).await.unwrap().iter().all(Option::is_some), "another namespace was cleared");
-    first.set("k0", Value::new(3u8), None).await.unwrap();
+    first.set("k0", Value::new(3u8), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(second.get("k0").await.unwrap().unwrap().value.get::<u8>().unwrap(), 3);
 
     // If memcached evicts the generation counter, the namespace reads as empty (never stale) and
@@ -275,7 +275,7 @@ async fn clear_is_seen_by_every_instance_and_spares_other_namespaces() {
     conn.delete(&gen_key).await.unwrap();
     conn.version().await.unwrap();
     assert!(first.get("k0").await.unwrap().is_none());
-    first.set("k0", Value::new(4u8), None).await.unwrap();
+    first.set("k0", Value::new(4u8), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(first.get("k0").await.unwrap().unwrap().value.get::<u8>().unwrap(), 4);
 }
 
@@ -286,7 +286,7 @@ async fn get_many_spans_servers_and_keeps_order() {
     let keys: Vec<String> = (0..100).map(|i| format!("item:{i}")).collect();
     let entries: Vec<(&str, Value)> =
         keys.iter().enumerate().map(|(i, k)| (k.as_str(), Value::new(profile(i as u64)))).collect();
-    backend.set_many(&entries, None).await.unwrap();
+    backend.set_many(&entries, cachestack::Expiry::Default).await.unwrap();
     let mut refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     refs.push("absent");
     refs.push("item:7"); // twice
@@ -413,7 +413,7 @@ async fn a_killed_server_costs_only_its_keys_and_is_used_again_after_a_restart()
     let on_b: Vec<bool> = keys.iter().map(|k| backend.server_for(k) == b.addr()).collect();
     assert!(on_b.iter().any(|&x| x) && on_b.iter().any(|&x| !x));
     for (i, key) in keys.iter().enumerate() {
-        backend.set(key, Value::new(i), None).await.unwrap();
+        backend.set(key, Value::new(i), cachestack::Expiry::Default).await.unwrap();
     }
 
     // Load: many tasks read keys of both servers (writing back misses, as memoization would) and
@@ -440,7 +440,10 @@ async fn a_killed_server_costs_only_its_keys_and_is_used_again_after_a_restart()
                             Outcome::Hit
                         }
                         Ok(None) => {
-                            let write = tokio::time::timeout(timeout * 10, backend.set(&keys[i], Value::new(i), None));
+                            let write = tokio::time::timeout(
+                                timeout * 10,
+                                backend.set(&keys[i], Value::new(i), cachestack::Expiry::Default),
+                            );
                             let _ = write.await.expect("a set hung past its timeout");
                             Outcome::Miss
                         }
@@ -510,7 +513,7 @@ async fn a_killed_server_costs_only_its_keys_and_is_used_again_after_a_restart()
     assert!(b_failures >= 200);
     // The value really lives in the restarted server.
     let b_key = keys.iter().zip(&on_b).find(|(_, &b)| b).unwrap().0;
-    backend.set(b_key, Value::new(1usize), None).await.unwrap();
+    backend.set(b_key, Value::new(1usize), cachestack::Expiry::Default).await.unwrap();
     assert!(raw_get(&b.addr(), &backend.wire_key(b_key)).await.is_some());
     assert_eq!(backend.stats().details["servers_up"], "2");
     a.kill();
@@ -534,14 +537,14 @@ async fn with_failover_a_dead_servers_keys_move_to_the_next_server() {
     })
     .unwrap();
     let b_key = (0..).map(|i| format!("key:{i}")).find(|k| backend.server_for(k) == b.addr()).unwrap();
-    backend.set(&b_key, Value::new(1u8), None).await.unwrap();
+    backend.set(&b_key, Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
     b.kill();
     // The first request finds B gone (its pooled connection is closed) and marks it down...
     let err = backend.get(&b_key).await.unwrap_err();
     assert!(err.is_unavailable(), "{err}");
     // ...then B's keys are read and written on A.
     assert!(backend.get(&b_key).await.unwrap().is_none());
-    backend.set(&b_key, Value::new(2u8), None).await.unwrap();
+    backend.set(&b_key, Value::new(2u8), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(backend.get(&b_key).await.unwrap().unwrap().value.get::<u8>().unwrap(), 2);
     assert!(raw_get(&a.addr(), &backend.wire_key(&b_key)).await.is_some());
     assert_eq!(backend.stats().details["servers_up"], "1");
@@ -581,7 +584,7 @@ async fn a_quick_restart_costs_callers_no_error() {
         .iter()
         .map(|k| {
             let (backend, k) = (backend.clone(), k.clone());
-            tokio::spawn(async move { backend.set(&k, Value::new(1u8), None).await })
+            tokio::spawn(async move { backend.set(&k, Value::new(1u8), cachestack::Expiry::Default).await })
         })
         .collect();
     for write in writes {
@@ -592,7 +595,7 @@ async fn a_quick_restart_costs_callers_no_error() {
     server = OwnServer::start(server.port);
     // The stale connections are noticed, retired and replaced inside the first request.
     assert!(backend.get("k0").await.unwrap().is_none(), "the restarted server is empty");
-    backend.set_many(&entries, None).await.unwrap();
+    backend.set_many(&entries, cachestack::Expiry::Default).await.unwrap();
     assert!(backend
         .get_many(&keys.iter().map(String::as_str).collect::<Vec<_>>())
         .await

@@ -163,7 +163,7 @@ async fn sixteen_pools_race_to_create_schema_and_table() {
                 let barrier = barrier.clone();
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    backend.set(&format!("k{i}"), Value::new(i), None).await
+                    backend.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await
                 })
             })
             .collect();
@@ -211,7 +211,7 @@ async fn sixteen_pools_creating_while_another_session_creates_the_schema() {
                 ..config(&client_url, &table, "race")
             })
             .unwrap();
-            tokio::spawn(async move { backend.set(&format!("k{i}"), Value::new(i), None).await })
+            tokio::spawn(async move { backend.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await })
         })
         .collect();
     // The event: all 16 client sessions wait on a lock (one on the schema, the rest on
@@ -363,9 +363,12 @@ async fn expired_rows_are_never_returned_and_are_purged_in_batches() {
     sqlx::query(&plant).bind("mine").bind(&bytes).bind(250i32).execute(&mut conn).await.unwrap();
     sqlx::query(&plant).bind("theirs").bind(&bytes).bind(5i32).execute(&mut conn).await.unwrap();
     for i in 0..10 {
-        backend.set(&format!("live:{i}"), Value::new(i), Some(Duration::from_secs(3600))).await.unwrap();
+        backend
+            .set(&format!("live:{i}"), Value::new(i), cachestack::Expiry::after(Duration::from_secs(3600)))
+            .await
+            .unwrap();
     }
-    backend.set("forever", Value::new(1u8), None).await.unwrap();
+    backend.set("forever", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
 
     assert!(backend.get("expired:1").await.unwrap().is_none(), "an expired row was returned");
     assert!(!backend.exists("expired:2").await.unwrap());
@@ -402,13 +405,13 @@ async fn size_bounds_trim_the_oldest_rows_of_the_namespace_only() {
     };
     let untouched = PostgresBackend::connect(config(&url, &table, "unbounded")).await.unwrap();
     for i in 0..120 {
-        untouched.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+        untouched.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
     }
 
     // Entries: explicit trim keeps the 50 newest writes.
     let entries = bounded("entries", Some(50), None);
     for i in 0..200 {
-        entries.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+        entries.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
     }
     entries.trim().await.unwrap();
     assert_eq!(count_rows(&url, &table, "entries").await, 50);
@@ -421,7 +424,7 @@ async fn size_bounds_trim_the_oldest_rows_of_the_namespace_only() {
     // Bytes: 1 KiB values under a 20 KiB bound.
     let bytes = bounded("bytes", None, Some(20 * 1024));
     for i in 0..60 {
-        bytes.set(&format!("k{i}"), Value::new(vec![i as u8; 1024]), None).await.unwrap();
+        bytes.set(&format!("k{i}"), Value::new(vec![i as u8; 1024]), cachestack::Expiry::Default).await.unwrap();
     }
     bytes.trim().await.unwrap();
     let mut conn = PgConnection::connect(&url).await.unwrap();
@@ -437,7 +440,7 @@ async fn size_bounds_trim_the_oldest_rows_of_the_namespace_only() {
     // The background task trims on its own after enough writes (here every 5).
     let background = bounded("background", Some(50), None);
     for i in 0..300 {
-        background.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+        background.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while count_rows(&url, &table, "background").await > 50 {
@@ -459,7 +462,10 @@ async fn bulk_calls_with_repeated_keys() {
     let long = "x".repeat(300);
     // The last of two writes to one key wins, as with two sets.
     backend
-        .set_many(&[("a", Value::new(1u8)), (long.as_str(), Value::new(2u8)), ("a", Value::new(3u8))], None)
+        .set_many(
+            &[("a", Value::new(1u8)), (long.as_str(), Value::new(2u8)), ("a", Value::new(3u8))],
+            cachestack::Expiry::Default,
+        )
         .await
         .unwrap();
     let got = backend.get_many(&["a", long.as_str(), "a", "missing", long.as_str()]).await.unwrap();
@@ -530,7 +536,10 @@ async fn an_unreachable_server_is_an_error_or_in_silent_mode_a_miss() {
     assert!(err.is_unavailable(), "{err:?}");
     let silent = PostgresBackend::new(quick(true)).unwrap();
     assert!(tokio::time::timeout(hang, silent.get("k")).await.expect("hang").unwrap().is_none());
-    tokio::time::timeout(hang, silent.set("k", Value::new(1u8), None)).await.expect("hang").unwrap();
+    tokio::time::timeout(hang, silent.set("k", Value::new(1u8), cachestack::Expiry::Default))
+        .await
+        .expect("hang")
+        .unwrap();
     assert!(!tokio::time::timeout(hang, silent.delete("k")).await.expect("hang").unwrap());
     assert_eq!(silent.stats().errors, 3);
     assert_eq!(silent.stats().misses, 1);
@@ -661,7 +670,7 @@ async fn restart_under_load_degrades_to_misses_and_recovers() {
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("t{t}:{}", i % 8);
                     // Every call must return within its own timeout: 10x is a hang.
-                    tokio::time::timeout(hang, backend.set(&key, Value::new(i), None))
+                    tokio::time::timeout(hang, backend.set(&key, Value::new(i), cachestack::Expiry::Default))
                         .await
                         .expect("set hung")
                         .expect("silent mode never returns errors");

@@ -142,7 +142,7 @@ async fn hostile_keys_and_values(config: &RedisConfig) {
         &RedisConfig { format: ValueFormat { max_value_bytes: 1024, ..ValueFormat::default() }, ..config.clone() },
         &unique_namespace("limit"),
     );
-    let err = small.set("big", Value::new(vec![0u8; 4096]), None).await.unwrap_err();
+    let err = small.set("big", Value::new(vec![0u8; 4096]), cachestack::Expiry::Default).await.unwrap_err();
     assert!(matches!(err, Error::ValueTooLarge { limit: 1024, .. }), "{err:?}");
     assert!(small.get("big").await.unwrap().is_none());
 }
@@ -251,29 +251,29 @@ async fn ttls_have_millisecond_precision() {
     );
     let mut raw = Raw::connect(&config);
 
-    backend.set("ms", Value::new(1u8), Some(Duration::from_millis(1500))).await.unwrap();
+    backend.set("ms", Value::new(1u8), cachestack::Expiry::after(Duration::from_millis(1500))).await.unwrap();
     let pttl = raw.pttl(&backend.redis_key("ms"));
     assert!((1..=1500).contains(&pttl), "PTTL {pttl}");
-    let left = backend.get("ms").await.unwrap().unwrap().ttl.unwrap();
+    let left = backend.get("ms").await.unwrap().unwrap().ttl().unwrap();
     assert!(left <= Duration::from_millis(1500) && !left.is_zero(), "{left:?}");
 
-    backend.set("default", Value::new(1u8), None).await.unwrap();
+    backend.set("default", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
     let pttl = raw.pttl(&backend.redis_key("default"));
     assert!((1..=90_500).contains(&pttl) && pttl > 60_000, "PTTL {pttl}");
 
     // A key whose server TTL was shortened behind the backend's back reports the shorter one.
     let () = redis::cmd("PEXPIRE").arg(backend.redis_key("default")).arg(5000).query(raw.conn()).unwrap();
-    let left = backend.get("default").await.unwrap().unwrap().ttl.unwrap();
+    let left = backend.get("default").await.unwrap().unwrap().ttl().unwrap();
     assert!(left <= Duration::from_millis(5000), "{left:?}");
 
     // A zero TTL stores nothing.
-    backend.set("zero", Value::new(1u8), Some(Duration::ZERO)).await.unwrap();
+    backend.set("zero", Value::new(1u8), cachestack::Expiry::after(Duration::ZERO)).await.unwrap();
     assert!(backend.get("zero").await.unwrap().is_none());
 
     let forever = open(&config, &unique_namespace("ttl"));
-    forever.set("k", Value::new(1u8), None).await.unwrap();
+    forever.set("k", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(raw.pttl(&forever.redis_key("k")), -1);
-    assert_eq!(forever.get("k").await.unwrap().unwrap().ttl, None);
+    assert_eq!(forever.get("k").await.unwrap().unwrap().ttl(), None);
 }
 
 /// `clear` empties the namespace on every master of the cluster, and nothing else; namespaces
@@ -289,8 +289,8 @@ async fn cluster_clear_scans_every_master() {
     let b = open(&config, &namespace.replace("*[x]", "-x"));
     let keys: Vec<String> = (0..300).map(|i| format!("key:{i}")).collect();
     let entries: Vec<(&str, Value)> = keys.iter().map(|k| (k.as_str(), Value::new(k.clone()))).collect();
-    a.set_many(&entries, None).await.unwrap();
-    b.set_many(&entries, None).await.unwrap();
+    a.set_many(&entries, cachestack::Expiry::Default).await.unwrap();
+    b.set_many(&entries, cachestack::Expiry::Default).await.unwrap();
 
     let count_on = |node: &str, backend: &RedisBackend| -> usize {
         let mut conn = redis::Client::open(format!("redis://{node}")).unwrap().get_connection().unwrap();
@@ -328,12 +328,12 @@ async fn cluster_bulk_operations_span_slots() {
     let tagged: Vec<String> = (0..600).map(|i| format!("{{tag}}:{i}")).collect();
     let all: Vec<&str> = keys.iter().chain(&tagged).map(String::as_str).collect();
     let entries: Vec<(&str, Value)> = all.iter().enumerate().map(|(i, k)| (*k, Value::new(i))).collect();
-    backend.set_many(&entries, Some(Duration::from_secs(60))).await.unwrap();
+    backend.set_many(&entries, cachestack::Expiry::after(Duration::from_secs(60))).await.unwrap();
     let found = backend.get_many(&all).await.unwrap();
     for (i, entry) in found.iter().enumerate() {
         let entry = entry.as_ref().unwrap_or_else(|| panic!("{} missing", all[i]));
         assert_eq!(entry.value.get::<usize>().unwrap(), i);
-        assert!(entry.ttl.is_some_and(|t| t <= Duration::from_secs(60)));
+        assert!(entry.ttl().is_some_and(|t| t <= Duration::from_secs(60)));
     }
     assert_eq!(backend.delete_many(&all).await.unwrap(), all.len() as u64);
     assert!(backend.get_many(&all).await.unwrap().iter().all(Option::is_none));
@@ -514,7 +514,9 @@ async fn restart_under_load(silent: bool) -> Vec<Error> {
                 }
                 let key = format!("task{task}:{}", i % 8);
                 let started = Instant::now();
-                let set = tokio::time::timeout(limit, backend.set(&key, Value::new(i), None)).await.expect("set hung");
+                let set = tokio::time::timeout(limit, backend.set(&key, Value::new(i), cachestack::Expiry::Default))
+                    .await
+                    .expect("set hung");
                 bounded(started);
                 let started = Instant::now();
                 let get = tokio::time::timeout(limit, backend.get(&key)).await.expect("get hung");
@@ -645,7 +647,7 @@ async fn server_down_at_construction_then_up() {
     // The first call may still meet the failed connection attempt (and start a new one); one of
     // the next few succeeds.
     let mut attempts = 0;
-    while let Err(err) = backend.set("k", Value::new(1u8), None).await {
+    while let Err(err) = backend.set("k", Value::new(1u8), cachestack::Expiry::Default).await {
         assert!(err.is_unavailable(), "{err:?}");
         attempts += 1;
         assert!(attempts < 20, "the backend never reconnected: {err:?}");
@@ -693,7 +695,7 @@ async fn cluster_formed_after_construction() {
     // The nodes take a moment to agree on the new configuration; each call is bounded by its
     // timeout and fails as unavailable until then.
     let mut attempts = 0;
-    while let Err(err) = backend.set("k", Value::new(1u8), None).await {
+    while let Err(err) = backend.set("k", Value::new(1u8), cachestack::Expiry::Default).await {
         assert!(err.is_unavailable(), "{err:?}");
         attempts += 1;
         assert!(attempts < 100, "the backend never reached the cluster: {err:?}");

@@ -100,7 +100,7 @@ impl Backend for Faulty {
         self.enter().await?;
         self.inner.get(key).await
     }
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &str, value: Value, ttl: cachestack::Expiry) -> Result<()> {
         if let Some(gate) = &self.gate {
             let _ = gate.entered.send(key.to_string());
             gate.open.acquire().await.unwrap().forget();
@@ -170,7 +170,7 @@ impl Backend for Bytes {
                     let now = SystemTime::now();
                     match expires {
                         Some(t) if t <= now => None,
-                        _ => Some(Entry { value, ttl: cachestack::remaining(expires, now) }),
+                        _ => Some(Entry::new(value, expires.map(cachestack::Deadline::at))),
                     }
                 }
                 Err(err) => {
@@ -182,8 +182,8 @@ impl Backend for Bytes {
         self.counters.record_lookup(found.is_some());
         Ok(found)
     }
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
-        let bytes = self.format.seal(key, &value, ttl.map(|t| SystemTime::now() + t))?;
+    async fn set(&self, key: &str, value: Value, expiry: cachestack::Expiry) -> Result<()> {
+        let bytes = self.format.seal(key, &value, expiry.resolve(None).map(|d| d.time()))?;
         self.counters.record_write();
         self.store.lock().unwrap().insert(self.full_key(key), bytes);
         Ok(())
@@ -206,7 +206,7 @@ impl Backend for Bytes {
 #[derive(Debug, Default)]
 struct Clocked {
     now: Mutex<Duration>,
-    map: Mutex<HashMap<String, (Value, Option<Duration>)>>,
+    map: Mutex<HashMap<String, (Value, Option<cachestack::Deadline>)>>,
 }
 
 impl Clocked {
@@ -221,17 +221,17 @@ impl Backend for Clocked {
         "clocked"
     }
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        let now = *self.now.lock().unwrap();
+        let now = SystemTime::now() + *self.now.lock().unwrap();
         let map = self.map.lock().unwrap();
         Ok(match map.get(key) {
-            Some((_, Some(deadline))) if *deadline <= now => None,
-            Some((value, deadline)) => Some(Entry { value: value.clone(), ttl: deadline.map(|d| d - now) }),
+            Some((_, Some(deadline))) if deadline.has_passed_at(now) => None,
+            Some((value, deadline)) => Some(Entry::new(value.clone(), *deadline)),
             None => None,
         })
     }
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
-        let now = *self.now.lock().unwrap();
-        self.map.lock().unwrap().insert(key.into(), (value, ttl.map(|t| now + t)));
+    async fn set(&self, key: &str, value: Value, expiry: cachestack::Expiry) -> Result<()> {
+        let deadline = expiry.resolve(None);
+        self.map.lock().unwrap().insert(key.into(), (value, deadline));
         Ok(())
     }
     async fn delete(&self, key: &str) -> Result<bool> {
@@ -289,7 +289,7 @@ fn assert_stats_add_up(stats: &BackendStats) {
 async fn a_hit_below_backfills_the_faster_layers_and_the_next_read_is_an_l1_hit() {
     let (l1, l2, l3) = (mem(100), mem(100), mem(100));
     let stack = stack(&[l1.clone(), l2.clone(), l3.clone()]);
-    l3.set("k", Value::new(7u64), None).await.unwrap();
+    l3.set("k", Value::new(7u64), cachestack::Expiry::Default).await.unwrap();
 
     assert_eq!(read_u64(&stack, "k").await, Some(7));
     assert_eq!(read_u64(&*l1, "k").await, Some(7), "L1 backfilled");
@@ -324,12 +324,12 @@ async fn backfill_uses_the_remaining_ttl_never_longer() {
     let l1 = mem(10);
     let l2 = Arc::new(Clocked::default());
     let stack = stack(&[l1.clone(), l2.clone()]);
-    l2.set("k", Value::new(1u64), Some(Duration::from_secs(10))).await.unwrap();
+    l2.set("k", Value::new(1u64), cachestack::Expiry::after(Duration::from_secs(10))).await.unwrap();
     l2.advance(Duration::from_secs(4));
 
     let entry = stack.get("k").await.unwrap().unwrap();
-    assert_eq!(entry.ttl, Some(Duration::from_secs(6)), "the stack reports what the layer reported");
-    let in_l1 = l1.get("k").await.unwrap().unwrap().ttl.unwrap();
+    assert_eq!(entry.ttl(), Some(Duration::from_secs(6)), "the stack reports what the layer reported");
+    let in_l1 = l1.get("k").await.unwrap().unwrap().ttl().unwrap();
     assert!(in_l1 <= Duration::from_secs(6), "L1 copy lives {in_l1:?}, longer than the 6 s left in L2");
     assert!(!in_l1.is_zero());
 }
@@ -339,9 +339,9 @@ async fn an_entry_without_expiry_is_backfilled_without_expiry() {
     let l1 = mem(10);
     let l2 = Arc::new(Clocked::default());
     let stack = stack(&[l1.clone(), l2.clone()]);
-    l2.set("k", Value::new(1u64), None).await.unwrap();
-    assert_eq!(stack.get("k").await.unwrap().unwrap().ttl, None);
-    assert_eq!(l1.get("k").await.unwrap().unwrap().ttl, None);
+    l2.set("k", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
+    assert_eq!(stack.get("k").await.unwrap().unwrap().ttl(), None);
+    assert_eq!(l1.get("k").await.unwrap().unwrap().ttl(), None);
 }
 
 #[tokio::test]
@@ -349,7 +349,7 @@ async fn an_entry_about_to_expire_is_served_but_not_backfilled() {
     let l1 = mem(10);
     let l2 = Arc::new(Clocked::default());
     let stack = stack(&[l1.clone(), l2.clone()]);
-    l2.set("k", Value::new(1u64), Some(Duration::from_secs(1))).await.unwrap();
+    l2.set("k", Value::new(1u64), cachestack::Expiry::after(Duration::from_secs(1))).await.unwrap();
     l2.advance(Duration::from_secs(1) - Duration::from_micros(200));
     assert_eq!(read_u64(&stack, "k").await, Some(1));
     assert!(l1.get("k").await.unwrap().is_none());
@@ -361,7 +361,7 @@ async fn an_entry_expired_in_a_lower_layer_is_a_miss_and_not_backfilled() {
     let l1 = mem(10);
     let l2 = Arc::new(Clocked::default());
     let stack = stack(&[l1.clone(), l2.clone()]);
-    l2.set("k", Value::new(1u64), Some(Duration::from_secs(5))).await.unwrap();
+    l2.set("k", Value::new(1u64), cachestack::Expiry::after(Duration::from_secs(5))).await.unwrap();
     l2.advance(Duration::from_secs(5));
     assert!(stack.get("k").await.unwrap().is_none());
     assert!(l1.get("k").await.unwrap().is_none());
@@ -373,7 +373,7 @@ async fn a_value_decoded_from_a_byte_tier_stays_typed_in_the_memory_tier() {
     let l1 = mem(10);
     let l2 = Arc::new(Bytes::new());
     let cache = Cache::new(stack(&[l1.clone(), l2.clone()]));
-    l2.set("p", Value::new(profile(1)), None).await.unwrap();
+    l2.set("p", Value::new(profile(1)), cachestack::Expiry::Default).await.unwrap();
     assert!(!l2.get("p").await.unwrap().unwrap().value.is_typed(), "the byte tier hands out bytes");
 
     assert_eq!(cache.get::<Profile>("p").await.unwrap(), Some(profile(1)));
@@ -391,9 +391,9 @@ async fn get_many_asks_lower_layers_only_for_the_keys_still_missing() {
     let l1 = mem(10);
     let l2 = Arc::new(Faulty::new(mem(10)));
     let stack = stack(&[l1.clone(), l2.clone()]);
-    l1.set("a", Value::new(1u64), None).await.unwrap();
-    l2.inner.set("b", Value::new(2u64), None).await.unwrap();
-    l1.set("c", Value::new(3u64), None).await.unwrap();
+    l1.set("a", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
+    l2.inner.set("b", Value::new(2u64), cachestack::Expiry::Default).await.unwrap();
+    l1.set("c", Value::new(3u64), cachestack::Expiry::Default).await.unwrap();
 
     let got = stack.get_many(&["a", "b", "c", "d"]).await.unwrap();
     let values: Vec<Option<u64>> = got.iter().map(|e| e.as_ref().map(|e| e.value.get::<u64>().unwrap())).collect();
@@ -411,7 +411,7 @@ async fn the_local_l1_view_answers_hits_and_its_none_is_not_a_miss() {
     let stack = stack(&[l1.clone(), l2.clone()]);
     assert!(stack.as_local().is_none(), "a stack is not a local store");
     let view = stack.local_l1().expect("L1 is in memory");
-    l2.set("k", Value::new(5u64), None).await.unwrap();
+    l2.set("k", Value::new(5u64), cachestack::Expiry::Default).await.unwrap();
 
     assert!(view.get_value("k").is_none(), "L1 does not have it yet");
     assert_eq!(read_u64(&stack, "k").await, Some(5), "...but the stack does");
@@ -419,10 +419,9 @@ async fn the_local_l1_view_answers_hits_and_its_none_is_not_a_miss() {
     let stats = stack.stats();
     assert_eq!((stats.layers[0].hits, stats.layers[0].misses, stats.hits), (1, 1, 2));
 
-    // Writes and removals through the view act on the whole stack.
-    view.set_value("w", Value::new(9u64), None);
-    assert_eq!(read_u64(&*l2, "w").await, Some(9));
-    assert!(view.remove("k"));
+    // The view only reads (writes go through the stack's async methods, never blocking).
+    assert!(stack.delete("k").await.unwrap());
+    assert!(view.get_value("k").is_none());
     assert!(l2.get("k").await.unwrap().is_none());
 
     // A stack over a remote-like L1 offers no view; a memory backend offers itself.
@@ -443,11 +442,11 @@ fn stack_of_faulty() -> TieredCache {
 async fn write_through_writes_every_layer_with_the_ttl() {
     let (l1, l2) = (mem(10), Arc::new(Bytes::new()));
     let stack = stack(&[l1.clone(), l2.clone()]);
-    stack.set("k", Value::new(3u64), Some(Duration::from_secs(60))).await.unwrap();
+    stack.set("k", Value::new(3u64), cachestack::Expiry::after(Duration::from_secs(60))).await.unwrap();
     for layer in [&*l1 as &dyn Backend, &*l2] {
         let entry = layer.get("k").await.unwrap().unwrap();
         assert_eq!(entry.value.get::<u64>().unwrap(), 3);
-        assert!(entry.ttl.unwrap() <= Duration::from_secs(60));
+        assert!(entry.ttl().unwrap() <= Duration::from_secs(60));
     }
     assert_eq!(stack.stats().writes, 1);
     assert_eq!(stack.stats().layers[1].writes, 1);
@@ -457,9 +456,9 @@ async fn write_through_writes_every_layer_with_the_ttl() {
 async fn delete_and_clear_reach_every_layer() {
     let (l1, l2) = (mem(10), mem(10));
     let stack = stack(&[l1.clone(), l2.clone()]);
-    stack.set("a", Value::new(1u64), None).await.unwrap();
-    stack.set("b", Value::new(2u64), None).await.unwrap();
-    l2.set("only-below", Value::new(3u64), None).await.unwrap();
+    stack.set("a", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
+    stack.set("b", Value::new(2u64), cachestack::Expiry::Default).await.unwrap();
+    l2.set("only-below", Value::new(3u64), cachestack::Expiry::Default).await.unwrap();
 
     assert!(stack.delete("a").await.unwrap());
     assert!(!stack.delete("a").await.unwrap());
@@ -476,9 +475,9 @@ async fn bulk_operations_span_the_layers() {
     let (l1, l2) = (mem(100), Arc::new(Bytes::new()));
     let stack = stack(&[l1.clone(), l2.clone()]);
     let entries: Vec<(&str, Value)> = vec![("a", Value::new(1u64)), ("b", Value::new(2u64))];
-    stack.set_many(&entries, Some(Duration::from_secs(60))).await.unwrap();
+    stack.set_many(&entries, cachestack::Expiry::after(Duration::from_secs(60))).await.unwrap();
     assert_eq!(read_u64(&*l2, "b").await, Some(2));
-    l2.set("c", Value::new(3u64), None).await.unwrap();
+    l2.set("c", Value::new(3u64), cachestack::Expiry::Default).await.unwrap();
     assert!(stack.exists("c").await.unwrap(), "exists looks below L1");
     assert_eq!(stack.delete_many(&["a", "b", "c", "zz"]).await.unwrap(), 3);
     for key in ["a", "b", "c"] {
@@ -499,7 +498,7 @@ async fn a_failing_layer_is_skipped_and_counted() {
     let stack = stack(&[l1.clone(), l2.clone()]);
     l2.set_down(true);
 
-    stack.set("k", Value::new(1u64), None).await.unwrap();
+    stack.set("k", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(read_u64(&stack, "k").await, Some(1), "L1 serves");
     assert!(stack.get("missing").await.unwrap().is_none(), "a failed layer below is a miss, not an error");
     assert!(stack.delete("k").await.unwrap());
@@ -518,10 +517,10 @@ async fn when_every_layer_fails_the_call_fails() {
     a.set_down(true);
     b.set_down(true);
     assert!(stack.get("k").await.unwrap_err().is_unavailable());
-    assert!(stack.set("k", Value::new(1u64), None).await.unwrap_err().is_unavailable());
+    assert!(stack.set("k", Value::new(1u64), cachestack::Expiry::Default).await.unwrap_err().is_unavailable());
     assert!(stack.delete("k").await.is_err());
     b.set_down(false);
-    stack.set("k", Value::new(1u64), None).await.unwrap();
+    stack.set("k", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(read_u64(&stack, "k").await, Some(1), "served by the layer that is up");
 }
 
@@ -543,7 +542,7 @@ async fn the_breaker_bypasses_a_dead_layer_for_the_cool_down_then_probes() {
     assert_eq!(stack.stats().layers[1].details["breaker"], "open");
 
     // Open: L2 is not called at all, and the stack keeps answering from L1.
-    stack.set("k", Value::new(1u64), None).await.unwrap();
+    stack.set("k", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(read_u64(&stack, "k").await, Some(1));
     assert!(stack.get("other").await.unwrap().is_none());
     assert_eq!(l2.calls.load(SeqCst), 3, "a bypassed layer is not called");
@@ -577,7 +576,7 @@ async fn a_killed_middle_layer_leaves_the_stack_serving_and_the_stats_add_up() {
     let l2 = Arc::new(Faulty::new(mem(100)));
     let stack = stack(&[l1.clone(), l2.clone(), l3.clone()]);
     for i in 0..10u64 {
-        stack.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+        stack.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
     }
     l2.set_down(true);
     l1.clear().await.unwrap();
@@ -587,7 +586,7 @@ async fn a_killed_middle_layer_leaves_the_stack_serving_and_the_stats_add_up() {
     for i in 0..10u64 {
         assert_eq!(read_u64(&stack, &format!("k{i}")).await, Some(i), "now from L1");
     }
-    stack.set("new", Value::new(99u64), None).await.unwrap();
+    stack.set("new", Value::new(99u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(read_u64(&*l3, "new").await, Some(99));
     let stats = stack.stats();
     assert_eq!(stats.layers[2].hits, 10);
@@ -616,17 +615,17 @@ async fn write_back_writes_l1_now_serves_from_the_queue_and_stores_below_on_flus
     let l2 = Arc::new(l2);
     let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default());
 
-    stack.set("k", Value::new(1u64), Some(Duration::from_secs(60))).await.unwrap();
+    stack.set("k", Value::new(1u64), cachestack::Expiry::after(Duration::from_secs(60))).await.unwrap();
     assert_eq!(read_u64(&*l1, "k").await, Some(1), "L1 is written at once");
     assert_eq!(entered.recv().await.unwrap(), "k", "the queued write reached L2 and is held there");
     assert!(l2.inner.get("k").await.unwrap().is_none());
 
     // L1 loses the entry while L2 is behind: the read is answered from the queue, not from L2.
     l1.delete("k").await.unwrap();
-    l2.inner.set("k", Value::new(0u64), None).await.unwrap(); // an older value below
+    l2.inner.set("k", Value::new(0u64), cachestack::Expiry::Default).await.unwrap(); // an older value below
     let entry = stack.get("k").await.unwrap().expect("answered from the queue");
     assert_eq!(entry.value.get::<u64>().unwrap(), 1);
-    assert!(entry.ttl.unwrap() <= Duration::from_secs(60));
+    assert!(entry.ttl().unwrap() <= Duration::from_secs(60));
     assert!(stack.exists("k").await.unwrap());
     assert_eq!(stack.queued(), 0, "the write left the channel; it is being written");
 
@@ -645,14 +644,14 @@ async fn close_drains_the_queue_and_later_writes_go_through() {
     let (l1, l2) = (mem(1000), Arc::new(Bytes::new()));
     let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::new(16));
     for i in 0..200u64 {
-        stack.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+        stack.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
     }
     stack.close().await.unwrap();
     for i in 0..200u64 {
         assert_eq!(read_u64(&*l2, &format!("k{i}")).await, Some(i));
     }
     stack.close().await.unwrap();
-    stack.set("after", Value::new(1u64), None).await.unwrap();
+    stack.set("after", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(read_u64(&*l2, "after").await, Some(1), "written through after close");
     stack.flush().await.unwrap();
 }
@@ -665,7 +664,7 @@ fn dropping_a_write_back_stack_outside_a_runtime_drains_its_queue() {
     let writer = stack.clone();
     cachestack::rt::block_on(async move {
         for i in 0..100u64 {
-            writer.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+            writer.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
         }
     })
     .unwrap();
@@ -685,10 +684,10 @@ async fn newer_queued_writes_supersede_older_ones() {
     let (l2, mut entered) = Faulty::gated(mem(10));
     let l2 = Arc::new(l2);
     let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default());
-    stack.set("blocker", Value::new(0u64), None).await.unwrap();
+    stack.set("blocker", Value::new(0u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(entered.recv().await.unwrap(), "blocker");
     for v in 1..=3u64 {
-        stack.set("k", Value::new(v), None).await.unwrap();
+        stack.set("k", Value::new(v), cachestack::Expiry::Default).await.unwrap();
     }
     l2.open_gate();
     stack.flush().await.unwrap();
@@ -706,9 +705,9 @@ async fn a_delete_racing_a_queued_write_keeps_the_key_deleted() {
     let stack = Arc::new(write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default()));
 
     // v1 is on its way into L2 (held at the gate), v2 is queued behind it.
-    stack.set("k", Value::new(1u64), None).await.unwrap();
+    stack.set("k", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(entered.recv().await.unwrap(), "k");
-    stack.set("k", Value::new(2u64), None).await.unwrap();
+    stack.set("k", Value::new(2u64), cachestack::Expiry::Default).await.unwrap();
 
     // The delete runs concurrently with the in-flight write. Once it has started (its count
     // moved) it is waiting for that write: let the write land, then the delete goes first.
@@ -736,14 +735,14 @@ async fn a_full_queue_drops_the_write_below_l1_counts_it_and_invalidates_below()
     let (l2, mut entered) = Faulty::gated(mem(10));
     let l2 = Arc::new(l2);
     let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::new(1).with_on_full(OnFull::Drop));
-    l2.inner.set("c", Value::new(0u64), None).await.unwrap(); // an older value of "c" below
+    l2.inner.set("c", Value::new(0u64), cachestack::Expiry::Default).await.unwrap(); // an older value of "c" below
 
-    stack.set("a", Value::new(1u64), None).await.unwrap();
+    stack.set("a", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(entered.recv().await.unwrap(), "a", "the task holds \"a\"; the queue is empty");
-    stack.set("b", Value::new(2u64), None).await.unwrap(); // fills the queue
-                                                           // The keys are fixed, and "c" does not share an ordering stripe with the held "a" (if it
-                                                           // did, this call would wait for the gate; it returns, so it doesn't).
-    stack.set("c", Value::new(3u64), None).await.unwrap(); // dropped below L1
+    stack.set("b", Value::new(2u64), cachestack::Expiry::Default).await.unwrap(); // fills the queue
+                                                                                  // The keys are fixed, and "c" does not share an ordering stripe with the held "a" (if it
+                                                                                  // did, this call would wait for the gate; it returns, so it doesn't).
+    stack.set("c", Value::new(3u64), cachestack::Expiry::Default).await.unwrap(); // dropped below L1
 
     assert_eq!(read_u64(&*l1, "c").await, Some(3), "L1 still gets the write");
     assert!(l2.inner.get("c").await.unwrap().is_none(), "the older value below was invalidated");
@@ -763,11 +762,11 @@ async fn a_value_that_expires_while_queued_is_not_written_and_older_values_below
     let (l2, mut entered) = Faulty::gated(mem(10));
     let l2 = Arc::new(l2);
     let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default());
-    l2.inner.set("k", Value::new(0u64), None).await.unwrap();
-    stack.set("blocker", Value::new(0u64), None).await.unwrap();
+    l2.inner.set("k", Value::new(0u64), cachestack::Expiry::Default).await.unwrap();
+    stack.set("blocker", Value::new(0u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(entered.recv().await.unwrap(), "blocker");
     // Zero TTL: expired by the time the task gets to it.
-    stack.set("k", Value::new(1u64), Some(Duration::ZERO)).await.unwrap();
+    stack.set("k", Value::new(1u64), cachestack::Expiry::after(Duration::ZERO)).await.unwrap();
     assert!(stack.get("k").await.unwrap().is_none(), "an expired queued value is a miss, and nothing older is served");
     l2.open_gate();
     stack.flush().await.unwrap();
@@ -811,7 +810,7 @@ async fn invalidation_races(stack: Arc<TieredCache>, stores: Vec<Arc<dyn Backend
             tokio::spawn(async move {
                 for round in 0..20u64 {
                     for k in 0..KEYS {
-                        stack.set(&key(k), Value::new(round * 100 + w), None).await.unwrap();
+                        stack.set(&key(k), Value::new(round * 100 + w), cachestack::Expiry::Default).await.unwrap();
                     }
                 }
                 // Every write of every writer has been issued before any key is deleted.
@@ -955,7 +954,7 @@ async fn overwrites_racing_backfills_never_leave_an_older_value_in_l1() {
         .collect();
     for round in 0..50u64 {
         for k in 0..8 {
-            stack.set(&format!("k{k}"), Value::new(round), None).await.unwrap();
+            stack.set(&format!("k{k}"), Value::new(round), cachestack::Expiry::Default).await.unwrap();
             let read = read_u64(&*stack, &format!("k{k}")).await;
             assert_eq!(read, Some(round), "k{k} read back an older value after the overwrite");
         }
@@ -983,7 +982,7 @@ async fn racing_writers_leave_the_layers_agreeing(stack: Arc<TieredCache>, store
                 let (stack, barrier) = (stack.clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    stack.set("contended", Value::new(round * 100 + w), None).await.unwrap();
+                    stack.set("contended", Value::new(round * 100 + w), cachestack::Expiry::Default).await.unwrap();
                 })
             })
             .collect();
@@ -1029,12 +1028,12 @@ async fn memory_over_file_backfills_typed_values_with_the_remaining_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let (l1, l2) = (mem(100), file_layer(&dir));
     let cache = Cache::new(stack(&[l1.clone(), l2.clone()]));
-    l2.set("p", Value::new(profile(7)), Some(Duration::from_secs(3600))).await.unwrap();
+    l2.set("p", Value::new(profile(7)), cachestack::Expiry::after(Duration::from_secs(3600))).await.unwrap();
 
     assert_eq!(cache.get::<Profile>("p").await.unwrap(), Some(profile(7)));
     let in_l1 = l1.get("p").await.unwrap().unwrap();
     assert!(in_l1.value.is_typed(), "L1 holds the decoded value");
-    assert!(in_l1.ttl.unwrap() <= Duration::from_secs(3600));
+    assert!(in_l1.ttl().unwrap() <= Duration::from_secs(3600));
     assert_eq!(cache.get::<Profile>("p").await.unwrap(), Some(profile(7)));
     let stats = cache.stats();
     assert_eq!((stats.layers[0].hits, stats.layers[1].hits, stats.layers[0].backfills), (1, 1, 1));
@@ -1047,7 +1046,7 @@ async fn memory_over_file_honours_expiry_in_the_file_layer() {
     let dir = tempfile::tempdir().unwrap();
     let (l1, l2) = (mem(100), file_layer(&dir));
     let stack = stack(&[l1.clone(), l2.clone()]);
-    l2.set("short", Value::new(1u64), Some(Duration::from_millis(30))).await.unwrap();
+    l2.set("short", Value::new(1u64), cachestack::Expiry::after(Duration::from_millis(30))).await.unwrap();
     // Waits for time to pass (expiry is about time); nothing else is synchronised by this.
     while l2.get("short").await.unwrap().is_some() {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1061,11 +1060,11 @@ async fn memory_over_file_write_through_and_invalidation() {
     let dir = tempfile::tempdir().unwrap();
     let (l1, l2) = (mem(100), file_layer(&dir));
     let stack = stack(&[l1.clone(), l2.clone()]);
-    stack.set("k", Value::new(5u64), Some(Duration::from_secs(60))).await.unwrap();
+    stack.set("k", Value::new(5u64), cachestack::Expiry::after(Duration::from_secs(60))).await.unwrap();
     assert_eq!(read_u64(&*l2, "k").await, Some(5));
     assert!(stack.delete("k").await.unwrap());
     assert!(l2.get("k").await.unwrap().is_none());
-    stack.set("k2", Value::new(6u64), None).await.unwrap();
+    stack.set("k2", Value::new(6u64), cachestack::Expiry::Default).await.unwrap();
     stack.clear().await.unwrap();
     assert!(l2.get("k2").await.unwrap().is_none());
 }
@@ -1076,7 +1075,7 @@ async fn memory_over_file_write_back_flushes_on_close() {
     let (l1, l2) = (mem(1000), file_layer(&dir));
     let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::new(8));
     for i in 0..50u64 {
-        stack.set(&format!("k{i}"), Value::new(i), Some(Duration::from_secs(60))).await.unwrap();
+        stack.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::after(Duration::from_secs(60))).await.unwrap();
     }
     stack.close().await.unwrap();
     for i in 0..50u64 {
@@ -1092,9 +1091,9 @@ async fn memory_over_file_a_delete_racing_a_queued_write_keeps_the_key_deleted()
     let (l2, mut entered) = Faulty::gated(file.clone());
     let l2 = Arc::new(l2);
     let stack = Arc::new(write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default()));
-    stack.set("k", Value::new(1u64), None).await.unwrap();
+    stack.set("k", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(entered.recv().await.unwrap(), "k");
-    stack.set("k", Value::new(2u64), None).await.unwrap();
+    stack.set("k", Value::new(2u64), cachestack::Expiry::Default).await.unwrap();
     let deleter = {
         let stack = stack.clone();
         tokio::spawn(async move { stack.delete("k").await.unwrap() })
@@ -1113,7 +1112,7 @@ async fn memory_over_a_killed_middle_layer_over_file_keeps_serving() {
     let l2 = Arc::new(Faulty::new(mem(100)));
     let stack = stack(&[l1.clone(), l2.clone(), l3.clone()]);
     for i in 0..5u64 {
-        stack.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+        stack.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
     }
     l2.set_down(true);
     l1.clear().await.unwrap();

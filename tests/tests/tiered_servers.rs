@@ -85,7 +85,7 @@ impl Backend for Faulty {
         self.enter()?;
         self.inner.get(key).await
     }
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &str, value: Value, ttl: cachestack::Expiry) -> Result<()> {
         if let Some(gate) = &self.gate {
             let _ = gate.entered.send(key.to_string());
             gate.open.acquire().await.unwrap().forget();
@@ -274,21 +274,21 @@ async fn a_hit_in_postgres_backfills_redis_and_memory_with_the_remaining_ttl() {
     let layers = Layers::open(&servers, "tiered-backfill");
     let cache = Cache::new(stack(layers.list()));
     let given = Duration::from_secs(10);
-    layers.pg.set("p", Value::new(profile(3)), Some(given)).await.unwrap();
+    layers.pg.set("p", Value::new(profile(3)), cachestack::Expiry::after(given)).await.unwrap();
     // Let a little of the TTL go by, so that "the remaining TTL" and "the TTL it was given"
     // differ by more than the servers' clock granularity.
-    while layers.pg.get("p").await.unwrap().unwrap().ttl.unwrap() > given - Duration::from_millis(1200) {
+    while layers.pg.get("p").await.unwrap().unwrap().ttl().unwrap() > given - Duration::from_millis(1200) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let entry = cache.backend().get("p").await.unwrap().expect("served from PostgreSQL");
-    let left = entry.ttl.expect("an entry with a TTL reports it");
+    let left = entry.ttl().expect("an entry with a TTL reports it");
     assert!(left <= given - Duration::from_millis(1200), "the stack reports {left:?}, more than PostgreSQL had left");
     // Every upper layer got a copy living no longer than what was left in PostgreSQL.
     let in_redis = layers.redis.get("p").await.unwrap().expect("Redis backfilled");
     let in_mem = layers.mem.get("p").await.unwrap().expect("memory backfilled");
     for (name, copy) in [("redis", &in_redis), ("memory", &in_mem)] {
-        let ttl = copy.ttl.unwrap_or_else(|| panic!("{name} copy has no TTL: it would outlive PostgreSQL's"));
+        let ttl = copy.ttl().unwrap_or_else(|| panic!("{name} copy has no TTL: it would outlive PostgreSQL's"));
         assert!(ttl <= left, "{name} copy lives {ttl:?}, longer than the {left:?} left in PostgreSQL");
         assert!(!ttl.is_zero());
     }
@@ -311,10 +311,10 @@ async fn a_hit_in_redis_backfills_memory_only_and_an_entry_without_expiry_stays_
     let Some(servers) = servers() else { return };
     let layers = Layers::open(&servers, "tiered-redis-hit");
     let stack = stack(layers.list());
-    layers.redis.set("forever", Value::new(4u64), None).await.unwrap();
+    layers.redis.set("forever", Value::new(4u64), cachestack::Expiry::Default).await.unwrap();
     let entry = stack.get("forever").await.unwrap().unwrap();
-    assert_eq!((entry.value.get::<u64>().unwrap(), entry.ttl), (4, None));
-    assert_eq!(layers.mem.get("forever").await.unwrap().unwrap().ttl, None);
+    assert_eq!((entry.value.get::<u64>().unwrap(), entry.ttl()), (4, None));
+    assert_eq!(layers.mem.get("forever").await.unwrap().unwrap().ttl(), None);
     assert!(layers.pg.get("forever").await.unwrap().is_none(), "a read never writes below the layer that hit");
     let stats = stack.stats();
     assert_eq!(stats.layers.iter().map(|l| l.backfills).collect::<Vec<_>>(), [1, 0, 0]);
@@ -328,13 +328,13 @@ async fn expiry_in_redis_and_postgres_is_honoured() {
     let layers = Layers::open(&servers, "tiered-expiry");
     let stack = stack(layers.list());
     let short = Some(Duration::from_millis(150));
-    layers.redis.set("in-redis", Value::new(1u64), short).await.unwrap();
-    layers.pg.set("in-postgres", Value::new(2u64), short).await.unwrap();
-    layers.redis.set("in-both", Value::new(3u64), short).await.unwrap();
-    layers.pg.set("in-both", Value::new(3u64), short).await.unwrap();
+    layers.redis.set("in-redis", Value::new(1u64), cachestack::Expiry::from_ttl(short)).await.unwrap();
+    layers.pg.set("in-postgres", Value::new(2u64), cachestack::Expiry::from_ttl(short)).await.unwrap();
+    layers.redis.set("in-both", Value::new(3u64), cachestack::Expiry::from_ttl(short)).await.unwrap();
+    layers.pg.set("in-both", Value::new(3u64), cachestack::Expiry::from_ttl(short)).await.unwrap();
     // Expired in Redis only: PostgreSQL still holds a live, newer-lived value, which is served.
-    layers.redis.set("redis-expired", Value::new(4u64), short).await.unwrap();
-    layers.pg.set("redis-expired", Value::new(5u64), Some(Duration::from_secs(60))).await.unwrap();
+    layers.redis.set("redis-expired", Value::new(4u64), cachestack::Expiry::from_ttl(short)).await.unwrap();
+    layers.pg.set("redis-expired", Value::new(5u64), cachestack::Expiry::after(Duration::from_secs(60))).await.unwrap();
 
     wait_until_expired(&*layers.redis, "in-redis").await;
     wait_until_expired(&*layers.redis, "in-both").await;
@@ -366,16 +366,16 @@ async fn write_through_writes_all_three_and_deletes_and_clears_reach_all_three()
     let layers = Layers::open(&servers, "tiered-write-through");
     let stack = stack(layers.list());
     let ttl = Duration::from_secs(60);
-    stack.set("k", Value::new(5u64), Some(ttl)).await.unwrap();
+    stack.set("k", Value::new(5u64), cachestack::Expiry::after(ttl)).await.unwrap();
     for (name, store) in layers.stores() {
         let entry = store.get("k").await.unwrap().unwrap_or_else(|| panic!("write-through missed {name}"));
         assert_eq!(entry.value.get::<u64>().unwrap(), 5, "{name}");
-        let left = entry.ttl.unwrap_or_else(|| panic!("{name} lost the TTL"));
+        let left = entry.ttl().unwrap_or_else(|| panic!("{name} lost the TTL"));
         assert!(left <= ttl && !left.is_zero(), "{name} keeps it for {left:?}");
     }
     let entries: Vec<(&str, Value)> =
         (0..5u64).map(|i| (["a", "b", "c", "d", "e"][i as usize], Value::new(i))).collect();
-    stack.set_many(&entries, None).await.unwrap();
+    stack.set_many(&entries, cachestack::Expiry::Default).await.unwrap();
     for (name, store) in layers.stores() {
         assert_eq!(read_u64(store, "e").await, Some(4), "set_many missed {name}");
     }
@@ -406,7 +406,7 @@ async fn write_back_stores_everything_in_redis_and_postgres_on_flush_and_close()
     let Some(servers) = servers() else { return };
     let layers = Layers::open(&servers, "tiered-write-back");
     let stack = write_back(layers.list(), WriteBackConfig::new(8));
-    stack.set("first", Value::new(1u64), Some(Duration::from_secs(60))).await.unwrap();
+    stack.set("first", Value::new(1u64), cachestack::Expiry::after(Duration::from_secs(60))).await.unwrap();
     assert_eq!(read_u64(&*layers.mem, "first").await, Some(1), "memory is written at once");
     stack.flush().await.unwrap();
     assert_eq!(read_u64(&*layers.redis, "first").await, Some(1));
@@ -414,19 +414,19 @@ async fn write_back_stores_everything_in_redis_and_postgres_on_flush_and_close()
 
     // More writes than the queue holds (back-pressure), then an orderly shutdown.
     for i in 0..60u64 {
-        stack.set(&format!("k{i}"), Value::new(i), Some(Duration::from_secs(60))).await.unwrap();
+        stack.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::after(Duration::from_secs(60))).await.unwrap();
     }
     stack.close().await.unwrap();
     for i in 0..60u64 {
         assert_eq!(read_u64(&*layers.redis, &format!("k{i}")).await, Some(i), "k{i} lost in Redis on close");
         let entry = layers.pg.get(&format!("k{i}")).await.unwrap().unwrap_or_else(|| panic!("k{i} lost in PostgreSQL"));
-        assert!(entry.ttl.unwrap() <= Duration::from_secs(60));
+        assert!(entry.ttl().unwrap() <= Duration::from_secs(60));
     }
     let stats = stack.stats();
     assert_eq!(detail(&stats, "queue_written"), 61, "{stats:#?}");
     assert_eq!(stats.errors, 0);
     // Closed: later writes go through at once.
-    stack.set("after", Value::new(7u64), None).await.unwrap();
+    stack.set("after", Value::new(7u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(read_u64(&*layers.pg, "after").await, Some(7));
     layers.clean_up().await;
 }
@@ -440,12 +440,12 @@ async fn a_delete_racing_a_queued_write_leaves_the_key_deleted_in_every_layer() 
     let stack =
         Arc::new(write_back(vec![layers.mem.clone(), gated.clone(), layers.pg.clone()], WriteBackConfig::default()));
     // An older value in PostgreSQL that must not come back either.
-    layers.pg.set("k", Value::new(0u64), None).await.unwrap();
+    layers.pg.set("k", Value::new(0u64), cachestack::Expiry::Default).await.unwrap();
 
     // v1 is on its way into Redis (held at the gate), v2 is queued behind it.
-    stack.set("k", Value::new(1u64), None).await.unwrap();
+    stack.set("k", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(entered.recv().await.unwrap(), "k");
-    stack.set("k", Value::new(2u64), None).await.unwrap();
+    stack.set("k", Value::new(2u64), cachestack::Expiry::Default).await.unwrap();
 
     // The delete runs concurrently with the in-flight write; once it has started (its count
     // moved) let the held write land.
@@ -503,7 +503,7 @@ async fn deletes_racing_many_queued_writes_never_resurrect_a_key() {
             tokio::spawn(async move {
                 for round in 0..5u64 {
                     for k in 0..KEYS {
-                        stack.set(&key(k), Value::new(round * 100 + w), None).await.unwrap();
+                        stack.set(&key(k), Value::new(round * 100 + w), cachestack::Expiry::Default).await.unwrap();
                     }
                 }
                 // Every write of every writer is issued before any key is deleted.
@@ -544,7 +544,7 @@ async fn a_killed_redis_layer_leaves_the_stack_serving_from_memory_and_postgres(
     let faulty = Arc::new(Faulty::new(layers.redis.clone()));
     let stack = stack(vec![layers.mem.clone(), faulty.clone(), layers.pg.clone()]);
     for i in 0..5u64 {
-        stack.set(&format!("k{i}"), Value::new(i), None).await.unwrap();
+        stack.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
     }
     faulty.set_down(true);
     layers.mem.clear().await.unwrap();
@@ -552,7 +552,7 @@ async fn a_killed_redis_layer_leaves_the_stack_serving_from_memory_and_postgres(
         assert_eq!(read_u64(&stack, &format!("k{i}")).await, Some(i), "served from PostgreSQL past the dead Redis");
         assert_eq!(read_u64(&stack, &format!("k{i}")).await, Some(i), "then from memory");
     }
-    stack.set("new", Value::new(99u64), None).await.unwrap();
+    stack.set("new", Value::new(99u64), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(read_u64(&*layers.pg, "new").await, Some(99), "writes still reach PostgreSQL");
     assert_eq!(read_u64(&*layers.mem, "new").await, Some(99));
     assert!(layers.redis.get("new").await.unwrap().is_none(), "the dead layer was not written");
@@ -585,7 +585,7 @@ async fn a_delete_while_redis_is_down_stays_deleted_when_it_comes_back() {
     let layers = Layers::open(&servers, "tiered-stale");
     let faulty = Arc::new(Faulty::new(layers.redis.clone()));
     let stack = stack(vec![layers.mem.clone(), faulty.clone(), layers.pg.clone()]);
-    stack.set("k", Value::new(1u64), None).await.unwrap();
+    stack.set("k", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
     faulty.set_down(true);
     assert!(stack.delete("k").await.unwrap());
     faulty.set_down(false);
@@ -603,10 +603,10 @@ async fn per_layer_stats_add_up_across_memory_redis_and_postgres() {
     let Some(servers) = servers() else { return };
     let layers = Layers::open(&servers, "tiered-stats");
     let stack = stack(layers.list());
-    stack.set("in-all", Value::new(1u64), None).await.unwrap();
-    layers.redis.set("in-redis", Value::new(2u64), None).await.unwrap();
-    layers.pg.set("in-postgres", Value::new(3u64), None).await.unwrap();
-    layers.pg.set("bulk", Value::new(4u64), None).await.unwrap();
+    stack.set("in-all", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
+    layers.redis.set("in-redis", Value::new(2u64), cachestack::Expiry::Default).await.unwrap();
+    layers.pg.set("in-postgres", Value::new(3u64), cachestack::Expiry::Default).await.unwrap();
+    layers.pg.set("bulk", Value::new(4u64), cachestack::Expiry::Default).await.unwrap();
 
     for key in ["in-all", "in-redis", "in-postgres", "nowhere"] {
         let _ = stack.get(key).await.unwrap();

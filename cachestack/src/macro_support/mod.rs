@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::singleflight::{Join, Outcome, SingleFlight};
-use crate::store::Entry;
+use crate::store::{Entry, LocalRead};
 use crate::striped::StripedCounter;
 
 pub use crate::cache::Cache;
-pub use crate::error::Error;
+use crate::error::Error;
+pub use crate::expiry::Expiry;
 pub use crate::registry::CacheRegistry;
 pub use crate::value::{Cacheable, Value};
 pub use std::string::String;
@@ -946,7 +947,7 @@ fn probe<R>(
     let backend = cache.backend();
     let definitive = backend.as_local();
     let first_look = match mode {
-        Mode::Call => definitive.or_else(|| backend.local_l1()),
+        Mode::Call => definitive.map(|l| l as &dyn LocalRead).or_else(|| backend.local_l1()),
         Mode::Refresh => None,
     };
     let Some(local) = first_look else {
@@ -1057,6 +1058,7 @@ fn reread<R>(site: &Site<R>, cache: &Cache, key: &str, read: Result<Option<Entry
 }
 
 fn write_sync(cache: &Cache, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    let ttl = Expiry::from_ttl(ttl);
     if let Some(local) = cache.backend().as_local() {
         local.set_value(key, value, ttl);
         return Ok(());
@@ -1067,6 +1069,7 @@ fn write_sync(cache: &Cache, key: &str, value: Value, ttl: Option<Duration>) -> 
 }
 
 async fn write_async(cache: &Cache, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    let ttl = Expiry::from_ttl(ttl);
     if let Some(local) = cache.backend().as_local() {
         local.set_value(key, value, ttl);
         return Ok(());

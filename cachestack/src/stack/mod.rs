@@ -6,13 +6,14 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend};
+use crate::expiry::{Deadline, Expiry};
+use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
 use crate::value::Value;
 
 /// Number of stripes that keys hash onto for ordering backfills, writes and deletes.
@@ -249,7 +250,7 @@ impl TieredCacheBuilder {
                 *lock(&wb.done) = Some(done_rx);
             }
         }
-        Ok(TieredCache { view: L1View { l1: shared.layers[0].clone(), shared: shared.clone() }, shared })
+        Ok(TieredCache { view: L1View { l1: shared.layers[0].clone() }, shared })
     }
 }
 
@@ -520,8 +521,8 @@ impl Backend for TieredCache {
         self.shared.lookup(key, 0).await
     }
 
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
-        self.shared.set(key, value, ttl).await
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
+        self.shared.set(key, value, expiry).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
@@ -540,8 +541,8 @@ impl Backend for TieredCache {
         self.shared.get_many(keys).await
     }
 
-    async fn set_many(&self, entries: &[(&str, Value)], ttl: Option<Duration>) -> Result<()> {
-        self.shared.set_many(entries, ttl).await
+    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
+        self.shared.set_many(entries, expiry).await
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
@@ -557,10 +558,9 @@ impl Backend for TieredCache {
     }
 
     /// When L1 is in process: a view of L1 whose reads answer hits synchronously. Its `None` is
-    /// not a miss of the stack (continue with `get`); its `set_value` and `remove` act on the
-    /// whole stack, blocking until done (through [`crate::rt::block_on`]).
-    fn local_l1(&self) -> Option<&dyn LocalBackend> {
-        self.shared.layers[0].local().map(|_| &self.view as &dyn LocalBackend)
+    /// not a miss of the stack (continue with `get`).
+    fn local_l1(&self) -> Option<&dyn LocalRead> {
+        self.shared.layers[0].local().map(|_| &self.view as &dyn LocalRead)
     }
 
     async fn flush(&self) -> Result<()> {
@@ -571,10 +571,9 @@ impl Backend for TieredCache {
 /// The synchronous first look into an in-process L1 (see [`Backend::local_l1`]).
 struct L1View {
     l1: Arc<Layer>,
-    shared: Arc<Shared>,
 }
 
-impl LocalBackend for L1View {
+impl LocalRead for L1View {
     #[inline]
     fn get_value(&self, key: &str) -> Option<Value> {
         let value = self.l1.local()?.get_value(key)?;
@@ -587,24 +586,39 @@ impl LocalBackend for L1View {
         self.l1.counters.record_lookup(true);
         Some(entry)
     }
-
-    fn set_value(&self, key: &str, value: Value, ttl: Option<Duration>) {
-        let shared = self.shared.clone();
-        let key = key.to_owned();
-        // Errors are counted and logged by the stack.
-        let _ = crate::rt::block_on(async move { shared.set(&key, value, ttl).await });
-    }
-
-    fn remove(&self, key: &str) -> bool {
-        let shared = self.shared.clone();
-        let key = key.to_owned();
-        matches!(crate::rt::block_on(async move { shared.delete(&key).await }), Ok(Ok(true)))
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Internals
 // ---------------------------------------------------------------------------------------------
+
+/// A write's expiry and the moment the caller made it: each layer's deadline, fixed at write time
+/// whatever queue or slow link the write then waits in.
+#[derive(Clone, Copy, Debug)]
+struct Stamp {
+    expiry: Expiry,
+    written: SystemTime,
+}
+
+impl Stamp {
+    fn now(expiry: Expiry) -> Self {
+        Stamp { expiry, written: SystemTime::now() }
+    }
+
+    /// A deadline read from a layer, carried unchanged to the others.
+    fn fixed(deadline: Option<Deadline>) -> Self {
+        Stamp::now(Expiry::from(deadline))
+    }
+
+    /// The deadline of this write in `layer` (its default TTL counted from the write).
+    fn deadline_for(&self, layer: &dyn Backend) -> Option<Deadline> {
+        self.expiry.resolve_from(self.written, layer.default_ttl())
+    }
+
+    fn for_layer(&self, layer: &dyn Backend) -> Expiry {
+        Expiry::from(self.deadline_for(layer))
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -673,13 +687,14 @@ impl Layer {
         }
     }
 
-    async fn write(&self, key: &str, value: &Value, ttl: Option<Duration>) -> Call<()> {
+    async fn write(&self, key: &str, value: &Value, stamp: &Stamp) -> Call<()> {
+        let expiry = stamp.for_layer(&*self.backend);
         if let Some(local) = self.local() {
-            local.set_value(key, value.clone(), ttl);
+            local.set_value(key, value.clone(), expiry);
             self.counters.record_write();
             return Call::Done(());
         }
-        match self.call("set", key, |b| b.set(key, value.clone(), ttl)).await {
+        match self.call("set", key, |b| b.set(key, value.clone(), expiry)).await {
             Call::Done(()) => {
                 self.counters.record_write();
                 Call::Done(())
@@ -698,15 +713,16 @@ impl Layer {
         }
     }
 
-    async fn write_many(&self, entries: &[(&str, Value)], ttl: Option<Duration>) -> Call<()> {
+    async fn write_many(&self, entries: &[(&str, Value)], stamp: &Stamp) -> Call<()> {
+        let expiry = stamp.for_layer(&*self.backend);
         if let Some(local) = self.local() {
             for (key, value) in entries {
-                local.set_value(key, value.clone(), ttl);
+                local.set_value(key, value.clone(), expiry);
             }
             self.counters.record_writes(entries.len() as u64);
             return Call::Done(());
         }
-        match self.call("set_many", "", |b| b.set_many(entries, ttl)).await {
+        match self.call("set_many", "", |b| b.set_many(entries, expiry)).await {
             Call::Done(()) => {
                 self.counters.record_writes(entries.len() as u64);
                 Call::Done(())
@@ -850,14 +866,14 @@ struct Pending {
     latest: u64,
     /// Writes of the key still in the queue (or being written).
     queued: u32,
-    /// The newest queued value and its deadline; `None` once a delete superseded it.
-    value: Option<(Value, Option<Instant>)>,
+    /// The newest queued value and its expiry; `None` once a delete superseded it.
+    value: Option<(Value, Stamp)>,
 }
 
 /// What a read learns from the stripe before it goes below L1.
 enum Peek {
     /// The write-back queue holds the newest value of the key.
-    Queued(Value, Option<Instant>),
+    Queued(Value, Stamp),
     /// Read the lower layers; backfill only if the epoch is still this one.
     Epoch(u64),
 }
@@ -949,21 +965,14 @@ impl Stripe {
     /// Starts a write-back write of `key`: moves the epoch, records the key's newest value, and
     /// runs `write_l1` (an in-process L1 write) under the same lock, so that L1 receives the
     /// writes of a key in the order of their sequence numbers, as the queue stores them.
-    fn begin_queued(
-        &self,
-        key: &str,
-        seq: u64,
-        value: Value,
-        expires: Option<Instant>,
-        write_l1: impl FnOnce(),
-    ) -> Change<'_> {
+    fn begin_queued(&self, key: &str, seq: u64, value: Value, stamp: Stamp, write_l1: impl FnOnce()) -> Change<'_> {
         let mut state = self.state();
         state.epoch += 1;
         state.active += 1;
         let pending = state.pending.entry(key.into()).or_insert(Pending { latest: 0, queued: 0, value: None });
         pending.latest = seq;
         pending.queued += 1;
-        pending.value = Some((value, expires));
+        pending.value = Some((value, stamp));
         write_l1();
         drop(state);
         Change { stripe: self, _io: None }
@@ -996,8 +1005,8 @@ enum Msg {
 struct QueuedWrite {
     key: Box<str>,
     value: Value,
-    /// `None`: written with `ttl: None` (the layer's default TTL).
-    expires: Option<Instant>,
+    /// The expiry and the moment the caller wrote.
+    stamp: Stamp,
     seq: u64,
 }
 
@@ -1112,17 +1121,16 @@ impl Shared {
     async fn lookup(&self, key: &str, from: usize) -> Result<Option<Entry>> {
         let stripe = self.stripe(key);
         let epoch = match stripe.peek(key) {
-            Peek::Queued(value, expires) => return Ok(self.answer_from_queue(value, expires)),
+            Peek::Queued(value, stamp) => return Ok(self.answer_from_queue(value, stamp)),
             Peek::Epoch(epoch) => epoch,
         };
         let mut answered = from > 0;
         let mut failure = None;
         for layer in &self.layers[from..] {
-            let start = Instant::now();
             match layer.read(key).await {
                 Call::Done(Some(entry)) => {
                     layer.counters.record_lookup(true);
-                    self.backfill(key, &entry, start, layer.index, stripe, epoch).await;
+                    self.backfill(key, &entry, layer.index, stripe, epoch).await;
                     return Ok(Some(entry));
                 }
                 Call::Done(None) => {
@@ -1143,10 +1151,11 @@ impl Shared {
         }
     }
 
-    fn answer_from_queue(&self, value: Value, expires: Option<Instant>) -> Option<Entry> {
-        let now = Instant::now();
+    fn answer_from_queue(&self, value: Value, stamp: Stamp) -> Option<Entry> {
+        // The queue holds what the layers below L1 will hold: their deadline.
+        let expires = self.layers.get(1).and_then(|below| stamp.deadline_for(&*below.backend));
         match expires {
-            Some(deadline) if deadline <= now => {
+            Some(deadline) if deadline.has_passed() => {
                 // The newest value expired before reaching the lower layers; what they hold is
                 // older, so the key is a miss.
                 self.queue_misses.fetch_add(1, Relaxed);
@@ -1154,23 +1163,21 @@ impl Shared {
             }
             _ => {
                 self.queue_hits.fetch_add(1, Relaxed);
-                Some(Entry { value, ttl: expires.map(|d| d.saturating_duration_since(now)) })
+                Some(Entry::new(value, expires))
             }
         }
     }
 
     /// Copies `entry`, found in layer `found_in`, into the layers above it.
-    async fn backfill(&self, key: &str, entry: &Entry, start: Instant, found_in: usize, stripe: &Stripe, epoch: u64) {
+    async fn backfill(&self, key: &str, entry: &Entry, found_in: usize, stripe: &Stripe, epoch: u64) {
         if found_in == 0 {
             return;
         }
-        let deadline = entry.ttl.and_then(|ttl| start.checked_add(ttl));
-        let ttl_left = || match deadline {
-            None => Some(None),
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                (left >= self.min_backfill_ttl).then_some(Some(left))
-            }
+        // The same deadline as the layer it was found in, and nothing that is about to expire.
+        let stamp = Stamp::fixed(entry.expires);
+        let ttl_left = || match entry.expires {
+            None => Some(&stamp),
+            Some(deadline) => (deadline.remaining() >= self.min_backfill_ttl).then_some(&stamp),
         };
         for layer in &self.layers[..found_in] {
             if let Some(local) = layer.local() {
@@ -1178,8 +1185,8 @@ impl Shared {
                 if state.epoch != epoch || state.active != 0 {
                     return;
                 }
-                let Some(ttl) = ttl_left() else { return };
-                local.set_value(key, entry.value.clone(), ttl);
+                let Some(stamp) = ttl_left() else { return };
+                local.set_value(key, entry.value.clone(), stamp.for_layer(&*layer.backend));
                 drop(state);
                 layer.backfills.fetch_add(1, Relaxed);
             } else {
@@ -1187,28 +1194,31 @@ impl Shared {
                 if !stripe.unchanged_since(epoch) {
                     return;
                 }
-                let Some(ttl) = ttl_left() else { return };
-                if let Call::Done(()) = layer.call("backfill", key, |b| b.set(key, entry.value.clone(), ttl)).await {
+                let Some(stamp) = ttl_left() else { return };
+                let expiry = stamp.for_layer(&*layer.backend);
+                if let Call::Done(()) = layer.call("backfill", key, |b| b.set(key, entry.value.clone(), expiry)).await {
                     layer.backfills.fetch_add(1, Relaxed);
                 }
             }
         }
     }
 
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
         self.writes.fetch_add(1, Relaxed);
+        // Every layer's deadline is fixed now, before any lock, queue or network call.
+        let stamp = Stamp::now(expiry);
         match &self.write_back {
-            Some(wb) if self.layers.len() > 1 => self.set_back(wb, key, value, ttl).await,
-            _ => self.set_through(key, value, ttl).await,
+            Some(wb) if self.layers.len() > 1 => self.set_back(wb, key, value, stamp).await,
+            _ => self.set_through(key, value, stamp).await,
         }
     }
 
-    async fn set_through(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    async fn set_through(&self, key: &str, value: Value, ttl: Stamp) -> Result<()> {
         let (_change, _) = self.stripe(key).begin_change(key, &self.seq).await;
         let mut stored = false;
         let mut failure = None;
         for layer in &self.layers {
-            match layer.write(key, &value, ttl).await {
+            match layer.write(key, &value, &ttl).await {
                 Call::Done(()) => stored = true,
                 Call::Failed(err) => failure = Some(err),
                 Call::Bypassed => {}
@@ -1221,7 +1231,7 @@ impl Shared {
         }
     }
 
-    async fn set_back(&self, wb: &WriteBackState, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    async fn set_back(&self, wb: &WriteBackState, key: &str, value: Value, ttl: Stamp) -> Result<()> {
         let Some(tx) = wb.sender() else { return self.set_through(key, value, ttl).await };
         let permit = match wb.config.on_full {
             OnFull::Wait => match tx.reserve().await {
@@ -1235,31 +1245,30 @@ impl Shared {
             },
         };
         let seq = self.next_seq();
-        let expires = ttl.and_then(|t| Instant::now().checked_add(t));
         let stripe = self.stripe(key);
         let l1 = &self.layers[0];
         let local_l1 = l1.local();
-        let _change = stripe.begin_queued(key, seq, value.clone(), expires, || {
+        let _change = stripe.begin_queued(key, seq, value.clone(), ttl, || {
             if let Some(local) = local_l1 {
-                local.set_value(key, value.clone(), ttl);
+                local.set_value(key, value.clone(), ttl.for_layer(&*l1.backend));
                 l1.counters.record_write();
             }
         });
-        permit.send(Msg::Write(QueuedWrite { key: key.into(), value: value.clone(), expires, seq }));
+        permit.send(Msg::Write(QueuedWrite { key: key.into(), value: value.clone(), stamp: ttl, seq }));
         wb.stats.enqueued.fetch_add(1, Relaxed);
         if local_l1.is_none() {
             // A remote L1 now; its failure is counted, and the value is queued for the others.
-            let _ = l1.write(key, &value, ttl).await;
+            let _ = l1.write(key, &value, &ttl).await;
         }
         Ok(())
     }
 
     /// A write-back write that found the queue full under [`OnFull::Drop`].
-    async fn set_dropped(&self, wb: &WriteBackState, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    async fn set_dropped(&self, wb: &WriteBackState, key: &str, value: Value, ttl: Stamp) -> Result<()> {
         wb.stats.dropped.fetch_add(1, Relaxed);
         tracing::warn!(cache = %self.name, key, "cachestack: write-back queue full; write kept in L1 only and the key invalidated below it");
         let (_change, _) = self.stripe(key).begin_change(key, &self.seq).await;
-        let l1 = self.layers[0].write(key, &value, ttl).await;
+        let l1 = self.layers[0].write(key, &value, &ttl).await;
         for layer in &self.layers[1..] {
             let _ = layer.remove(key).await;
         }
@@ -1280,25 +1289,26 @@ impl Shared {
             wb.stats.superseded.fetch_add(1, Relaxed);
             return;
         }
-        let ttl = match write.expires {
-            None => None,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left < self.min_backfill_ttl {
-                    // Expired while queued: what the lower layers hold is older; remove it.
-                    wb.stats.expired.fetch_add(1, Relaxed);
-                    for layer in &self.layers[1..] {
-                        let _ = layer.remove(&write.key).await;
-                    }
-                    return;
-                }
-                Some(left)
-            }
-        };
+        let mut expired = false;
         for layer in &self.layers[1..] {
-            let _ = layer.write(&write.key, &write.value, ttl).await;
+            // The deadline fixed when the caller wrote; the time spent queued is not given back.
+            let about_to_expire = write
+                .stamp
+                .deadline_for(&*layer.backend)
+                .is_some_and(|deadline| deadline.remaining() < self.min_backfill_ttl);
+            if about_to_expire {
+                // Expired while queued: what this layer holds is older; remove it.
+                expired = true;
+                let _ = layer.remove(&write.key).await;
+            } else {
+                let _ = layer.write(&write.key, &write.value, &write.stamp).await;
+            }
         }
-        wb.stats.written.fetch_add(1, Relaxed);
+        if expired {
+            wb.stats.expired.fetch_add(1, Relaxed);
+        } else {
+            wb.stats.written.fetch_add(1, Relaxed);
+        }
     }
 
     async fn flush(&self) -> Result<()> {
@@ -1340,8 +1350,8 @@ impl Shared {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        if let Peek::Queued(_, expires) = self.stripe(key).peek(key) {
-            return Ok(!matches!(expires, Some(deadline) if deadline <= Instant::now()));
+        if let Peek::Queued(value, stamp) = self.stripe(key).peek(key) {
+            return Ok(self.answer_from_queue(value, stamp).is_some());
         }
         let mut answered = false;
         let mut failure = None;
@@ -1421,7 +1431,6 @@ impl Shared {
                 break;
             }
             let asked: Vec<&str> = waiting.iter().map(|&(i, _)| keys[i]).collect();
-            let start = Instant::now();
             let result = match layer.local() {
                 Some(local) => Call::Done(asked.iter().map(|key| local.get_entry(key)).collect()),
                 None => layer.call("get_many", "", |b| b.get_many(&asked)).await,
@@ -1456,7 +1465,7 @@ impl Shared {
                 match slot {
                     Some(entry) => {
                         layer.counters.record_lookup(true);
-                        self.backfill(keys[i], &entry, start, layer.index, self.stripe(keys[i]), epoch).await;
+                        self.backfill(keys[i], &entry, layer.index, self.stripe(keys[i]), epoch).await;
                         out[i] = Some(entry);
                     }
                     None => {
@@ -1474,10 +1483,11 @@ impl Shared {
         }
     }
 
-    async fn set_many(&self, entries: &[(&str, Value)], ttl: Option<Duration>) -> Result<()> {
+    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
+        let ttl = Stamp::now(expiry);
         if let (Some(wb), true) = (&self.write_back, self.layers.len() > 1) {
             if wb.sender().is_some() {
                 self.writes.fetch_add(entries.len() as u64, Relaxed);
@@ -1492,7 +1502,7 @@ impl Shared {
         let mut stored = false;
         let mut failure = None;
         for layer in &self.layers {
-            match layer.write_many(entries, ttl).await {
+            match layer.write_many(entries, &ttl).await {
                 Call::Done(()) => stored = true,
                 Call::Failed(err) => failure = Some(err),
                 Call::Bypassed => {}

@@ -8,24 +8,47 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
+use crate::expiry::{Deadline, Expiry};
 use crate::striped::StripedCounter;
 use crate::value::Value;
 
-/// A value read from a backend with the time it has left to live (`None`: no expiry). Tiered
-/// stacks backfill faster layers with exactly this remaining TTL, never longer.
+/// A value read from a backend with its deadline (`None`: no expiry). Tiered stacks backfill
+/// faster layers with exactly this deadline, never a later one.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The cached value.
     pub value: Value,
-    /// Remaining time to live, `None` when the entry never expires.
-    pub ttl: Option<Duration>,
+    /// When the entry stops being served, `None` when it never expires.
+    pub expires: Option<Deadline>,
+}
+
+impl Entry {
+    /// An entry expiring at `expires`.
+    pub fn new(value: Value, expires: Option<Deadline>) -> Self {
+        Entry { value, expires }
+    }
+
+    /// The time it has left to live now (`None`: no expiry; zero once past its deadline).
+    pub fn ttl(&self) -> Option<Duration> {
+        self.expires.map(Deadline::remaining)
+    }
+
+    /// The entry if its deadline has not passed: what every store returns from a read.
+    pub fn live(self) -> Option<Self> {
+        match self.expires {
+            Some(deadline) if deadline.has_passed() => None,
+            _ => Some(self),
+        }
+    }
 }
 
 /// A cache store: memory, file, Redis, PostgreSQL, Memcached, a tiered stack, or your own.
 ///
 /// The trait is object-safe; caches are held as `Arc<dyn Backend>`. Keys are UTF-8 strings; each
 /// backend scopes them to its namespace, and [`Backend::clear`] removes only that namespace.
-/// `ttl: None` on writes means "the backend's default TTL" (and no expiry if it has none).
+/// A write carries an [`Expiry`]: [`Expiry::Default`] is "the backend's default TTL from now"
+/// (see [`Backend::default_ttl`]); a [`Deadline`] is a point in time the store keeps as it is.
+/// A store never serves an entry past its deadline.
 ///
 /// Errors: a backend configured as `silent` turns failures into misses (or no-ops) while counting
 /// and logging them (see [`Counters::absorb`]). Stored bytes that fail their checks are always a
@@ -37,7 +60,7 @@ pub struct Entry {
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
 /// use std::time::Duration;
-/// use cachestack::{async_trait, Backend, BackendStats, Counters, Entry, Result, Value};
+/// use cachestack::{async_trait, Backend, BackendStats, Counters, Entry, Expiry, Result, Value};
 ///
 /// #[derive(Debug, Default)]
 /// struct MapBackend { map: Mutex<HashMap<String, Value>>, counters: Counters }
@@ -46,13 +69,14 @@ pub struct Entry {
 /// impl Backend for MapBackend {
 ///     fn name(&self) -> &str { "map" }
 ///     async fn get(&self, key: &str) -> Result<Option<Entry>> {
-///         let found = self.map.lock().unwrap().get(key).cloned();
+///         let found = self.map.lock().unwrap().get(key).cloned().and_then(Entry::live);
 ///         self.counters.record_lookup(found.is_some());
-///         Ok(found.map(|value| Entry { value, ttl: None }))
+///         Ok(found)
 ///     }
-///     async fn set(&self, key: &str, value: Value, _ttl: Option<Duration>) -> Result<()> {
+///     async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
 ///         self.counters.record_write();
-///         self.map.lock().unwrap().insert(key.to_string(), value);
+///         let entry = Entry::new(value, expiry.resolve(None));
+///         self.map.lock().unwrap().insert(key.to_string(), entry);
 ///         Ok(())
 ///     }
 ///     async fn delete(&self, key: &str) -> Result<bool> {
@@ -77,12 +101,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// A short name for logs and stats (`memory`, `file`, `redis`...).
     fn name(&self) -> &str;
 
-    /// Reads `key`: the value and its remaining TTL, or `None` on a miss. Expired entries are
-    /// never returned.
+    /// Reads `key`: the value and its deadline, or `None` on a miss. Entries past their deadline
+    /// are never returned.
     async fn get(&self, key: &str) -> Result<Option<Entry>>;
 
-    /// Stores `value` under `key` for `ttl` (`None`: the backend's default TTL).
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()>;
+    /// Stores `value` under `key` until the deadline `expiry` resolves to (see
+    /// [`Expiry::resolve`]; resolve [`Expiry::Default`] with [`Backend::default_ttl`]).
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()>;
 
     /// Removes `key`; true if it was present.
     async fn delete(&self, key: &str) -> Result<bool>;
@@ -104,10 +129,10 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Ok(out)
     }
 
-    /// Stores several entries with one TTL.
-    async fn set_many(&self, entries: &[(&str, Value)], ttl: Option<Duration>) -> Result<()> {
+    /// Stores several entries with one expiry.
+    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
         for (key, value) in entries {
-            self.set(key, value.clone(), ttl).await?;
+            self.set(key, value.clone(), expiry).await?;
         }
         Ok(())
     }
@@ -130,6 +155,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Counters and details for this backend.
     fn stats(&self) -> BackendStats;
 
+    /// The TTL that [`Expiry::Default`] stands for in this store (`None`: no expiry). A tiered
+    /// stack asks each layer for it when the caller writes, so that a write waiting in a queue
+    /// still gets the deadline it was given.
+    fn default_ttl(&self) -> Option<Duration> {
+        None
+    }
+
     /// For stores that answer without blocking or awaiting (the memory backend): synchronous
     /// access, which the generated wrappers use to answer hits without any future machinery.
     fn as_local(&self) -> Option<&dyn LocalBackend> {
@@ -139,13 +171,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// A synchronous first look for hot paths, weaker than [`Backend::as_local`]: a hit from the
     /// returned view's `get_value` / `get_entry` is a hit of this backend, but a `None` is *not*
     /// a miss: continue with [`Backend::get`]. A tiered stack whose fastest layer is in memory
-    /// answers here from that layer alone. Use only the reads of the view; write and invalidate
-    /// through the async methods.
+    /// answers here from that layer alone. The view only reads; write and invalidate through the
+    /// async methods.
     ///
     /// Prefer `as_local` when it is `Some` (its `None` is a real miss, no second look needed).
     /// Defaults to `as_local`, so every local store offers it.
-    fn local_l1(&self) -> Option<&dyn LocalBackend> {
-        self.as_local()
+    fn local_l1(&self) -> Option<&dyn LocalRead> {
+        self.as_local().map(|local| local as &dyn LocalRead)
     }
 
     /// Waits until writes this backend accepted but has not yet stored (a write-back queue) are
@@ -155,14 +187,20 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// Synchronous, infallible access to an in-process store. See [`Backend::as_local`].
-pub trait LocalBackend: Send + Sync {
-    /// The live value under `key`, without its TTL (the cheapest possible hit).
+/// Synchronous, infallible reads of an in-process store or of the in-process front of a stack.
+/// See [`Backend::local_l1`].
+pub trait LocalRead: Send + Sync {
+    /// The live value under `key`, without its deadline (the cheapest possible hit).
     fn get_value(&self, key: &str) -> Option<Value>;
-    /// The live entry under `key` with its remaining TTL.
+    /// The live entry under `key` with its deadline.
     fn get_entry(&self, key: &str) -> Option<Entry>;
-    /// Stores `value` (`ttl: None`: the backend's default).
-    fn set_value(&self, key: &str, value: Value, ttl: Option<Duration>);
+}
+
+/// Synchronous, infallible access to an in-process store: reads, writes and removals that
+/// neither block nor await. See [`Backend::as_local`].
+pub trait LocalBackend: LocalRead {
+    /// Stores `value` until the deadline `expiry` resolves to.
+    fn set_value(&self, key: &str, value: Value, expiry: Expiry);
     /// Removes `key`; true if it was present.
     fn remove(&self, key: &str) -> bool;
 }

@@ -15,7 +15,8 @@ use quick_cache::sync::Cache as QuickCache;
 use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 
 use crate::error::{Error, Result};
-use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend};
+use crate::expiry::{Deadline, Expiry};
+use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
 use crate::value::Value;
 
 /// Settings of a [`MemoryBackend`].
@@ -124,7 +125,10 @@ impl Equivalent<MemKey> for KeyRef<'_> {
 #[derive(Clone)]
 struct Slot {
     value: Value,
+    /// The deadline on the monotonic clock, for the hit path.
     expires: Option<Instant>,
+    /// The deadline as written, returned with the entry.
+    deadline: Option<Deadline>,
     weight: u64,
 }
 
@@ -248,30 +252,32 @@ impl MemoryBackend {
         }
     }
 
-    fn insert(&self, key: &str, value: Value, ttl: Option<Duration>) {
-        let ttl = ttl.or(self.config.default_ttl);
-        let expires = ttl.and_then(|t| Instant::now().checked_add(t));
+    fn insert(&self, key: &str, value: Value, expiry: Expiry) {
+        let deadline = expiry.resolve(self.config.default_ttl);
+        // The same point in time on the monotonic clock; a deadline already past stores an entry
+        // that is never served.
+        let now = Instant::now();
+        let expires = deadline.map(|d| now.checked_add(d.remaining()).unwrap_or(now));
         let weight = self.weigh(key, &value);
         self.counters.record_write();
-        self.map.insert(MemKey::new(key), Slot { value, expires, weight });
+        self.map.insert(MemKey::new(key), Slot { value, expires, deadline, weight });
     }
 }
 
-impl LocalBackend for MemoryBackend {
+impl LocalRead for MemoryBackend {
     #[inline]
     fn get_value(&self, key: &str) -> Option<Value> {
         self.lookup(key).map(|slot| slot.value)
     }
 
     fn get_entry(&self, key: &str) -> Option<Entry> {
-        self.lookup(key).map(|slot| Entry {
-            value: slot.value,
-            ttl: slot.expires.map(|deadline| deadline.saturating_duration_since(Instant::now())),
-        })
+        self.lookup(key).map(|slot| Entry::new(slot.value, slot.deadline))
     }
+}
 
-    fn set_value(&self, key: &str, value: Value, ttl: Option<Duration>) {
-        self.insert(key, value, ttl)
+impl LocalBackend for MemoryBackend {
+    fn set_value(&self, key: &str, value: Value, expiry: Expiry) {
+        self.insert(key, value, expiry)
     }
 
     fn remove(&self, key: &str) -> bool {
@@ -290,8 +296,8 @@ impl Backend for MemoryBackend {
         Ok(self.get_entry(key))
     }
 
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
-        self.insert(key, value, ttl);
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
+        self.insert(key, value, expiry);
         Ok(())
     }
 
@@ -319,6 +325,10 @@ impl Backend for MemoryBackend {
             keep
         });
         Ok(removed.into_inner())
+    }
+
+    fn default_ttl(&self) -> Option<Duration> {
+        self.config.default_ttl
     }
 
     fn stats(&self) -> BackendStats {
@@ -350,7 +360,7 @@ mod tests {
             .chain(["é".repeat(INLINE_KEY / 2), format!("{}é", "x".repeat(INLINE_KEY - 1))])
             .collect();
         for (i, key) in keys.iter().enumerate() {
-            cache.set_value(key, Value::new(i), None);
+            cache.set_value(key, Value::new(i), crate::Expiry::Default);
         }
         for (i, key) in keys.iter().enumerate() {
             assert_eq!(cache.get_value(key).unwrap().get::<usize>().unwrap(), i, "{key}");

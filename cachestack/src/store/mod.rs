@@ -15,4 +15,4 @@ pub(crate) mod postgres;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
-pub use backend::{Backend, BackendStats, Counters, Entry, LocalBackend};
+pub use backend::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};

@@ -1,11 +1,10 @@
 //! A backend that stores nothing: turns caching off without touching code.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend};
+use crate::expiry::Expiry;
+use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
 use crate::value::Value;
 
 /// Stores nothing; every read is a miss. Register it (or the URL `null://`) to disable caching
@@ -23,15 +22,18 @@ pub struct NullBackend {
     counters: Counters,
 }
 
-impl LocalBackend for NullBackend {
+impl LocalRead for NullBackend {
     fn get_value(&self, _key: &str) -> Option<Value> {
         self.counters.record_lookup(false);
         None
     }
     fn get_entry(&self, key: &str) -> Option<Entry> {
-        self.get_value(key).map(|value| Entry { value, ttl: None })
+        self.get_value(key).map(|value| Entry::new(value, None))
     }
-    fn set_value(&self, _key: &str, _value: Value, _ttl: Option<Duration>) {}
+}
+
+impl LocalBackend for NullBackend {
+    fn set_value(&self, _key: &str, _value: Value, _expiry: Expiry) {}
     fn remove(&self, _key: &str) -> bool {
         false
     }
@@ -45,7 +47,7 @@ impl Backend for NullBackend {
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         Ok(self.get_entry(key))
     }
-    async fn set(&self, _key: &str, _value: Value, _ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, _key: &str, _value: Value, _expiry: Expiry) -> Result<()> {
         Ok(())
     }
     async fn delete(&self, _key: &str) -> Result<bool> {

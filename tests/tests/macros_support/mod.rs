@@ -28,8 +28,24 @@ impl AsyncOnly {
         keys.sort();
         keys
     }
+    /// The TTL the last write of `key` was given: `Some(None)` for the store's default, else
+    /// the time its deadline had left when the write arrived (a few microseconds after the
+    /// caller fixed it).
     pub fn ttl_of(&self, key: &str) -> Option<Option<Duration>> {
         self.ttls.lock().unwrap().iter().rev().find(|(k, _)| k == key).map(|(_, t)| *t)
+    }
+}
+
+/// Asserts that a recorded TTL is the expected one, give or take the moment between the caller
+/// fixing the deadline and the store receiving it (deadlines have millisecond precision).
+#[track_caller]
+pub fn assert_ttl(recorded: Option<Option<Duration>>, expected: Option<Duration>) {
+    match (recorded, expected) {
+        (Some(Some(got)), Some(want)) => assert!(
+            got <= want && got + Duration::from_millis(100) >= want,
+            "TTL {got:?} is not the {want:?} the caller gave"
+        ),
+        (got, want) => assert_eq!(got, Some(want)),
     }
 }
 
@@ -43,11 +59,15 @@ impl Backend for AsyncOnly {
         self.gets.fetch_add(1, Ordering::SeqCst);
         let found = self.map.lock().unwrap().get(key).cloned();
         self.counters.record_lookup(found.is_some());
-        Ok(found.map(|value| Entry { value, ttl: None }))
+        Ok(found.map(|value| Entry::new(value, None)))
     }
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &str, value: Value, ttl: cachestack::Expiry) -> Result<()> {
         tokio::task::yield_now().await;
         self.sets.fetch_add(1, Ordering::SeqCst);
+        let ttl = match ttl {
+            cachestack::Expiry::At(deadline) => Some(deadline.remaining()),
+            _ => None,
+        };
         self.ttls.lock().unwrap().push((key.to_string(), ttl));
         self.map.lock().unwrap().insert(key.to_string(), value);
         Ok(())
@@ -86,7 +106,7 @@ impl Backend for Down {
     async fn get(&self, _key: &str) -> Result<Option<Entry>> {
         Err(self.fail())
     }
-    async fn set(&self, _key: &str, _value: Value, _ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, _key: &str, _value: Value, _ttl: cachestack::Expiry) -> Result<()> {
         Err(self.fail())
     }
     async fn delete(&self, _key: &str) -> Result<bool> {

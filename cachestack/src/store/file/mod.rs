@@ -11,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
+use crate::expiry::{Deadline, Expiry};
 use crate::store::{Backend, BackendStats, Counters, Entry};
-use crate::value::envelope::{read_header, remaining, ValueFormat};
+use crate::value::envelope::{read_header, ValueFormat};
 use crate::value::Value;
 
 /// Magic and file format version at the start of every entry file.
@@ -406,7 +407,8 @@ impl Backend for FileBackend {
         .await
     }
 
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
+        let ttl = expiry.legacy_ttl();
         let key = key.to_owned();
         let write = move |s: &Inner| {
             let written = s.set_absorbed(&key, &value, ttl);
@@ -444,7 +446,8 @@ impl Backend for FileBackend {
         .await
     }
 
-    async fn set_many(&self, entries: &[(&str, Value)], ttl: Option<Duration>) -> Result<()> {
+    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
+        let ttl = expiry.legacy_ttl();
         let owned: Vec<(String, Value)> = entries.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
         let write = move |s: &Inner| {
             let written = owned.iter().try_for_each(|(key, value)| s.set_absorbed(key, value, ttl));
@@ -582,7 +585,7 @@ impl Inner {
                 if touch {
                     touch_file(&file, &path, now);
                 }
-                Ok(Some(Found::Live(Entry { value, ttl: remaining(expires, now) })))
+                Ok(Some(Found::Live(Entry::new(value, expires.map(Deadline::at)))))
             }
             Ok(None) => {
                 self.remove_if_same(&path, &meta);

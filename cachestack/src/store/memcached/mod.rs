@@ -14,9 +14,10 @@ use async_trait::async_trait;
 use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
+use crate::expiry::{Deadline, Expiry};
 use crate::store::{Backend, BackendStats, Counters, Entry};
 use crate::url::{CacheUrl, FORMAT_OPTIONS};
-use crate::value::envelope::{remaining, ValueFormat};
+use crate::value::envelope::ValueFormat;
 use crate::value::Value;
 
 use keys::{Keyspace, Record};
@@ -490,7 +491,7 @@ impl MemcachedBackend {
         }
         match self.config.format.open(key, record.envelope) {
             Ok((_, Some(expires))) if expires <= now => None,
-            Ok((value, expires)) => Some(Entry { value, ttl: remaining(expires, now) }),
+            Ok((value, expires)) => Some(Entry::new(value, expires.map(Deadline::at))),
             Err(err) => {
                 self.counters.record_invalid(self.name(), key, &err);
                 None
@@ -795,7 +796,8 @@ impl Backend for MemcachedBackend {
         Ok(found)
     }
 
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
+        let ttl = expiry.legacy_ttl();
         let result = self.set_inner(key, &value, ttl).await;
         self.counters.absorb(self.name(), "set", self.config.silent, result, || ())
     }
@@ -821,7 +823,8 @@ impl Backend for MemcachedBackend {
         Ok(found)
     }
 
-    async fn set_many(&self, entries: &[(&str, Value)], ttl: Option<Duration>) -> Result<()> {
+    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
+        let ttl = expiry.legacy_ttl();
         if entries.is_empty() {
             return Ok(());
         }
@@ -935,7 +938,7 @@ mod tests {
         let b = backend.clone();
         crate::rt::block_on(async move {
             assert!(b.get("k").await.unwrap().is_none());
-            b.set("k", Value::new(1u8), None).await.unwrap();
+            b.set("k", Value::new(1u8), crate::Expiry::Default).await.unwrap();
             assert!(b.get_many(&["a", "b"]).await.unwrap().iter().all(Option::is_none));
             assert!(!b.delete("k").await.unwrap());
             b.clear().await.unwrap();

@@ -54,6 +54,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use tokio::sync::{Notify, OnceCell};
 
 use crate::error::{Error, Result};
+use crate::expiry::{Deadline, Expiry};
 use crate::store::{Backend, BackendStats, Counters, Entry};
 use crate::url::{redact_url, CacheUrl};
 use crate::value::Value;
@@ -517,7 +518,7 @@ impl Inner {
         match self.config.format.open(key, &bytes) {
             Ok((value, _)) => {
                 let ttl = remaining_us.map(|us| Duration::from_micros(u64::try_from(us).unwrap_or(0)));
-                Some(Entry { value, ttl })
+                Some(Entry::new(value, ttl.map(Deadline::after)))
             }
             Err(err) => {
                 self.counters.record_invalid(NAME, key, &err);
@@ -798,7 +799,8 @@ impl Backend for PostgresBackend {
         result
     }
 
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
+        let ttl = expiry.legacy_ttl();
         let ttl = ttl.or(self.inner.config.default_ttl);
         let expires = ttl.map(|t| SystemTime::now() + t.min(Duration::from_micros(MAX_TTL_MICROS as u64)));
         let sealed = self.inner.config.format.seal(key, &value, expires);
@@ -845,7 +847,8 @@ impl Backend for PostgresBackend {
         result
     }
 
-    async fn set_many(&self, entries: &[(&str, Value)], ttl: Option<Duration>) -> Result<()> {
+    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
+        let ttl = expiry.legacy_ttl();
         if entries.is_empty() {
             return Ok(());
         }

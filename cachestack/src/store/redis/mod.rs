@@ -41,6 +41,7 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 
 use crate::error::{Error, Result};
+use crate::expiry::{Deadline, Expiry as WriteExpiry};
 use crate::store::{Backend, BackendStats, Counters, Entry};
 use crate::value::envelope::remaining;
 use crate::value::Value;
@@ -309,7 +310,8 @@ impl Backend for RedisBackend {
         self.finish_get(result)
     }
 
-    async fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &str, value: Value, expiry: WriteExpiry) -> Result<()> {
+        let ttl = expiry.legacy_ttl();
         let full = self.inner.redis_key(key);
         let ttl = ttl.or(self.inner.config.default_ttl);
         let expiry = expiry_for(ttl);
@@ -424,7 +426,8 @@ impl Backend for RedisBackend {
         self.absorb("get_many", result, || vec![None; n])
     }
 
-    async fn set_many(&self, entries: &[(&str, Value)], ttl: Option<Duration>) -> Result<()> {
+    async fn set_many(&self, entries: &[(&str, Value)], expiry: WriteExpiry) -> Result<()> {
+        let ttl = expiry.legacy_ttl();
         if entries.is_empty() {
             return Ok(());
         }
@@ -559,7 +562,7 @@ impl Inner {
                 if ttl.is_some_and(|t| t.is_zero()) {
                     return None;
                 }
-                Some(Entry { value, ttl })
+                Some(Entry::new(value, ttl.map(Deadline::after)))
             }
         }
     }
@@ -994,13 +997,13 @@ mod tests {
             let backend = RedisBackend::from_url("redis://127.0.0.1:1/0?timeout=300ms&connect_timeout=200ms").unwrap();
             let err = backend.get("k").await.unwrap_err();
             assert!(err.is_unavailable(), "{err:?}");
-            assert!(backend.set("k", Value::new(1u8), None).await.unwrap_err().is_unavailable());
+            assert!(backend.set("k", Value::new(1u8), crate::Expiry::Default).await.unwrap_err().is_unavailable());
             assert_eq!(backend.stats().details["connected"], "false");
             assert!(RedisBackend::connect(backend.config().clone()).await.unwrap_err().is_unavailable());
 
             let silent = RedisBackend::from_url("redis://127.0.0.1:1/0?timeout=300ms&silent=true").unwrap();
             assert!(silent.get("k").await.unwrap().is_none());
-            silent.set("k", Value::new(1u8), None).await.unwrap();
+            silent.set("k", Value::new(1u8), crate::Expiry::Default).await.unwrap();
             assert_eq!(silent.get_many(&["a", "b"]).await.unwrap().len(), 2);
             let stats = silent.stats();
             assert_eq!((stats.misses, stats.errors), (3, 3), "{stats:?}");
