@@ -145,4 +145,25 @@ impl Error {
     pub fn is_invalid_value(&self) -> bool {
         matches!(self, Error::InvalidValue { .. } | Error::Codec { .. })
     }
+
+    /// A short name of the kind of error (`unavailable`, `timeout`, `codec`...), for logs and
+    /// counters whose labels must stay few.
+    ///
+    /// ```
+    /// assert_eq!(cachestack::Error::config("x").kind(), "config");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::BackendUnavailable { .. } => "unavailable",
+            Error::Timeout { .. } => "timeout",
+            Error::Codec { .. } => "codec",
+            Error::InvalidValue { .. } => "invalid_value",
+            Error::ValueTooLarge { .. } => "value_too_large",
+            Error::Config { .. } => "config",
+            Error::FeatureDisabled { .. } => "feature_disabled",
+            Error::UnknownCache { .. } => "unknown_cache",
+            Error::Io { .. } => "io",
+            Error::Generic { .. } => "generic",
+        }
+    }
 }

@@ -84,3 +84,38 @@ where
         }
     }
 }
+
+/// The one I/O rule of the network stores: their I/O runs on cachestack's runtime (so that a
+/// caller that blocks its own runtime, or has none, never starves the tasks its request needs),
+/// and **dropping the returned future aborts the I/O** (a caller that stops waiting, or the
+/// [`Timeout`](crate::layer::Timeout) layer giving up, cancels the request; nothing keeps running
+/// unbounded behind its back). Encoding, decoding and HMAC checks stay on the caller's side:
+/// pass `io` only the network part.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let n = cachestack::rt::io("demo", async { Ok(21 * 2) }).await.unwrap();
+/// assert_eq!(n, 42);
+/// # });
+/// ```
+pub async fn io<F, T>(backend: &str, future: F) -> Result<T>
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(runtime()?.spawn(future));
+    match (&mut task.0).await {
+        Ok(result) => result,
+        Err(err) => Err(Error::Generic {
+            backend: backend.to_owned(),
+            source: if err.is_panic() { "a cache operation panicked" } else { "a cache operation was cancelled" }
+                .into(),
+        }),
+    }
+}

@@ -1,2 +1,177 @@
-//! Layers: concerns written once that wrap any [`Backend`](crate::Backend), built-in or
-//! user-written.
+//! Layers: concerns written once that wrap any [`Backend`], built-in or user-written, the way
+//! tower layers wrap a service.
+//!
+//! - [`Silent`]: failures counted; in silent mode absorbed (a miss, a no-op) and logged at a
+//!   bounded rate.
+//! - [`Timeout`]: every operation finishes within a bound.
+//!
+//! [`Layers`] holds the options every cache shares and applies them in one order (timeout
+//! innermost, so that a timed-out call is absorbed by silent mode); [`Layered`] is a store with
+//! its layers, which is what the built-in stores' constructors return.
+
+mod silent;
+mod timeout;
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use silent::{Silent, LOG_INTERVAL};
+pub use timeout::{within, Timeout};
+
+use crate::error::Result;
+use crate::expiry::Expiry;
+use crate::store::{Backend, BackendStats, Entry, LocalBackend, LocalRead};
+use crate::value::Value;
+
+/// The layers a store gets: the options every cache shares, whatever its store.
+///
+/// ```
+/// use std::time::Duration;
+/// use cachestack::layer::Layers;
+/// use cachestack::{Backend, NullBackend};
+///
+/// let store = Layers::new().silent(true).timeout(Duration::from_millis(500)).wrap(NullBackend::default());
+/// assert_eq!(store.name(), "null");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Layers {
+    /// Absorb failures (see [`Silent`]).
+    pub silent: bool,
+    /// Bound every operation (see [`Timeout`]).
+    pub timeout: Option<Duration>,
+}
+
+impl Layers {
+    /// No silent mode, no timeout.
+    pub fn new() -> Self {
+        Layers::default()
+    }
+
+    /// Sets silent mode.
+    pub fn silent(mut self, silent: bool) -> Self {
+        self.silent = silent;
+        self
+    }
+
+    /// Bounds every operation by `limit`.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// `store` wrapped in these layers.
+    pub fn wrap(self, store: impl Backend) -> Arc<dyn Backend> {
+        self.wrap_arc(Arc::new(store))
+    }
+
+    /// `store` wrapped in these layers.
+    pub fn wrap_arc(self, store: Arc<dyn Backend>) -> Arc<dyn Backend> {
+        let store: Arc<dyn Backend> = match self.timeout {
+            Some(limit) => Arc::new(Timeout::new(store, limit)),
+            None => store,
+        };
+        Arc::new(Silent::new(store, self.silent))
+    }
+}
+
+/// A store with its layers: a [`Backend`] that goes through the layers, and dereferences to the
+/// store for what is special to it (its configuration, its paths...).
+///
+/// ```
+/// use cachestack::layer::{Layered, Layers};
+/// use cachestack::{Backend, NullBackend};
+///
+/// let store = Layered::new(NullBackend::default(), Layers::new().silent(true));
+/// assert_eq!(store.name(), "null");
+/// let _raw: &NullBackend = &store;
+/// ```
+pub struct Layered<S> {
+    store: Arc<S>,
+    chain: Arc<dyn Backend>,
+    layers: Layers,
+}
+
+impl<S: Backend> Layered<S> {
+    /// `store` behind `layers`.
+    pub fn new(store: S, layers: Layers) -> Self {
+        let store = Arc::new(store);
+        let chain = layers.wrap_arc(store.clone());
+        Layered { store, chain, layers }
+    }
+
+    /// The store without its layers.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// The layers this store has.
+    pub fn layers(&self) -> Layers {
+        self.layers
+    }
+}
+
+impl<S> Deref for Layered<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.store
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Layered<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Layered").field("store", &self.store).field("layers", &self.layers).finish()
+    }
+}
+
+#[async_trait]
+impl<S: Backend> Backend for Layered<S> {
+    fn name(&self) -> &str {
+        self.chain.name()
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.chain.get(key).await
+    }
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
+        self.chain.set(key, value, expiry).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.chain.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.chain.exists(key).await
+    }
+    async fn clear(&self) -> Result<()> {
+        self.chain.clear().await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.chain.get_many(keys).await
+    }
+    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
+        self.chain.set_many(entries, expiry).await
+    }
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.chain.delete_many(keys).await
+    }
+    async fn purge_expired(&self) -> Result<u64> {
+        self.chain.purge_expired().await
+    }
+    fn stats(&self) -> BackendStats {
+        self.chain.stats()
+    }
+    fn default_ttl(&self) -> Option<Duration> {
+        self.chain.default_ttl()
+    }
+    fn as_local(&self) -> Option<&dyn LocalBackend> {
+        self.chain.as_local()
+    }
+    fn local_l1(&self) -> Option<&dyn LocalRead> {
+        self.chain.local_l1()
+    }
+    async fn flush(&self) -> Result<()> {
+        self.chain.flush().await
+    }
+}

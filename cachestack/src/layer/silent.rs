@@ -1,0 +1,168 @@
+//! Silent mode: a store's failures become misses and no-ops, counted and logged at a bounded
+//! rate. Without silent mode the same layer counts failures and passes them on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::expiry::Expiry;
+use crate::store::{Backend, BackendStats, Entry, LocalBackend, LocalRead};
+use crate::value::Value;
+
+/// How often one cause of failure is logged at most (one line per cause per interval).
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Wraps a store: every failed operation is counted in its stats' `errors`; in silent mode the
+/// failure is then absorbed (a read becomes a miss, counted in `misses`; a write or delete a
+/// no-op) and logged once per cause per [`LOG_INTERVAL`], with the number of failures since the
+/// last line. Values that fail their checks are the store's business (a miss already).
+///
+/// ```
+/// use cachestack::layer::Silent;
+/// use cachestack::{Backend, NullBackend};
+///
+/// let store = Silent::new(NullBackend::default(), true);
+/// assert!(store.is_silent());
+/// assert_eq!(store.stats().errors, 0);
+/// ```
+#[derive(Debug)]
+pub struct Silent<B> {
+    inner: B,
+    silent: bool,
+    errors: AtomicU64,
+    absorbed_misses: AtomicU64,
+    log: RateLimitedLog,
+}
+
+impl<B: Backend> Silent<B> {
+    /// Wraps `inner`; `silent` absorbs failures, otherwise they are counted and returned.
+    pub fn new(inner: B, silent: bool) -> Self {
+        Silent {
+            inner,
+            silent,
+            errors: AtomicU64::new(0),
+            absorbed_misses: AtomicU64::new(0),
+            log: RateLimitedLog::default(),
+        }
+    }
+
+    /// True when failures are absorbed.
+    pub fn is_silent(&self) -> bool {
+        self.silent
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The silent-mode policy for one operation's result: `fallback` (with `misses` lookups
+    /// counted as misses) when silent, the error otherwise.
+    fn settle<T>(&self, op: &'static str, result: Result<T>, misses: u64, fallback: impl FnOnce() -> T) -> Result<T> {
+        match result {
+            Ok(v) => Ok(v),
+            Err(err) => {
+                self.errors.fetch_add(1, Relaxed);
+                if self.silent {
+                    self.absorbed_misses.fetch_add(misses, Relaxed);
+                    self.log.warn(self.inner.name(), op, &err);
+                    Ok(fallback())
+                } else {
+                    tracing::debug!(backend = self.inner.name(), op, error = %err, "cachestack: backend error");
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for Silent<B> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        let result = self.inner.get(key).await;
+        self.settle("get", result, 1, || None)
+    }
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
+        let result = self.inner.set(key, value, expiry).await;
+        self.settle("set", result, 0, || ())
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let result = self.inner.delete(key).await;
+        self.settle("delete", result, 0, || false)
+    }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let result = self.inner.exists(key).await;
+        self.settle("exists", result, 0, || false)
+    }
+    async fn clear(&self) -> Result<()> {
+        let result = self.inner.clear().await;
+        self.settle("clear", result, 0, || ())
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        let result = self.inner.get_many(keys).await;
+        self.settle("get_many", result, keys.len() as u64, || vec![None; keys.len()])
+    }
+    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
+        let result = self.inner.set_many(entries, expiry).await;
+        self.settle("set_many", result, 0, || ())
+    }
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        let result = self.inner.delete_many(keys).await;
+        self.settle("delete_many", result, 0, || 0)
+    }
+    async fn purge_expired(&self) -> Result<u64> {
+        let result = self.inner.purge_expired().await;
+        self.settle("purge_expired", result, 0, || 0)
+    }
+    fn stats(&self) -> BackendStats {
+        let mut stats = self.inner.stats();
+        stats.errors += self.errors.load(Relaxed);
+        stats.misses += self.absorbed_misses.load(Relaxed);
+        stats
+    }
+    fn default_ttl(&self) -> Option<Duration> {
+        self.inner.default_ttl()
+    }
+    fn as_local(&self) -> Option<&dyn LocalBackend> {
+        self.inner.as_local()
+    }
+    fn local_l1(&self) -> Option<&dyn LocalRead> {
+        self.inner.local_l1()
+    }
+    async fn flush(&self) -> Result<()> {
+        let result = self.inner.flush().await;
+        self.settle("flush", result, 0, || ())
+    }
+}
+
+/// One log line per cause (store, operation, kind of error) per [`LOG_INTERVAL`], saying how
+/// many failures of that cause there were since the last line.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimitedLog {
+    last: Mutex<HashMap<(String, &'static str, &'static str), (Option<Instant>, u64)>>,
+}
+
+impl RateLimitedLog {
+    /// Logs `err` at warn level unless its cause was logged less than [`LOG_INTERVAL`] ago.
+    pub(crate) fn warn(&self, backend: &str, op: &'static str, err: &Error) {
+        let cause = (backend.to_owned(), op, err.kind());
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (logged_at, suppressed) = last.entry(cause).or_insert((None, 0));
+        if logged_at.is_none_or(|at| now.duration_since(at) >= LOG_INTERVAL) {
+            let since = std::mem::take(suppressed);
+            *logged_at = Some(now);
+            drop(last);
+            tracing::warn!(backend, op, error = %err, suppressed_since_last_line = since, "cachestack: backend error ignored (silent mode)");
+        } else {
+            *suppressed += 1;
+        }
+    }
+}

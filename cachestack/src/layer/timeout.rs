@@ -1,0 +1,112 @@
+//! Operation timeouts: every call to the wrapped store finishes within a bound, or fails with
+//! [`Error::Timeout`]. The store's future is dropped when the bound passes, which cancels its I/O
+//! (see [`crate::rt::io`]).
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::expiry::Expiry;
+use crate::store::{Backend, BackendStats, Entry, LocalBackend, LocalRead};
+use crate::value::Value;
+
+/// Wraps a store so that each operation returns within `limit`.
+///
+/// ```
+/// use std::time::Duration;
+/// use cachestack::layer::Timeout;
+/// use cachestack::{Backend, Cache, MemoryBackend};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let cache = Cache::new(Timeout::new(MemoryBackend::with_capacity(10), Duration::from_millis(200)));
+/// cache.set("k", &1u8, None).await.unwrap();
+/// assert_eq!(cache.get::<u8>("k").await.unwrap(), Some(1));
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct Timeout<B> {
+    inner: B,
+    limit: Duration,
+}
+
+impl<B: Backend> Timeout<B> {
+    /// Wraps `inner` with a bound of `limit` per operation.
+    pub fn new(inner: B, limit: Duration) -> Self {
+        Timeout { inner, limit }
+    }
+
+    /// The bound per operation.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    async fn bound<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
+        within(self.inner.name(), self.limit, op).await
+    }
+}
+
+/// Runs `op` within `limit`: its result, or [`Error::Timeout`] for `backend` (and `op` dropped).
+/// The one timeout helper of the crate: layers and stores with multi-step operations use it.
+pub async fn within<T>(backend: &str, limit: Duration, op: impl Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout { backend: backend.to_owned(), after: limit }),
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for Timeout<B> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.bound(self.inner.get(key)).await
+    }
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
+        self.bound(self.inner.set(key, value, expiry)).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.bound(self.inner.delete(key)).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.bound(self.inner.exists(key)).await
+    }
+    async fn clear(&self) -> Result<()> {
+        self.bound(self.inner.clear()).await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.bound(self.inner.get_many(keys)).await
+    }
+    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
+        self.bound(self.inner.set_many(entries, expiry)).await
+    }
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.bound(self.inner.delete_many(keys)).await
+    }
+    async fn purge_expired(&self) -> Result<u64> {
+        // Purging walks the whole namespace; it is bounded per step by the store, not here.
+        self.inner.purge_expired().await
+    }
+    fn stats(&self) -> BackendStats {
+        self.inner.stats().with_detail("timeout", crate::ttl::format_ttl(self.limit))
+    }
+    fn default_ttl(&self) -> Option<Duration> {
+        self.inner.default_ttl()
+    }
+    fn as_local(&self) -> Option<&dyn LocalBackend> {
+        self.inner.as_local()
+    }
+    fn local_l1(&self) -> Option<&dyn LocalRead> {
+        self.inner.local_l1()
+    }
+    async fn flush(&self) -> Result<()> {
+        self.inner.flush().await
+    }
+}
