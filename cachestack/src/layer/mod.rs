@@ -85,7 +85,7 @@ impl Layers {
 /// use cachestack::layer::{Layered, Layers};
 /// use cachestack::{Backend, NullBackend};
 ///
-/// let store = Layered::new(NullBackend::default(), Layers::new().silent(true));
+/// let store = Layered::wrap(NullBackend::default(), Layers::new().silent(true));
 /// assert_eq!(store.name(), "null");
 /// let _raw: &NullBackend = &store;
 /// ```
@@ -96,8 +96,9 @@ pub struct Layered<S> {
 }
 
 impl<S: Backend> Layered<S> {
-    /// `store` behind `layers`.
-    pub fn new(store: S, layers: Layers) -> Self {
+    /// `store` behind `layers`. (Named `wrap`, not `new`: the built-in stores' types are
+    /// `Layered<TheirStore>` with constructors `new(config)` of their own.)
+    pub fn wrap(store: S, layers: Layers) -> Self {
         let store = Arc::new(store);
         let chain = layers.wrap_arc(store.clone());
         Layered { store, chain, layers }
