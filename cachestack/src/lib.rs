@@ -31,11 +31,14 @@
 //! | `redis-tls` | TLS (rustls) for `redis`: `rediss://` |
 //! | `postgres` | `PostgresBackend`: a table in PostgreSQL, on sqlx |
 //! | `postgres-tls` | TLS (rustls) for `postgres` |
+//! | `conformance` | [`conformance`]: the suite every store passes, to run against yours |
 //! | `memcached` | `MemcachedBackend`: one or more memcached servers, pooled, on memcache-async |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod cache;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod expiry;
 pub mod layer;

@@ -2,7 +2,9 @@
 //! need real servers.
 #![allow(clippy::unwrap_used)]
 
-pub mod conformance;
+/// The conformance suite ships in the runtime crate (feature `conformance`).
+pub use cachestack::conformance;
+pub use cachestack::conformance_suite;
 
 /// True when running in CI (`CI=true`), where a missing server fails the test instead of skipping.
 pub fn in_ci() -> bool {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use cachestack::layer::Layers;
 use cachestack::{
     async_trait, Backend, BackendStats, Counters, Entry, MemoryBackend, MemoryConfig, Result, Value, ValueFormat,
 };
@@ -109,5 +110,40 @@ cachestack_tests::conformance_suite!(user_defined_byte_store, || {
     let mut h = Harness::new(move |namespace| Arc::new(open(namespace)));
     h.raw_writer =
         Some(Arc::new(move |namespace: &str, key: &str, bytes: &[u8]| plant_with(namespace).plant(key, bytes)));
+    // The same store with its medium gone, behind the silent layer a built-in store gets.
+    h.unreachable_silent = Some(Arc::new(|_namespace: &str| Layers::new().silent(true).wrap(Gone)));
     h
 });
+
+/// A user-written store whose medium is gone: every operation fails.
+#[derive(Debug)]
+struct Gone;
+
+#[async_trait]
+impl Backend for Gone {
+    fn name(&self) -> &str {
+        "gone"
+    }
+    async fn get(&self, _key: &str) -> Result<Option<Entry>> {
+        Err(gone())
+    }
+    async fn set(&self, _key: &str, _value: Value, _expiry: cachestack::Expiry) -> Result<()> {
+        Err(gone())
+    }
+    async fn delete(&self, _key: &str) -> Result<bool> {
+        Err(gone())
+    }
+    async fn clear(&self) -> Result<()> {
+        Err(gone())
+    }
+    async fn get_many(&self, _keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        Err(gone())
+    }
+    fn stats(&self) -> BackendStats {
+        Counters::default().snapshot("gone")
+    }
+}
+
+fn gone() -> cachestack::Error {
+    cachestack::Error::BackendUnavailable { backend: "gone".into(), source: "the medium is gone".into() }
+}

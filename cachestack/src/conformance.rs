@@ -1,16 +1,28 @@
-//! The backend conformance suite: one function per behaviour every [`Backend`] must have.
+//! The backend conformance suite (feature `conformance`): one function per behaviour every
+//! [`Backend`] must have. Run it against your own store:
+//!
+//! ```ignore
+//! // tests/my_store.rs, with cachestack's `conformance` feature and tokio's `macros` in
+//! // [dev-dependencies]:
+//! cachestack::conformance_suite!(my_store, || {
+//!     cachestack::conformance::Harness::new(|namespace| std::sync::Arc::new(MyStore::open(namespace)))
+//! });
+//! ```
 //!
 //! A backend's test file runs it with [`conformance_suite!`](crate::conformance_suite), giving a
 //! [`Harness`]: a factory that opens the backend over one shared store with a given namespace,
 //! and what the backend can do (TTL granularity, largest value, a way to plant raw bytes).
 //! Each behaviour becomes its own `#[tokio::test]`, so a failure names the behaviour.
 
+// A test suite: failing assertions and unwraps are its output.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cachestack::{Backend, Cache, Value};
+use crate::{Backend, Cache, Deadline, Expiry, Value};
 use serde::{Deserialize, Serialize};
 
 /// Opens the backend under test over the shared store, scoped to a namespace.
@@ -35,6 +47,9 @@ pub struct Harness {
     pub stores_bytes: bool,
     /// Plants raw bytes under a key, when the backend can be reached below its API.
     pub raw_writer: Option<RawWriter>,
+    /// Opens the backend, in silent mode, against a server that cannot be reached (a closed
+    /// port), for stores that have a server; `None` skips the silent-mode behaviour.
+    pub unreachable_silent: Option<Factory>,
 }
 
 impl Harness {
@@ -46,6 +61,7 @@ impl Harness {
             max_value_bytes: 1024 * 1024,
             stores_bytes: true,
             raw_writer: None,
+            unreachable_silent: None,
         }
     }
 
@@ -137,8 +153,8 @@ pub async fn delete_removes(h: &Harness) {
 pub async fn ttl_expiry(h: &Harness) {
     let b = h.open("ttl");
     let ttl = h.ttl_unit * 4;
-    b.set("short", Value::new(5u8), cachestack::Expiry::after(ttl)).await.unwrap();
-    b.set("forever", Value::new(6u8), cachestack::Expiry::Default).await.unwrap();
+    b.set("short", Value::new(5u8), Expiry::after(ttl)).await.unwrap();
+    b.set("forever", Value::new(6u8), Expiry::Default).await.unwrap();
     let entry = b.get("short").await.unwrap().expect("fresh entry is served");
     let left = entry.ttl().expect("an entry written with a TTL reports its remaining TTL");
     assert!(left <= ttl, "remaining TTL {left:?} exceeds the {ttl:?} it was given");
@@ -159,8 +175,8 @@ pub async fn clear_is_scoped_to_the_namespace(h: &Harness) {
     let a = (h.factory)(&format!("{ns}-a"));
     let b = (h.factory)(&format!("{ns}-b"));
     for i in 0..20 {
-        a.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
-        b.set(&format!("k{i}"), Value::new(i + 100), cachestack::Expiry::Default).await.unwrap();
+        a.set(&format!("k{i}"), Value::new(i), Expiry::Default).await.unwrap();
+        b.set(&format!("k{i}"), Value::new(i + 100), Expiry::Default).await.unwrap();
     }
     a.clear().await.unwrap();
     for i in 0..20 {
@@ -169,8 +185,8 @@ pub async fn clear_is_scoped_to_the_namespace(h: &Harness) {
         assert_eq!(kept.value.get::<i32>().unwrap(), i + 100);
     }
     // The same key in two namespaces holds two values.
-    a.set("shared", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
-    b.set("shared", Value::new(2u8), cachestack::Expiry::Default).await.unwrap();
+    a.set("shared", Value::new(1u8), Expiry::Default).await.unwrap();
+    b.set("shared", Value::new(2u8), Expiry::Default).await.unwrap();
     assert_eq!(a.get("shared").await.unwrap().unwrap().value.get::<u8>().unwrap(), 1);
     assert_eq!(b.get("shared").await.unwrap().unwrap().value.get::<u8>().unwrap(), 2);
 }
@@ -181,7 +197,7 @@ pub async fn bulk_operations(h: &Harness) {
     let keys: Vec<String> = (0..50).map(|i| format!("bulk:{i}")).collect();
     let entries: Vec<(&str, Value)> =
         keys.iter().enumerate().filter(|(i, _)| i % 2 == 0).map(|(i, k)| (k.as_str(), Value::new(i as u64))).collect();
-    b.set_many(&entries, cachestack::Expiry::after(Duration::from_secs(600))).await.unwrap();
+    b.set_many(&entries, Expiry::after(Duration::from_secs(600))).await.unwrap();
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let got = b.get_many(&refs).await.unwrap();
     assert_eq!(got.len(), keys.len());
@@ -204,7 +220,7 @@ pub async fn bulk_operations(h: &Harness) {
 pub async fn stats_count_operations(h: &Harness) {
     let b = h.open("stats");
     let before = b.stats();
-    b.set("k", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+    b.set("k", Value::new(1u8), Expiry::Default).await.unwrap();
     b.get("k").await.unwrap();
     b.get("k").await.unwrap();
     b.get("missing").await.unwrap();
@@ -213,6 +229,102 @@ pub async fn stats_count_operations(h: &Harness) {
     assert_eq!(after.misses - before.misses, 1, "{after:?}");
     assert!(after.writes > before.writes, "{after:?}");
     assert!(!after.name.is_empty());
+}
+
+/// In silent mode a store that cannot be reached answers misses and no-ops, never errors, and
+/// counts every failure (errors) and every absorbed read (misses). Skipped when the harness has no
+/// [`Harness::unreachable_silent`].
+pub async fn silent_mode_absorbs_and_counts(h: &Harness) {
+    let Some(open) = &h.unreachable_silent else { return };
+    let b = open(&unique_namespace("silent"));
+    let before = b.stats();
+    assert!(b.get("k").await.expect("silent get").is_none());
+    b.set("k", Value::new(1u8), Expiry::Default).await.expect("silent set");
+    assert!(!b.delete("k").await.expect("silent delete"));
+    let many = b.get_many(&["a", "b"]).await.expect("silent get_many");
+    assert!(many.len() == 2 && many.iter().all(Option::is_none));
+    let after = b.stats();
+    assert_eq!(after.errors - before.errors, 4, "every failure is counted: {after:?}");
+    assert_eq!(after.misses - before.misses, 3, "every absorbed read is a miss: {after:?}");
+    assert_eq!(after.hits, before.hits);
+}
+
+/// `purge_expired` removes only expired entries (stores that expire entries by themselves report
+/// 0), and an expired entry is not served before or after a purge.
+pub async fn purge_expired_keeps_live_entries(h: &Harness) {
+    let b = h.open("purge");
+    let ttl = h.ttl_unit * 2;
+    for i in 0..5 {
+        b.set(&format!("short{i}"), Value::new(i), Expiry::after(ttl)).await.unwrap();
+        b.set(&format!("live{i}"), Value::new(i), Expiry::after(Duration::from_secs(3600))).await.unwrap();
+    }
+    b.set("forever", Value::new(1u8), Expiry::Never).await.unwrap();
+    let_expire(h, ttl).await;
+    let purged = b.purge_expired().await.unwrap();
+    assert!(purged <= 5, "purged {purged} entries but only 5 had expired");
+    for i in 0..5 {
+        assert!(b.get(&format!("short{i}")).await.unwrap().is_none(), "expired entry served");
+        assert!(b.get(&format!("live{i}")).await.unwrap().is_some(), "live entry purged");
+    }
+    assert!(b.get("forever").await.unwrap().is_some());
+    assert_eq!(b.purge_expired().await.unwrap(), 0, "a second purge finds nothing more");
+}
+
+/// A store that wraps another and delays every write: a slow network or a queue.
+#[derive(Debug)]
+struct Slowed {
+    inner: std::sync::Arc<dyn Backend>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl Backend for Slowed {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn get(&self, key: &str) -> crate::Result<Option<crate::Entry>> {
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> crate::Result<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.set(key, value, expiry).await
+    }
+    async fn delete(&self, key: &str) -> crate::Result<bool> {
+        self.inner.delete(key).await
+    }
+    async fn clear(&self) -> crate::Result<()> {
+        self.inner.clear().await
+    }
+    fn stats(&self) -> crate::BackendStats {
+        self.inner.stats()
+    }
+    fn default_ttl(&self) -> Option<Duration> {
+        self.inner.default_ttl()
+    }
+}
+
+/// An entry's deadline is fixed when the caller writes: a write that spends most of its TTL in
+/// transit (a slow link, a queue) is not given its TTL again on arrival, and is never served past
+/// the deadline; a read reports the deadline the writer fixed.
+pub async fn a_slow_write_keeps_its_deadline(h: &Harness) {
+    let b = h.open("slow");
+    let slowed = Slowed { inner: b.clone(), delay: h.ttl_unit * 3 };
+    let deadline = Deadline::after(h.ttl_unit * 4);
+    slowed.set("k", Value::new(7u8), Expiry::At(deadline)).await.unwrap();
+    if let Some(entry) = b.get("k").await.unwrap() {
+        let reported = entry.expires.expect("written with a deadline");
+        assert!(reported <= deadline, "deadline moved from {deadline:?} to {reported:?}");
+        assert!(
+            deadline.unix_millis() - reported.unix_millis() <= h.ttl_unit.as_millis() as u64,
+            "deadline {reported:?} is not the {deadline:?} the writer fixed"
+        );
+    }
+    tokio::time::sleep(deadline.remaining() + h.ttl_unit + Duration::from_millis(20)).await;
+    assert!(b.get("k").await.unwrap().is_none(), "an entry was served past its deadline");
+    // A deadline that passed in transit is never served at all.
+    let passed = Deadline::after(h.ttl_unit);
+    slowed.set("late", Value::new(1u8), Expiry::At(passed)).await.unwrap();
+    assert!(b.get("late").await.unwrap().is_none(), "an entry arrived after its deadline and was served");
 }
 
 /// A value written for another type is a miss (counted), never misread; raw garbage under a key
@@ -323,11 +435,14 @@ pub async fn run_all(h: &Harness) {
     hostile_keys_round_trip(h).await;
     large_values_round_trip(h).await;
     concurrent_writers(h).await;
+    silent_mode_absorbs_and_counts(h).await;
+    purge_expired_keeps_live_entries(h).await;
+    a_slow_write_keeps_its_deadline(h).await;
 }
 
 /// Expands to one `#[tokio::test]` per conformance behaviour, in a module named `$name`. The
 /// closure returns a [`Harness`], or an `Option<Harness>` whose `None` skips the test (for a
-/// server that [`crate::server_url`] reports missing).
+/// server that is missing outside CI).
 ///
 /// ```ignore
 /// cachestack_tests::conformance_suite!(memory, || Harness::new(|_ns| Arc::new(MemoryBackend::with_capacity(10_000))));
@@ -342,7 +457,8 @@ macro_rules! conformance_suite {
                 missing_key_is_a_miss, values_round_trip, overwrite_replaces, delete_removes,
                 ttl_expiry, clear_is_scoped_to_the_namespace, bulk_operations,
                 stats_count_operations, unreadable_values_are_misses, hostile_keys_round_trip,
-                large_values_round_trip, concurrent_writers);
+                large_values_round_trip, concurrent_writers, silent_mode_absorbs_and_counts,
+                purge_expired_keeps_live_entries, a_slow_write_keeps_its_deadline);
         }
     };
     (@tests $harness:expr; $($behaviour:ident),*) => {
