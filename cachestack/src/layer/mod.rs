@@ -17,15 +17,10 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-
 pub use silent::{Silent, LOG_INTERVAL};
 pub use timeout::{within, Timeout};
 
-use crate::error::Result;
-use crate::expiry::Expiry;
-use crate::store::{Backend, BackendStats, Entry, LocalBackend, LocalRead};
-use crate::value::Value;
+use crate::store::Backend;
 
 /// The layers a store gets: the options every cache shares, whatever its store.
 ///
@@ -128,51 +123,4 @@ impl<S: fmt::Debug> fmt::Debug for Layered<S> {
     }
 }
 
-#[async_trait]
-impl<S: Backend> Backend for Layered<S> {
-    fn name(&self) -> &str {
-        self.chain.name()
-    }
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.chain.get(key).await
-    }
-    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
-        self.chain.set(key, value, expiry).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.chain.delete(key).await
-    }
-    async fn exists(&self, key: &str) -> Result<bool> {
-        self.chain.exists(key).await
-    }
-    async fn clear(&self) -> Result<()> {
-        self.chain.clear().await
-    }
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.chain.get_many(keys).await
-    }
-    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
-        self.chain.set_many(entries, expiry).await
-    }
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.chain.delete_many(keys).await
-    }
-    async fn purge_expired(&self) -> Result<u64> {
-        self.chain.purge_expired().await
-    }
-    fn stats(&self) -> BackendStats {
-        self.chain.stats()
-    }
-    fn default_ttl(&self) -> Option<Duration> {
-        self.chain.default_ttl()
-    }
-    fn as_local(&self) -> Option<&dyn LocalBackend> {
-        self.chain.as_local()
-    }
-    fn local_l1(&self) -> Option<&dyn LocalRead> {
-        self.chain.local_l1()
-    }
-    async fn flush(&self) -> Result<()> {
-        self.chain.flush().await
-    }
-}
+crate::store::forward_backend!(impl [S: Backend] for Layered<S> => |s| s.chain);

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::expiry::Expiry;
-use crate::store::{Backend, BackendStats, Entry, LocalBackend, LocalRead};
+use crate::store::{Backend, BackendStats, Entry};
 use crate::value::Value;
 
 /// How often one cause of failure is logged at most (one line per cause per interval).
@@ -127,15 +127,7 @@ impl<B: Backend> Backend for Silent<B> {
         stats.misses += self.absorbed_misses.load(Relaxed);
         stats
     }
-    fn default_ttl(&self) -> Option<Duration> {
-        self.inner.default_ttl()
-    }
-    fn as_local(&self) -> Option<&dyn LocalBackend> {
-        self.inner.as_local()
-    }
-    fn local_l1(&self) -> Option<&dyn LocalRead> {
-        self.inner.local_l1()
-    }
+    crate::store::forward_backend!(passive: |s| s.inner);
     async fn flush(&self) -> Result<()> {
         let result = self.inner.flush().await;
         self.settle("flush", result, 0, || ())

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::expiry::Expiry;
-use crate::store::{Backend, BackendStats, Entry, LocalBackend, LocalRead};
+use crate::store::{Backend, BackendStats, Entry};
 use crate::value::Value;
 
 /// Wraps a store so that each operation returns within `limit`.
@@ -97,15 +97,7 @@ impl<B: Backend> Backend for Timeout<B> {
     fn stats(&self) -> BackendStats {
         self.inner.stats().with_detail("timeout", crate::ttl::format_ttl(self.limit))
     }
-    fn default_ttl(&self) -> Option<Duration> {
-        self.inner.default_ttl()
-    }
-    fn as_local(&self) -> Option<&dyn LocalBackend> {
-        self.inner.as_local()
-    }
-    fn local_l1(&self) -> Option<&dyn LocalRead> {
-        self.inner.local_l1()
-    }
+    crate::store::forward_backend!(passive: |s| s.inner);
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await
     }

@@ -187,55 +187,8 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// A shared store is a store: layers and stacks hold `Arc<dyn Backend>`.
-#[async_trait]
-impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        (**self).get(key).await
-    }
-    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
-        (**self).set(key, value, expiry).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        (**self).delete(key).await
-    }
-    async fn exists(&self, key: &str) -> Result<bool> {
-        (**self).exists(key).await
-    }
-    async fn clear(&self) -> Result<()> {
-        (**self).clear().await
-    }
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        (**self).get_many(keys).await
-    }
-    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
-        (**self).set_many(entries, expiry).await
-    }
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        (**self).delete_many(keys).await
-    }
-    async fn purge_expired(&self) -> Result<u64> {
-        (**self).purge_expired().await
-    }
-    fn stats(&self) -> BackendStats {
-        (**self).stats()
-    }
-    fn default_ttl(&self) -> Option<Duration> {
-        (**self).default_ttl()
-    }
-    fn as_local(&self) -> Option<&dyn LocalBackend> {
-        (**self).as_local()
-    }
-    fn local_l1(&self) -> Option<&dyn LocalRead> {
-        (**self).local_l1()
-    }
-    async fn flush(&self) -> Result<()> {
-        (**self).flush().await
-    }
-}
+// A shared store is a store: layers and stacks hold `Arc<dyn Backend>`.
+crate::store::forward_backend!(impl [B: Backend + ?Sized] for std::sync::Arc<B> => |s| **s);
 
 /// Synchronous, infallible reads of an in-process store or of the in-process front of a stack.
 /// See [`Backend::local_l1`].

@@ -5,6 +5,7 @@
 mod backend;
 #[cfg(feature = "file")]
 pub(crate) mod file;
+mod forward;
 #[cfg(feature = "memcached")]
 pub(crate) mod memcached;
 #[cfg(feature = "memory")]
@@ -16,3 +17,4 @@ pub(crate) mod postgres;
 pub(crate) mod redis;
 
 pub use backend::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
+pub(crate) use forward::forward_backend;

@@ -1,0 +1,79 @@
+//! Forwarding for wrappers (layers, shared handles): one place that lists the `Backend` methods a
+//! wrapper passes through unchanged.
+
+/// Inside an `impl Backend for Wrapper`: forwards the methods a wrapper does not change.
+///
+/// `forward_backend!(passive: |s| s.inner)`, inside an impl, forwards `default_ttl`, `as_local`
+/// and `local_l1`; `forward_backend!(impl [generics] for Type => |s| s.inner)` is a whole impl
+/// that forwards every method.
+macro_rules! forward_backend {
+    (passive: |$s:ident| $inner:expr) => {
+        fn default_ttl(&self) -> Option<std::time::Duration> {
+            let $s = self;
+            $crate::store::Backend::default_ttl(&$inner)
+        }
+        fn as_local(&self) -> Option<&dyn $crate::store::LocalBackend> {
+            let $s = self;
+            $crate::store::Backend::as_local(&$inner)
+        }
+        fn local_l1(&self) -> Option<&dyn $crate::store::LocalRead> {
+            let $s = self;
+            $crate::store::Backend::local_l1(&$inner)
+        }
+    };
+    (impl [$($generics:tt)*] for $ty:ty => |$s:ident| $inner:expr) => {
+        #[async_trait::async_trait]
+        impl<$($generics)*> $crate::store::Backend for $ty {
+        $crate::store::forward_backend!(passive: |$s| $inner);
+        fn name(&self) -> &str {
+            let $s = self;
+            $crate::store::Backend::name(&$inner)
+        }
+        async fn get(&self, key: &str) -> $crate::Result<Option<$crate::store::Entry>> {
+            let $s = self;
+            $crate::store::Backend::get(&$inner, key).await
+        }
+        async fn set(&self, key: &str, value: $crate::Value, expiry: $crate::Expiry) -> $crate::Result<()> {
+            let $s = self;
+            $crate::store::Backend::set(&$inner, key, value, expiry).await
+        }
+        async fn delete(&self, key: &str) -> $crate::Result<bool> {
+            let $s = self;
+            $crate::store::Backend::delete(&$inner, key).await
+        }
+        async fn exists(&self, key: &str) -> $crate::Result<bool> {
+            let $s = self;
+            $crate::store::Backend::exists(&$inner, key).await
+        }
+        async fn clear(&self) -> $crate::Result<()> {
+            let $s = self;
+            $crate::store::Backend::clear(&$inner).await
+        }
+        async fn get_many(&self, keys: &[&str]) -> $crate::Result<Vec<Option<$crate::store::Entry>>> {
+            let $s = self;
+            $crate::store::Backend::get_many(&$inner, keys).await
+        }
+        async fn set_many(&self, entries: &[(&str, $crate::Value)], expiry: $crate::Expiry) -> $crate::Result<()> {
+            let $s = self;
+            $crate::store::Backend::set_many(&$inner, entries, expiry).await
+        }
+        async fn delete_many(&self, keys: &[&str]) -> $crate::Result<u64> {
+            let $s = self;
+            $crate::store::Backend::delete_many(&$inner, keys).await
+        }
+        async fn purge_expired(&self) -> $crate::Result<u64> {
+            let $s = self;
+            $crate::store::Backend::purge_expired(&$inner).await
+        }
+        fn stats(&self) -> $crate::store::BackendStats {
+            let $s = self;
+            $crate::store::Backend::stats(&$inner)
+        }
+        async fn flush(&self) -> $crate::Result<()> {
+            let $s = self;
+            $crate::store::Backend::flush(&$inner).await
+        }
+        }
+    };
+}
+pub(crate) use forward_backend;
