@@ -44,6 +44,10 @@ pub struct InvalidateAttr {
     pub before: Option<Arg<bool>>,
     #[darling(flatten)]
     pub common: CommonAttr,
+    /// An unknown argument looked like a misspelled `key` (so a missing `key` is no second
+    /// mistake to report).
+    #[darling(skip)]
+    pub key_misspelled: bool,
 }
 
 /// The arguments both macros take.
@@ -116,7 +120,7 @@ fn example(name: &str) -> &'static str {
 impl CachedAttr {
     /// Parses `#[cached(...)]`'s arguments, recording every mistake.
     pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Self {
-        let items = arguments(tokens, &CACHED, errors);
+        let (items, _) = arguments(tokens, &CACHED, errors);
         Self::from_list(&items).map_err(|e| errors.push(e)).unwrap_or_default()
     }
 }
@@ -124,21 +128,24 @@ impl CachedAttr {
 impl InvalidateAttr {
     /// Parses `#[invalidate(...)]`'s arguments, recording every mistake.
     pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Self {
-        let items = arguments(tokens, &INVALIDATE, errors);
-        Self::from_list(&items).map_err(|e| errors.push(e)).unwrap_or_default()
+        let (items, suggested) = arguments(tokens, &INVALIDATE, errors);
+        let mut attr = Self::from_list(&items).map_err(|e| errors.push(e)).unwrap_or_default();
+        attr.key_misspelled = suggested.contains(&"key");
+        attr
     }
 }
 
 /// The argument list, without the items whose name is unknown or repeated (each reported): what
-/// is left, darling maps onto the struct's fields.
-fn arguments(tokens: TokenStream, spec: &Spec, errors: &mut Errors) -> Vec<NestedMeta> {
+/// is left, darling maps onto the struct's fields. Also the names suggested for unknown ones.
+fn arguments(tokens: TokenStream, spec: &Spec, errors: &mut Errors) -> (Vec<NestedMeta>, Vec<&'static str>) {
     let items = match NestedMeta::parse_meta_list(tokens) {
         Ok(items) => items,
         Err(err) => {
             errors.push(err);
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
+    let mut suggested = Vec::new();
     let mut seen: Vec<String> = Vec::new();
     let mut kept = Vec::new();
     for item in items {
@@ -154,7 +161,9 @@ fn arguments(tokens: TokenStream, spec: &Spec, errors: &mut Errors) -> Vec<Neste
             continue;
         };
         if !spec.args.contains(&name.as_str()) {
-            errors.push(unknown(meta.path(), &name, spec));
+            let suggestion = closest(&name, spec.args);
+            errors.push(unknown(meta.path(), &name, suggestion, spec));
+            suggested.extend(suggestion);
         } else if seen.contains(&name) && !spec.repeatable.contains(&name.as_str()) {
             errors.push(syn::Error::new_spanned(meta.path(), format!("duplicate attribute `{name}`: give it once")));
         } else {
@@ -162,7 +171,7 @@ fn arguments(tokens: TokenStream, spec: &Spec, errors: &mut Errors) -> Vec<Neste
             kept.push(NestedMeta::Meta(unraw(meta, &name)));
         }
     }
-    kept
+    (kept, suggested)
 }
 
 fn expected_name(spec: &Spec) -> String {
@@ -177,8 +186,8 @@ fn valid_list(spec: &Spec) -> String {
     spec.args.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
 }
 
-fn unknown(path: &Path, given: &str, spec: &Spec) -> syn::Error {
-    let suggestion = closest(given, spec.args).map(|v| format!(" (did you mean `{v}`?)")).unwrap_or_default();
+fn unknown(path: &Path, given: &str, suggestion: Option<&str>, spec: &Spec) -> syn::Error {
+    let suggestion = suggestion.map(|v| format!(" (did you mean `{v}`?)")).unwrap_or_default();
     syn::Error::new_spanned(
         path,
         format!(
@@ -454,7 +463,7 @@ mod tests {
             for name in spec.args {
                 let mut errors = Errors::default();
                 let example = if *name == "condition" { "condition = |v| true" } else { example(name) };
-                let items = arguments(example.parse().unwrap_or_default(), spec, &mut errors);
+                let (items, _) = arguments(example.parse().unwrap_or_default(), spec, &mut errors);
                 let found = match spec.name {
                     "cached" => CachedAttr::from_list(&items).is_ok(),
                     _ => InvalidateAttr::from_list(&items).is_ok(),

@@ -224,4 +224,20 @@ mod tests {
         assert!(msg("<a.>").contains("not a field name"));
         assert!(msg("<a.b-c>").contains("not a field name"));
     }
+
+    #[test]
+    fn placeholders_are_found_in_the_source_text() {
+        // Plain, raw and escaped literals: the range covers `<id>` in the source text.
+        assert_eq!(raw_range("\"user:<id>\"", "user:<id>", 5..9), Some(6..10));
+        assert_eq!(raw_range("r#\"a\"<id>\"#", "a\"<id>", 2..6), Some(5..9));
+        assert_eq!(raw_range("\"\\t<id>\"", "\t<id>", 1..5), Some(3..7));
+        assert_eq!(raw_range("\"\\x3cid>\"", "<id>", 0..4), None);
+    }
+
+    #[test]
+    fn outside_a_macro_the_position_is_counted_in_the_template() {
+        let template = parse("é:<id>").unwrap_or_else(|e| panic!("{e}"));
+        let place = template.placeholders().next().map(|p| p.at.suffix());
+        assert!(matches!(place.as_deref(), Some("") | Some(" at character 3 of the template")), "{place:?}");
+    }
 }

@@ -12,7 +12,8 @@
 //!   name followed by field names or tuple indices.
 //!
 //! Rejected here:
-//! - a `ttl` of zero, an empty `cache` or `namespace`, an `#[invalidate]` without `key`;
+//! - a `ttl` of zero, an empty `cache` or `namespace`, an `#[invalidate]` without `key` (unless
+//!   an unknown argument was a misspelled `key`, already reported);
 //! - a `const fn`, a variadic function, a function without a body;
 //! - for `#[cached]`: `&mut self`, `&mut` arguments, a reference or `impl Trait` return type;
 //! - a placeholder that names no parameter, or `self` in a function without a receiver.
@@ -52,7 +53,7 @@ pub fn cached(func: &Func, attr: CachedAttr, errors: &mut Errors) -> Option<Cach
 
 /// Checks `#[invalidate]` on `func`; `None` when there is nothing to generate.
 pub fn invalidate(func: &Func, attr: InvalidateAttr, errors: &mut Errors) -> Option<Invalidate> {
-    let given = !attr.key.is_empty();
+    let given = !attr.key.is_empty() || attr.key_misspelled;
     let keys: Vec<Template> = attr.key.into_iter().filter_map(|arg| errors.take(arg.value)).collect();
     let before = value(attr.before, errors).unwrap_or(false);
     let (common, in_impl) = common(attr.common, errors);
