@@ -1,9 +1,9 @@
 //! Procedural macros of cachestack: `#[cached]` and `#[invalidate]`. Use them through the
 //! `cachestack` crate (`cachestack::cached`), which holds the runtime they call.
 //!
-//! Each macro works in four steps, one module each (thiserror's shape): [`parse`] the
-//! attribute's arguments (with darling) and the function, [`validate`] them against each other
-//! into a [`model`], and [`expand`] the model. Every problem found before the expansion is
+//! Each macro works in four steps, one module each (thiserror's shape): `parse` the
+//! attribute's arguments (with darling) and the function, `validate` them against each other
+//! into a `model`, and `expand` the model. Every problem found before the expansion is
 //! reported, each with a span on the offending token, and the function is still emitted so that
 //! one mistake gives one error.
 

@@ -3,7 +3,7 @@
 //! else yet (that is [`crate::validate`]).
 //!
 //! Parsing never stops at the first mistake. Unknown and repeated names are reported here, with
-//! the valid names and darling's "did you mean"; each argument's value is read into an [`Arg`],
+//! the valid names and the closest one ("did you mean"); each argument's value is read into an [`Arg`],
 //! which keeps either the value or the error explaining why it could not be read, so that one
 //! bad value neither hides the mistakes in the others nor stops the expansion.
 
