@@ -1,22 +1,24 @@
 //! Procedural macros of cachestack: `#[cached]` and `#[invalidate]`. Use them through the
 //! `cachestack` crate (`cachestack::cached`), which holds the runtime they call.
 //!
-//! Each macro works in three steps: parse the attribute's arguments, check them and the function
-//! against each other, then generate code. Every problem
-//! found in the first two steps is reported, each with a span on the offending token, and the
-//! function is still emitted so that one mistake gives one error.
+//! Each macro works in four steps, one module each (thiserror's shape): `parse` the
+//! attribute's arguments (with darling) and the function, `validate` them against each other
+//! into a `model`, and `expand` the model. Every problem found before the expansion is
+//! reported, each with a span on the offending token, and the function is still emitted so that
+//! one mistake gives one error.
 
 use proc_macro::TokenStream;
 use quote::ToTokens;
 
-mod args;
 mod errors;
 mod expand;
 mod model;
+mod parse;
 mod template;
+mod validate;
 
 use errors::Errors;
-use model::{Func, Purpose};
+use parse::{CachedAttr, Func, InvalidateAttr};
 
 /// Caches a function's results: in the registry's default cache (an in-process memory cache
 /// unless configured otherwise) or in the cache named by `cache = "..."`.
@@ -186,29 +188,14 @@ use model::{Func, Purpose};
 /// ```
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
-    const NAME: &str = "cached";
     let mut errors = Errors::default();
-    let args = args::parse_cached(args.into(), &mut errors);
-    let func = match syn::parse::<Func>(item.clone()) {
+    let attr = CachedAttr::parse(args.into(), &mut errors);
+    let func = match parse_item("cached", item) {
         Ok(func) => func,
-        Err(err) => {
-            let mut out =
-                syn::Error::new(err.span(), format!("#[{NAME}] applies to functions and methods with a body"))
-                    .into_compile_error();
-            out.extend(proc_macro2::TokenStream::from(item));
-            return out.into();
-        }
+        Err(tokens) => return tokens,
     };
-    let mut args = args;
-    let expanded = match model::analyze(&func, Purpose::Cached, args.common.in_impl, &mut errors) {
-        Some(model) => {
-            if let Some(template) = &args.key {
-                if !model.check_template(template, &mut errors) {
-                    args.key = None;
-                }
-            }
-            expand::cached(&model, &args)
-        }
+    let expanded = match validate::cached(&func, attr, &mut errors) {
+        Some(model) => expand::cached(&model),
         None => func.to_token_stream(),
     };
     let mut out = errors.into_compile_errors();
@@ -244,31 +231,28 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ignored), `crate = path`. Works on sync and async functions.
 #[proc_macro_attribute]
 pub fn invalidate(args: TokenStream, item: TokenStream) -> TokenStream {
-    const NAME: &str = "invalidate";
     let mut errors = Errors::default();
-    let mut args = args::parse_invalidate(args.into(), &mut errors);
-    let func = match syn::parse::<Func>(item.clone()) {
+    let attr = InvalidateAttr::parse(args.into(), &mut errors);
+    let func = match parse_item("invalidate", item) {
         Ok(func) => func,
-        Err(err) => {
-            let mut out =
-                syn::Error::new(err.span(), format!("#[{NAME}] applies to functions and methods with a body"))
-                    .into_compile_error();
-            out.extend(proc_macro2::TokenStream::from(item));
-            return out.into();
-        }
+        Err(tokens) => return tokens,
     };
-    let expanded = match model::analyze(&func, Purpose::Invalidate, args.common.in_impl, &mut errors) {
-        Some(model) => {
-            args.keys.retain(|template| model.check_template(template, &mut errors));
-            if args.keys.is_empty() {
-                func.to_token_stream()
-            } else {
-                expand::invalidate(&model, &args)
-            }
-        }
+    let expanded = match validate::invalidate(&func, attr, &mut errors) {
+        Some(model) => expand::invalidate(&model),
         None => func.to_token_stream(),
     };
     let mut out = errors.into_compile_errors();
     out.extend(expanded);
     out.into()
+}
+
+/// The annotated function, or (when the item is no function) the error followed by the item
+/// unchanged.
+fn parse_item(name: &str, item: TokenStream) -> Result<Func, TokenStream> {
+    syn::parse::<Func>(item.clone()).map_err(|err| {
+        let message = format!("#[{name}] applies to functions and methods with a body");
+        let mut out = syn::Error::new(err.span(), message).into_compile_error();
+        out.extend(proc_macro2::TokenStream::from(item));
+        out.into()
+    })
 }

@@ -2,13 +2,19 @@
 //!
 //! Literal text is copied as is, `<path>` is replaced by the `Display` rendering of a parameter
 //! or a field path under it, and `<<` stands for a literal `<`.
+//!
+//! Every placeholder knows where it is ([`Location`]), so that messages about it point at it:
+//! at the placeholder itself where the compiler can point inside a string literal
+//! (`Literal::subspan`, which returns `None` on stable Rust), else at the whole literal with the
+//! placeholder's line and column in the message.
 
+use std::ops::Range;
+
+use proc_macro2::Span;
 use syn::{LitStr, Member};
 
 /// A parsed template.
 pub struct Template {
-    /// The string literal, for spans.
-    pub lit: LitStr,
     /// Text and placeholders, in order.
     pub pieces: Vec<Piece>,
 }
@@ -29,6 +35,25 @@ pub struct Placeholder {
     pub members: Vec<Member>,
     /// The text between the angle brackets, for messages.
     pub text: String,
+    /// Where `<...>` is in the source.
+    pub at: Location,
+}
+
+/// Where a part of a template is in the source.
+#[derive(Clone)]
+pub struct Location {
+    /// The part's own span when the compiler provides one, else the literal's.
+    pub span: Span,
+    /// `"at column 22"` when `span` is the whole literal: where in it the part is.
+    pub position: Option<String>,
+}
+
+impl Location {
+    /// `" at column 22"` (with a leading space) when the span cannot point at the part itself,
+    /// else nothing.
+    pub fn suffix(&self) -> String {
+        self.position.as_ref().map(|p| format!(" {p}")).unwrap_or_default()
+    }
 }
 
 impl Template {
@@ -37,41 +62,44 @@ impl Template {
         let source = lit.value();
         let mut pieces = Vec::new();
         let mut text = String::new();
-        let mut rest = source.as_str();
-        while let Some(open) = rest.find('<') {
-            text.push_str(&rest[..open]);
-            let after = &rest[open + 1..];
-            if let Some(tail) = after.strip_prefix('<') {
+        let mut offset = 0;
+        while let Some(open) = source[offset..].find('<').map(|i| offset + i) {
+            text.push_str(&source[offset..open]);
+            let after = &source[open + 1..];
+            if after.starts_with('<') {
                 text.push('<');
-                rest = tail;
+                offset = open + 2;
                 continue;
             }
-            let Some(close) = after.find('>') else {
+            let Some(close) = after.find('>').map(|i| open + 1 + i) else {
+                let at = locate(lit, &source, open..source.len());
                 return Err(syn::Error::new(
-                    lit.span(),
+                    at.span,
                     format!(
-                        "unclosed `<` in key template {source:?}: a placeholder is written `<name>` (write `<<` for a literal `<`)"
+                        "unclosed `<`{} in key template {source:?}: a placeholder is written `<name>` (write `<<` for a literal `<`)",
+                        at.suffix()
                     ),
                 ));
             };
-            let inner = &after[..close];
-            let place = parse_placeholder(inner).map_err(|why| {
+            let inner = &source[open + 1..close];
+            let at = locate(lit, &source, open..close + 1);
+            let place = parse_placeholder(inner, at.clone()).map_err(|why| {
                 syn::Error::new(
-                    lit.span(),
-                    format!("invalid placeholder `<{inner}>` in key template {source:?}: {why}"),
+                    at.span,
+                    format!("invalid placeholder `<{inner}>`{} in key template {source:?}: {why}", at.suffix()),
                 )
             })?;
             if !text.is_empty() {
                 pieces.push(Piece::Text(std::mem::take(&mut text)));
             }
             pieces.push(Piece::Place(place));
-            rest = &after[close + 1..];
+            offset = close + 1;
         }
-        text.push_str(rest);
+        text.push_str(&source[offset..]);
         if !text.is_empty() {
             pieces.push(Piece::Text(text));
         }
-        Ok(Template { lit: lit.clone(), pieces })
+        Ok(Template { pieces })
     }
 
     /// The placeholders, in order.
@@ -83,7 +111,7 @@ impl Template {
     }
 }
 
-fn parse_placeholder(inner: &str) -> Result<Placeholder, String> {
+fn parse_placeholder(inner: &str, at: Location) -> Result<Placeholder, String> {
     const HINT: &str = "write a parameter name or a field path such as `<id>` or `<user.id>`";
     if inner.is_empty() {
         return Err(format!("the placeholder is empty; {HINT} (write `<<` for a literal `<`)"));
@@ -103,7 +131,52 @@ fn parse_placeholder(inner: &str) -> Result<Placeholder, String> {
             None => return Err(format!("`{segment}` is not a field name or a tuple index; {HINT}")),
         }
     }
-    Ok(Placeholder { root: root.to_string(), members, text: inner.to_string() })
+    Ok(Placeholder { root: root.to_string(), members, text: inner.to_string(), at })
+}
+
+/// Where the bytes `range` of `value` (the literal's value) are in the source.
+fn locate(lit: &LitStr, value: &str, range: Range<usize>) -> Location {
+    let token = lit.token();
+    let raw = token.to_string();
+    let Some(raw_range) = raw_range(&raw, value, range.clone()) else {
+        let character = value[..range.start].chars().count() + 1;
+        return Location { span: lit.span(), position: Some(format!("at character {character} of the template")) };
+    };
+    if let Some(span) = token.subspan(raw_range.clone()) {
+        return Location { span, position: None };
+    }
+    let position = source_position(lit.span(), &raw[..raw_range.start]).unwrap_or_else(|| {
+        let character = value[..range.start].chars().count() + 1;
+        format!("at character {character} of the template")
+    });
+    Location { span: lit.span(), position: Some(position) }
+}
+
+/// The bytes of the literal's source text (`"user:<id>"`, `r#"..."#`) that hold the bytes `range`
+/// of its value. When escapes make the two differ, the first occurrence of the text is taken.
+fn raw_range(raw: &str, value: &str, range: Range<usize>) -> Option<Range<usize>> {
+    let open = raw.find('"')?;
+    let close = raw.rfind('"')?;
+    let content = raw.get(open + 1..close)?;
+    let start = if content == value { range.start } else { content.find(&value[range.clone()])? };
+    Some(open + 1 + start..open + 1 + start + range.len())
+}
+
+/// `"at column 22"` (or `"at line 4, column 3"` when the literal spans lines) for the source text
+/// that follows `before`, which starts where the literal does. `None` outside a macro expansion
+/// (unit tests), where spans have no position.
+fn source_position(lit: Span, before: &str) -> Option<String> {
+    if !proc_macro::is_available() {
+        return None;
+    }
+    let start = lit.unwrap();
+    Some(match before.rfind('\n') {
+        None => format!("at column {}", start.column() + before.chars().count()),
+        Some(newline) => {
+            let line = start.line() + before.matches('\n').count();
+            format!("at line {line}, column {}", before[newline + 1..].chars().count() + 1)
+        }
+    })
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -150,5 +223,21 @@ mod tests {
         assert!(msg("<a b>").contains("not a parameter name"));
         assert!(msg("<a.>").contains("not a field name"));
         assert!(msg("<a.b-c>").contains("not a field name"));
+    }
+
+    #[test]
+    fn placeholders_are_found_in_the_source_text() {
+        // Plain, raw and escaped literals: the range covers `<id>` in the source text.
+        assert_eq!(raw_range("\"user:<id>\"", "user:<id>", 5..9), Some(6..10));
+        assert_eq!(raw_range("r#\"a\"<id>\"#", "a\"<id>", 2..6), Some(5..9));
+        assert_eq!(raw_range("\"\\t<id>\"", "\t<id>", 1..5), Some(3..7));
+        assert_eq!(raw_range("\"\\x3cid>\"", "<id>", 0..4), None);
+    }
+
+    #[test]
+    fn outside_a_macro_the_position_is_counted_in_the_template() {
+        let template = parse("é:<id>").unwrap_or_else(|e| panic!("{e}"));
+        let place = template.placeholders().next().map(|p| p.at.suffix());
+        assert!(matches!(place.as_deref(), Some("") | Some(" at character 3 of the template")), "{place:?}");
     }
 }

@@ -1,0 +1,506 @@
+//! Step 1: parsing. The attribute's arguments (`ttl = "5m", key = "user:<id>", ...`) become the
+//! darling structs below and the annotated item a [`Func`]; nothing is checked against anything
+//! else yet (that is [`crate::validate`]).
+//!
+//! Parsing never stops at the first mistake. Unknown and repeated names are reported here, with
+//! the valid names and the closest one ("did you mean"); each argument's value is read into an [`Arg`],
+//! which keeps either the value or the error explaining why it could not be read, so that one
+//! bad value neither hides the mistakes in the others nor stops the expansion.
+
+use std::time::Duration;
+
+use darling::ast::NestedMeta;
+use darling::FromMeta;
+use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{Attribute, Block, Expr, ExprLit, Lit, LitBool, LitStr, Meta, Path, Signature, Token, Visibility};
+
+use crate::errors::Errors;
+use crate::model::OnError;
+use crate::template::Template;
+
+/// `#[cached(...)]`'s arguments.
+#[derive(Default, FromMeta)]
+pub struct CachedAttr {
+    pub ttl: Option<Arg<Ttl>>,
+    pub key: Option<Arg<Template>>,
+    pub condition: Option<Arg<Expr>>,
+    pub lock: Option<Arg<bool>>,
+    pub cache_none: Option<Arg<bool>>,
+    pub cache_err: Option<Arg<bool>>,
+    #[darling(flatten)]
+    pub common: CommonAttr,
+}
+
+/// `#[invalidate(...)]`'s arguments.
+#[derive(Default, FromMeta)]
+pub struct InvalidateAttr {
+    /// `key = "..."`, given once per key to remove.
+    #[darling(multiple)]
+    pub key: Vec<Arg<Template>>,
+    pub before: Option<Arg<bool>>,
+    #[darling(flatten)]
+    pub common: CommonAttr,
+    /// An unknown argument looked like a misspelled `key` (so a missing `key` is no second
+    /// mistake to report).
+    #[darling(skip)]
+    pub key_misspelled: bool,
+}
+
+/// The arguments both macros take.
+#[derive(Default, FromMeta)]
+pub struct CommonAttr {
+    pub cache: Option<Arg<LitStr>>,
+    pub namespace: Option<Arg<LitStr>>,
+    pub version: Option<Arg<Version>>,
+    pub on_cache_error: Option<Arg<OnCacheError>>,
+    #[darling(rename = "crate")]
+    pub krate: Option<Arg<Path>>,
+    pub in_impl: Option<Arg<InImpl>>,
+}
+
+/// What a macro accepts, for the name checks and their messages.
+pub struct Spec {
+    /// `cached`.
+    pub name: &'static str,
+    /// The argument names, in the order the documentation lists them.
+    pub args: &'static [&'static str],
+    /// The names that may be given several times.
+    pub repeatable: &'static [&'static str],
+}
+
+pub const CACHED: Spec = Spec {
+    name: "cached",
+    args: &[
+        "ttl",
+        "key",
+        "condition",
+        "cache",
+        "namespace",
+        "version",
+        "lock",
+        "cache_none",
+        "cache_err",
+        "on_cache_error",
+        "crate",
+        "in_impl",
+    ],
+    repeatable: &[],
+};
+
+pub const INVALIDATE: Spec = Spec {
+    name: "invalidate",
+    args: &["key", "cache", "namespace", "version", "before", "on_cache_error", "crate", "in_impl"],
+    repeatable: &["key"],
+};
+
+/// An example of each argument, for messages.
+fn example(name: &str) -> &'static str {
+    match name {
+        "ttl" => "ttl = \"5m\"",
+        "key" => "key = \"user:<id>\"",
+        "condition" => "condition = |value| ...",
+        "cache" => "cache = \"users\"",
+        "namespace" => "namespace = \"users\"",
+        "version" => "version = 2",
+        "lock" => "lock = false",
+        "cache_none" => "cache_none = false",
+        "cache_err" => "cache_err = true",
+        "before" => "before = true",
+        "on_cache_error" => "on_cache_error = \"propagate\"",
+        "crate" => "crate = ::cachestack",
+        "in_impl" => "in_impl",
+        _ => "name = value",
+    }
+}
+
+impl CachedAttr {
+    /// Parses `#[cached(...)]`'s arguments, recording every mistake.
+    pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Self {
+        let (items, _) = arguments(tokens, &CACHED, errors);
+        Self::from_list(&items).map_err(|e| errors.push(e)).unwrap_or_default()
+    }
+}
+
+impl InvalidateAttr {
+    /// Parses `#[invalidate(...)]`'s arguments, recording every mistake.
+    pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Self {
+        let (items, suggested) = arguments(tokens, &INVALIDATE, errors);
+        let mut attr = Self::from_list(&items).map_err(|e| errors.push(e)).unwrap_or_default();
+        attr.key_misspelled = suggested.contains(&"key");
+        attr
+    }
+}
+
+/// The argument list, without the items whose name is unknown or repeated (each reported): what
+/// is left, darling maps onto the struct's fields. Also the names suggested for unknown ones.
+fn arguments(tokens: TokenStream, spec: &Spec, errors: &mut Errors) -> (Vec<NestedMeta>, Vec<&'static str>) {
+    let items = match NestedMeta::parse_meta_list(tokens) {
+        Ok(items) => items,
+        Err(err) => {
+            errors.push(err);
+            return (Vec::new(), Vec::new());
+        }
+    };
+    let mut suggested = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    let mut kept = Vec::new();
+    for item in items {
+        let meta = match item {
+            NestedMeta::Meta(meta) => meta,
+            NestedMeta::Lit(lit) => {
+                errors.push(syn::Error::new_spanned(lit, expected_name(spec)));
+                continue;
+            }
+        };
+        let Some(name) = meta.path().get_ident().map(|id| id.unraw().to_string()) else {
+            errors.push(syn::Error::new_spanned(meta.path(), expected_name(spec)));
+            continue;
+        };
+        if !spec.args.contains(&name.as_str()) {
+            let suggestion = closest(&name, spec.args);
+            errors.push(unknown(meta.path(), &name, suggestion, spec));
+            suggested.extend(suggestion);
+        } else if seen.contains(&name) && !spec.repeatable.contains(&name.as_str()) {
+            errors.push(syn::Error::new_spanned(meta.path(), format!("duplicate attribute `{name}`: give it once")));
+        } else {
+            seen.push(name.clone());
+            kept.push(NestedMeta::Meta(unraw(meta, &name)));
+        }
+    }
+    (kept, suggested)
+}
+
+fn expected_name(spec: &Spec) -> String {
+    format!(
+        "expected an attribute such as `ttl = \"5m\"`; valid attributes for #[{}] are {}",
+        spec.name,
+        valid_list(spec)
+    )
+}
+
+fn valid_list(spec: &Spec) -> String {
+    spec.args.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn unknown(path: &Path, given: &str, suggestion: Option<&str>, spec: &Spec) -> syn::Error {
+    let suggestion = suggestion.map(|v| format!(" (did you mean `{v}`?)")).unwrap_or_default();
+    syn::Error::new_spanned(
+        path,
+        format!(
+            "unknown attribute `{given}` for #[{}]{suggestion}; valid attributes are {}",
+            spec.name,
+            valid_list(spec)
+        ),
+    )
+}
+
+/// The valid name closest to `given`: at most two edits away (a transposed pair counts as
+/// one), or a third of the name's length for long names.
+///
+/// darling's `suggestions` feature (Jaro-Winkler similarity above 0.8) is not used: it misses
+/// the commonest typo of the shortest name, `tll` for `ttl` (a similarity of exactly 0.8), and
+/// exposes its choice only in a message worded for derive macros.
+fn closest(given: &str, valid: &[&'static str]) -> Option<&'static str> {
+    valid.iter().map(|v| (edit_distance(given, v), *v)).filter(|(d, v)| *d <= 2.max(v.len() / 3)).min().map(|(_, v)| v)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and transpositions of
+/// adjacent characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![(0..=b.len()).collect::<Vec<usize>>()];
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (rows[i - 1][j] + 1).min(row[j - 1] + 1).min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(rows[i - 2][j - 2] + 1);
+            }
+        }
+        rows.push(row);
+    }
+    rows[a.len()][b.len()]
+}
+
+/// `meta` with its name written without `r#`, as darling matches names.
+fn unraw(mut meta: Meta, name: &str) -> Meta {
+    let path = match &mut meta {
+        Meta::Path(path) => path,
+        Meta::List(list) => &mut list.path,
+        Meta::NameValue(nv) => &mut nv.path,
+    };
+    if let Some(segment) = path.segments.first_mut() {
+        segment.ident = syn::Ident::new(name, segment.ident.span());
+    }
+    meta
+}
+
+/// One argument as written: the span of its name, and its value or why it could not be read.
+pub struct Arg<T> {
+    /// The span of the argument's name.
+    pub name: Span,
+    pub value: syn::Result<T>,
+}
+
+/// How one argument's value is read.
+pub trait Value: Sized {
+    /// Reads `name = expr`.
+    fn read(expr: &Expr, name: &str) -> syn::Result<Self>;
+
+    /// The value of a bare `name`, for the arguments that may be written so.
+    fn word() -> Option<Self> {
+        None
+    }
+}
+
+impl<T: Value> FromMeta for Arg<T> {
+    /// Never fails: the outcome is in `value`, so darling goes on with the other arguments.
+    fn from_meta(meta: &Meta) -> darling::Result<Self> {
+        let name = darling::util::path_to_string(meta.path());
+        let needs_value = || format!("`{name}` needs a value, e.g. `{}`", example(&name));
+        let value = match meta {
+            Meta::NameValue(nv) => T::read(&nv.value, &name),
+            Meta::Path(path) => T::word().ok_or_else(|| syn::Error::new_spanned(path, needs_value())),
+            Meta::List(list) => Err(syn::Error::new_spanned(
+                list,
+                format!("`{name}` is written `{name} = value`, e.g. `{}`", example(&name)),
+            )),
+        };
+        Ok(Arg { name: meta.path().span(), value })
+    }
+}
+
+fn lit_str(expr: &Expr) -> Option<&LitStr> {
+    match expr {
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Some(s),
+        _ => None,
+    }
+}
+
+/// A string literal (`cache`, `namespace`).
+impl Value for LitStr {
+    fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
+        lit_str(expr).cloned().ok_or_else(|| {
+            syn::Error::new_spanned(expr, format!("expected a string literal, e.g. `{}`", example(name)))
+        })
+    }
+}
+
+/// `key = "user:<id>"`.
+impl Value for Template {
+    fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
+        Template::parse(&LitStr::read(expr, name)?)
+    }
+}
+
+/// `lock`, `cache_none`, `cache_err`, `before`.
+impl Value for bool {
+    fn read(expr: &Expr, _: &str) -> syn::Result<Self> {
+        match expr {
+            Expr::Lit(ExprLit { lit: Lit::Bool(LitBool { value, .. }), .. }) => Ok(*value),
+            other => Err(syn::Error::new_spanned(other, "expected `true` or `false`")),
+        }
+    }
+}
+
+/// `condition = |value| ...`: any expression; the compiler checks its type.
+impl Value for Expr {
+    fn read(expr: &Expr, _: &str) -> syn::Result<Self> {
+        Ok(expr.clone())
+    }
+}
+
+/// `ttl = ...`, as written.
+pub enum Ttl {
+    /// A string such as `"5m"`, and the duration it reads as (possibly zero).
+    Text(LitStr, Duration),
+    /// An expression, which the compiler checks is a `Duration`.
+    Expr(Expr),
+}
+
+impl Value for Ttl {
+    fn read(expr: &Expr, _: &str) -> syn::Result<Self> {
+        let Some(text) = lit_str(expr) else { return Ok(Ttl::Expr(expr.clone())) };
+        let source = text.value();
+        humantime::parse_duration(source.trim()).map(|d| Ttl::Text(text.clone(), d)).map_err(|e| {
+            syn::Error::new(
+                text.span(),
+                format!("invalid TTL {source:?}: {e}; write a duration such as \"30s\", \"5m\", \"2h30m\" or \"1d\", or a `Duration` expression"),
+            )
+        })
+    }
+}
+
+/// `version = 2` or `version = "2024-01"`, as it goes into keys.
+pub struct Version(pub String);
+
+impl Value for Version {
+    fn read(expr: &Expr, _: &str) -> syn::Result<Self> {
+        match expr {
+            Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => Ok(Version(i.base10_digits().to_string())),
+            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) if !s.value().is_empty() => Ok(Version(s.value())),
+            other => Err(syn::Error::new(
+                other.span(),
+                "expected a version number or a non-empty string, e.g. `version = 2`",
+            )),
+        }
+    }
+}
+
+/// `on_cache_error = "propagate"`, with the span of the string.
+pub struct OnCacheError(pub OnError, pub Span);
+
+impl Value for OnCacheError {
+    fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
+        let s = LitStr::read(expr, name)?;
+        match s.value().as_str() {
+            "ignore" => Ok(OnCacheError(OnError::Ignore, s.span())),
+            "propagate" => Ok(OnCacheError(OnError::Propagate, s.span())),
+            other => Err(syn::Error::new(
+                s.span(),
+                format!("unknown `on_cache_error` mode {other:?}: expected \"ignore\" (the default: log, count and call through) or \"propagate\" (return cache failures as the function's `Err`)"),
+            )),
+        }
+    }
+}
+
+/// `crate = ::cachestack` or `crate = "::cachestack"`.
+impl Value for Path {
+    fn read(expr: &Expr, _: &str) -> syn::Result<Self> {
+        const MESSAGE: &str = "expected a path to the cachestack crate, e.g. `crate = ::cachestack`";
+        match expr {
+            Expr::Path(p) if p.qself.is_none() => Ok(p.path.clone()),
+            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => {
+                s.parse::<Path>().map_err(|_| syn::Error::new(s.span(), MESSAGE))
+            }
+            other => Err(syn::Error::new(other.span(), MESSAGE)),
+        }
+    }
+}
+
+/// `in_impl` (or `in_impl = true`).
+pub struct InImpl(pub bool);
+
+impl Value for InImpl {
+    fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
+        bool::read(expr, name).map(InImpl)
+    }
+
+    fn word() -> Option<Self> {
+        Some(InImpl(true))
+    }
+}
+
+/// A function item, with or without a body (a trait method declaration has none).
+pub struct Func {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub sig: Signature,
+    pub body: Option<Box<Block>>,
+    pub semi: Option<Token![;]>,
+}
+
+impl Parse for Func {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        let sig: Signature = input.parse()?;
+        if input.peek(Token![;]) {
+            let semi = input.parse()?;
+            return Ok(Func { attrs, vis, sig, body: None, semi: Some(semi) });
+        }
+        let body = input.parse()?;
+        Ok(Func { attrs, vis, sig, body: Some(Box::new(body)), semi: None })
+    }
+}
+
+impl ToTokens for Func {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        for attr in &self.attrs {
+            attr.to_tokens(tokens);
+        }
+        self.vis.to_tokens(tokens);
+        self.sig.to_tokens(tokens);
+        match &self.body {
+            Some(body) => body.to_tokens(tokens),
+            None => self.semi.unwrap_or_default().to_tokens(tokens),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(tokens: &str) -> (CachedAttr, String) {
+        let mut errors = Errors::default();
+        let tokens: TokenStream = tokens.parse().unwrap_or_default();
+        let attr = CachedAttr::parse(tokens, &mut errors);
+        (attr, errors.into_compile_errors().to_string())
+    }
+
+    #[test]
+    fn the_closest_name_is_suggested() {
+        assert_eq!(closest("tll", CACHED.args), Some("ttl"));
+        assert_eq!(closest("namesapce", CACHED.args), Some("namespace"));
+        assert_eq!(closest("cache_error", CACHED.args), Some("cache_err"));
+        assert_eq!(closest("keys", INVALIDATE.args), Some("key"));
+        assert_eq!(closest("after", INVALIDATE.args), None);
+        assert_eq!(closest("zzz", CACHED.args), None);
+        assert_eq!(edit_distance("tll", "ttl"), 1);
+        assert_eq!(edit_distance("namesapce", "namespace"), 1);
+        assert_eq!(edit_distance("ttl", "ttl"), 0);
+    }
+
+    #[test]
+    fn every_listed_argument_reaches_a_field() {
+        for spec in [&CACHED, &INVALIDATE] {
+            for name in spec.args {
+                let mut errors = Errors::default();
+                let example = if *name == "condition" { "condition = |v| true" } else { example(name) };
+                let (items, _) = arguments(example.parse().unwrap_or_default(), spec, &mut errors);
+                let found = match spec.name {
+                    "cached" => CachedAttr::from_list(&items).is_ok(),
+                    _ => InvalidateAttr::from_list(&items).is_ok(),
+                };
+                assert!(found, "#[{}] does not accept `{name}`", spec.name);
+                assert!(errors.into_compile_errors().is_empty(), "#[{}]: {name}", spec.name);
+            }
+        }
+    }
+
+    fn message<T>(arg: Option<Arg<T>>) -> String {
+        arg.and_then(|a| a.value.err()).map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn one_bad_value_keeps_the_others() {
+        let (attr, errors) = cached(r#"ttl = "soon", lock = "no", key = "user:<id>", r#namespace = "x""#);
+        assert!(errors.is_empty(), "value errors wait for validation: {errors}");
+        assert!(message(attr.ttl).contains("invalid TTL"));
+        assert!(message(attr.lock).contains("expected `true` or `false`"));
+        assert!(attr.key.is_some_and(|k| k.value.is_ok()));
+        assert!(attr.common.namespace.is_some_and(|k| k.value.is_ok()));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let (_, errors) = cached(r#"tll = "5m", ttl = "1m", ttl = "2m", "5m", a::b = 1"#);
+        assert!(errors.contains("unknown attribute `tll` for #[cached] (did you mean `ttl`?)"), "{errors}");
+        assert!(errors.contains("duplicate attribute `ttl`"), "{errors}");
+        assert!(errors.contains("expected an attribute such as"), "{errors}");
+    }
+
+    #[test]
+    fn values_need_the_name_value_form() {
+        let (attr, _) = cached("ttl, lock(false), in_impl");
+        assert!(message(attr.ttl).contains("`ttl` needs a value, e.g. `ttl = \"5m\"`"));
+        assert!(message(attr.lock).contains("`lock` is written `lock = value`"));
+        assert!(attr.common.in_impl.is_some_and(|a| a.value.is_ok_and(|v| v.0)));
+    }
+}
