@@ -73,7 +73,7 @@ pub use store::null::NullBackend;
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresBackend, PostgresConfig};
 #[cfg(feature = "redis")]
-pub use store::redis::{RedisBackend, RedisConfig, RedisTlsConfig};
+pub use store::redis::{RedisBackend, RedisConfig, RedisStore, RedisTlsConfig};
 pub use store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
 pub use ttl::{format_ttl, parse_ttl};
 pub use url::{backend_from_url, redact_url};

@@ -14,9 +14,9 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use cachestack::{Backend, Cache, Error, RedisBackend, RedisConfig, Value, ValueFormat};
+use cachestack::{Backend, Cache, Deadline, Error, Expiry, RedisBackend, RedisConfig, Value, ValueFormat};
 use cachestack_tests::conformance::{profile, unique_namespace, Harness, Profile};
 use redis::Commands as _;
 
@@ -240,8 +240,8 @@ async fn planted_values_are_misses_cluster() {
     planted_values_are_misses(&config).await;
 }
 
-/// TTLs reach Redis in milliseconds (`PX`), the default TTL applies, and the remaining TTL read
-/// back is never more than the server's.
+/// TTLs reach Redis in milliseconds (`PXAT`), the default TTL applies, and the deadline read
+/// back is the one Redis holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttls_have_millisecond_precision() {
     let Some(config) = test_config(URL_VAR, "redis") else { return };
@@ -261,10 +261,11 @@ async fn ttls_have_millisecond_precision() {
     let pttl = raw.pttl(&backend.redis_key("default"));
     assert!((1..=90_500).contains(&pttl) && pttl > 60_000, "PTTL {pttl}");
 
-    // A key whose server TTL was shortened behind the backend's back reports the shorter one.
-    let () = redis::cmd("PEXPIRE").arg(backend.redis_key("default")).arg(5000).query(raw.conn()).unwrap();
-    let left = backend.get("default").await.unwrap().unwrap().ttl().unwrap();
-    assert!(left <= Duration::from_millis(5000), "{left:?}");
+    // The default TTL is resolved once, when the write reaches the store: Redis and the read
+    // agree on that deadline to the millisecond.
+    let at: i64 = redis::cmd("PEXPIRETIME").arg(backend.redis_key("default")).query(raw.conn()).unwrap();
+    let read = backend.get("default").await.unwrap().unwrap().expires.unwrap();
+    assert_eq!(read.unix_millis(), u64::try_from(at).unwrap());
 
     // A zero TTL stores nothing.
     backend.set("zero", Value::new(1u8), cachestack::Expiry::after(Duration::ZERO)).await.unwrap();
@@ -274,6 +275,63 @@ async fn ttls_have_millisecond_precision() {
     forever.set("k", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(raw.pttl(&forever.redis_key("k")), -1);
     assert_eq!(forever.get("k").await.unwrap().unwrap().ttl(), None);
+}
+
+/// The deadline is fixed by the writer and travels unchanged: Redis expires the key at exactly
+/// that point (`PXAT`), reads return that same deadline (not one measured later), and an entry
+/// whose deadline passed before its write arrived, or while Redis still held it, is never served.
+async fn deadlines_are_the_writers(config: &RedisConfig) {
+    let backend = open(config, &unique_namespace("deadline"));
+    let mut raw = Raw::connect(config);
+    let pexpiretime =
+        |raw: &mut Raw, key: &str| -> i64 { redis::cmd("PEXPIRETIME").arg(key).query(raw.conn()).unwrap() };
+
+    let deadline = Deadline::after(Duration::from_secs(30));
+    backend.set("k", Value::new(1u8), Expiry::At(deadline)).await.unwrap();
+    backend.set_many(&[("m1", Value::new(2u8)), ("m2", Value::new(3u8))], Expiry::At(deadline)).await.unwrap();
+    let ms = i64::try_from(deadline.unix_millis()).unwrap();
+    for key in ["k", "m1", "m2"] {
+        assert_eq!(pexpiretime(&mut raw, &backend.redis_key(key)), ms, "{key}");
+    }
+    assert_eq!(backend.get("k").await.unwrap().unwrap().expires, Some(deadline));
+    for entry in backend.get_many(&["k", "m1", "m2"]).await.unwrap() {
+        assert_eq!(entry.unwrap().expires, Some(deadline));
+    }
+
+    // A deadline that passed while the write was in transit: nothing stored, nothing served,
+    // and an older value under the key is gone too (the key's latest value has expired).
+    let past = Deadline::at(SystemTime::now() - Duration::from_millis(1));
+    backend.set("k", Value::new(9u8), Expiry::At(past)).await.unwrap();
+    backend.set_many(&[("m1", Value::new(9u8)), ("late", Value::new(9u8))], Expiry::At(past)).await.unwrap();
+    for key in ["k", "m1", "late"] {
+        let exists: i64 = redis::cmd("EXISTS").arg(backend.redis_key(key)).query(raw.conn()).unwrap();
+        assert_eq!(exists, 0, "{key} was stored past its deadline");
+    }
+    assert!(backend.get("k").await.unwrap().is_none());
+    let found = backend.get_many(&["k", "m1", "late", "m2"]).await.unwrap();
+    assert!(found[..3].iter().all(Option::is_none));
+    assert_eq!(found[3].as_ref().unwrap().expires, Some(deadline));
+
+    // An envelope whose sealed deadline has passed while Redis still holds the key (written
+    // without a server expiry, as by a late or foreign writer): a miss, not an error.
+    let stale_key = backend.redis_key("stale");
+    raw.set(&stale_key, &ValueFormat::default().seal(&stale_key, &Value::new(1u8), Some(past.time())).unwrap());
+    let errors = backend.stats().errors;
+    assert!(backend.get("stale").await.unwrap().is_none());
+    assert!(backend.get_many(&["stale"]).await.unwrap()[0].is_none());
+    assert_eq!(backend.stats().errors, errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_are_the_writers_single_node() {
+    let Some(config) = test_config(URL_VAR, "redis") else { return };
+    deadlines_are_the_writers(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_are_the_writers_cluster() {
+    let Some(config) = test_config(CLUSTER_URL_VAR, "Redis Cluster") else { return };
+    deadlines_are_the_writers(&config).await;
 }
 
 /// `clear` empties the namespace on every master of the cluster, and nothing else; namespaces

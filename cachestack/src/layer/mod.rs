@@ -110,6 +110,13 @@ impl<S: Backend> Layered<S> {
     }
 }
 
+// Clones share the store and the layers (their counters too), as an `Arc` would.
+impl<S> Clone for Layered<S> {
+    fn clone(&self) -> Self {
+        Layered { store: self.store.clone(), chain: self.chain.clone(), layers: self.layers }
+    }
+}
+
 impl<S> Deref for Layered<S> {
     type Target = S;
     fn deref(&self) -> &S {

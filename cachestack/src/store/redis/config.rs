@@ -83,12 +83,14 @@ pub struct RedisConfig {
     pub default_ttl: Option<Duration>,
     /// Codec, compression, signing and size limit of stored values.
     pub format: ValueFormat,
-    /// Turn errors into misses and no-ops (counted and logged) instead of returning them.
+    /// Turn errors into misses and no-ops (counted and logged) instead of returning them: the
+    /// [`Silent`](crate::layer::Silent) layer of [`RedisBackend`](crate::RedisBackend).
     pub silent: bool,
     /// Deadline for opening a connection to a server (each attempt).
     pub connect_timeout: Duration,
     /// Deadline of each operation, waiting for a connection included: a call returns within it
-    /// with [`Error::Timeout`] at the latest. `clear` applies it to each of its round trips.
+    /// with [`Error::Timeout`] at the latest (the [`Timeout`](crate::layer::Timeout) layer of
+    /// [`RedisBackend`](crate::RedisBackend)). `clear` also applies it to each of its round trips.
     pub timeout: Duration,
     /// Keys asked for per `SCAN` round trip (and deleted per `UNLINK`) by `clear`.
     pub scan_batch: usize,

@@ -1,0 +1,225 @@
+//! The connection to Redis: opening it (single server, cluster, TLS), sending commands and
+//! pipelines, mapping redis-rs errors to cachestack's, and grouping keys by hash slot.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{RoutingInfo, Slot};
+use ::redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, ServerErrorKind, Value as Reply};
+
+use crate::error::{Error, Result};
+
+use super::config::{RedisConfig, ServerUrl};
+use super::Inner;
+
+/// Keys per pipeline in bulk operations (larger batches are split and sent concurrently).
+const MAX_KEYS_PER_PIPELINE: usize = 500;
+
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Whether the server answered the last operation: shown as the `connected` detail of stats.
+/// Starts unknown (0) until an operation reaches the server or fails to.
+#[derive(Debug, Default)]
+pub(super) struct Link(AtomicU8);
+
+impl Link {
+    const UP: u8 = 1;
+    const DOWN: u8 = 2;
+
+    /// Records an answer; true if the link was not known to be up before (a (re)connection).
+    pub(super) fn up(&self) -> bool {
+        self.0.swap(Self::UP, Ordering::Relaxed) != Self::UP
+    }
+
+    /// Records that the server could not be reached.
+    pub(super) fn down(&self) {
+        self.0.store(Self::DOWN, Ordering::Relaxed);
+    }
+
+    /// `true`, `false`, or `not yet` (no operation has reached the server yet).
+    pub(super) fn label(&self) -> &'static str {
+        match self.0.load(Ordering::Relaxed) {
+            Self::UP => "true",
+            Self::DOWN => "false",
+            _ => "not yet",
+        }
+    }
+}
+
+impl Inner {
+    pub(super) fn map_err(&self, err: RedisError) -> Error {
+        let backend = self.config.name.clone();
+        if err.is_timeout() {
+            return Error::Timeout { backend, after: self.config.timeout };
+        }
+        let unavailable = err.is_io_error()
+            || err.is_connection_refusal()
+            || err.is_connection_dropped()
+            || err.is_unrecoverable_error()
+            || matches!(
+                err.kind(),
+                ErrorKind::ClusterConnectionNotFound
+                    | ErrorKind::Server(
+                        ServerErrorKind::BusyLoading
+                            | ServerErrorKind::TryAgain
+                            | ServerErrorKind::ClusterDown
+                            | ServerErrorKind::MasterDown
+                    )
+            );
+        if unavailable {
+            Error::BackendUnavailable { backend, source: Box::new(err) }
+        } else {
+            Error::Generic { backend, source: Box::new(err) }
+        }
+    }
+
+    pub(super) fn generic(&self, message: String) -> Error {
+        Error::Generic { backend: self.config.name.clone(), source: message.into() }
+    }
+
+    pub(super) fn parse<T: FromRedisValue>(&self, reply: Reply) -> Result<T> {
+        ::redis::from_redis_value(reply).map_err(|e| self.generic(format!("unexpected reply from Redis: {e}")))
+    }
+
+    pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
+        let result = match &self.conn {
+            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        };
+        result.map_err(|e| self.map_err(e))
+    }
+
+    pub(super) async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T> {
+        let result = match &self.conn {
+            Conn::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+        };
+        result.map_err(|e| self.map_err(e))
+    }
+
+    pub(super) async fn route(&self, cmd: Cmd, routing: RoutingInfo) -> Result<Reply> {
+        match &self.conn {
+            Conn::Cluster(c) => c.clone().route_command(cmd, routing).await.map_err(|e| self.map_err(e)),
+            Conn::Single(c) => cmd.query_async(&mut c.clone()).await.map_err(|e| self.map_err(e)),
+        }
+    }
+
+    pub(super) fn groups(&self, keys: &[String]) -> Vec<Vec<usize>> {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.groups_of(&keys)
+    }
+
+    /// Indices of `keys` grouped so that each group is one pipeline: by hash slot on a cluster
+    /// (a multi-key command or pipeline never spans slots), all together on a single server; and
+    /// at most [`MAX_KEYS_PER_PIPELINE`] keys a group.
+    pub(super) fn groups_of(&self, keys: &[&str]) -> Vec<Vec<usize>> {
+        let groups: Vec<Vec<usize>> = match self.conn {
+            Conn::Single(_) => vec![(0..keys.len()).collect()],
+            Conn::Cluster(_) => {
+                let mut by_slot: HashMap<Slot, Vec<usize>> = HashMap::new();
+                for (i, key) in keys.iter().enumerate() {
+                    by_slot.entry(Slot::for_key(key.as_bytes())).or_default().push(i);
+                }
+                by_slot.into_values().collect()
+            }
+        };
+        groups
+            .into_iter()
+            .flat_map(|g| g.chunks(MAX_KEYS_PER_PIPELINE).map(<[usize]>::to_vec).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+/// Builds the (lazy) connection on cachestack's runtime, so that its tasks live there.
+pub(super) fn open_connection(server: &ServerUrl, config: &RedisConfig, rt: &tokio::runtime::Handle) -> Result<Conn> {
+    let config_error = |e: RedisError| Error::config(format!("redis URL `{}`: {e}", server.display));
+    #[cfg(feature = "redis-tls")]
+    let certs = tls_certificates(server, config)?;
+    #[cfg(not(feature = "redis-tls"))]
+    refuse_tls(server)?;
+    let _entered = rt.enter();
+    if server.cluster {
+        let builder = ClusterClientBuilder::new(server.nodes.clone())
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.timeout)
+            .retries(3)
+            .min_retry_wait(10)
+            .max_retry_wait(200);
+        #[cfg(feature = "redis-tls")]
+        let builder = match certs {
+            Some(certs) => builder.certs(certs),
+            None => builder,
+        };
+        let client = builder.build().map_err(config_error)?;
+        let cluster_config =
+            ClusterConfig::new().set_connection_timeout(config.connect_timeout).set_response_timeout(config.timeout);
+        Ok(Conn::Cluster(client.get_pending_async_connection_with_config(cluster_config)))
+    } else {
+        let node = server.nodes.first().ok_or_else(|| Error::config("redis: no host given"))?;
+        #[cfg(feature = "redis-tls")]
+        let client = match certs {
+            Some(certs) => ::redis::Client::build_with_tls(node.as_str(), certs),
+            None => ::redis::Client::open(node.as_str()),
+        };
+        #[cfg(not(feature = "redis-tls"))]
+        let client = ::redis::Client::open(node.as_str());
+        let client = client.map_err(config_error)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.timeout))
+            // A failed reconnection is retried once after a short pause, then the next operation
+            // starts a new one: a restarted server is picked up within a fraction of a second.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config).map_err(config_error)?;
+        Ok(Conn::Single(manager))
+    }
+}
+
+/// Reads the TLS files of a `rediss://` server.
+#[cfg(feature = "redis-tls")]
+fn tls_certificates(server: &ServerUrl, config: &RedisConfig) -> Result<Option<::redis::TlsCertificates>> {
+    let tls = &config.tls;
+    let any_file = tls.ca_file.is_some() || tls.client_cert_file.is_some();
+    if !server.tls {
+        return Ok(None);
+    }
+    // rustls needs a process-wide crypto provider; install ring's unless the application chose one.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    if !any_file {
+        return Ok(None);
+    }
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::config(format!("redis TLS: cannot read the {what} file {}: {e}", path.display())))
+    };
+    let root_cert = tls.ca_file.as_deref().map(|p| read("CA certificate", p)).transpose()?;
+    let client_tls = match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
+            client_cert: read("client certificate", cert)?,
+            client_key: read("client key", key)?,
+        }),
+        _ => None,
+    };
+    Ok(Some(::redis::TlsCertificates { client_tls, root_cert }))
+}
+
+#[cfg(not(feature = "redis-tls"))]
+fn refuse_tls(server: &ServerUrl) -> Result<()> {
+    if server.tls {
+        let scheme = if server.cluster { "rediss+cluster" } else { "rediss" };
+        return Err(Error::FeatureDisabled { scheme: scheme.into(), feature: "redis-tls" });
+    }
+    Ok(())
+}
