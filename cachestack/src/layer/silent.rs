@@ -138,8 +138,13 @@ impl<B: Backend> Backend for Silent<B> {
 /// many failures of that cause there were since the last line.
 #[derive(Debug, Default)]
 pub(crate) struct RateLimitedLog {
-    last: Mutex<HashMap<(String, &'static str, &'static str), (Option<Instant>, u64)>>,
+    last: Mutex<HashMap<Cause, Logged>>,
 }
+
+/// A cause of failure: store, operation, kind of error.
+type Cause = (String, &'static str, &'static str);
+/// When a cause was last logged, and how many failures of it went unlogged since.
+type Logged = (Option<Instant>, u64);
 
 impl RateLimitedLog {
     /// Logs `err` at warn level unless its cause was logged less than [`LOG_INTERVAL`] ago.
