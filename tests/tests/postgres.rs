@@ -626,6 +626,75 @@ async fn urls_build_working_backends() {
     conn.close().await.unwrap();
 }
 
+/// The one I/O rule: an operation whose caller stops waiting is aborted, and its connection,
+/// with a statement still in flight, is closed instead of going back to the pool (where the next
+/// user would have to wait for the abandoned statement). Here the statement waits on a row lock
+/// held by another session; the event that it is in flight is the server's `pg_stat_activity`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_statement_closes_its_connection() {
+    let url = cachestack_tests::require_server!(VAR, WHAT);
+    let namespace = unique_namespace("abandoned");
+    let application = format!("cachestack_abandon_{}", std::process::id());
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let client_url = format!("{url}{sep}application_name={application}");
+    let backend = Arc::new(
+        PostgresBackend::new(PostgresConfig {
+            pool_max: 1,
+            timeout: Duration::from_secs(60),
+            ..config(&client_url, CONFORMANCE_TABLE, &namespace)
+        })
+        .unwrap(),
+    );
+    backend.set("k", Value::new(1u8), Expiry::Never).await.unwrap();
+    assert_eq!(backend.stats().details["pool_size"], "1");
+
+    let mut holder = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query(&format!("SELECT 1 FROM \"{CONFORMANCE_TABLE}\" WHERE namespace = $1 AND key = 'k' FOR UPDATE"))
+        .bind(&namespace)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let writer = {
+        let backend = backend.clone();
+        tokio::spawn(async move { backend.set("k", Value::new(2u8), Expiry::Never).await })
+    };
+    let mut watcher = PgConnection::connect(&url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&application)
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the write never reached the row lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    writer.abort();
+    assert!(writer.await.unwrap_err().is_cancelled());
+    // Closed while the statement is still blocked (returned to the pool, it would still count).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while backend.stats().details["pool_size"] != "0" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned connection was not closed: {:?}",
+            backend.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+    // A fresh connection serves the next operation.
+    assert!(backend.get("k").await.unwrap().is_some());
+    backend.clear().await.unwrap();
+    holder.close().await.unwrap();
+    watcher.close().await.unwrap();
+}
+
 /// A loopback port nothing listens on.
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
