@@ -71,7 +71,7 @@ pub use store::memcached::{MemcachedBackend, MemcachedConfig};
 pub use store::memory::{MemoryBackend, MemoryConfig};
 pub use store::null::NullBackend;
 #[cfg(feature = "postgres")]
-pub use store::postgres::{PostgresBackend, PostgresConfig};
+pub use store::postgres::{PostgresBackend, PostgresConfig, PostgresStore};
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisBackend, RedisConfig, RedisStore, RedisTlsConfig};
 pub use store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};

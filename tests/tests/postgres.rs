@@ -10,9 +10,9 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use cachestack::{Backend, Cache, Error, PostgresBackend, PostgresConfig, Value, ValueFormat};
+use cachestack::{Backend, Cache, Deadline, Error, Expiry, PostgresBackend, PostgresConfig, Value, ValueFormat};
 use cachestack_tests::conformance::{unique_namespace, Harness};
 use sqlx::{Connection, PgConnection};
 
@@ -302,9 +302,9 @@ async fn a_missing_table_without_create_table_is_a_config_error() {
 async fn long_and_nul_keys_are_hashed_and_the_full_key_is_checked() {
     let url = cachestack_tests::require_server!(VAR, WHAT);
     let table = unique_table("keys");
-    let backend = PostgresBackend::connect(config(&url, &table, "keys")).await.unwrap();
+    let backend = Arc::new(PostgresBackend::connect(config(&url, &table, "keys")).await.unwrap());
     let long = "long-key/".repeat(200);
-    let cache = Cache::new(backend.clone());
+    let cache = Cache::from_arc(backend.clone());
     cache.set(&long, &1u32, None).await.unwrap();
     cache.set("nul\0key", &2u32, None).await.unwrap();
     cache.set("plain", &3u32, None).await.unwrap();
@@ -387,6 +387,117 @@ async fn expired_rows_are_never_returned_and_are_purged_in_batches() {
     }
     sqlx::raw_sql(&format!("DROP TABLE \"{table}\"")).execute(&mut conn).await.unwrap();
     conn.close().await.unwrap();
+}
+
+/// The `expires_at` of a row in Unix milliseconds (rounded down), read below the backend's API.
+async fn row_expiry_ms(url: &str, table: &str, namespace: &str, key: &str) -> Option<i64> {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let ms: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT floor(EXTRACT(EPOCH FROM expires_at) * 1000)::int8 FROM \"{table}\" WHERE namespace = $1 AND key = $2"
+    ))
+    .bind(namespace)
+    .bind(key)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    ms
+}
+
+/// Absolute expiry: the deadline the writer fixed is the one stored (in the envelope and in
+/// `expires_at`, computed from the deadline rather than from the server's `now()` when the write
+/// arrives) and the one every read returns, to the millisecond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_return_the_deadline_the_writer_fixed() {
+    let url = cachestack_tests::require_server!(VAR, WHAT);
+    let namespace = unique_namespace("deadline");
+    let ttl = Duration::from_secs(600);
+    let backend =
+        PostgresBackend::new(PostgresConfig { default_ttl: Some(ttl), ..config(&url, CONFORMANCE_TABLE, &namespace) })
+            .unwrap();
+
+    let fixed = Deadline::after(Duration::from_secs(3600));
+    backend.set("fixed", Value::new(1u8), Expiry::At(fixed)).await.unwrap();
+    assert_eq!(backend.get("fixed").await.unwrap().expect("live entry").expires, Some(fixed));
+    assert_eq!(backend.get_many(&["fixed"]).await.unwrap()[0].as_ref().and_then(|e| e.expires), Some(fixed));
+    let stored = row_expiry_ms(&url, CONFORMANCE_TABLE, &namespace, "fixed").await;
+    assert_eq!(stored, Some(fixed.unix_millis() as i64), "expires_at is the writer's deadline");
+
+    let many = Deadline::after(Duration::from_secs(7200));
+    backend.set_many(&[("a", Value::new(2u8)), ("b", Value::new(3u8))], Expiry::At(many)).await.unwrap();
+    for entry in backend.get_many(&["a", "b"]).await.unwrap() {
+        assert_eq!(entry.expect("live entry").expires, Some(many));
+    }
+    assert_eq!(row_expiry_ms(&url, CONFORMANCE_TABLE, &namespace, "b").await, Some(many.unix_millis() as i64));
+
+    // The default TTL is resolved once, when the write reaches the store.
+    let earliest = Deadline::after(ttl);
+    backend.set("default", Value::new(4u8), Expiry::Default).await.unwrap();
+    let latest = Deadline::after(ttl);
+    let resolved = backend.get("default").await.unwrap().expect("live entry").expires.expect("a deadline");
+    assert!(earliest <= resolved && resolved <= latest, "{resolved:?}");
+    assert_eq!(
+        row_expiry_ms(&url, CONFORMANCE_TABLE, &namespace, "default").await,
+        Some(resolved.unix_millis() as i64)
+    );
+
+    backend.set("never", Value::new(5u8), Expiry::Never).await.unwrap();
+    assert_eq!(backend.get("never").await.unwrap().expect("live entry").expires, None);
+    assert_eq!(row_expiry_ms(&url, CONFORMANCE_TABLE, &namespace, "never").await, None);
+    backend.clear().await.unwrap();
+}
+
+/// A write whose deadline passed while it was in transit (queued, retried, slow) is never
+/// served: it does not get a new life from the moment it reaches the server. And the client
+/// checks the deadline sealed in the envelope on every read, whatever the row's `expires_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_passed_in_transit_is_never_served() {
+    let url = cachestack_tests::require_server!(VAR, WHAT);
+    let namespace = unique_namespace("passed");
+    let backend = PostgresBackend::new(config(&url, CONFORMANCE_TABLE, &namespace)).unwrap();
+    let passed = Deadline::at(SystemTime::now() - Duration::from_secs(1));
+    let just_passed = Deadline::at(SystemTime::now() - Duration::from_millis(1));
+
+    backend.set("k", Value::new(1u8), Expiry::after(Duration::from_secs(3600))).await.unwrap();
+    backend.set("k", Value::new(2u8), Expiry::At(passed)).await.unwrap();
+    assert!(backend.get("k").await.unwrap().is_none(), "an expired write was served (or the old value kept)");
+    assert!(!backend.exists("k").await.unwrap());
+    backend.set("j", Value::new(3u8), Expiry::At(just_passed)).await.unwrap();
+    assert!(backend.get("j").await.unwrap().is_none());
+    backend.set_many(&[("m1", Value::new(4u8)), ("m2", Value::new(5u8))], Expiry::At(passed)).await.unwrap();
+    assert!(backend.get_many(&["m1", "m2", "k"]).await.unwrap().iter().all(Option::is_none));
+    // Stored with that deadline, so they are expired rows for the purge too.
+    assert_eq!(row_expiry_ms(&url, CONFORMANCE_TABLE, &namespace, "k").await, Some(passed.unix_millis() as i64));
+    assert_eq!(backend.purge_expired().await.unwrap(), 4);
+
+    // Rows whose expires_at is an hour away (a foreign writer, or clock skew) but whose sealed
+    // deadline has passed are misses; of two deadlines, the earlier is the one returned.
+    let format = ValueFormat::default();
+    let in_an_hour = Deadline::after(Duration::from_secs(3600));
+    let in_two_hours = Deadline::after(Duration::from_secs(7200));
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let plant = format!(
+        "INSERT INTO \"{CONFORMANCE_TABLE}\" (namespace, key, value, expires_at) \
+         VALUES ($1, $2, $3, timestamptz 'epoch' + $4::int8 * interval '1 millisecond')"
+    );
+    for (key, sealed, row) in [("sealed-passed", passed, in_an_hour), ("both", in_two_hours, in_an_hour)] {
+        let bytes = format.seal(key, &Value::new(6u8), Some(sealed.time())).unwrap();
+        sqlx::query(&plant)
+            .bind(&namespace)
+            .bind(key)
+            .bind(bytes)
+            .bind(row.unix_millis() as i64)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+    assert!(backend.get("sealed-passed").await.unwrap().is_none(), "the sealed deadline was not checked");
+    assert!(backend.get_many(&["sealed-passed"]).await.unwrap()[0].is_none());
+    assert_eq!(backend.get("both").await.unwrap().expect("live entry").expires, Some(in_an_hour));
+    // Expired entries are misses, not errors.
+    assert_eq!(backend.stats().errors, 0, "{:?}", backend.stats());
+    backend.clear().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,6 +624,75 @@ async fn urls_build_working_backends() {
     assert_eq!(persistence, "u", "unlogged=true creates an UNLOGGED table");
     sqlx::raw_sql(&format!("DROP TABLE \"{table}\"")).execute(&mut conn).await.unwrap();
     conn.close().await.unwrap();
+}
+
+/// The one I/O rule: an operation whose caller stops waiting is aborted, and its connection,
+/// with a statement still in flight, is closed instead of going back to the pool (where the next
+/// user would have to wait for the abandoned statement). Here the statement waits on a row lock
+/// held by another session; the event that it is in flight is the server's `pg_stat_activity`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_statement_closes_its_connection() {
+    let url = cachestack_tests::require_server!(VAR, WHAT);
+    let namespace = unique_namespace("abandoned");
+    let application = format!("cachestack_abandon_{}", std::process::id());
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let client_url = format!("{url}{sep}application_name={application}");
+    let backend = Arc::new(
+        PostgresBackend::new(PostgresConfig {
+            pool_max: 1,
+            timeout: Duration::from_secs(60),
+            ..config(&client_url, CONFORMANCE_TABLE, &namespace)
+        })
+        .unwrap(),
+    );
+    backend.set("k", Value::new(1u8), Expiry::Never).await.unwrap();
+    assert_eq!(backend.stats().details["pool_size"], "1");
+
+    let mut holder = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query(&format!("SELECT 1 FROM \"{CONFORMANCE_TABLE}\" WHERE namespace = $1 AND key = 'k' FOR UPDATE"))
+        .bind(&namespace)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let writer = {
+        let backend = backend.clone();
+        tokio::spawn(async move { backend.set("k", Value::new(2u8), Expiry::Never).await })
+    };
+    let mut watcher = PgConnection::connect(&url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&application)
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the write never reached the row lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    writer.abort();
+    assert!(writer.await.unwrap_err().is_cancelled());
+    // Closed while the statement is still blocked (returned to the pool, it would still count).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while backend.stats().details["pool_size"] != "0" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned connection was not closed: {:?}",
+            backend.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+    // A fresh connection serves the next operation.
+    assert!(backend.get("k").await.unwrap().is_some());
+    backend.clear().await.unwrap();
+    holder.close().await.unwrap();
+    watcher.close().await.unwrap();
 }
 
 /// A loopback port nothing listens on.

@@ -104,7 +104,8 @@ pub struct PostgresConfig {
     pub default_ttl: Option<Duration>,
     /// Codec, compression, signing and size limit of stored values.
     pub format: ValueFormat,
-    /// Turn errors into misses and no-ops (counted and logged) instead of returning them.
+    /// Turn errors into misses and no-ops (counted and logged) instead of returning them: the
+    /// [`Silent`](crate::layer::Silent) layer of [`PostgresBackend`](super::PostgresBackend).
     pub silent: bool,
     /// Most connections in the pool.
     pub pool_max: u32,
@@ -113,8 +114,10 @@ pub struct PostgresConfig {
     pub pool_min: u32,
     /// Longest wait for a connection from the pool, including opening a new one.
     pub connect_timeout: Duration,
-    /// Deadline of each operation (each round trip for batched operations), waiting for a
-    /// connection included. Also sent to the server as `statement_timeout`.
+    /// Bound of each operation, waiting for a connection and preparing the table included: the
+    /// [`Timeout`](crate::layer::Timeout) layer of [`PostgresBackend`](super::PostgresBackend).
+    /// Also the bound of each batch of `purge_expired` and trimming, and sent to the server as
+    /// `statement_timeout` (so a statement whose connection was closed stops there too).
     pub timeout: Duration,
     /// Idle connections above `pool_min` are closed after this long (`None`: never).
     pub idle_timeout: Option<Duration>,

@@ -81,7 +81,11 @@ impl Sql {
         let unlogged = if config.unlogged { "UNLOGGED " } else { "" };
         // Live rows only, judged by the server's clock, so every client agrees on expiry.
         let live = "(expires_at IS NULL OR expires_at > now())";
-        let remaining_us = "(EXTRACT(EPOCH FROM expires_at - now()) * 1000000)::int8";
+        // The row's deadline in Unix milliseconds, rounded down (never later than stored).
+        let expires_ms = "floor(EXTRACT(EPOCH FROM expires_at) * 1000)::int8";
+        // A deadline in Unix milliseconds (`$5`, fixed by the client) as a timestamptz; NULL
+        // stays NULL (no expiry). Exact for any deadline before the year 2255.
+        let deadline = "(timestamptz 'epoch' + $5::int8 * interval '1 millisecond')";
         let upsert_tail = "ON CONFLICT (namespace, key) DO UPDATE SET full_key = EXCLUDED.full_key, \
                            value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, written_at = EXCLUDED.written_at";
         Sql {
@@ -113,18 +117,18 @@ impl Sql {
                     (SELECT relpersistence::text FROM pg_class WHERE oid = to_regclass($1))",
             columns: "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
                       WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
-            get: format!("SELECT value, full_key, {remaining_us} FROM {t} WHERE namespace = $1 AND key = $2 AND {live}"),
+            get: format!("SELECT value, full_key, {expires_ms} FROM {t} WHERE namespace = $1 AND key = $2 AND {live}"),
             get_many: format!(
-                "SELECT key, value, full_key, {remaining_us} FROM {t} WHERE namespace = $1 AND key = ANY($2) AND {live}"
+                "SELECT key, value, full_key, {expires_ms} FROM {t} WHERE namespace = $1 AND key = ANY($2) AND {live}"
             ),
-            // `$5` is the TTL in microseconds (NULL: no expiry).
+            // `$5` is the deadline in Unix milliseconds (NULL: no expiry).
             set: format!(
                 "INSERT INTO {t} (namespace, key, full_key, value, expires_at, written_at) \
-                 VALUES ($1, $2, $3, $4, now() + $5 * interval '1 microsecond', now()) {upsert_tail}"
+                 VALUES ($1, $2, $3, $4, {deadline}, now()) {upsert_tail}"
             ),
             set_many: format!(
                 "INSERT INTO {t} (namespace, key, full_key, value, expires_at, written_at) \
-                 SELECT $1, k, f, v, now() + $5 * interval '1 microsecond', now() \
+                 SELECT $1, k, f, v, {deadline}, now() \
                  FROM UNNEST($2::text[], $3::bytea[], $4::bytea[]) AS u(k, f, v) {upsert_tail}"
             ),
             delete: format!(

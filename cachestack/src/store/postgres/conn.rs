@@ -1,0 +1,98 @@
+//! Connections under the one I/O rule: a statement's connection is closed, never returned to the
+//! pool, when the statement did not finish.
+//!
+//! [`crate::rt::io`] aborts an operation's task when the caller stops waiting (or the timeout
+//! layer gives up). sqlx is not cancel-safe mid-statement: a connection dropped while a statement
+//! is in flight still has that statement's replies coming, and sqlx would return it to the pool
+//! and have the next user drain them (waiting for the abandoned statement). Every statement
+//! therefore runs on a [`Checkout`], which marks its pooled connection `close_on_drop` unless the
+//! statement finished (or the server answered it with an error, which leaves the connection in
+//! step): an aborted operation closes its connection, the pool opens a fresh one when needed,
+//! and the server stops the abandoned statement at `statement_timeout` at the latest.
+
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
+
+use super::errors::{is_stale_connection, leaves_connection_usable};
+use super::Inner;
+use crate::error::Result;
+
+/// A pooled connection taken for one statement (or one transaction): closed when dropped unless
+/// [`Checkout::finished`] was called.
+pub(super) struct Checkout {
+    conn: PoolConnection<Postgres>,
+    finished: bool,
+}
+
+impl Checkout {
+    /// A connection from `pool`, waiting at most the pool's acquire timeout.
+    pub(super) async fn take(pool: &PgPool) -> std::result::Result<Self, sqlx::Error> {
+        Ok(Checkout { conn: pool.acquire().await?, finished: false })
+    }
+
+    /// The statement ended with `result`: keep the connection when the server's replies were
+    /// all read (success, or an error the server reported).
+    pub(super) fn settle<T>(&mut self, result: &std::result::Result<T, sqlx::Error>) {
+        self.finished = match result {
+            Ok(_) => true,
+            Err(err) => leaves_connection_usable(err),
+        };
+    }
+}
+
+impl Deref for Checkout {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Checkout {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Dropped mid-statement (an aborted operation) or after a broken exchange: sqlx
+            // closes it instead of handing it to the next user.
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl Inner {
+    /// Runs one statement on a [`Checkout`], again on another connection when it failed on a
+    /// pooled connection that the server had closed (after a server restart, every idle
+    /// connection is such a one; pinging each before use would double the round trips of every
+    /// operation). The statements retried are idempotent; the caller's timeout bounds the
+    /// attempts, and at most `pool_max` are made.
+    ///
+    /// `attempt` gets the connection and gives it back with the statement's result.
+    pub(super) async fn retry<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(Checkout) -> Fut,
+        Fut: Future<Output = (Checkout, std::result::Result<T, sqlx::Error>)>,
+    {
+        let mut tries = 0;
+        loop {
+            let conn = Checkout::take(&self.pool).await.map_err(|e| self.err(e))?;
+            let (mut conn, result) = attempt(conn).await;
+            conn.settle(&result);
+            drop(conn);
+            match result {
+                Ok(value) => return Ok(value),
+                Err(err) if is_stale_connection(&err) && tries < self.config.pool_max => {
+                    tries += 1;
+                    tracing::debug!(error = %err, "cachestack: postgres connection was closed by the server; retrying on another");
+                }
+                Err(err) => return Err(self.err(err)),
+            }
+        }
+    }
+}
