@@ -1,12 +1,47 @@
 //! `<fn>_invalidate` companions and `#[invalidate]`: removing keys from a function's cache.
+//!
+//! As in `call`, the synchronous and asynchronous twins share their decisions (the in-process
+//! fast path, what a failure means) and keep only their I/O.
 
 use super::state::{resolve, CachedFn};
 use super::{Cache, Result};
 use crate::error::Error;
 
+// ---------------------------------------------------------------------------------------------
+// Shared decisions (no I/O)
+// ---------------------------------------------------------------------------------------------
+
+/// Removes `keys` from an in-process store directly (nothing to block on or await): the number
+/// removed, or `None` when the cache must be reached through its backend.
+fn delete_local(cache: &Cache, keys: &[String]) -> Option<u64> {
+    let local = cache.backend().as_local()?;
+    Some(keys.iter().map(|key| u64::from(local.remove(key))).sum())
+}
+
+/// What `#[invalidate]` returns: nothing when the keys are gone; a failure is logged and, when
+/// `propagate` is set, returned.
+fn invalidation_outcome(
+    function: &'static str,
+    keys: &[String],
+    deleted: Result<u64>,
+    propagate: bool,
+) -> Option<Error> {
+    match deleted {
+        Ok(_) => None,
+        Err(err) => {
+            tracing::warn!(function, ?keys, error = %err, "cachestack: #[invalidate] could not remove keys");
+            propagate.then_some(err)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synchronous twin
+// ---------------------------------------------------------------------------------------------
+
 fn delete_sync(cache: &Cache, keys: &[String]) -> Result<u64> {
-    if let Some(local) = cache.backend().as_local() {
-        return Ok(keys.iter().map(|key| u64::from(local.remove(key))).sum());
+    if let Some(removed) = delete_local(cache, keys) {
+        return Ok(removed);
     }
     let backend = cache.backend().clone();
     let keys = keys.to_vec();
@@ -16,29 +51,10 @@ fn delete_sync(cache: &Cache, keys: &[String]) -> Result<u64> {
     })?
 }
 
-async fn delete_async(cache: &Cache, keys: &[String]) -> Result<u64> {
-    if let Some(local) = cache.backend().as_local() {
-        return Ok(keys.iter().map(|key| u64::from(local.remove(key))).sum());
-    }
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    cache.backend().delete_many(&keys).await
-}
-
 /// `<fn>_invalidate` for synchronous functions: removes `key` from the function's cache.
 pub fn invalidate_sync(state: &CachedFn, key: String) -> Result<bool> {
     let cache = state.cache()?;
     Ok(delete_sync(&cache, &[key])? > 0)
-}
-
-/// `<fn>_invalidate` for asynchronous functions.
-pub async fn invalidate_async(state: &CachedFn, key: String) -> Result<bool> {
-    let cache = state.cache()?;
-    Ok(delete_async(&cache, &[key]).await? > 0)
-}
-
-fn invalidation_failed(function: &'static str, keys: &[String], err: Error, propagate: bool) -> Option<Error> {
-    tracing::warn!(function, ?keys, error = %err, "cachestack: #[invalidate] could not remove keys");
-    propagate.then_some(err)
 }
 
 /// `#[invalidate]` on a synchronous function: removes `keys`; a failure is logged and, when
@@ -49,10 +65,26 @@ pub fn invalidate_keys_sync(
     keys: &[String],
     propagate: bool,
 ) -> Option<Error> {
-    match resolve(cache).and_then(|cache| delete_sync(&cache, keys)) {
-        Ok(_) => None,
-        Err(err) => invalidation_failed(function, keys, err, propagate),
+    let deleted = resolve(cache).and_then(|cache| delete_sync(&cache, keys));
+    invalidation_outcome(function, keys, deleted, propagate)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asynchronous twin
+// ---------------------------------------------------------------------------------------------
+
+async fn delete_async(cache: &Cache, keys: &[String]) -> Result<u64> {
+    if let Some(removed) = delete_local(cache, keys) {
+        return Ok(removed);
     }
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    cache.backend().delete_many(&keys).await
+}
+
+/// `<fn>_invalidate` for asynchronous functions.
+pub async fn invalidate_async(state: &CachedFn, key: String) -> Result<bool> {
+    let cache = state.cache()?;
+    Ok(delete_async(&cache, &[key]).await? > 0)
 }
 
 /// `#[invalidate]` on an asynchronous function.
@@ -62,12 +94,9 @@ pub async fn invalidate_keys_async(
     keys: &[String],
     propagate: bool,
 ) -> Option<Error> {
-    let result = match resolve(cache) {
+    let deleted = match resolve(cache) {
         Ok(cache) => delete_async(&cache, keys).await,
         Err(err) => Err(err),
     };
-    match result {
-        Ok(_) => None,
-        Err(err) => invalidation_failed(function, keys, err, propagate),
-    }
+    invalidation_outcome(function, keys, deleted, propagate)
 }
