@@ -1,0 +1,413 @@
+//! The rest of a call that [`lookup`](super::lookup) did not answer: reading a remote cache,
+//! computing under single flight, storing the result.
+//!
+//! The synchronous and asynchronous paths are twins: every decision (what a miss does, what a
+//! read or a write outcome means, what a waiter does with its leader's outcome, what a leader
+//! shares) is a plain function shared by both, and each twin keeps only its I/O (blocking on
+//! [`crate::rt::block_on`] or awaiting) and the calls of the function body.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use super::lookup::{Miss, Site, Target};
+use super::policy::Condition;
+use super::{Cache, Expiry, Result, Value};
+use crate::singleflight::{Join, Leader, Outcome};
+use crate::store::Entry;
+
+// ---------------------------------------------------------------------------------------------
+// Shared decisions (no I/O)
+// ---------------------------------------------------------------------------------------------
+
+/// What a call does with a [`Miss`], decided before any I/O.
+enum Plan<R> {
+    /// Return this: the cache could not be resolved and the function propagates cache errors.
+    Return(R),
+    /// Call the function uncached: the cache could not be resolved.
+    Uncached,
+    /// `<fn>_refresh`: compute and store, without reading.
+    Refresh(Cache),
+    /// An in-process cache, already read: compute.
+    Compute(Cache),
+    /// Read the remote cache first.
+    Read(Cache),
+}
+
+fn plan<R>(site: &Site<R>, key: &str, target: Target) -> Plan<R> {
+    match target {
+        Target::Unavailable(err) => match site.fail("resolve", key, *err) {
+            Some(failed) => Plan::Return(failed),
+            None => Plan::Uncached,
+        },
+        Target::Refresh(cache) => Plan::Refresh(cache),
+        Target::Local(cache) => Plan::Compute(cache),
+        Target::Remote(cache) => Plan::Read(cache),
+    }
+}
+
+/// After reading a remote cache: the call's answer (a hit or, when the function propagates cache
+/// errors, the read failure as its result), or `None` to compute. Counts hits, misses, errors.
+fn answered<R>(site: &Site<R>, cache: &Cache, key: &str, read: Result<Option<Entry>>) -> Option<R> {
+    let state = site.state;
+    match read {
+        Ok(Some(entry)) => match (site.policy.load)(cache, key, &entry.value) {
+            Some(hit) => {
+                state.hits.add(1);
+                Some(hit)
+            }
+            None => {
+                state.errors.fetch_add(1, Relaxed);
+                state.misses.fetch_add(1, Relaxed);
+                None
+            }
+        },
+        Ok(None) => {
+            state.misses.fetch_add(1, Relaxed);
+            None
+        }
+        Err(err) => {
+            state.misses.fetch_add(1, Relaxed);
+            site.fail("read", key, err)
+        }
+    }
+}
+
+/// Whether a new leader must read a remote cache again before computing: its first read was
+/// sent when the flight counter stood at `seen`, and a flight that ended since may have stored
+/// the key after that read looked (the read's miss is then stale).
+fn reread_needed<R>(site: &Site<R>, seen: Option<u64>) -> bool {
+    seen.is_some_and(|seen| site.state.flights.ended() != seen)
+}
+
+/// A new leader's last look before computing: the second read of a remote cache when
+/// [`reread_needed`] (`read`), else the in-process cache. A hit is shared with the waiters.
+fn recheck<R>(site: &Site<R>, cache: &Cache, key: &str, read: Option<Result<Option<Entry>>>) -> Option<(R, Value)> {
+    match read {
+        Some(read) => reread(site, cache, key, read),
+        None => recheck_local(site, cache, key),
+    }
+}
+
+fn recheck_local<R>(site: &Site<R>, cache: &Cache, key: &str) -> Option<(R, Value)> {
+    let value = cache.backend().as_local()?.get_value(key)?;
+    let hit = (site.policy.load)(cache, key, &value)?;
+    Some((hit, value))
+}
+
+/// A second read of a remote cache by a new leader: a failure is counted and logged, and the
+/// leader computes (the call already went on as a miss after its first read).
+fn reread<R>(site: &Site<R>, cache: &Cache, key: &str, read: Result<Option<Entry>>) -> Option<(R, Value)> {
+    match read {
+        Ok(Some(entry)) => {
+            let hit = (site.policy.load)(cache, key, &entry.value)?;
+            Some((hit, entry.value))
+        }
+        Ok(None) => None,
+        Err(err) => {
+            site.state.record_error("read", key, &err);
+            None
+        }
+    }
+}
+
+/// Ends a flight whose leader found the key on its last look: the waiters get `value`.
+fn complete_hit<R>(leader: Leader<'_>, (hit, value): (R, Value)) -> R {
+    leader.complete(|| Some(value));
+    hit
+}
+
+/// Ends a flight whose leader computed `result`: the waiters get what was stored or, when
+/// nothing was, whatever of the result can be shared.
+fn complete_computed<R>(site: &Site<R>, leader: Leader<'_>, stored: Option<Value>, result: &R) {
+    leader.complete(|| stored.or_else(|| (site.policy.share)(result)));
+}
+
+/// A call that joined a flight with its own key (a recursive call) runs uncached.
+fn log_reentrant<R>(site: &Site<R>, key: &str) {
+    tracing::debug!(function = site.state.name, key, "cachestack: recursive call with its own key runs uncached");
+}
+
+/// Counts a call that waits; a call that waits again (its leader was abandoned) is still one call
+/// that waited.
+fn count_wait<R>(site: &Site<R>, waited: &mut bool) {
+    if !core::mem::replace(waited, true) {
+        site.state.waits.fetch_add(1, Relaxed);
+    }
+}
+
+/// What a waiter does once its leader is done.
+enum Waited<R> {
+    /// Return the leader's value.
+    Shared(R),
+    /// The leader's value could not be read back (counted as an error): call the function
+    /// without storing.
+    Uncached,
+    /// Nothing was shared: compute and store.
+    Compute,
+    /// The leader panicked or was cancelled: join again (one of the waiters takes over).
+    Retry,
+}
+
+fn after_wait<R>(site: &Site<R>, cache: &Cache, key: &str, outcome: Outcome) -> Waited<R> {
+    match outcome {
+        Outcome::Shared(value) => match (site.policy.load)(cache, key, &value) {
+            Some(shared) => Waited::Shared(shared),
+            None => {
+                site.state.errors.fetch_add(1, Relaxed);
+                Waited::Uncached
+            }
+        },
+        Outcome::NotShared => Waited::Compute,
+        Outcome::Abandoned => Waited::Retry,
+    }
+}
+
+/// The function's result after storing it: `result`, or (when the function propagates cache
+/// errors) the write error as its result.
+fn after_write<R>(site: &Site<R>, key: &str, result: R, written: Result<()>) -> R {
+    match written {
+        Ok(()) => result,
+        Err(err) => site.fail("write", key, err).unwrap_or(result),
+    }
+}
+
+/// Writes to an in-process store directly (nothing to block on or await); gives the value back
+/// (`Err`) when the cache must be written through its backend.
+fn write_local(cache: &Cache, key: &str, value: Value, ttl: Expiry) -> core::result::Result<(), Value> {
+    match cache.backend().as_local() {
+        Some(local) => {
+            local.set_value(key, value, ttl);
+            Ok(())
+        }
+        None => Err(value),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synchronous twin
+// ---------------------------------------------------------------------------------------------
+
+fn read_sync(cache: &Cache, key: &str) -> Result<Option<Entry>> {
+    if let Some(local) = cache.backend().as_local() {
+        return Ok(local.get_entry(key));
+    }
+    let backend = cache.backend().clone();
+    let key = key.to_owned();
+    crate::rt::block_on(async move { backend.get(&key).await })?
+}
+
+fn write_sync(cache: &Cache, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    let ttl = Expiry::from_ttl(ttl);
+    let Err(value) = write_local(cache, key, value, ttl) else { return Ok(()) };
+    let backend = cache.backend().clone();
+    let key = key.to_owned();
+    crate::rt::block_on(async move { backend.set(&key, value, ttl).await })?
+}
+
+/// Stores what `Site::settle` chose; returns the function's result (see [`after_write`]).
+fn store_sync<R>(site: &Site<R>, cache: &Cache, key: &str, result: R, stored: Option<Value>) -> R {
+    match stored {
+        Some(value) => after_write(site, key, result, write_sync(cache, key, value, site.ttl)),
+        None => result,
+    }
+}
+
+/// Runs `body` and stores its result, outside single flight.
+fn compute_sync<R>(
+    site: &Site<R>,
+    cache: &Cache,
+    key: &str,
+    body: impl FnOnce() -> R,
+    condition: Condition<'_, R>,
+) -> R {
+    let result = body();
+    let stored = site.settle(&result, condition);
+    store_sync(site, cache, key, result, stored)
+}
+
+/// The rest of a synchronous call that [`lookup`](super::lookup) did not answer: reads a remote
+/// cache (through [`crate::rt::block_on`], which works on plain threads and inside tokio
+/// runtimes), then runs `body` under single flight and stores its result.
+pub fn miss_sync<R>(site: &Site<R>, miss: Miss, body: impl FnOnce() -> R, condition: Condition<'_, R>) -> R {
+    let Miss { key, target } = miss;
+    // `seen`: for a remote cache, the flight counter when its read was sent.
+    let (cache, seen) = match plan(site, &key, target) {
+        Plan::Return(failed) => return failed,
+        Plan::Uncached => return body(),
+        Plan::Refresh(cache) => return compute_sync(site, &cache, &key, body, condition),
+        Plan::Compute(cache) => (cache, None),
+        Plan::Read(cache) => {
+            let seen = site.state.flights.ended();
+            if let Some(answer) = answered(site, &cache, &key, read_sync(&cache, &key)) {
+                return answer;
+            }
+            (cache, Some(seen))
+        }
+    };
+    if !site.lock {
+        return compute_sync(site, &cache, &key, body, condition);
+    }
+    flight_sync(site, &cache, &key, seen, body, condition)
+}
+
+/// Runs `body` under single flight: the first call leads, the others wait for its value.
+fn flight_sync<R>(
+    site: &Site<R>,
+    cache: &Cache,
+    key: &str,
+    seen: Option<u64>,
+    body: impl FnOnce() -> R,
+    condition: Condition<'_, R>,
+) -> R {
+    let mut waited = false;
+    loop {
+        match site.state.flights.join(key) {
+            Join::Reentrant => {
+                log_reentrant(site, key);
+                return body();
+            }
+            Join::Leader(leader) => return lead_sync(site, leader, cache, key, seen, body, condition),
+            Join::Waiter(waiter) => {
+                count_wait(site, &mut waited);
+                match after_wait(site, cache, key, waiter.wait()) {
+                    Waited::Shared(shared) => return shared,
+                    Waited::Uncached => return body(),
+                    Waited::Compute => return compute_sync(site, cache, key, body, condition),
+                    Waited::Retry => continue,
+                }
+            }
+        }
+    }
+}
+
+/// The leader of a flight: looks once more, else computes, stores and shares.
+fn lead_sync<R>(
+    site: &Site<R>,
+    leader: Leader<'_>,
+    cache: &Cache,
+    key: &str,
+    seen: Option<u64>,
+    body: impl FnOnce() -> R,
+    condition: Condition<'_, R>,
+) -> R {
+    let read = reread_needed(site, seen).then(|| read_sync(cache, key));
+    if let Some(found) = recheck(site, cache, key, read) {
+        return complete_hit(leader, found);
+    }
+    let result = leader.run(body);
+    let stored = site.settle(&result, condition);
+    let shared = stored.clone();
+    let result = store_sync(site, cache, key, result, stored);
+    complete_computed(site, leader, shared, &result);
+    result
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asynchronous twin
+// ---------------------------------------------------------------------------------------------
+
+async fn write_async(cache: &Cache, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
+    let ttl = Expiry::from_ttl(ttl);
+    let Err(value) = write_local(cache, key, value, ttl) else { return Ok(()) };
+    cache.backend().set(key, value, ttl).await
+}
+
+async fn store_async<R>(site: &Site<R>, cache: &Cache, key: &str, result: R, stored: Option<Value>) -> R {
+    match stored {
+        Some(value) => after_write(site, key, result, write_async(cache, key, value, site.ttl).await),
+        None => result,
+    }
+}
+
+async fn compute_async<R, F>(site: &Site<R>, cache: &Cache, key: &str, body: F, condition: Condition<'_, R>) -> R
+where
+    F: core::future::Future<Output = R>,
+{
+    let result = body.await;
+    let stored = site.settle(&result, condition);
+    store_async(site, cache, key, result, stored).await
+}
+
+/// The rest of an asynchronous call that [`lookup`](super::lookup) did not answer: awaits a
+/// remote cache, then awaits `body` under single flight and stores its result.
+pub async fn miss_async<R, F>(site: &Site<R>, miss: Miss, body: F, condition: Condition<'_, R>) -> R
+where
+    F: core::future::Future<Output = R>,
+{
+    let Miss { key, target } = miss;
+    // `seen`: for a remote cache, the flight counter when its read was sent.
+    let (cache, seen) = match plan(site, &key, target) {
+        Plan::Return(failed) => return failed,
+        Plan::Uncached => return body.await,
+        Plan::Refresh(cache) => return compute_async(site, &cache, &key, body, condition).await,
+        Plan::Compute(cache) => (cache, None),
+        Plan::Read(cache) => {
+            let seen = site.state.flights.ended();
+            let read = cache.backend().get(&key).await;
+            if let Some(answer) = answered(site, &cache, &key, read) {
+                return answer;
+            }
+            (cache, Some(seen))
+        }
+    };
+    if !site.lock {
+        return compute_async(site, &cache, &key, body, condition).await;
+    }
+    flight_async(site, &cache, &key, seen, body, condition).await
+}
+
+async fn flight_async<R, F>(
+    site: &Site<R>,
+    cache: &Cache,
+    key: &str,
+    seen: Option<u64>,
+    body: F,
+    condition: Condition<'_, R>,
+) -> R
+where
+    F: core::future::Future<Output = R>,
+{
+    let mut waited = false;
+    loop {
+        match site.state.flights.join(key) {
+            Join::Reentrant => {
+                log_reentrant(site, key);
+                return body.await;
+            }
+            Join::Leader(leader) => return lead_async(site, leader, cache, key, seen, body, condition).await,
+            Join::Waiter(waiter) => {
+                count_wait(site, &mut waited);
+                match after_wait(site, cache, key, waiter.wait_async().await) {
+                    Waited::Shared(shared) => return shared,
+                    Waited::Uncached => return body.await,
+                    Waited::Compute => return compute_async(site, cache, key, body, condition).await,
+                    Waited::Retry => continue,
+                }
+            }
+        }
+    }
+}
+
+async fn lead_async<R, F>(
+    site: &Site<R>,
+    leader: Leader<'_>,
+    cache: &Cache,
+    key: &str,
+    seen: Option<u64>,
+    body: F,
+    condition: Condition<'_, R>,
+) -> R
+where
+    F: core::future::Future<Output = R>,
+{
+    let read = if reread_needed(site, seen) { Some(cache.backend().get(key).await) } else { None };
+    if let Some(found) = recheck(site, cache, key, read) {
+        return complete_hit(leader, found);
+    }
+    let result = leader.run_async(body).await;
+    let stored = site.settle(&result, condition);
+    let shared = stored.clone();
+    let result = store_async(site, cache, key, result, stored).await;
+    complete_computed(site, leader, shared, &result);
+    result
+}

@@ -1,0 +1,102 @@
+//! `<fn>_invalidate` companions and `#[invalidate]`: removing keys from a function's cache.
+//!
+//! As in `call`, the synchronous and asynchronous twins share their decisions (the in-process
+//! fast path, what a failure means) and keep only their I/O.
+
+use super::state::{resolve, CachedFn};
+use super::{Cache, Result};
+use crate::error::Error;
+
+// ---------------------------------------------------------------------------------------------
+// Shared decisions (no I/O)
+// ---------------------------------------------------------------------------------------------
+
+/// Removes `keys` from an in-process store directly (nothing to block on or await): the number
+/// removed, or `None` when the cache must be reached through its backend.
+fn delete_local(cache: &Cache, keys: &[String]) -> Option<u64> {
+    let local = cache.backend().as_local()?;
+    Some(keys.iter().map(|key| u64::from(local.remove(key))).sum())
+}
+
+/// What `#[invalidate]` returns: nothing when the keys are gone; a failure is logged and, when
+/// `propagate` is set, returned.
+fn invalidation_outcome(
+    function: &'static str,
+    keys: &[String],
+    deleted: Result<u64>,
+    propagate: bool,
+) -> Option<Error> {
+    match deleted {
+        Ok(_) => None,
+        Err(err) => {
+            tracing::warn!(function, ?keys, error = %err, "cachestack: #[invalidate] could not remove keys");
+            propagate.then_some(err)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synchronous twin
+// ---------------------------------------------------------------------------------------------
+
+fn delete_sync(cache: &Cache, keys: &[String]) -> Result<u64> {
+    if let Some(removed) = delete_local(cache, keys) {
+        return Ok(removed);
+    }
+    let backend = cache.backend().clone();
+    let keys = keys.to_vec();
+    crate::rt::block_on(async move {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        backend.delete_many(&keys).await
+    })?
+}
+
+/// `<fn>_invalidate` for synchronous functions: removes `key` from the function's cache.
+pub fn invalidate_sync(state: &CachedFn, key: String) -> Result<bool> {
+    let cache = state.cache()?;
+    Ok(delete_sync(&cache, &[key])? > 0)
+}
+
+/// `#[invalidate]` on a synchronous function: removes `keys`; a failure is logged and, when
+/// `propagate` is set, returned.
+pub fn invalidate_keys_sync(
+    function: &'static str,
+    cache: Option<&'static str>,
+    keys: &[String],
+    propagate: bool,
+) -> Option<Error> {
+    let deleted = resolve(cache).and_then(|cache| delete_sync(&cache, keys));
+    invalidation_outcome(function, keys, deleted, propagate)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asynchronous twin
+// ---------------------------------------------------------------------------------------------
+
+async fn delete_async(cache: &Cache, keys: &[String]) -> Result<u64> {
+    if let Some(removed) = delete_local(cache, keys) {
+        return Ok(removed);
+    }
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    cache.backend().delete_many(&keys).await
+}
+
+/// `<fn>_invalidate` for asynchronous functions.
+pub async fn invalidate_async(state: &CachedFn, key: String) -> Result<bool> {
+    let cache = state.cache()?;
+    Ok(delete_async(&cache, &[key]).await? > 0)
+}
+
+/// `#[invalidate]` on an asynchronous function.
+pub async fn invalidate_keys_async(
+    function: &'static str,
+    cache: Option<&'static str>,
+    keys: &[String],
+    propagate: bool,
+) -> Option<Error> {
+    let deleted = match resolve(cache) {
+        Ok(cache) => delete_async(&cache, keys).await,
+        Err(err) => Err(err),
+    };
+    invalidation_outcome(function, keys, deleted, propagate)
+}

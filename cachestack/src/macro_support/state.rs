@@ -1,0 +1,170 @@
+//! Per-function state and stats: the `static` a `#[cached]` function keeps, its counters, and the
+//! per-thread slot holding its resolved cache.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::{Cache, CacheRegistry, Result};
+use crate::error::Error;
+use crate::singleflight::SingleFlight;
+use crate::striped::StripedCounter;
+
+/// Counters of one `#[cached]` function, returned by its generated `<fn>_stats()` companion.
+///
+/// ```
+/// #[cachestack::cached]
+/// fn square(n: u64) -> u64 { n * n }
+///
+/// square(3);
+/// square(3);
+/// let stats = square_stats();
+/// assert_eq!((stats.hits, stats.misses), (1, 1));
+/// assert_eq!(stats.hit_ratio(), 0.5);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FnStats {
+    /// The function's path (`module::function`).
+    pub name: &'static str,
+    /// Calls answered from the cache.
+    pub hits: u64,
+    /// Lookups that found nothing usable (the function ran, or waited for another call).
+    pub misses: u64,
+    /// Calls that waited for another call computing the same key (single flight) instead of
+    /// running the function themselves.
+    pub waits: u64,
+    /// Cache failures absorbed or propagated: backend errors, an unknown cache name, stored
+    /// values that could not be read back as the return type.
+    pub errors: u64,
+    /// Keys being computed right now.
+    pub in_flight: u64,
+}
+
+impl FnStats {
+    /// hits / (hits + misses), 0 when there were no lookups.
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+/// The state one `#[cached]` function keeps in a `static`: where its values go, its counters and
+/// its single-flight map.
+pub struct CachedFn {
+    pub(super) name: &'static str,
+    cache: Option<&'static str>,
+    /// Striped: bumped on every hit, from every thread.
+    pub(super) hits: StripedCounter,
+    pub(super) misses: AtomicU64,
+    pub(super) waits: AtomicU64,
+    pub(super) errors: AtomicU64,
+    pub(super) flights: SingleFlight,
+}
+
+impl fmt::Debug for CachedFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedFn").field("name", &self.name).field("cache", &self.cache).finish()
+    }
+}
+
+impl CachedFn {
+    /// State for the function `name` using the cache `cache` (`None`: the registry's default).
+    pub const fn new(name: &'static str, cache: Option<&'static str>) -> Self {
+        CachedFn {
+            name,
+            cache,
+            hits: StripedCounter::new(),
+            misses: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            flights: SingleFlight::new(),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> FnStats {
+        FnStats {
+            name: self.name,
+            hits: self.hits.get(),
+            misses: self.misses.load(Relaxed),
+            waits: self.waits.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            in_flight: self.flights.in_flight() as u64,
+        }
+    }
+
+    /// The cache this function uses, looked up in the global registry.
+    pub fn cache(&self) -> Result<Cache> {
+        resolve(self.cache)
+    }
+
+    pub(super) fn resolve_logged(&self) -> core::result::Result<Cache, Box<Error>> {
+        resolve(self.cache).map_err(|err| {
+            tracing::warn!(function = self.name, error = %err, "cachestack: cannot resolve the cache of a #[cached] function; calling it uncached");
+            Box::new(err)
+        })
+    }
+
+    pub(super) fn record_error(&self, op: &'static str, key: &str, err: &Error) {
+        self.errors.fetch_add(1, Relaxed);
+        if op == "resolve" {
+            // Logged once per thread and registry generation, when the resolution failed.
+            return;
+        }
+        tracing::warn!(function = self.name, op, key, error = %err, "cachestack: cache error in a #[cached] function; calling through");
+    }
+}
+
+pub(super) fn resolve(name: Option<&str>) -> Result<Cache> {
+    let registry = CacheRegistry::global();
+    match name {
+        Some(name) => registry.get(name),
+        None => Ok(registry.default_cache()),
+    }
+}
+
+/// A copy of a resolution error for a caller that propagates it (the original stays cached in
+/// the thread's slot so it is logged once).
+pub(super) fn copy_error(err: &Error) -> Error {
+    match err {
+        Error::UnknownCache { name } => Error::UnknownCache { name: name.clone() },
+        Error::Config { message } => Error::Config { message: message.clone() },
+        other => Error::Generic { backend: "registry".into(), source: other.to_string().into() },
+    }
+}
+
+/// What a thread remembers about a function's cache: the resolved cache (or the failure) and the
+/// registry generation it was resolved at.
+pub(super) struct Resolved {
+    pub(super) generation: u64,
+    pub(super) cache: core::result::Result<Cache, Box<Error>>,
+}
+
+/// A per-thread, per-function slot holding the resolved cache, so a hit costs one atomic load
+/// of the registry generation instead of a registry lookup. Declared by generated code with
+/// `thread_local!`.
+pub struct CacheSlot(pub(super) Cell<Option<Resolved>>);
+
+impl CacheSlot {
+    /// An empty slot.
+    pub const fn new() -> Self {
+        CacheSlot(Cell::new(None))
+    }
+}
+
+impl Default for CacheSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for CacheSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CacheSlot")
+    }
+}
