@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::value::envelope::ValueFormat;
 
-/// Settings of a [`FileBackend`].
+/// Settings of a [`FileBackend`](super::FileBackend).
 ///
 /// The struct is `#[non_exhaustive]`: start from [`FileConfig::new`] (or `Default`) and chain the
 /// `with_*` methods, or assign the public fields.

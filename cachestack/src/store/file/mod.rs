@@ -118,8 +118,8 @@ impl Layered<FileStore> {
 /// - Truncated, corrupt, tampered or misplaced files are a miss plus an error count, and are
 ///   deleted.
 ///
-/// - Stats: hits, misses, writes, deletes, errors (I/O failures and rejected files), evictions;
-///   `entries` and the `bytes_on_disk` detail are the approximate counters above; the details
+/// - Stats: hits, misses, writes, deletes, errors (rejected files; behind its layers, as
+///   [`FileBackend`], failed operations too), evictions; `entries` and the `bytes_on_disk` detail are the approximate counters above; the details
 ///   also name the `directory` and `namespace`.
 ///
 /// Construction creates the directory, checks that it is writable, and lists it once to count
@@ -144,7 +144,7 @@ impl Layered<FileStore> {
 /// | 4 | 8 | xxh3-64 checksum of every byte from offset 12 to the end |
 /// | 12 | 4 | key length `k` |
 /// | 16 | k | the key (UTF-8) |
-/// | 16+k | .. | the value envelope ([`ValueFormat::seal`]: codec, type fingerprint, expiry, payload, optional HMAC) |
+/// | 16+k | .. | the value envelope ([`ValueFormat::seal`](crate::ValueFormat::seal): codec, type fingerprint, expiry, payload, optional HMAC) |
 ///
 /// The key is stored in the file and compared on read, so a file planted at another key's path
 /// (or a hash collision) is a miss, never another key's value. The checksum turns a truncated or
@@ -159,9 +159,22 @@ impl Layered<FileStore> {
 /// [`FileConfig::temp_max_age`]). Files are not fsynced: a cache needs integrity, not durability,
 /// and after a power loss a damaged file fails its checksum and is a miss.
 ///
-/// Every operation runs on tokio's blocking pool (see the [module docs](self)). A failed
-/// operation is returned as an error; counting it and silent mode are the layers' business.
-/// Unusable stored files are this store's: a miss, removed, and counted in `errors`.
+/// # I/O: the one I/O rule, for files
+///
+/// File I/O is blocking, so every operation runs its I/O as one task on tokio's blocking pool
+/// (`spawn_blocking`) of the caller's runtime, never on the async executor (outside a tokio
+/// runtime the call runs inline). A blocking call cannot be aborted: when the caller's future is
+/// dropped, the call in progress finishes (a write still lands whole, through its atomic rename)
+/// and its result is discarded. Encoding, compression and signing of a write happen on the
+/// caller's side, before the blocking task.
+///
+/// # Errors and expiry
+///
+/// A failed operation is returned as an error; counting it and silent mode are the layers'
+/// business ([`FileBackend`]). Unusable stored files are this store's: a miss, removed, and
+/// counted in `errors`. A write's [`Expiry`] becomes a [`Deadline`] when it reaches the store
+/// ([`Expiry::Default`]: [`FileConfig::default_ttl`] from then), sealed in the file and returned
+/// unchanged by reads, which never serve it once passed.
 ///
 /// ```
 /// use cachestack::{Backend, FileConfig, FileStore};
