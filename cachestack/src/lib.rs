@@ -64,7 +64,7 @@ pub use expiry::{Deadline, Expiry};
 pub use registry::CacheRegistry;
 pub use stack::{BreakerConfig, OnFull, TieredCache, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 #[cfg(feature = "file")]
-pub use store::file::{FileBackend, FileConfig};
+pub use store::file::{FileBackend, FileConfig, FileStore};
 #[cfg(feature = "memcached")]
 pub use store::memcached::{MemcachedBackend, MemcachedConfig};
 #[cfg(feature = "memory")]

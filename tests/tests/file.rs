@@ -396,6 +396,40 @@ async fn expired_files_are_never_returned_and_are_removed_when_read() {
     assert_eq!(backend.stats().errors, 0);
 }
 
+/// Absolute expiry: the deadline a writer fixed travels unchanged. A write whose deadline has
+/// already passed is never served, and a read returns the writer's deadline (same Unix
+/// millisecond), not a TTL recomputed on arrival.
+#[tokio::test]
+async fn a_deadline_is_kept_as_the_writer_fixed_it_and_a_past_one_is_never_served() {
+    use cachestack::{Deadline, Expiry};
+    let dir = tempdir();
+    let backend = FileBackend::new(FileConfig::new(dir.path()).with_default_ttl(Duration::from_secs(3600))).unwrap();
+
+    let past = Deadline::at(SystemTime::now() - Duration::from_secs(5));
+    backend.set("past", string("v"), Expiry::At(past)).await.unwrap();
+    backend.set_many(&[("past:bulk", string("v"))], Expiry::At(past)).await.unwrap();
+    assert!(backend.get("past").await.unwrap().is_none());
+    assert!(!backend.exists("past:bulk").await.unwrap());
+    assert!(backend.get_many(&["past", "past:bulk"]).await.unwrap().iter().all(Option::is_none));
+    assert_eq!(backend.stats().hits, 0);
+
+    let deadline = Deadline::after(Duration::from_secs(90));
+    backend.set("fixed", string("v"), Expiry::At(deadline)).await.unwrap();
+    backend.set_many(&[("fixed:bulk", string("v"))], Expiry::At(deadline)).await.unwrap();
+    for key in ["fixed", "fixed:bulk"] {
+        let entry = backend.get(key).await.unwrap().unwrap();
+        assert_eq!(entry.expires.map(Deadline::unix_millis), Some(deadline.unix_millis()), "{key}");
+    }
+    // What a read returned, written elsewhere, keeps the same deadline.
+    let entry = backend.get("fixed").await.unwrap().unwrap();
+    let other = FileBackend::open(dir.path().join("other")).unwrap();
+    other.set("copy", entry.value, Expiry::from(entry.expires)).await.unwrap();
+    assert_eq!(other.get("copy").await.unwrap().unwrap().expires, Some(deadline));
+    // `Expiry::Never` is never overridden by the default TTL.
+    backend.set("never", string("v"), Expiry::Never).await.unwrap();
+    assert_eq!(backend.get("never").await.unwrap().unwrap().expires, None);
+}
+
 #[tokio::test]
 async fn the_default_ttl_applies_to_writes_without_one() {
     let dir = tempdir();

@@ -1,0 +1,176 @@
+//! The settings of a file store.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::value::envelope::ValueFormat;
+
+/// Settings of a [`FileBackend`](super::FileBackend).
+///
+/// The struct is `#[non_exhaustive]`: start from [`FileConfig::new`] (or `Default`) and chain the
+/// `with_*` methods, or assign the public fields.
+///
+/// ```
+/// use std::time::Duration;
+/// use cachestack::{FileBackend, FileConfig};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let config = FileConfig::new(dir.path())
+///     .with_namespace("reports")
+///     .with_default_ttl(Duration::from_secs(3600))
+///     .with_max_entries(10_000)
+///     .with_auto_purge_interval(Duration::from_secs(600));
+/// let cache = FileBackend::new(config).unwrap();
+/// assert!(cache.directory().ends_with("reports"));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FileConfig {
+    /// Root directory, created if missing and resolved to an absolute path at construction.
+    /// Default: `cachestack` under the system temporary directory.
+    pub directory: PathBuf,
+    /// Subdirectory of `directory` holding this cache's entries; [`Backend::clear`](crate::Backend::clear) empties only
+    /// it. 1 to 64 characters from `A-Z a-z 0-9 _ - .`, not starting with a dot. Default
+    /// `"default"`.
+    pub namespace: String,
+    /// TTL for writes that give none. `None`: entries never expire.
+    pub default_ttl: Option<Duration>,
+    /// Codec, compression, signing and size limit of stored values.
+    pub format: ValueFormat,
+    /// Selects the [`Silent`](crate::layer::Silent) layer: failures become misses and no-ops
+    /// (counted in stats and logged) instead of errors.
+    pub silent: bool,
+    /// Passive purge: a write that finds this much time passed since the last purge runs
+    /// [`Backend::purge_expired`](crate::Backend::purge_expired) inline (only one purge runs at a time; a write that finds one
+    /// running skips it). `None`: purge only when asked. `Some(Duration::ZERO)` purges after
+    /// every write.
+    pub auto_purge_interval: Option<Duration>,
+    /// Bound on the bytes of all entry files of the namespace; least recently used entries are
+    /// evicted beyond it.
+    pub max_bytes: Option<u64>,
+    /// Bound on the number of entry files of the namespace; least recently used entries are
+    /// evicted beyond it.
+    pub max_entries: Option<u64>,
+    /// Temporary files older than this are leftovers of crashed writers and are removed by
+    /// purges and [`Backend::clear`](crate::Backend::clear). Default 10 minutes.
+    pub temp_max_age: Duration,
+    /// Name shown in stats and logs. Default `"file"`.
+    pub name: String,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            directory: std::env::temp_dir().join("cachestack"),
+            namespace: "default".into(),
+            default_ttl: None,
+            format: ValueFormat::default(),
+            silent: false,
+            auto_purge_interval: None,
+            max_bytes: None,
+            max_entries: None,
+            temp_max_age: Duration::from_secs(600),
+            name: "file".into(),
+        }
+    }
+}
+
+impl FileConfig {
+    /// Default settings with `directory` as the root.
+    ///
+    /// ```
+    /// let config = cachestack::FileConfig::new("/var/cache/app");
+    /// assert_eq!(config.namespace, "default");
+    /// ```
+    pub fn new(directory: impl Into<PathBuf>) -> Self {
+        FileConfig { directory: directory.into(), ..FileConfig::default() }
+    }
+
+    /// Sets [`FileConfig::namespace`].
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Sets [`FileConfig::default_ttl`].
+    pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Sets [`FileConfig::format`].
+    pub fn with_format(mut self, format: ValueFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Sets [`FileConfig::silent`].
+    pub fn with_silent(mut self, silent: bool) -> Self {
+        self.silent = silent;
+        self
+    }
+
+    /// Sets [`FileConfig::auto_purge_interval`].
+    pub fn with_auto_purge_interval(mut self, interval: Duration) -> Self {
+        self.auto_purge_interval = Some(interval);
+        self
+    }
+
+    /// Sets [`FileConfig::max_bytes`].
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = Some(max_bytes);
+        self
+    }
+
+    /// Sets [`FileConfig::max_entries`].
+    pub fn with_max_entries(mut self, max_entries: u64) -> Self {
+        self.max_entries = Some(max_entries);
+        self
+    }
+
+    /// Sets [`FileConfig::temp_max_age`].
+    pub fn with_temp_max_age(mut self, age: Duration) -> Self {
+        self.temp_max_age = age;
+        self
+    }
+
+    /// Sets [`FileConfig::name`].
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+/// Checks a namespace: 1 to 64 characters from `A-Z a-z 0-9 _ - .`, not starting with a dot
+/// (so never `.`, `..` or a path).
+pub(super) fn validate_namespace(namespace: &str) -> Result<()> {
+    let valid = !namespace.is_empty()
+        && namespace.len() <= 64
+        && !namespace.starts_with('.')
+        && namespace.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "file cache: invalid namespace {namespace:?}: use 1 to 64 characters from A-Z a-z 0-9 _ - . \
+             not starting with a dot (no path separators)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_plain_names() {
+        for ok in ["default", "app-1", "a.b_c", "X"] {
+            assert!(validate_namespace(ok).is_ok(), "{ok}");
+        }
+        let long = "x".repeat(65);
+        for bad in ["", ".", "..", ".hidden", "a/b", "a\\b", "../x", "a b", "ü", long.as_str()] {
+            assert!(matches!(validate_namespace(bad), Err(Error::Config { .. })), "{bad:?}");
+        }
+    }
+}

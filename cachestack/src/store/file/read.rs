@@ -1,0 +1,120 @@
+//! Reads: an entry file is opened, checked (frame, key, envelope, sealed deadline) and either
+//! served or removed.
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::format::{parse_file, ENVELOPE_HEADER_LEN, FILE_HEADER_LEN};
+use super::Inner;
+use crate::error::{Error, Result};
+use crate::expiry::Deadline;
+use crate::store::Entry;
+use crate::value::envelope::read_header;
+
+/// What a read found in an entry file.
+pub(super) enum Found {
+    Live(Entry),
+    Expired,
+}
+
+impl Inner {
+    /// The live entry under `key`, counted as a hit or a miss. I/O failures are returned (and
+    /// counted by the layers, not here).
+    pub(super) fn get_one(&self, key: &str) -> Result<Option<Entry>> {
+        let found = self.read_entry(key, self.limited())?;
+        let entry = match found {
+            Some(Found::Live(entry)) => Some(entry),
+            Some(Found::Expired) | None => None,
+        };
+        self.counters.record_lookup(entry.is_some());
+        Ok(entry)
+    }
+
+    pub(super) fn exists_one(&self, key: &str) -> Result<bool> {
+        Ok(matches!(self.read_entry(key, false)?, Some(Found::Live(_))))
+    }
+
+    /// Reads and checks the file of `key`. Expired and unusable files are removed (an unusable
+    /// one is also counted as an error); only I/O failures are errors.
+    fn read_entry(&self, key: &str, touch: bool) -> Result<Option<Found>> {
+        let path = self.path_for(key);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("cannot open", &path, e)),
+        };
+        let meta = file.metadata().map_err(|e| self.io("cannot stat", &path, e))?;
+        let limit = self.max_file_len(key);
+        if meta.len() > limit {
+            let err =
+                Error::invalid(format!("file of {} bytes exceeds the {limit} bytes a value may take", meta.len()));
+            self.reject(key, &path, &meta, &err);
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        if let Err(e) = file.read_to_end(&mut bytes) {
+            return Err(self.io("cannot read", &path, e));
+        }
+        let now = SystemTime::now();
+        match self.decode(key, &bytes, now) {
+            Ok(Some(entry)) => {
+                if touch {
+                    touch_file(&file, &path, now);
+                }
+                Ok(Some(Found::Live(entry)))
+            }
+            Ok(None) => {
+                self.remove_if_same(&path, &meta);
+                Ok(Some(Found::Expired))
+            }
+            Err(err) => {
+                self.reject(key, &path, &meta, &err);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The entry in `bytes` with the deadline its writer sealed in it; `None` once that deadline
+    /// has passed at `now`.
+    fn decode(&self, key: &str, bytes: &[u8], now: SystemTime) -> Result<Option<Entry>> {
+        let envelope = parse_file(key, bytes)?;
+        // The header alone first: an expired entry is not worth decoding.
+        let expires = read_header(envelope)?.expires().map(Deadline::at);
+        if expires.is_some_and(|deadline| deadline.has_passed_at(now)) {
+            return Ok(None);
+        }
+        // The deadline served is the one `open` has checked (HMAC included).
+        let (value, sealed) = self.config.format.open(key, envelope)?;
+        let expires = sealed.map(Deadline::at);
+        if expires.is_some_and(|deadline| deadline.has_passed_at(now)) {
+            return Ok(None);
+        }
+        Ok(Some(Entry::new(value, expires)))
+    }
+
+    /// Counts and logs an unusable file, then removes it.
+    fn reject(&self, key: &str, path: &Path, meta: &Metadata, err: &Error) {
+        self.counters.record_invalid(&self.config.name, key, err);
+        self.remove_if_same(path, meta);
+    }
+
+    /// Largest entry file a value for `key` can produce under the configured value limit.
+    fn max_file_len(&self, key: &str) -> u64 {
+        let value = self.config.format.max_value_bytes as u64;
+        // Headers, key, HMAC, plus the worst-case growth of compressing incompressible data.
+        ((FILE_HEADER_LEN + ENVELOPE_HEADER_LEN + 32 + 1024) as u64)
+            .saturating_add(key.len() as u64)
+            .saturating_add(value)
+            .saturating_add(value / 128)
+    }
+}
+
+/// Marks a read hit for LRU eviction. Best effort: a file owned by another user may refuse.
+fn touch_file(file: &File, path: &Path, now: SystemTime) {
+    if file.set_modified(now).is_err() {
+        // Some platforms (Windows) need a handle opened for writing to change times.
+        let _ = fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_modified(now));
+    }
+}
