@@ -80,7 +80,7 @@ pub(crate) fn from_url(mut url: CacheUrl) -> Result<Arc<dyn Backend>> {
 ///   control characters, non-ASCII, longer) is replaced by its xxh3-128 hash. Every record stores
 ///   its namespace and full key and reads check them, so two keys never share a value.
 /// - **Sizes**: a value whose item would exceed `max_item_bytes` (memcached's `-I`, 1 MiB by
-///   default) is refused before anything is sent with [`Error::ValueTooLarge`] (skipped and
+///   default) is refused before anything is sent with [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) (skipped and
 ///   counted in silent mode), and the key's previous value is removed, as memcached itself does.
 /// - **Expiry**: a write's deadline is fixed when it reaches the store (the store's default TTL
 ///   from then, for [`Expiry::Default`](crate::Expiry::Default)) or by the writer
