@@ -80,8 +80,10 @@ pub(crate) fn from_url(mut url: CacheUrl) -> Result<Arc<dyn Backend>> {
 ///   control characters, non-ASCII, longer) is replaced by its xxh3-128 hash. Every record stores
 ///   its namespace and full key and reads check them, so two keys never share a value.
 /// - **Sizes**: a value whose item would exceed `max_item_bytes` (memcached's `-I`, 1 MiB by
-///   default) is refused before anything is sent with [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) (skipped and
-///   counted in silent mode), and the key's previous value is removed, as memcached itself does.
+///   default) is refused before it is sent with
+///   [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) (skipped and counted in silent mode),
+///   and the key's previous value is removed, as memcached itself does. In a batch the other
+///   values are still written, then the batch reports the error.
 /// - **Expiry**: a write's deadline is fixed when it reaches the store (the store's default TTL
 ///   from then, for [`Expiry::Default`](crate::Expiry::Default)) or by the writer
 ///   ([`Expiry::At`](crate::Expiry::At)), and sealed in the envelope to the millisecond: a read
@@ -99,7 +101,8 @@ pub(crate) fn from_url(mut url: CacheUrl) -> Result<Arc<dyn Backend>> {
 ///   never stale data. A server unreachable during `clear()` keeps its old generation and
 ///   `clear()` reports the error.
 /// - **Batches**: `get_many`, `set_many` and `delete_many` send one request per server, to all
-///   servers at once.
+///   servers at once. A server that fails makes the batch fail (after the other servers'
+///   requests are done): in silent mode, a `get_many` is then all misses.
 pub type MemcachedBackend = Layered<MemcachedStore>;
 
 impl Layered<MemcachedStore> {
