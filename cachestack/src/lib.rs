@@ -66,7 +66,7 @@ pub use stack::{BreakerConfig, OnFull, TieredCache, TieredCacheBuilder, WriteBac
 #[cfg(feature = "file")]
 pub use store::file::{FileBackend, FileConfig, FileStore};
 #[cfg(feature = "memcached")]
-pub use store::memcached::{MemcachedBackend, MemcachedConfig};
+pub use store::memcached::{MemcachedBackend, MemcachedConfig, MemcachedStore};
 #[cfg(feature = "memory")]
 pub use store::memory::{MemoryBackend, MemoryConfig};
 pub use store::null::NullBackend;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachestack::{Backend, Cache, Error, MemcachedBackend, MemcachedConfig, Value};
+use cachestack::{Backend, Cache, Deadline, Error, Expiry, MemcachedBackend, MemcachedConfig, Value};
 use cachestack_tests::conformance::{profile, unique_namespace, Harness, Profile};
 use memcache_async::ascii::Protocol;
 use tokio::net::TcpStream;
@@ -239,6 +239,36 @@ async fn ttls_follow_memcached_rules_and_report_what_is_left() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "memcached kept a 300 ms item for 6 s: its expiry was sent as 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_fixed_by_the_writer_travels_unchanged_and_is_never_exceeded() {
+    let Some(config) = test_config(POOL_URL_VAR) else { return };
+    let backend = open(&config, &unique_namespace("deadline"));
+    let day = Duration::from_secs(86_400);
+    // The deadline a writer fixed is the one a read returns, to the millisecond: not one measured
+    // again when the write arrived (relative and absolute exptime ranges alike, single and batch).
+    for ttl in [Duration::from_millis(90_500), 40 * day] {
+        let deadline = Deadline::after(ttl);
+        backend.set("fixed", Value::new(1u8), Expiry::At(deadline)).await.unwrap();
+        let entry = backend.get("fixed").await.unwrap().expect("a live entry is served");
+        assert_eq!(entry.expires.map(Deadline::unix_millis), Some(deadline.unix_millis()), "{ttl:?}");
+        backend.set_many(&[("batch", Value::new(2u8))], Expiry::At(deadline)).await.unwrap();
+        let entries = backend.get_many(&["batch"]).await.unwrap();
+        let entry = entries[0].as_ref().expect("a live batch entry is served");
+        assert_eq!(entry.expires.map(Deadline::unix_millis), Some(deadline.unix_millis()), "{ttl:?}");
+    }
+    // A deadline that passed while the write was in transit: the write lands (memcached keeps the
+    // item for up to a second) but the entry is never served, and it replaced the previous value.
+    backend.set("late", Value::new(1u8), Expiry::Never).await.unwrap();
+    let passed = Deadline::from_unix_millis(Deadline::after(Duration::ZERO).unix_millis() - 1).unwrap();
+    assert!(passed.has_passed());
+    backend.set("late", Value::new(2u8), Expiry::At(passed)).await.unwrap();
+    assert!(backend.get("late").await.unwrap().is_none(), "served past its deadline");
+    backend.set_many(&[("late-batch", Value::new(2u8))], Expiry::At(passed)).await.unwrap();
+    assert!(backend.get_many(&["late", "late-batch"]).await.unwrap().iter().all(Option::is_none));
+    assert!(!backend.exists("late").await.unwrap());
+    assert!(!backend.delete("late").await.unwrap(), "an expired entry is not counted as deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

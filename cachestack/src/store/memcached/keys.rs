@@ -26,9 +26,10 @@
 //!       | namespace | key | envelope (see crate::value::envelope)
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
+use crate::expiry::Deadline;
 
 /// memcached's longest key.
 pub(crate) const MAX_KEY_BYTES: usize = 250;
@@ -171,27 +172,25 @@ pub(crate) fn record_overhead(namespace: &str, key: &str) -> usize {
     RECORD_HEADER + namespace.len() + key.len()
 }
 
-/// The expiry time to send to memcached for `ttl`, written at `now`:
+/// The expiry time to send to memcached for an entry whose deadline is `deadline`, sent at
+/// `now` (memcached's own rule):
 ///
-/// - no TTL: 0 (memcached's "never expires");
-/// - up to 30 days: the TTL in whole seconds, rounded *up* (memcached has one-second granularity,
-///   and 0 would mean "never"), at least 1;
-/// - over 30 days: the absolute Unix timestamp, rounded up (memcached reads any value above
-///   30 days that way); past what a u32 holds (year 2106): 0, never.
+/// - no deadline: 0 (memcached's "never expires");
+/// - up to 30 days away: the time left in whole seconds, rounded *up* (memcached has one-second
+///   granularity, and 0 would mean "never"), at least 1 (a deadline already past is sent as 1 s;
+///   reads never serve it);
+/// - further: the deadline itself as a Unix timestamp in seconds, rounded up (memcached reads
+///   any value above 30 days that way); past what a u32 holds (year 2106): 0, never.
 ///
-/// The envelope keeps the exact expiry in milliseconds and reads check it, so the rounding only
+/// The envelope keeps the deadline in milliseconds and reads check it, so the rounding only
 /// decides when memcached frees the memory, never what a read returns.
-pub(crate) fn exptime(ttl: Option<Duration>, now: SystemTime) -> u32 {
-    let Some(ttl) = ttl else { return 0 };
-    let secs = ceil_secs(ttl).max(1);
+pub(crate) fn exptime(deadline: Option<Deadline>, now: SystemTime) -> u32 {
+    let Some(deadline) = deadline else { return 0 };
+    let secs = ceil_secs(deadline.remaining_at(now)).max(1);
     if secs <= RELATIVE_TTL_LIMIT_SECS {
-        return secs as u32;
+        return u32::try_from(secs).unwrap_or(u32::MAX);
     }
-    let now = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    match now.checked_add(ttl) {
-        Some(deadline) => u32::try_from(ceil_secs(deadline)).unwrap_or(0),
-        None => 0,
-    }
+    u32::try_from(deadline.unix_millis().div_ceil(1000)).unwrap_or(0)
 }
 
 fn ceil_secs(d: Duration) -> u64 {
@@ -200,6 +199,8 @@ fn ceil_secs(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]
@@ -272,23 +273,31 @@ mod tests {
     }
 
     #[test]
-    fn ttls_follow_memcached_rules() {
+    fn expiry_times_follow_memcached_rules() {
         let now = UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
         let s = Duration::from_secs;
+        let exp = |ttl: Duration| exptime(Some(Deadline::after_from(now, ttl)), now);
         assert_eq!(exptime(None, now), 0);
         // Rounded up, never down to 0 ("never expires").
-        assert_eq!(exptime(Some(Duration::ZERO), now), 1);
-        assert_eq!(exptime(Some(Duration::from_millis(1)), now), 1);
-        assert_eq!(exptime(Some(Duration::from_millis(999)), now), 1);
-        assert_eq!(exptime(Some(s(1)), now), 1);
-        assert_eq!(exptime(Some(Duration::from_millis(1001)), now), 2);
-        // 30 days exactly is still relative; one more second is an absolute timestamp.
-        assert_eq!(exptime(Some(s(RELATIVE_TTL_LIMIT_SECS)), now), RELATIVE_TTL_LIMIT_SECS as u32);
-        let over = exptime(Some(s(RELATIVE_TTL_LIMIT_SECS + 1)), now);
-        assert_eq!(over, 1_700_000_000 + RELATIVE_TTL_LIMIT_SECS as u32 + 2, "now + ttl rounded up");
-        assert_eq!(exptime(Some(s(45 * 86_400)), now), 1_700_000_000 + 45 * 86_400 + 1);
+        assert_eq!(exp(Duration::ZERO), 1);
+        assert_eq!(exp(Duration::from_millis(1)), 1);
+        assert_eq!(exp(Duration::from_millis(999)), 1);
+        assert_eq!(exp(s(1)), 1);
+        assert_eq!(exp(Duration::from_millis(1001)), 2);
+        // A deadline already past when the write is sent: the shortest expiry, never "never".
+        let past = Deadline::after_from(now - s(10), s(1));
+        assert_eq!(exptime(Some(past), now), 1);
+        // 30 days exactly is still relative; one more second is an absolute timestamp: the
+        // deadline itself, rounded up to the second.
+        assert_eq!(exp(s(RELATIVE_TTL_LIMIT_SECS)), RELATIVE_TTL_LIMIT_SECS as u32);
+        let over = exp(s(RELATIVE_TTL_LIMIT_SECS + 1));
+        assert_eq!(over, 1_700_000_000 + RELATIVE_TTL_LIMIT_SECS as u32 + 2, "deadline rounded up");
+        assert_eq!(exp(s(45 * 86_400)), 1_700_000_000 + 45 * 86_400 + 1);
+        // The absolute form does not depend on when it is sent.
+        let far = Deadline::after_from(now, s(45 * 86_400));
+        assert_eq!(exptime(Some(far), now + s(3600)), exptime(Some(far), now));
         // Beyond 2106 a u32 cannot hold the timestamp: never expire rather than wrap around.
-        assert_eq!(exptime(Some(s(200 * 365 * 86_400)), now), 0);
-        assert_eq!(exptime(Some(Duration::MAX), now), 0);
+        assert_eq!(exp(s(200 * 365 * 86_400)), 0);
+        assert_eq!(exp(Duration::MAX), 0);
     }
 }

@@ -1,0 +1,520 @@
+//! [`MemcachedStore`]: the store itself, I/O only (its layers are added by
+//! [`MemcachedBackend`](super::MemcachedBackend)'s constructors): routing keys to servers,
+//! sealing and opening records, and the requests of each operation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use super::config::{parse_server, MemcachedConfig};
+use super::keys::{self, Keyspace, Record};
+use super::ops::{Add, Get, Item, Op, Remove, Store, Version};
+use super::server::{fresh_generation, parse_gen, Server};
+use crate::error::{Error, Result};
+use crate::expiry::{Deadline, Expiry};
+use crate::store::{Backend, BackendStats, Counters, Entry};
+use crate::value::Value;
+
+/// What memcached adds to each item besides key and value (item header, CAS, CRLF), rounded up.
+const ITEM_OVERHEAD: usize = 64;
+/// How long a generation read from a server is trusted for writes (reads always fetch it).
+const GEN_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// A cache in one or more memcached servers, without layers: every failure is returned as it is
+/// and no operation is bounded (use [`MemcachedBackend`](super::MemcachedBackend), which is this
+/// store behind its [`Silent`](crate::layer::Silent) and [`Timeout`](crate::layer::Timeout)
+/// layers). Its methods are reachable through a `MemcachedBackend` too. The design is described
+/// on [`MemcachedBackend`](super::MemcachedBackend).
+///
+/// ```
+/// use cachestack::{Backend, MemcachedConfig, MemcachedStore};
+///
+/// let store = MemcachedStore::new(MemcachedConfig { namespace: "app".into(), ..Default::default() }).unwrap();
+/// assert_eq!(store.name(), "memcached");
+/// assert_eq!(store.wire_key("user:1"), "cs:app:user:1");
+/// ```
+pub struct MemcachedStore {
+    config: MemcachedConfig,
+    keys: Keyspace,
+    servers: Vec<Arc<Server>>,
+    counters: Counters,
+}
+
+impl fmt::Debug for MemcachedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemcachedStore")
+            .field("servers", &self.servers)
+            .field("namespace", &self.config.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemcachedStore {
+    /// A store over `config.servers`, connecting lazily. Fails only on invalid settings.
+    pub fn new(config: MemcachedConfig) -> Result<Self> {
+        config.validate()?;
+        let servers = config
+            .servers
+            .iter()
+            .map(|s| {
+                Server::new(parse_server(s)?, config.pool_size, config.connect_timeout, config.retry_interval)
+                    .map(Arc::new)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MemcachedStore { keys: Keyspace::new(&config.namespace), config, servers, counters: Counters::default() })
+    }
+
+    /// Asks every server for its version, all at once: the first server (in the configured
+    /// order) that does not answer is the error.
+    pub async fn ping(&self) -> Result<()> {
+        let requests = self.servers.iter().map(|server| server.exec(self.name(), Version));
+        futures_util::future::join_all(requests).await.into_iter().try_for_each(|r| r.map(drop))
+    }
+
+    /// The settings this store runs with.
+    pub fn config(&self) -> &MemcachedConfig {
+        &self.config
+    }
+
+    /// The memcached key `key` is stored under: the key itself under the namespace prefix when
+    /// memcached accepts it as is, a hash otherwise. For debugging and tooling.
+    ///
+    /// ```
+    /// use cachestack::{MemcachedBackend, MemcachedConfig};
+    /// let backend = MemcachedBackend::new(MemcachedConfig { namespace: "app".into(), ..Default::default() }).unwrap();
+    /// assert_eq!(backend.wire_key("user:1"), "cs:app:user:1");
+    /// assert!(backend.wire_key("a key\r\nflush_all").starts_with("cs:app:#"));
+    /// ```
+    pub fn wire_key(&self, key: &str) -> String {
+        self.keys.wire(key)
+    }
+
+    /// The server (`host:port`) that holds `key` while every server is up.
+    ///
+    /// ```
+    /// use cachestack::{MemcachedBackend, MemcachedConfig};
+    /// let backend = MemcachedBackend::new(MemcachedConfig {
+    ///     servers: vec!["127.0.0.1:11211".into(), "127.0.0.1:11212".into()],
+    ///     ..Default::default()
+    /// }).unwrap();
+    /// assert!(backend.server_for("user:1").starts_with("127.0.0.1:1121"));
+    /// ```
+    pub fn server_for(&self, key: &str) -> &str {
+        self.servers[self.primary(&self.keys.wire(key))].addr()
+    }
+
+    /// The index of the server with the highest score for `wire`.
+    fn primary(&self, wire: &str) -> usize {
+        let mut best = (0, 0u64);
+        for (i, server) in self.servers.iter().enumerate() {
+            let score = server.score(wire);
+            if i == 0 || score > best.1 {
+                best = (i, score);
+            }
+        }
+        best.0
+    }
+
+    /// The server a request for `wire` goes to now: its primary, or with failover the first
+    /// server of its ranking that is up.
+    fn route(&self, wire: &str) -> Result<usize> {
+        self.route_in(wire, &mut Admissions::new(self.servers.len()))
+    }
+
+    /// [`Self::route`] for one key of a batch: each server is asked at most once per batch
+    /// whether it takes requests, so a down server's single probe carries all its keys.
+    fn route_in(&self, wire: &str, admissions: &mut Admissions) -> Result<usize> {
+        let primary = self.primary(wire);
+        if admissions.admit(&self.servers, primary) {
+            return Ok(primary);
+        }
+        if self.config.failover && self.servers.len() > 1 {
+            let mut ranking: Vec<(u64, usize)> =
+                self.servers.iter().enumerate().map(|(i, s)| (s.score(wire), i)).collect();
+            ranking.sort_unstable_by(|a, b| b.cmp(a));
+            if let Some(idx) = ranking
+                .into_iter()
+                .map(|(_, i)| i)
+                .filter(|&i| i != primary)
+                .find(|&i| admissions.admit(&self.servers, i))
+            {
+                return Ok(idx);
+            }
+        }
+        Err(self.servers[primary].down_error(self.name()))
+    }
+
+    async fn exec<O: Op>(&self, idx: usize, op: O) -> Result<O::Out> {
+        self.servers[idx].exec(self.name(), op).await
+    }
+
+    /// Reads `bytes` stored under `key` on a server whose generation is `generation`: the entry,
+    /// unless it is another key's, of another generation, unusable, or past its deadline.
+    fn decode(&self, key: &str, generation: Option<u64>, bytes: &[u8], now: SystemTime) -> Option<Entry> {
+        let record = match Record::parse(bytes) {
+            Ok(record) => record,
+            Err(err) => {
+                self.counters.record_invalid(self.name(), key, &err);
+                return None;
+            }
+        };
+        if !record.is_for(self.keys.namespace(), key) {
+            let err = Error::invalid("the stored record belongs to another key (hash collision or planted value)");
+            self.counters.record_invalid(self.name(), key, &err);
+            return None;
+        }
+        if generation != Some(record.generation) {
+            // Written before the last clear(): unreachable by design.
+            return None;
+        }
+        match self.config.format.open(key, record.envelope) {
+            Ok((value, expires)) => {
+                let deadline = expires.map(Deadline::at);
+                match deadline {
+                    Some(deadline) if deadline.has_passed_at(now) => None,
+                    _ => Some(Entry::new(value, deadline)),
+                }
+            }
+            Err(err) => {
+                self.counters.record_invalid(self.name(), key, &err);
+                None
+            }
+        }
+    }
+
+    /// The generation to stamp on writes to server `idx`, creating one if the server has none.
+    async fn writable_gen(&self, idx: usize) -> Result<u64> {
+        let server = &self.servers[idx];
+        if let Some(gen) = server.cached_gen(GEN_MAX_AGE) {
+            return Ok(gen);
+        }
+        let gen_key = self.keys.gen_key();
+        let found = self.exec(idx, Get(vec![gen_key.to_owned()])).await?;
+        if let Some(gen) = parse_gen(found.get(gen_key).map(Vec::as_slice)) {
+            server.remember_gen(Some(gen));
+            return Ok(gen);
+        }
+        let fresh = fresh_generation(server.addr());
+        let text = fresh.to_string();
+        if !found.contains_key(gen_key) && self.exec(idx, Add(gen_key.to_owned(), text.clone().into_bytes())).await? {
+            server.remember_gen(Some(fresh));
+            return Ok(fresh);
+        }
+        // Another writer created it first (or it holds something unreadable).
+        let found = self.exec(idx, Get(vec![gen_key.to_owned()])).await?;
+        if let Some(gen) = parse_gen(found.get(gen_key).map(Vec::as_slice)) {
+            server.remember_gen(Some(gen));
+            return Ok(gen);
+        }
+        let item = Item { wire: gen_key.to_owned(), bytes: text.into_bytes(), exptime: 0 };
+        self.exec(idx, Store(vec![item])).await?;
+        server.remember_gen(Some(fresh));
+        Ok(fresh)
+    }
+
+    /// Seals `value` for `key` with the deadline `expiry` gets here and now, and checks it fits
+    /// in an item.
+    fn prepare(&self, key: &str, value: &Value, expiry: Expiry) -> Result<Prepared> {
+        let now = SystemTime::now();
+        let deadline = expiry.resolve_from(now, self.config.default_ttl);
+        let envelope = self.config.format.seal(key, value, deadline.map(Deadline::time))?;
+        let wire = self.keys.wire(key);
+        let size = keys::record_overhead(self.keys.namespace(), key).saturating_add(envelope.len());
+        let limit = self.config.max_item_bytes.saturating_sub(wire.len().saturating_add(ITEM_OVERHEAD));
+        let too_large = (size > limit).then_some(Error::ValueTooLarge { size, limit });
+        Ok(Prepared { wire, envelope, exptime: keys::exptime(deadline, now), too_large })
+    }
+
+    /// Removes whatever `wire` holds (best effort: used when a new value was refused).
+    async fn discard(&self, wire: &str) {
+        if let Ok(idx) = self.route(wire) {
+            if let Err(err) = self.exec(idx, Remove(vec![wire.to_owned()])).await {
+                tracing::debug!(backend = self.name(), error = %err, "cachestack: could not remove the previous value of an oversized write");
+            }
+        }
+    }
+
+    async fn get_one(&self, key: &str) -> Result<Option<Entry>> {
+        let wire = self.keys.wire(key);
+        let idx = self.route(&wire)?;
+        let gen_key = self.keys.gen_key();
+        let mut found = self.exec(idx, Get(vec![gen_key.to_owned(), wire.clone()])).await?;
+        let generation = parse_gen(found.get(gen_key).map(Vec::as_slice));
+        self.servers[idx].remember_gen(generation);
+        Ok(found.remove(&wire).and_then(|bytes| self.decode(key, generation, &bytes, SystemTime::now())))
+    }
+
+    async fn set_one(&self, key: &str, value: &Value, expiry: Expiry) -> Result<()> {
+        let prepared = self.prepare(key, value, expiry)?;
+        if let Some(err) = prepared.too_large {
+            self.discard(&prepared.wire).await;
+            return Err(err);
+        }
+        let idx = self.route(&prepared.wire)?;
+        let generation = self.writable_gen(idx).await?;
+        let record = Record::encode(generation, self.keys.namespace(), key, &prepared.envelope)?;
+        self.exec(idx, Store(vec![Item { wire: prepared.wire, bytes: record, exptime: prepared.exptime }])).await?;
+        self.counters.record_write();
+        Ok(())
+    }
+
+    /// Reads `keys` with one multi-get per server, the servers concurrently. If a server fails,
+    /// the first failure is the result (the [`Silent`](crate::layer::Silent) layer turns it into
+    /// misses).
+    async fn fetch_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        let gen_key = self.keys.gen_key();
+        let wires: Vec<String> = keys.iter().map(|k| self.keys.wire(k)).collect();
+        let mut out: Vec<Option<Entry>> = vec![None; keys.len()];
+        let mut failure = None;
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
+        let mut admissions = Admissions::new(self.servers.len());
+        for (i, wire) in wires.iter().enumerate() {
+            match self.route_in(wire, &mut admissions) {
+                Ok(idx) => groups[idx].push(i),
+                Err(err) => {
+                    failure.get_or_insert(err);
+                }
+            }
+        }
+        let wires = &wires;
+        let requests = groups.iter().enumerate().filter(|(_, g)| !g.is_empty()).map(|(idx, group)| async move {
+            let mut request: Vec<String> = Vec::with_capacity(group.len() + 1);
+            request.push(gen_key.to_owned());
+            request.extend(group.iter().map(|&i| wires[i].clone()));
+            (idx, self.exec(idx, Get(request)).await)
+        });
+        let results = futures_util::future::join_all(requests).await;
+        let now = SystemTime::now();
+        for (idx, result) in results {
+            match result {
+                Ok(found) => {
+                    let generation = parse_gen(found.get(gen_key).map(Vec::as_slice));
+                    self.servers[idx].remember_gen(generation);
+                    for &i in &groups[idx] {
+                        out[i] = found.get(&wires[i]).and_then(|bytes| self.decode(keys[i], generation, bytes, now));
+                    }
+                }
+                Err(err) => {
+                    failure.get_or_insert(err);
+                }
+            }
+        }
+        failure.map_or(Ok(out), Err)
+    }
+
+    /// Writes with one batch per server, the servers concurrently. Everything that can be
+    /// written is; then the first failure (a value too large, a server) is the result.
+    async fn store_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
+        let mut groups: Vec<Vec<(usize, Prepared)>> = (0..self.servers.len()).map(|_| Vec::new()).collect();
+        let mut failure = None;
+        let mut admissions = Admissions::new(self.servers.len());
+        for (i, (key, value)) in entries.iter().enumerate() {
+            let prepared = self.prepare(key, value, expiry)?;
+            if let Some(err) = prepared.too_large {
+                self.discard(&prepared.wire).await;
+                failure.get_or_insert(err);
+                continue;
+            }
+            match self.route_in(&prepared.wire, &mut admissions) {
+                Ok(idx) => groups[idx].push((i, prepared)),
+                Err(err) => {
+                    failure.get_or_insert(err);
+                }
+            }
+        }
+        let requests = groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()).map(|(idx, group)| async move {
+            let generation = self.writable_gen(idx).await?;
+            let count = group.len() as u64;
+            let items = group
+                .into_iter()
+                .map(|(i, p)| {
+                    let bytes = Record::encode(generation, self.keys.namespace(), entries[i].0, &p.envelope)?;
+                    Ok(Item { wire: p.wire, bytes, exptime: p.exptime })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.exec(idx, Store(items)).await?;
+            self.counters.record_writes(count);
+            Ok(())
+        });
+        for result in futures_util::future::join_all(requests).await {
+            if let Err(err) = result {
+                failure.get_or_insert(err);
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Deletes the keys of one server: one multi-get to learn which are present (and really
+    /// theirs), then one batch of deletes.
+    async fn delete_on(&self, idx: usize, keys: &[&str], wires: &[&str]) -> Result<u64> {
+        let gen_key = self.keys.gen_key();
+        let mut request = Vec::with_capacity(wires.len() + 1);
+        request.push(gen_key.to_owned());
+        request.extend(wires.iter().map(|w| (*w).to_owned()));
+        let found = self.exec(idx, Get(request)).await?;
+        let generation = parse_gen(found.get(gen_key).map(Vec::as_slice));
+        let now = SystemTime::now();
+        let mut live = 0;
+        let mut doomed = Vec::new();
+        for (key, wire) in keys.iter().zip(wires) {
+            let Some(bytes) = found.get(*wire) else { continue };
+            // Never delete a record that belongs to another key; anything else goes.
+            let owned = Record::parse(bytes).map_or(true, |r| r.is_for(self.keys.namespace(), key));
+            if owned {
+                doomed.push((*wire).to_owned());
+                if self.decode(key, generation, bytes, now).is_some() {
+                    live += 1;
+                }
+            }
+        }
+        if !doomed.is_empty() {
+            self.exec(idx, Remove(doomed)).await?;
+        }
+        Ok(live)
+    }
+
+    async fn remove_many(&self, keys: &[&str]) -> Result<u64> {
+        let wires: Vec<String> = keys.iter().map(|k| self.keys.wire(k)).collect();
+        let mut groups: Vec<(Vec<&str>, Vec<&str>)> = vec![(Vec::new(), Vec::new()); self.servers.len()];
+        let mut failure = None;
+        let mut admissions = Admissions::new(self.servers.len());
+        for (key, wire) in keys.iter().zip(&wires) {
+            match self.route_in(wire, &mut admissions) {
+                Ok(idx) => {
+                    groups[idx].0.push(key);
+                    groups[idx].1.push(wire);
+                }
+                Err(err) => {
+                    failure.get_or_insert(err);
+                }
+            }
+        }
+        let requests = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, _))| !k.is_empty())
+            .map(|(idx, (keys, wires))| self.delete_on(idx, keys, wires));
+        let mut removed = 0u64;
+        for result in futures_util::future::join_all(requests).await {
+            match result {
+                Ok(n) => removed = removed.saturating_add(n),
+                Err(err) => {
+                    failure.get_or_insert(err);
+                }
+            }
+        }
+        failure.map_or(Ok(removed), Err)
+    }
+
+    /// Writes a fresh generation on every server (see "clear()" on
+    /// [`MemcachedBackend`](super::MemcachedBackend)).
+    async fn new_generation(&self) -> Result<()> {
+        let gen_key = self.keys.gen_key();
+        let requests = self.servers.iter().map(|server| async move {
+            if !server.admit() {
+                return Err(server.down_error(self.name()));
+            }
+            let fresh = fresh_generation(server.addr());
+            let item = Item { wire: gen_key.to_owned(), bytes: fresh.to_string().into_bytes(), exptime: 0 };
+            server.exec(self.name(), Store(vec![item])).await?;
+            server.remember_gen(Some(fresh));
+            Ok(())
+        });
+        let results: Vec<Result<()>> = futures_util::future::join_all(requests).await;
+        results.into_iter().collect()
+    }
+}
+
+/// Which servers take requests, asked once per server per batch.
+struct Admissions(Vec<Option<bool>>);
+
+impl Admissions {
+    fn new(servers: usize) -> Self {
+        Admissions(vec![None; servers])
+    }
+
+    fn admit(&mut self, servers: &[Arc<Server>], idx: usize) -> bool {
+        *self.0[idx].get_or_insert_with(|| servers[idx].admit())
+    }
+}
+
+/// A value ready to send.
+struct Prepared {
+    wire: String,
+    envelope: Vec<u8>,
+    exptime: u32,
+    too_large: Option<Error>,
+}
+
+#[async_trait]
+impl Backend for MemcachedStore {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        let found = self.get_one(key).await?;
+        self.counters.record_lookup(found.is_some());
+        Ok(found)
+    }
+
+    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
+        self.set_one(key, &value, expiry).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.counters.record_delete();
+        Ok(self.remove_many(&[key]).await? > 0)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.new_generation().await
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = self.fetch_many(keys).await?;
+        let hits = found.iter().filter(|e| e.is_some()).count();
+        self.counters.record_lookups(found.len() as u64, hits as u64);
+        Ok(found)
+    }
+
+    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.store_many(entries, expiry).await
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.counters.record_deletes(keys.len() as u64);
+        self.remove_many(keys).await
+    }
+
+    fn default_ttl(&self) -> Option<Duration> {
+        self.config.default_ttl
+    }
+
+    fn stats(&self) -> BackendStats {
+        let mut stats = self
+            .counters
+            .snapshot(self.name())
+            .with_detail("servers", self.servers.iter().map(|s| s.addr()).collect::<Vec<_>>().join(","))
+            .with_detail("servers_up", self.servers.iter().filter(|s| s.is_up()).count())
+            .with_detail("namespace", &self.config.namespace)
+            .with_detail("max_item_bytes", self.config.max_item_bytes)
+            .with_detail("pool_size", self.config.pool_size)
+            .with_detail("failover", self.config.failover);
+        for server in &self.servers {
+            stats.details.insert(format!("server {}", server.addr()), server.describe());
+        }
+        stats
+    }
+}
