@@ -48,7 +48,8 @@ pub fn yield_until(condition: impl Fn() -> bool) -> impl Future<Output = ()> {
     }
 }
 
-/// Awaits `future`; panics if it has not finished after [`HANG_GUARD`].
+/// Awaits `future`; panics if it has not finished after [`HANG_GUARD`]. Needs a tokio runtime
+/// with its time driver enabled.
 #[track_caller]
 pub fn within_guard<F: Future>(future: F) -> impl Future<Output = F::Output> {
     let at = Location::caller();

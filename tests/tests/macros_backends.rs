@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 
 use cachestack::{cached, invalidate, Backend, Cache, CacheRegistry, FileBackend};
+use cachestack_tests::sync::spin_until;
 use macros_support::{assert_ttl, register, register_memory, AsyncOnly};
 
 fn async_only() -> &'static Arc<AsyncOnly> {
@@ -97,9 +98,7 @@ static REMOTE_STAMPEDE_RUNS: AtomicUsize = AtomicUsize::new(0);
 #[cached(cache = "async-only", key = "remote-stampede")]
 fn remote_stampede() -> u64 {
     REMOTE_STAMPEDE_RUNS.fetch_add(1, SeqCst);
-    while remote_stampede_stats().waits < 15 {
-        std::thread::yield_now();
-    }
+    spin_until(|| remote_stampede_stats().waits >= 15);
     99
 }
 
