@@ -2,6 +2,10 @@
 //! need real servers.
 #![allow(clippy::unwrap_used)]
 
+pub mod errors;
+pub mod faults;
+pub mod sync;
+
 /// The conformance suite ships in the runtime crate (feature `conformance`).
 pub use cachestack::conformance;
 pub use cachestack::conformance_suite;

@@ -1,5 +1,6 @@
 //! Every `#[cached]` attribute end to end: ttl, key templates, condition, the Result and Option
-//! rules and their options, cache, namespace and version, on_cache_error, crate; and hygiene.
+//! rules and their options, cache, namespace and version, on_cache_error (reads and writes that
+//! fail), crate; and hygiene.
 #![allow(clippy::unwrap_used)]
 
 mod macros_support;
@@ -8,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use cachestack::{cached, CacheRegistry, Error};
-use macros_support::{assert_ttl, register, register_memory, AsyncOnly, Down};
+use cachestack_tests::errors::AppError;
+use cachestack_tests::faults::{Down, Flaky};
+use macros_support::{assert_ttl, register, register_memory, AsyncOnly};
 
 // ---- ttl ------------------------------------------------------------------------------------
 
@@ -306,17 +309,6 @@ fn namespace_and_version_prefix_every_key() {
 
 // ---- cache failures ---------------------------------------------------------------------------
 
-#[derive(Debug)]
-enum AppError {
-    Cache(Error),
-}
-
-impl From<Error> for AppError {
-    fn from(err: Error) -> Self {
-        AppError::Cache(err)
-    }
-}
-
 static LENIENT_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[cached(cache = "down-lenient")]
@@ -382,6 +374,73 @@ fn an_unknown_cache_name_is_a_cache_failure() {
     assert_eq!(orphan_stats().errors, 2);
     assert!(CacheRegistry::global().get("never-registered").is_err());
     assert!(matches!(strict_orphan(1), Err(AppError::Cache(Error::UnknownCache { .. }))));
+}
+
+static READS_FAIL_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(cache = "flaky-reads")]
+fn reads_fail(n: u32) -> u32 {
+    READS_FAIL_RUNS.fetch_add(1, SeqCst);
+    n
+}
+
+#[cached(cache = "flaky-reads")]
+async fn reads_fail_async(n: u32) -> u32 {
+    READS_FAIL_RUNS.fetch_add(1, SeqCst);
+    n
+}
+
+#[test]
+fn reads_that_fail_call_through_and_count_one_error_per_call() {
+    let flaky = register("flaky-reads", Flaky::default());
+    flaky.fail_get.store(true, SeqCst);
+    assert_eq!(reads_fail(1), 1);
+    assert_eq!(reads_fail(1), 1);
+    assert_eq!(READS_FAIL_RUNS.load(SeqCst), 2);
+    assert!(flaky.map.lock().unwrap().len() == 1, "the writes succeeded");
+    let stats = reads_fail_stats();
+    assert_eq!((stats.hits, stats.misses, stats.errors), (0, 2, 2));
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert_eq!(runtime.block_on(reads_fail_async(2)), 2);
+    assert_eq!(reads_fail_async_stats().errors, 1);
+    // Reads come back: a hit.
+    flaky.fail_get.store(false, SeqCst);
+    assert_eq!(reads_fail(1), 1);
+    assert_eq!(reads_fail_stats().hits, 1);
+}
+
+static WRITES_FAIL_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(cache = "flaky-writes")]
+fn writes_fail(n: u32) -> u32 {
+    WRITES_FAIL_RUNS.fetch_add(1, SeqCst);
+    n
+}
+
+#[cached(cache = "flaky-writes", on_cache_error = "propagate")]
+fn writes_fail_strict(n: u32) -> std::result::Result<u32, AppError> {
+    WRITES_FAIL_RUNS.fetch_add(1, SeqCst);
+    Ok(n)
+}
+
+#[cached(cache = "flaky-writes", on_cache_error = "propagate")]
+async fn writes_fail_strict_async(n: u32) -> std::result::Result<u32, AppError> {
+    Ok(n)
+}
+
+#[test]
+fn writes_that_fail_are_ignored_or_propagated_on_request() {
+    let flaky = register("flaky-writes", Flaky::default());
+    flaky.fail_set.store(true, SeqCst);
+    assert_eq!(writes_fail(1), 1);
+    assert_eq!(writes_fail(1), 1);
+    let stats = writes_fail_stats();
+    assert_eq!((stats.hits, stats.misses, stats.errors), (0, 2, 2));
+    assert!(matches!(writes_fail_strict(1), Err(AppError::Cache(Error::BackendUnavailable { .. }))));
+    assert_eq!(WRITES_FAIL_RUNS.load(SeqCst), 3, "the body ran, then the write failed");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert!(matches!(runtime.block_on(writes_fail_strict_async(1)), Err(AppError::Cache(_))));
+    assert_eq!(writes_fail_strict_async_stats().errors, 1);
 }
 
 // ---- crate = path -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! `#[cached]` over backends that are not in process: an asynchronous-only backend (like a
 //! network store) used by synchronous functions from plain threads and from inside both tokio
-//! runtime flavours, and the file backend, which stores bytes.
+//! runtime flavours, and the file backend, which stores bytes. A value of another type under the
+//! key (in memory, remote, or in a stack's front layer) is a counted miss.
 #![allow(clippy::unwrap_used)]
 
 mod macros_support;
@@ -8,8 +9,9 @@ mod macros_support;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 
-use cachestack::{cached, invalidate, Cache, CacheRegistry, FileBackend};
-use macros_support::{assert_ttl, register, AsyncOnly};
+use cachestack::{cached, invalidate, Backend, Cache, CacheRegistry, FileBackend};
+use cachestack_tests::sync::spin_until;
+use macros_support::{assert_ttl, register, register_memory, AsyncOnly};
 
 fn async_only() -> &'static Arc<AsyncOnly> {
     static BACKEND: OnceLock<Arc<AsyncOnly>> = OnceLock::new();
@@ -96,9 +98,7 @@ static REMOTE_STAMPEDE_RUNS: AtomicUsize = AtomicUsize::new(0);
 #[cached(cache = "async-only", key = "remote-stampede")]
 fn remote_stampede() -> u64 {
     REMOTE_STAMPEDE_RUNS.fetch_add(1, SeqCst);
-    while remote_stampede_stats().waits < 15 {
-        std::thread::yield_now();
-    }
+    spin_until(|| remote_stampede_stats().waits >= 15);
     99
 }
 
@@ -251,4 +251,61 @@ async fn a_tiered_stack_answers_from_either_layer() {
     assert!(files.get::<Report>("tiered-async:2").await.unwrap().is_some());
     assert!(through_tiers_async_invalidate(&2).await.unwrap());
     assert!(files.get::<Report>("tiered-async:2").await.unwrap().is_none());
+}
+
+// ---- values of another type under the key -----------------------------------------------------
+
+static TYPED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(cache = "typed-memory", key = "typed")]
+fn typed() -> u64 {
+    TYPED_RUNS.fetch_add(1, SeqCst);
+    42
+}
+
+#[cached(cache = "typed-remote", key = "typed")]
+async fn typed_remote() -> u64 {
+    TYPED_RUNS.fetch_add(1, SeqCst);
+    43
+}
+
+#[test]
+fn a_value_of_another_type_under_the_key_is_a_counted_miss() {
+    let memory = register_memory("typed-memory");
+    memory.set_blocking("typed", &"not a number".to_string(), None).unwrap();
+    assert_eq!(typed(), 42);
+    let stats = typed_stats();
+    assert_eq!((stats.hits, stats.misses, stats.errors), (0, 1, 1));
+    assert_eq!(typed(), 42, "the right value replaced it");
+    assert_eq!(typed_stats().hits, 1);
+    assert_eq!(TYPED_RUNS.load(SeqCst), 1);
+
+    let remote = Cache::from_arc(register("typed-remote", AsyncOnly::default()));
+    remote.set_blocking("typed", &vec![1u8, 2], None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert_eq!(runtime.block_on(typed_remote()), 43);
+    let stats = typed_remote_stats();
+    assert_eq!((stats.hits, stats.misses, stats.errors), (0, 1, 1));
+    assert_eq!(runtime.block_on(typed_remote()), 43);
+    assert_eq!(typed_remote_stats().hits, 1);
+}
+
+#[cached(cache = "typed-tiered", key = "typed")]
+fn typed_tiered() -> u64 {
+    44
+}
+
+/// On a stack whose front layer is in memory, the wrong value is seen twice (the first look
+/// into the front layer, then the stack's read): it is still one failure of one call.
+#[test]
+fn a_value_of_another_type_in_a_stacks_front_layer_counts_one_error() {
+    let front: Arc<dyn Backend> = Arc::new(cachestack::MemoryBackend::with_capacity(100));
+    let stack = cachestack::TieredCache::from_layers(vec![front.clone(), Arc::new(AsyncOnly::default())]).unwrap();
+    cachestack::CacheRegistry::global().register("typed-tiered", Cache::new(stack));
+    Cache::from_arc(front).set_blocking("typed", &"not a number".to_string(), None).unwrap();
+    assert_eq!(typed_tiered(), 44);
+    let stats = typed_tiered_stats();
+    assert_eq!((stats.hits, stats.misses, stats.errors), (0, 1, 1), "{stats:?}");
+    assert_eq!(typed_tiered(), 44);
+    assert_eq!(typed_tiered_stats().hits, 1);
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::Duration;
 
 use cachestack::{cached, invalidate, Cache, CacheRegistry, Cacheable, FileBackend};
+use cachestack_tests::sync::{spin_until, yield_until};
 
 /// The file cache, made the default before any cached function runs.
 fn files() -> &'static Cache {
@@ -211,9 +212,7 @@ static FLIGHT_RUNS: AtomicUsize = AtomicUsize::new(0);
 #[cached(key = "flight")]
 fn flight() -> Profile {
     FLIGHT_RUNS.fetch_add(1, SeqCst);
-    while flight_stats().waits < 15 {
-        std::thread::yield_now();
-    }
+    spin_until(|| flight_stats().waits >= 15);
     Profile { id: 0, tags: vec!["once".into()] }
 }
 
@@ -222,9 +221,7 @@ static ASYNC_FLIGHT_RUNS: AtomicUsize = AtomicUsize::new(0);
 #[cached(key = "async-flight")]
 async fn async_flight() -> Profile {
     ASYNC_FLIGHT_RUNS.fetch_add(1, SeqCst);
-    while async_flight_stats().waits < 99 {
-        tokio::task::yield_now().await;
-    }
+    yield_until(|| async_flight_stats().waits >= 99).await;
     Profile { id: 1, tags: vec!["once".into()] }
 }
 

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::OnceLock;
 
 use cachestack::{cached, invalidate, Cache, Error};
-use macros_support::{register, register_memory, AsyncOnly, Down};
+use cachestack_tests::errors::AppError;
+use cachestack_tests::faults::Down;
+use macros_support::{register, register_memory, AsyncOnly};
 
 fn memory() -> &'static Cache {
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -153,17 +155,6 @@ async fn async_and_sync_functions_on_an_async_backend() {
     // A sync function inside a runtime, on an async-only backend.
     assert_eq!(update_item_sync(2), Ok(2));
     assert!(!backend.contains("item:2"));
-}
-
-#[derive(Debug)]
-enum AppError {
-    Cache(Error),
-}
-
-impl From<Error> for AppError {
-    fn from(err: Error) -> Self {
-        AppError::Cache(err)
-    }
 }
 
 static STRICT_RUNS: AtomicUsize = AtomicUsize::new(0);

@@ -404,3 +404,133 @@ async fn async_companions() {
     assert!(async_companion_invalidate(&4).await.unwrap());
     assert!(!async_companion_invalidate(&4).await.unwrap());
 }
+
+// ---- default keys --------------------------------------------------------------------------------
+
+#[cached]
+fn scaled<const FACTOR: u64>(x: u64) -> u64 {
+    x * FACTOR
+}
+
+#[test]
+fn const_generic_parameters_are_part_of_the_default_key() {
+    assert_eq!(scaled::<2>(5), 10);
+    assert_eq!(scaled::<3>(5), 15);
+    assert_ne!(scaled_key::<2>(&5), scaled_key::<3>(&5));
+    assert_eq!(scaled_key::<2>(&5), "macros_shapes::scaled::<2>(5)");
+}
+
+fn first_scope() -> u32 {
+    #[cached]
+    fn local(n: u32) -> u32 {
+        n + 1
+    }
+    local(1)
+}
+
+fn second_scope() -> u32 {
+    #[cached]
+    fn local(n: u32) -> u32 {
+        n + 100
+    }
+    local(1)
+}
+
+#[test]
+fn cached_fns_of_one_name_in_two_fn_bodies_do_not_share_keys() {
+    assert_eq!(first_scope(), 2);
+    assert_eq!(second_scope(), 101);
+    assert_eq!(first_scope(), 2);
+}
+
+mod one {
+    #[cachestack::cached]
+    pub fn same_name(n: u32) -> u32 {
+        n + 1
+    }
+}
+
+mod two {
+    #[cachestack::cached]
+    pub fn same_name(n: u32) -> u32 {
+        n + 2
+    }
+}
+
+#[test]
+fn cached_fns_of_one_name_in_two_modules_do_not_share_keys() {
+    assert_eq!(one::same_name(1), 2);
+    assert_eq!(two::same_name(1), 3);
+    assert_ne!(one::same_name_key(&1), two::same_name_key(&1));
+}
+
+#[cached]
+fn two_texts(a: &str, b: &str) -> String {
+    format!("{a}|{b}")
+}
+
+#[test]
+fn distinct_argument_tuples_never_share_a_default_key() {
+    let parts = ["", "a", ",", ")", "(", "\\", "\"", "a,b", "a)", "\\,", "\\)", ",\"", "\",\"", "a\\"];
+    let mut keys = std::collections::HashSet::new();
+    for a in parts {
+        for b in parts {
+            assert!(keys.insert(two_texts_key(a, b)), "{a:?}, {b:?} collides");
+        }
+    }
+    assert_eq!(two_texts("a,", "b"), "a,|b");
+    assert_eq!(two_texts("a", ",b"), "a|,b");
+}
+
+#[cached]
+fn parsed<T: cachestack::Cacheable + std::str::FromStr>(text: &str) -> Option<T> {
+    text.parse().ok()
+}
+
+#[test]
+fn type_parameters_that_only_the_return_type_names_key_each_instantiation_apart() {
+    assert_eq!(parsed::<u8>("300"), None);
+    assert_eq!(parsed::<u16>("300"), Some(300));
+    assert_eq!(parsed_key::<u16>("300"), "macros_shapes::parsed::<u16>(\"300\")");
+    assert!(parsed_invalidate::<u16>("300").unwrap());
+    assert_eq!(parsed_refresh::<u32>("7"), Some(7));
+}
+
+// ---- shapes: lifetimes, where clauses, impl Trait next to type parameters ----------------------
+
+#[cached]
+fn described<'a, T>(value: &'a T, label: &'a str) -> String
+where
+    T: std::fmt::Debug + ?Sized + 'a,
+{
+    format!("{label}{value:?}")
+}
+
+#[cached]
+fn mixed<T: std::fmt::Debug>(a: T, b: impl std::fmt::Debug) -> String {
+    format!("{a:?}{b:?}")
+}
+
+struct Holder<T>(T);
+
+impl<T> Holder<T>
+where
+    T: std::fmt::Debug + Sync,
+{
+    #[cached]
+    fn show<U: std::fmt::Debug + cachestack::Cacheable>(&self, extra: U) -> String {
+        format!("{:?}{extra:?}", self.0)
+    }
+}
+
+#[test]
+fn lifetimes_where_clauses_and_impl_trait_next_to_type_parameters() {
+    assert_eq!(described("x", "l:"), "l:\"x\"");
+    assert_eq!(described(&[1u8][..], "s:"), "s:[1]");
+    assert_ne!(described_key("x", "l:"), described_key(&[1u8][..], "l:"));
+    assert_eq!(mixed(1u8, "b"), "1\"b\"");
+    assert_eq!(mixed_key::<u8>(&1, &"b"), "macros_shapes::mixed::<u8>(1,\"b\")");
+    assert_eq!(Holder(1).show(2u8), "12");
+    assert_eq!(Holder("a").show(2u8), "\"a\"2");
+    assert_eq!(Holder(1).show_key(&2u16), "macros_shapes::Holder<i32>::show::<u16>(2)");
+}

@@ -1,4 +1,5 @@
-//! Test backends shared by the `macros_*` end-to-end tests.
+//! Test backends shared by the `macros_*` end-to-end tests. Fault backends (`Down`, `Flaky`),
+//! waiting helpers and `AppError` live in the `cachestack_tests` library (`tests/src`).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -6,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cachestack::{async_trait, Backend, BackendStats, Cache, CacheRegistry, Counters, Entry, Error, Result, Value};
+use cachestack::{async_trait, Backend, BackendStats, Cache, CacheRegistry, Counters, Entry, Result, Value};
 
 /// A store that can only be reached asynchronously (no `as_local`), like a network backend: every
 /// operation yields to the executor once before answering. Records the TTL of every write.
@@ -82,41 +83,6 @@ impl Backend for AsyncOnly {
     }
     fn stats(&self) -> BackendStats {
         self.counters.snapshot("async-only")
-    }
-}
-
-/// A store that is down: every operation fails.
-#[derive(Debug, Default)]
-pub struct Down {
-    pub calls: AtomicUsize,
-}
-
-impl Down {
-    fn fail(&self) -> Error {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Error::BackendUnavailable { backend: "down".into(), source: "connection refused".into() }
-    }
-}
-
-#[async_trait]
-impl Backend for Down {
-    fn name(&self) -> &str {
-        "down"
-    }
-    async fn get(&self, _key: &str) -> Result<Option<Entry>> {
-        Err(self.fail())
-    }
-    async fn set(&self, _key: &str, _value: Value, _ttl: cachestack::Expiry) -> Result<()> {
-        Err(self.fail())
-    }
-    async fn delete(&self, _key: &str) -> Result<bool> {
-        Err(self.fail())
-    }
-    async fn clear(&self) -> Result<()> {
-        Err(self.fail())
-    }
-    fn stats(&self) -> BackendStats {
-        BackendStats::default()
     }
 }
 
