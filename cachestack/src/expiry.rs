@@ -170,17 +170,6 @@ impl Expiry {
     }
 }
 
-impl Expiry {
-    /// Transitional: the relative TTL of the pre-deadline store code (`None`: default).
-    #[doc(hidden)]
-    pub fn legacy_ttl(self) -> Option<Duration> {
-        match self {
-            Expiry::At(deadline) => Some(deadline.remaining().max(Duration::from_millis(1))),
-            _ => None,
-        }
-    }
-}
-
 impl From<Deadline> for Expiry {
     fn from(deadline: Deadline) -> Self {
         Expiry::At(deadline)
