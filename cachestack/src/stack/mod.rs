@@ -605,11 +605,6 @@ impl Stamp {
         Stamp { expiry, written: SystemTime::now() }
     }
 
-    /// A deadline read from a layer, carried unchanged to the others.
-    fn fixed(deadline: Option<Deadline>) -> Self {
-        Stamp::now(Expiry::from(deadline))
-    }
-
     /// The deadline of this write in `layer` (its default TTL counted from the write).
     fn deadline_for(&self, layer: &dyn Backend) -> Option<Deadline> {
         self.expiry.resolve_from(self.written, layer.default_ttl())
@@ -1121,7 +1116,7 @@ impl Shared {
     async fn lookup(&self, key: &str, from: usize) -> Result<Option<Entry>> {
         let stripe = self.stripe(key);
         let epoch = match stripe.peek(key) {
-            Peek::Queued(value, stamp) => return Ok(self.answer_from_queue(value, stamp)),
+            Peek::Queued(value, stamp) => return Ok(self.answer_from_queue(value, stamp, true)),
             Peek::Epoch(epoch) => epoch,
         };
         let mut answered = from > 0;
@@ -1151,21 +1146,18 @@ impl Shared {
         }
     }
 
-    fn answer_from_queue(&self, value: Value, stamp: Stamp) -> Option<Entry> {
+    /// The entry a queued write will leave in the layers below L1. `lookup` is false for
+    /// `exists`, which is not a read and is not counted as a hit or a miss.
+    fn answer_from_queue(&self, value: Value, stamp: Stamp, lookup: bool) -> Option<Entry> {
         // The queue holds what the layers below L1 will hold: their deadline.
         let expires = self.layers.get(1).and_then(|below| stamp.deadline_for(&*below.backend));
-        match expires {
-            Some(deadline) if deadline.has_passed() => {
-                // The newest value expired before reaching the lower layers; what they hold is
-                // older, so the key is a miss.
-                self.queue_misses.fetch_add(1, Relaxed);
-                None
-            }
-            _ => {
-                self.queue_hits.fetch_add(1, Relaxed);
-                Some(Entry::new(value, expires))
-            }
+        let live = !expires.is_some_and(Deadline::has_passed);
+        if lookup {
+            // An expired newest value is a miss: what the lower layers hold is older.
+            let counter = if live { &self.queue_hits } else { &self.queue_misses };
+            counter.fetch_add(1, Relaxed);
         }
+        live.then(|| Entry::new(value, expires))
     }
 
     /// Copies `entry`, found in layer `found_in`, into the layers above it.
@@ -1173,8 +1165,9 @@ impl Shared {
         if found_in == 0 {
             return;
         }
-        // The same deadline as the layer it was found in, and nothing that is about to expire.
-        let stamp = Stamp::fixed(entry.expires);
+        // The same deadline as the layer it was found in, and nothing that is about to expire. An
+        // entry without expiry gets the faster layer's default TTL (none if it has none).
+        let stamp = Stamp::now(entry.expires.map_or(Expiry::Default, Expiry::At));
         let ttl_left = || match entry.expires {
             None => Some(&stamp),
             Some(deadline) => (deadline.remaining() >= self.min_backfill_ttl).then_some(&stamp),
@@ -1351,7 +1344,7 @@ impl Shared {
 
     async fn exists(&self, key: &str) -> Result<bool> {
         if let Peek::Queued(value, stamp) = self.stripe(key).peek(key) {
-            return Ok(self.answer_from_queue(value, stamp).is_some());
+            return Ok(self.answer_from_queue(value, stamp, false).is_some());
         }
         let mut answered = false;
         let mut failure = None;
@@ -1420,7 +1413,7 @@ impl Shared {
         let mut waiting: Vec<(usize, u64)> = Vec::with_capacity(missing.len());
         for i in missing {
             match self.stripe(keys[i]).peek(keys[i]) {
-                Peek::Queued(value, expires) => out[i] = self.answer_from_queue(value, expires),
+                Peek::Queued(value, expires) => out[i] = self.answer_from_queue(value, expires, true),
                 Peek::Epoch(epoch) => waiting.push((i, epoch)),
             }
         }
