@@ -550,6 +550,47 @@ async fn when_every_layer_fails_the_call_fails() {
     assert_eq!(read_u64(&stack, "k").await, Some(1), "served by the layer that is up");
 }
 
+#[tokio::test]
+async fn deletes_writes_and_clears_missed_by_a_down_layer_are_replayed_before_it_serves_again() {
+    let l1 = mem(10);
+    let l2 = Arc::new(Faulty::new(mem(10)));
+    let l3 = mem(10);
+    let stack = stack(&[l1.clone(), l2.clone(), l3.clone()]);
+    for key in ["deleted", "overwritten", "cleared"] {
+        stack.set(key, Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
+    }
+
+    l2.set_down(true);
+    assert!(stack.delete("deleted").await.unwrap());
+    stack.set("overwritten", Value::new(2u64), cachestack::Expiry::Default).await.unwrap();
+    assert_eq!(stack.stats().layers[1].details["tombstones"], "2");
+    l2.set_down(false);
+
+    // L1 loses everything (evicted, another process...): the reads go below, through L2.
+    l1.clear().await.unwrap();
+    assert_eq!(read_u64(&stack, "deleted").await, None, "the delete was replayed before the read");
+    assert_eq!(read_u64(&stack, "overwritten").await, Some(2), "the older value in L2 was removed");
+    assert!(l2.inner.get("deleted").await.unwrap().is_none());
+    assert_eq!(stack.stats().layers[1].details["tombstones"], "0");
+
+    // A clear missed by L2 is replayed too.
+    l2.set_down(true);
+    stack.clear().await.unwrap();
+    assert_eq!(stack.stats().layers[1].details["clear_pending"], "true");
+    l2.set_down(false);
+    assert_eq!(read_u64(&stack, "cleared").await, None);
+    assert!(l2.inner.get("cleared").await.unwrap().is_none());
+    assert_eq!(stack.stats().layers[1].details["clear_pending"], "false");
+
+    // A later write of a tombstoned key supersedes the tombstone once the layer takes it.
+    l2.set_down(true);
+    stack.delete("overwritten").await.unwrap();
+    l2.set_down(false);
+    stack.set("overwritten", Value::new(3u64), cachestack::Expiry::Default).await.unwrap();
+    assert_eq!(stack.stats().layers[1].details["tombstones"], "0");
+    assert_eq!(read_u64(&*l2.inner, "overwritten").await, Some(3));
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_breaker_bypasses_a_dead_layer_for_the_cool_down_then_probes() {
     let l1 = mem(10);
@@ -584,12 +625,18 @@ async fn the_breaker_bypasses_a_dead_layer_for_the_cool_down_then_probes() {
     assert!(stack.get("other").await.unwrap().is_none());
     assert_eq!(l2.calls.load(SeqCst), 4);
 
-    // The layer comes back: the next probe closes the breaker and traffic flows again.
+    // The write of `k` bypassed L2, which may hold an older `k`: a tombstone waits for it.
+    assert_eq!(stack.stats().layers[1].details["tombstones"], "1");
+
+    // The layer comes back: the next probe replays the tombstone (one delete) before its read,
+    // closes the breaker, and traffic flows again.
     l2.set_down(false);
     tokio::time::advance(Duration::from_secs(31)).await;
     assert!(stack.get("other").await.unwrap().is_none());
+    assert_eq!(l2.calls.load(SeqCst), 6, "the replayed delete and the probe");
+    assert_eq!(stack.stats().layers[1].details["tombstones"], "0");
     assert!(stack.get("other").await.unwrap().is_none());
-    assert_eq!(l2.calls.load(SeqCst), 6);
+    assert_eq!(l2.calls.load(SeqCst), 7);
     assert_eq!(stack.stats().layers[1].details["breaker"], "closed");
     let stats = stack.stats();
     assert!(detail(&stats.layers[1], "bypassed") >= 4, "{stats:#?}");

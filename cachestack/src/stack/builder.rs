@@ -173,6 +173,7 @@ impl TieredCacheBuilder {
                     counters: Counters::default(),
                     backfills: AtomicU64::new(0),
                     bypassed: AtomicU64::new(0),
+                    tombstones: Default::default(),
                 })
             })
             .collect();

@@ -12,6 +12,7 @@ mod layer;
 mod ordering;
 mod read;
 mod shared;
+mod tombstones;
 mod write;
 mod write_back;
 
@@ -124,9 +125,15 @@ use shared::Shared;
 /// large for it, say) is followed by a delete of the key in that layer, so that an older value
 /// is not left behind. With a [`BreakerConfig`], a remote layer that failed `failure_threshold`
 /// times in a row is bypassed for `cool_down`; then one call probes it, and a success closes the
-/// breaker while a failure opens it for another cool-down. A layer that was unreachable or
-/// bypassed during a delete may keep the deleted value until it expires: keep TTLs on lower
-/// layers bounded. The breaker's clock is tokio's ([`tokio::time::Instant`]), so tests can pause
+/// breaker while a failure opens it for another cool-down.
+///
+/// A delete, write or clear that failed in a layer or bypassed it leaves a tombstone there (for a
+/// clear, a pending clear): before the stack's next call to that layer (a read, a write, a
+/// backfill, the probe of its breaker) the missed deletes and clears are replayed, and if the
+/// replay fails the call fails without reading the layer. So a deleted value never comes back
+/// from a layer that was down. Tombstones are bounded (10 000 keys per layer; past that the
+/// layer gets a pending clear) and live in the process: a process that exits before the layer
+/// is back leaves them unreplayed. Per-layer stats show `tombstones` and `clear_pending`. The breaker's clock is tokio's ([`tokio::time::Instant`]), so tests can pause
 /// and advance it.
 ///
 /// # Stats

@@ -1,5 +1,6 @@
 //! Reads: walk the layers fastest first, backfill the faster ones.
 
+use std::ops::ControlFlow::{Break, Continue};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::layer::{Call, Stamp};
@@ -99,21 +100,17 @@ impl Shared {
         if let Peek::Queued(value, stamp) = self.stripe(key).peek(key) {
             return Ok(self.answer_from_queue(value, stamp, false).is_some());
         }
-        let mut answered = false;
-        let mut failure = None;
-        for layer in &self.layers {
-            match layer.call("exists", key, |b| b.exists(key)).await {
-                Call::Done(true) => return Ok(true),
-                Call::Done(false) => answered = true,
-                Call::Failed(err) => failure = Some(err),
-                Call::Bypassed => {}
+        let mut found = false;
+        let fold = |yes: bool| {
+            found = yes;
+            if yes {
+                Break(())
+            } else {
+                Continue(())
             }
-        }
-        if answered {
-            Ok(false)
-        } else {
-            Err(self.all_failed("exists", failure))
-        }
+        };
+        self.fan_out("exists", |layer| layer.call("exists", key, |b| b.exists(key)), fold).await?;
+        Ok(found)
     }
 
     pub(super) async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {

@@ -1,14 +1,16 @@
 //! What the stack's handle and its write-back task share.
 
+use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::builder::WriteStrategy;
-use super::layer::Layer;
+use super::layer::{Call, Layer};
 use super::ordering::{Changes, Stripe};
 use super::write_back::WriteBackState;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::store::{Backend, BackendStats};
 
 pub(super) struct Shared {
@@ -59,6 +61,39 @@ impl Shared {
         self.seq.fetch_add(1, Relaxed) + 1
     }
 
+    /// Sends one call to every layer, fastest first, and folds the answers (`Break` stops at
+    /// that layer). Fails only when no layer answered: every one failed or was bypassed.
+    pub(super) async fn fan_out<'a, T, F, Fut>(
+        &'a self,
+        op: &'static str,
+        mut call: F,
+        mut fold: impl FnMut(T) -> ControlFlow<()>,
+    ) -> Result<()>
+    where
+        F: FnMut(&'a Layer) -> Fut,
+        Fut: Future<Output = Call<T>>,
+    {
+        let mut answered = false;
+        let mut failure = None;
+        for layer in &self.layers {
+            match call(layer).await {
+                Call::Done(value) => {
+                    answered = true;
+                    if fold(value).is_break() {
+                        break;
+                    }
+                }
+                Call::Failed(err) => failure = Some(err),
+                Call::Bypassed => {}
+            }
+        }
+        if answered {
+            Ok(())
+        } else {
+            Err(self.all_failed(op, failure))
+        }
+    }
+
     pub(super) fn all_failed(&self, op: &str, last: Option<Error>) -> Error {
         let reason = match last {
             Some(err) => format!("every layer failed or is bypassed for `{op}`; last error: {err}"),
@@ -80,6 +115,10 @@ impl Shared {
             stats = stats.with_detail("index", layer.index).with_detail("bypassed", layer.bypassed.load(Relaxed));
             if let Some(breaker) = &layer.breaker {
                 stats = stats.with_detail("breaker", breaker.describe());
+            }
+            if layer.local().is_none() {
+                let (tombstones, clear) = layer.tombstones.counts();
+                stats = stats.with_detail("tombstones", tombstones).with_detail("clear_pending", clear);
             }
             layers.push(stats);
         }

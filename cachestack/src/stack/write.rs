@@ -1,8 +1,9 @@
 //! Changes: writes, deletes and clears, sent to every layer.
 
+use std::ops::ControlFlow::Continue;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::layer::{Call, Stamp};
+use super::layer::Stamp;
 use super::shared::Shared;
 use crate::error::Result;
 use crate::expiry::Expiry;
@@ -19,100 +20,52 @@ impl Shared {
         }
     }
 
-    pub(super) async fn set_through(&self, key: &str, value: Value, ttl: Stamp) -> Result<()> {
+    pub(super) async fn set_through(&self, key: &str, value: Value, stamp: Stamp) -> Result<()> {
         let (_change, _) = self.stripe(key).begin_change(key, &self.seq).await;
-        let mut stored = false;
-        let mut failure = None;
-        for layer in &self.layers {
-            match layer.write(key, &value, &ttl).await {
-                Call::Done(()) => stored = true,
-                Call::Failed(err) => failure = Some(err),
-                Call::Bypassed => {}
-            }
-        }
-        if stored {
-            Ok(())
-        } else {
-            Err(self.all_failed("set", failure))
-        }
+        self.fan_out("set", |layer| layer.write(key, &value, &stamp), |()| Continue(())).await
     }
 
     pub(super) async fn delete(&self, key: &str) -> Result<bool> {
         self.deletes.fetch_add(1, Relaxed);
         let (_change, had_queued) = self.stripe(key).begin_change(key, &self.seq).await;
         let mut removed = had_queued;
-        let mut answered = false;
-        let mut failure = None;
-        for layer in &self.layers {
-            match layer.remove(key).await {
-                Call::Done(was) => {
-                    removed |= was;
-                    answered = true;
-                }
-                Call::Failed(err) => failure = Some(err),
-                Call::Bypassed => {}
-            }
-        }
-        if answered {
-            Ok(removed)
-        } else {
-            Err(self.all_failed("delete", failure))
-        }
+        let fold = |was| {
+            removed |= was;
+            Continue(())
+        };
+        self.fan_out("delete", |layer| layer.remove(key), fold).await?;
+        Ok(removed)
     }
 
+    /// Clears every layer; a layer that missed the clear clears itself before its next call.
     pub(super) async fn clear(&self) -> Result<()> {
         let mut changes = Vec::with_capacity(self.stripes.len());
         for stripe in self.stripes.iter() {
             changes.push(stripe.begin_clear(&self.seq).await);
         }
-        let mut answered = false;
-        let mut failure = None;
-        for layer in &self.layers {
-            match layer.call("clear", "", |b| b.clear()).await {
-                Call::Done(()) => answered = true,
-                Call::Failed(err) => failure = Some(err),
-                Call::Bypassed => {}
-            }
-        }
+        let result = self.fan_out("clear", |layer| layer.clear(), |()| Continue(())).await;
         drop(changes);
-        if answered {
-            Ok(())
-        } else {
-            Err(self.all_failed("clear", failure))
-        }
+        result
     }
 
     pub(super) async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
-        let ttl = Stamp::now(expiry);
+        let stamp = Stamp::now(expiry);
+        self.writes.fetch_add(entries.len() as u64, Relaxed);
         if let (Some(wb), true) = (&self.write_back, self.layers.len() > 1) {
             if wb.sender().is_some() {
-                self.writes.fetch_add(entries.len() as u64, Relaxed);
                 for (key, value) in entries {
-                    self.set_back(wb, key, value.clone(), ttl).await?;
+                    self.set_back(wb, key, value.clone(), stamp).await?;
                 }
                 return Ok(());
             }
         }
-        self.writes.fetch_add(entries.len() as u64, Relaxed);
         let (changes, _) = self.begin_changes(entries.iter().map(|(key, _)| *key)).await;
-        let mut stored = false;
-        let mut failure = None;
-        for layer in &self.layers {
-            match layer.write_many(entries, &ttl).await {
-                Call::Done(()) => stored = true,
-                Call::Failed(err) => failure = Some(err),
-                Call::Bypassed => {}
-            }
-        }
+        let result = self.fan_out("set_many", |layer| layer.write_many(entries, &stamp), |()| Continue(())).await;
         drop(changes);
-        if stored {
-            Ok(())
-        } else {
-            Err(self.all_failed("set_many", failure))
-        }
+        result
     }
 
     /// Deletes `keys` everywhere; returns how many were present, as counted by the layer (or the
@@ -124,54 +77,22 @@ impl Shared {
         self.deletes.fetch_add(keys.len() as u64, Relaxed);
         let (changes, queued) = self.begin_changes(keys.iter().copied()).await;
         let mut removed = queued;
-        let mut answered = false;
-        let mut failure = None;
-        for layer in &self.layers {
-            let result = match layer.local() {
-                Some(local) => {
-                    layer.counters.record_delete();
-                    Call::Done(keys.iter().map(|key| u64::from(local.remove(key))).sum())
-                }
-                None => {
-                    layer.counters.record_delete();
-                    layer.call("delete_many", "", |b| b.delete_many(keys)).await
-                }
-            };
-            match result {
-                Call::Done(n) => {
-                    removed = removed.max(n);
-                    answered = true;
-                }
-                Call::Failed(err) => failure = Some(err),
-                Call::Bypassed => {}
-            }
-        }
+        let fold = |n: u64| {
+            removed = removed.max(n);
+            Continue(())
+        };
+        let result = self.fan_out("delete_many", |layer| layer.remove_many(keys), fold).await;
         drop(changes);
-        if answered {
-            Ok(removed)
-        } else {
-            Err(self.all_failed("delete_many", failure))
-        }
+        result.map(|()| removed)
     }
 
     pub(super) async fn purge_expired(&self) -> Result<u64> {
-        let mut purged = 0;
-        let mut answered = false;
-        let mut failure = None;
-        for layer in &self.layers {
-            match layer.call("purge_expired", "", |b| b.purge_expired()).await {
-                Call::Done(n) => {
-                    purged += n;
-                    answered = true;
-                }
-                Call::Failed(err) => failure = Some(err),
-                Call::Bypassed => {}
-            }
-        }
-        if answered {
-            Ok(purged)
-        } else {
-            Err(self.all_failed("purge_expired", failure))
-        }
+        let mut purged = 0u64;
+        let fold = |n: u64| {
+            purged = purged.saturating_add(n);
+            Continue(())
+        };
+        self.fan_out("purge_expired", |layer| layer.call("purge_expired", "", |b| b.purge_expired()), fold).await?;
+        Ok(purged)
     }
 }
