@@ -46,7 +46,7 @@ use shared::Shared;
 ///     .layer(MemoryBackend::with_capacity(1_000))   // L1
 ///     .layer(MemoryBackend::with_capacity(100_000)) // L2 (a file or Redis backend in practice)
 ///     .build()?;
-/// stack.layer(1).unwrap().set("user:1", cachestack::Value::new("Ada".to_string()), None).await?;
+/// stack.layer(1).unwrap().set("user:1", cachestack::Value::new("Ada".to_string()), cachestack::Expiry::Default).await?;
 ///
 /// let cache = Cache::new(stack);
 /// // Found in L2 and copied into L1:
@@ -243,7 +243,7 @@ impl TieredCache {
     ///     .write_back(WriteBackConfig::default())
     ///     .build()
     ///     .unwrap();
-    /// stack.set("k", Value::new(1u8), None).await.unwrap();
+    /// stack.set("k", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
     /// stack.close().await.unwrap();
     /// assert!(stack.layer(1).unwrap().get("k").await.unwrap().is_some());
     /// # });
