@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use cachestack::{
     async_trait, Backend, BackendStats, BreakerConfig, Cache, Counters, Entry, Error, FileBackend, FileConfig,
-    MemoryBackend, OnFull, Result, TieredCache, Value, ValueFormat, WriteBackConfig,
+    MemoryBackend, MemoryConfig, OnFull, Result, TieredCache, Value, ValueFormat, WriteBackConfig,
 };
 use cachestack_tests::conformance::{profile, unique_namespace, Harness, Profile};
 use tokio::sync::{mpsc, Semaphore};
@@ -321,17 +321,32 @@ async fn a_miss_everywhere_is_one_miss_of_the_stack() {
 
 #[tokio::test]
 async fn backfill_uses_the_remaining_ttl_never_longer() {
+    // Absolute expiry: a backfill writes the deadline of the layer the entry was found in,
+    // unchanged, however long the entry already lived there; never a later one.
     let l1 = mem(10);
     let l2 = Arc::new(Clocked::default());
     let stack = stack(&[l1.clone(), l2.clone()]);
-    l2.set("k", Value::new(1u64), cachestack::Expiry::after(Duration::from_secs(10))).await.unwrap();
+    let deadline = cachestack::Deadline::after(Duration::from_secs(10));
+    l2.set("k", Value::new(1u64), deadline.into()).await.unwrap();
     l2.advance(Duration::from_secs(4));
 
     let entry = stack.get("k").await.unwrap().unwrap();
-    assert_eq!(entry.ttl(), Some(Duration::from_secs(6)), "the stack reports what the layer reported");
-    let in_l1 = l1.get("k").await.unwrap().unwrap().ttl().unwrap();
-    assert!(in_l1 <= Duration::from_secs(6), "L1 copy lives {in_l1:?}, longer than the 6 s left in L2");
-    assert!(!in_l1.is_zero());
+    assert_eq!(entry.expires, Some(deadline), "the stack reports what the layer reported");
+    assert_eq!(l1.get("k").await.unwrap().unwrap().expires, Some(deadline), "L1 gets the same deadline");
+    assert_eq!(stack.stats().layers[0].backfills, 1);
+}
+
+#[tokio::test]
+async fn backfill_into_a_layer_with_a_longer_default_ttl_keeps_the_deadline() {
+    let config =
+        MemoryConfig { max_entries: 10, default_ttl: Some(Duration::from_secs(3_600)), ..MemoryConfig::default() };
+    let l1 = Arc::new(MemoryBackend::new(config).unwrap());
+    let l2 = mem(10);
+    let stack = stack(&[l1.clone(), l2.clone()]);
+    let deadline = cachestack::Deadline::after(Duration::from_secs(10));
+    l2.set("k", Value::new(1u64), deadline.into()).await.unwrap();
+    assert_eq!(read_u64(&stack, "k").await, Some(1));
+    assert_eq!(l1.get("k").await.unwrap().unwrap().expires, Some(deadline));
 }
 
 #[tokio::test]
@@ -346,14 +361,25 @@ async fn an_entry_without_expiry_is_backfilled_without_expiry() {
 
 #[tokio::test]
 async fn an_entry_about_to_expire_is_served_but_not_backfilled() {
+    // Less than `min_backfill_ttl` left (an hour left, two required: no timing involved).
     let l1 = mem(10);
     let l2 = Arc::new(Clocked::default());
-    let stack = stack(&[l1.clone(), l2.clone()]);
-    l2.set("k", Value::new(1u64), cachestack::Expiry::after(Duration::from_secs(1))).await.unwrap();
-    l2.advance(Duration::from_secs(1) - Duration::from_micros(200));
-    assert_eq!(read_u64(&stack, "k").await, Some(1));
-    assert!(l1.get("k").await.unwrap().is_none());
+    let min = Duration::from_secs(7_200);
+    let stack =
+        TieredCache::builder().layer_arc(l1.clone()).layer_arc(l2.clone()).min_backfill_ttl(min).build().unwrap();
+    let deadline = cachestack::Deadline::after(Duration::from_secs(3_600));
+    l2.set("k", Value::new(1u64), deadline.into()).await.unwrap();
+    let entry = stack.get("k").await.unwrap().expect("served");
+    assert_eq!((entry.value.get::<u64>().unwrap(), entry.expires), (1, Some(deadline)));
+    assert!(l1.get("k").await.unwrap().is_none(), "not backfilled");
     assert_eq!(stack.stats().layers[0].backfills, 0);
+
+    // More than `min_backfill_ttl` left: backfilled, with the same deadline.
+    let later = cachestack::Deadline::after(Duration::from_secs(3 * 3_600));
+    l2.set("k2", Value::new(2u64), later.into()).await.unwrap();
+    assert_eq!(read_u64(&stack, "k2").await, Some(2));
+    assert_eq!(l1.get("k2").await.unwrap().unwrap().expires, Some(later));
+    assert_eq!(stack.stats().layers[0].backfills, 1);
 }
 
 #[tokio::test]
@@ -524,6 +550,47 @@ async fn when_every_layer_fails_the_call_fails() {
     assert_eq!(read_u64(&stack, "k").await, Some(1), "served by the layer that is up");
 }
 
+#[tokio::test]
+async fn deletes_writes_and_clears_missed_by_a_down_layer_are_replayed_before_it_serves_again() {
+    let l1 = mem(10);
+    let l2 = Arc::new(Faulty::new(mem(10)));
+    let l3 = mem(10);
+    let stack = stack(&[l1.clone(), l2.clone(), l3.clone()]);
+    for key in ["deleted", "overwritten", "cleared"] {
+        stack.set(key, Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
+    }
+
+    l2.set_down(true);
+    assert!(stack.delete("deleted").await.unwrap());
+    stack.set("overwritten", Value::new(2u64), cachestack::Expiry::Default).await.unwrap();
+    assert_eq!(stack.stats().layers[1].details["tombstones"], "2");
+    l2.set_down(false);
+
+    // L1 loses everything (evicted, another process...): the reads go below, through L2.
+    l1.clear().await.unwrap();
+    assert_eq!(read_u64(&stack, "deleted").await, None, "the delete was replayed before the read");
+    assert_eq!(read_u64(&stack, "overwritten").await, Some(2), "the older value in L2 was removed");
+    assert!(l2.inner.get("deleted").await.unwrap().is_none());
+    assert_eq!(stack.stats().layers[1].details["tombstones"], "0");
+
+    // A clear missed by L2 is replayed too.
+    l2.set_down(true);
+    stack.clear().await.unwrap();
+    assert_eq!(stack.stats().layers[1].details["clear_pending"], "true");
+    l2.set_down(false);
+    assert_eq!(read_u64(&stack, "cleared").await, None);
+    assert!(l2.inner.get("cleared").await.unwrap().is_none());
+    assert_eq!(stack.stats().layers[1].details["clear_pending"], "false");
+
+    // A later write of a tombstoned key supersedes the tombstone once the layer takes it.
+    l2.set_down(true);
+    stack.delete("overwritten").await.unwrap();
+    l2.set_down(false);
+    stack.set("overwritten", Value::new(3u64), cachestack::Expiry::Default).await.unwrap();
+    assert_eq!(stack.stats().layers[1].details["tombstones"], "0");
+    assert_eq!(read_u64(&*l2.inner, "overwritten").await, Some(3));
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_breaker_bypasses_a_dead_layer_for_the_cool_down_then_probes() {
     let l1 = mem(10);
@@ -558,12 +625,18 @@ async fn the_breaker_bypasses_a_dead_layer_for_the_cool_down_then_probes() {
     assert!(stack.get("other").await.unwrap().is_none());
     assert_eq!(l2.calls.load(SeqCst), 4);
 
-    // The layer comes back: the next probe closes the breaker and traffic flows again.
+    // The write of `k` bypassed L2, which may hold an older `k`: a tombstone waits for it.
+    assert_eq!(stack.stats().layers[1].details["tombstones"], "1");
+
+    // The layer comes back: the next probe replays the tombstone (one delete) before its read,
+    // closes the breaker, and traffic flows again.
     l2.set_down(false);
     tokio::time::advance(Duration::from_secs(31)).await;
     assert!(stack.get("other").await.unwrap().is_none());
+    assert_eq!(l2.calls.load(SeqCst), 6, "the replayed delete and the probe");
+    assert_eq!(stack.stats().layers[1].details["tombstones"], "0");
     assert!(stack.get("other").await.unwrap().is_none());
-    assert_eq!(l2.calls.load(SeqCst), 6);
+    assert_eq!(l2.calls.load(SeqCst), 7);
     assert_eq!(stack.stats().layers[1].details["breaker"], "closed");
     let stats = stack.stats();
     assert!(detail(&stats.layers[1], "bypassed") >= 4, "{stats:#?}");
@@ -615,8 +688,10 @@ async fn write_back_writes_l1_now_serves_from_the_queue_and_stores_below_on_flus
     let l2 = Arc::new(l2);
     let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default());
 
-    stack.set("k", Value::new(1u64), cachestack::Expiry::after(Duration::from_secs(60))).await.unwrap();
+    let deadline = cachestack::Deadline::after(Duration::from_secs(60));
+    stack.set("k", Value::new(1u64), deadline.into()).await.unwrap();
     assert_eq!(read_u64(&*l1, "k").await, Some(1), "L1 is written at once");
+    assert_eq!(l1.get("k").await.unwrap().unwrap().expires, Some(deadline));
     assert_eq!(entered.recv().await.unwrap(), "k", "the queued write reached L2 and is held there");
     assert!(l2.inner.get("k").await.unwrap().is_none());
 
@@ -625,13 +700,18 @@ async fn write_back_writes_l1_now_serves_from_the_queue_and_stores_below_on_flus
     l2.inner.set("k", Value::new(0u64), cachestack::Expiry::Default).await.unwrap(); // an older value below
     let entry = stack.get("k").await.unwrap().expect("answered from the queue");
     assert_eq!(entry.value.get::<u64>().unwrap(), 1);
-    assert!(entry.ttl().unwrap() <= Duration::from_secs(60));
-    assert!(stack.exists("k").await.unwrap());
+    assert_eq!(entry.expires, Some(deadline), "the caller's deadline, whatever time was spent queued");
+    assert!(stack.exists("k").await.unwrap(), "exists is answered from the queue (and is not a read)");
     assert_eq!(stack.queued(), 0, "the write left the channel; it is being written");
 
     l2.open_gate();
     stack.flush().await.unwrap();
-    assert_eq!(read_u64(&*l2.inner, "k").await, Some(1));
+    let below = l2.inner.get("k").await.unwrap().unwrap();
+    assert_eq!(
+        (below.value.get::<u64>().unwrap(), below.expires),
+        (1, Some(deadline)),
+        "L2 stores the caller's deadline"
+    );
     let stats = stack.stats();
     assert_eq!(detail(&stats, "queue_written"), 1);
     assert_eq!(detail(&stats, "queue_hits"), 1);

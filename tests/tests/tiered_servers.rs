@@ -576,10 +576,9 @@ async fn a_killed_redis_layer_leaves_the_stack_serving_from_memory_and_postgres(
     layers.clean_up().await;
 }
 
-/// Known defect (see the report on issue 7): a delete that failed in a dead middle layer is not
-/// replayed when the layer comes back, so the deleted value is served (and backfilled) again.
+/// A delete that failed in a dead middle layer leaves a tombstone there, replayed before the
+/// stack's next call to the layer: the deleted value is not served (nor backfilled) again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect: a delete missed by a dead layer is undone when the layer comes back"]
 async fn a_delete_while_redis_is_down_stays_deleted_when_it_comes_back() {
     let Some(servers) = servers() else { return };
     let layers = Layers::open(&servers, "tiered-stale");

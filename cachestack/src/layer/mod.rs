@@ -9,6 +9,7 @@
 //! innermost, so that a timed-out call is absorbed by silent mode); [`Layered`] is a store with
 //! its layers, which is what the built-in stores' constructors return.
 
+mod breaker;
 mod silent;
 mod timeout;
 
@@ -17,6 +18,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use breaker::BreakerConfig;
+pub(crate) use breaker::{is_store_failure, Circuit};
 pub use silent::{Silent, LOG_INTERVAL};
 pub use timeout::{within, Timeout};
 
