@@ -59,11 +59,10 @@ impl Entry {
 /// ```
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
-/// use std::time::Duration;
 /// use cachestack::{async_trait, Backend, BackendStats, Counters, Entry, Expiry, Result, Value};
 ///
 /// #[derive(Debug, Default)]
-/// struct MapBackend { map: Mutex<HashMap<String, Value>>, counters: Counters }
+/// struct MapBackend { map: Mutex<HashMap<String, Entry>>, counters: Counters }
 ///
 /// #[async_trait]
 /// impl Backend for MapBackend {
