@@ -37,6 +37,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod cache;
+mod connect;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
@@ -76,7 +77,8 @@ pub use store::postgres::{PostgresBackend, PostgresConfig, PostgresStore};
 pub use store::redis::{RedisBackend, RedisConfig, RedisStore, RedisTlsConfig};
 pub use store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
 pub use ttl::{format_ttl, parse_ttl};
-pub use url::{backend_from_url, redact_url};
+pub use connect::backend_from_url;
+pub use url::redact_url;
 pub use value::codec::Codec;
 pub use value::envelope::{remaining, Compression, Signer, ValueFormat};
 pub use value::{type_fingerprint, Cacheable, Encoded, Value};

@@ -8,7 +8,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::store::Backend;
-use crate::url::{backend_from_url, redact_url};
+use crate::connect::backend_from_url;
+use crate::url::redact_url;
 
 /// Environment variable read for the default cache's URL.
 pub const DEFAULT_URL_VAR: &str = "CACHESTACK_URL";

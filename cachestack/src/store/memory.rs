@@ -15,6 +15,7 @@ use quick_cache::sync::Cache as QuickCache;
 use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 
 use crate::error::{Error, Result};
+use crate::url::{CacheUrl, Scheme, Shared, SharedOptions};
 use crate::expiry::{Deadline, Expiry};
 use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
 use crate::value::Value;
@@ -345,6 +346,31 @@ impl Backend for MemoryBackend {
     fn as_local(&self) -> Option<&dyn LocalBackend> {
         Some(self)
     }
+}
+
+/// `mem://?max_entries=10000&max_bytes=...&ttl=5m` (or `memory://`).
+pub(crate) const SCHEME: Scheme = Scheme {
+    names: super::MEMORY_NAMES,
+    feature: "memory",
+    shared: &[Shared::Ttl],
+    options: &["max_entries", "max_bytes"],
+    open: Some(open_url),
+};
+
+fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend>> {
+    if !url.rest.is_empty() && url.rest != "/" {
+        return Err(Error::config(format!(
+            "mem:// URLs take no host or path (got `{}`); write mem://?max_entries=10000",
+            url.rest
+        )));
+    }
+    let mut config = MemoryConfig::default();
+    if let Some(n) = url.take_parsed::<u64>("max_entries")? {
+        config.max_entries = n;
+    }
+    config.max_bytes = url.take_parsed::<u64>("max_bytes")?;
+    config.default_ttl = shared.ttl;
+    Ok(Arc::new(MemoryBackend::new(config)?))
 }
 
 #[cfg(test)]

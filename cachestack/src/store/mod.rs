@@ -18,3 +18,37 @@ pub(crate) mod redis;
 
 pub use backend::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
 pub(crate) use forward::forward_backend;
+
+use crate::url::Scheme;
+
+/// The scheme table: each store's entry, or, for a store whose cargo feature is off, an entry
+/// that names the feature. [`crate::backend_from_url`] dispatches on it.
+pub(crate) static SCHEMES: [Scheme; 6] = [MEMORY, FILE, NULL, REDIS, POSTGRES, MEMCACHED];
+
+const MEMORY_NAMES: &[&str] = &["mem", "memory"];
+const FILE_NAMES: &[&str] = &["file"];
+const REDIS_NAMES: &[&str] = &["redis", "rediss", "redis+cluster", "rediss+cluster"];
+const POSTGRES_NAMES: &[&str] = &["postgres", "postgresql"];
+const MEMCACHED_NAMES: &[&str] = &["memcached", "memcache"];
+
+use null::SCHEME as NULL;
+#[cfg(feature = "memory")]
+use memory::SCHEME as MEMORY;
+#[cfg(not(feature = "memory"))]
+const MEMORY: Scheme = Scheme::disabled(MEMORY_NAMES, "memory");
+#[cfg(feature = "file")]
+use file::SCHEME as FILE;
+#[cfg(not(feature = "file"))]
+const FILE: Scheme = Scheme::disabled(FILE_NAMES, "file");
+#[cfg(feature = "redis")]
+use redis::SCHEME as REDIS;
+#[cfg(not(feature = "redis"))]
+const REDIS: Scheme = Scheme::disabled(REDIS_NAMES, "redis");
+#[cfg(feature = "postgres")]
+use postgres::SCHEME as POSTGRES;
+#[cfg(not(feature = "postgres"))]
+const POSTGRES: Scheme = Scheme::disabled(POSTGRES_NAMES, "postgres");
+#[cfg(feature = "memcached")]
+use memcached::SCHEME as MEMCACHED;
+#[cfg(not(feature = "memcached"))]
+const MEMCACHED: Scheme = Scheme::disabled(MEMCACHED_NAMES, "memcached");

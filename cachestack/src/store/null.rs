@@ -2,7 +2,10 @@
 
 use async_trait::async_trait;
 
+use std::sync::Arc;
+
 use crate::error::Result;
+use crate::url::{CacheUrl, Scheme, SharedOptions};
 use crate::expiry::Expiry;
 use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
 use crate::value::Value;
@@ -64,4 +67,12 @@ impl Backend for NullBackend {
     fn as_local(&self) -> Option<&dyn LocalBackend> {
         Some(self)
     }
+}
+
+/// `null://`: stores nothing.
+pub(crate) const SCHEME: Scheme =
+    Scheme { names: &["null"], feature: "", shared: &[], options: &[], open: Some(open_url) };
+
+fn open_url(_url: &mut CacheUrl, _shared: SharedOptions) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(NullBackend::default()))
 }

@@ -27,6 +27,7 @@ mod format;
 mod paths;
 mod read;
 mod sweep;
+mod url;
 mod write;
 
 use std::fs;
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 pub use config::FileConfig;
+pub(crate) use url::SCHEME;
 
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};

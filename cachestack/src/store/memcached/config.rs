@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::url::{CacheUrl, FORMAT_OPTIONS};
+use std::sync::Arc;
+
+use crate::store::Backend;
+use crate::url::{CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
 use crate::value::envelope::ValueFormat;
 
 use super::keys;
@@ -84,18 +87,6 @@ impl Default for MemcachedConfig {
     }
 }
 
-const URL_OPTIONS: &[&str] = &[
-    "namespace",
-    "ttl",
-    "silent",
-    "pool_size",
-    "connect_timeout",
-    "timeout",
-    "max_item_bytes",
-    "failover",
-    "retry_interval",
-];
-
 impl MemcachedConfig {
     /// Settings from a `memcached://host1:port,host2:port?options` URL (`memcache://` too; the
     /// port defaults to 11211).
@@ -112,44 +103,7 @@ impl MemcachedConfig {
     /// assert!(MemcachedConfig::from_url("memcached://127.0.0.1?colour=blue").is_err());
     /// ```
     pub fn from_url(text: &str) -> Result<Self> {
-        let mut url = CacheUrl::parse(text)?;
-        if !matches!(url.scheme.as_str(), "memcached" | "memcache") {
-            return Err(Error::config(format!("not a memcached URL: `{}://`", url.scheme)));
-        }
-        let config = Self::take_from_url(&mut url)?;
-        url.finish(&valid_url_options())?;
-        Ok(config)
-    }
-
-    pub(crate) fn take_from_url(url: &mut CacheUrl) -> Result<Self> {
-        let mut config = MemcachedConfig { servers: parse_servers(&url.rest)?, ..MemcachedConfig::default() };
-        if let Some(namespace) = url.take("namespace") {
-            config.namespace = namespace;
-        }
-        config.default_ttl = url.take_ttl("ttl")?;
-        if let Some(silent) = url.take_bool("silent")? {
-            config.silent = silent;
-        }
-        if let Some(n) = url.take_parsed::<usize>("pool_size")? {
-            config.pool_size = n;
-        }
-        if let Some(d) = url.take_ttl("connect_timeout")? {
-            config.connect_timeout = d;
-        }
-        if let Some(d) = url.take_ttl("timeout")? {
-            config.timeout = d;
-        }
-        if let Some(n) = url.take_parsed::<usize>("max_item_bytes")? {
-            config.max_item_bytes = n;
-        }
-        if let Some(failover) = url.take_bool("failover")? {
-            config.failover = failover;
-        }
-        if let Some(d) = url.take_ttl("retry_interval")? {
-            config.retry_interval = d;
-        }
-        config.format = url.take_format()?;
-        Ok(config)
+        SCHEME.config_from_text(text, config_from_url)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -183,10 +137,6 @@ impl MemcachedConfig {
         }
         Ok(())
     }
-}
-
-pub(crate) fn valid_url_options() -> Vec<&'static str> {
-    URL_OPTIONS.iter().chain(FORMAT_OPTIONS).copied().collect()
 }
 
 /// `h1:11211,h2,[::1]:11212` into `host:port` strings.
@@ -297,4 +247,45 @@ mod tests {
             assert!(!err.to_string().contains("pw@"), "{url}: password shown in {err}");
         }
     }
+}
+
+/// `memcached://host1:port,host2:port` (or `memcache://`): the Memcached store's entry in the
+/// scheme table.
+pub(crate) const SCHEME: Scheme = Scheme {
+    names: crate::store::MEMCACHED_NAMES,
+    feature: "memcached",
+    shared: Shared::NETWORK,
+    options: &["pool_size", "max_item_bytes", "failover", "retry_interval"],
+    open: Some(open_url),
+};
+
+fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(crate::store::memcached::MemcachedBackend::new(config_from_url(url, shared)?)?))
+}
+
+/// The configuration a URL describes, its shared options already parsed.
+fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<MemcachedConfig> {
+    let mut config = MemcachedConfig { servers: parse_servers(&url.rest)?, ..MemcachedConfig::default() };
+    shared.apply(SharedFields {
+        namespace: Some(&mut config.namespace),
+        name: Some(&mut config.name),
+        default_ttl: &mut config.default_ttl,
+        silent: Some(&mut config.silent),
+        timeout: Some(&mut config.timeout),
+        connect_timeout: Some(&mut config.connect_timeout),
+        format: Some(&mut config.format),
+    });
+    if let Some(n) = url.take_parsed::<usize>("pool_size")? {
+        config.pool_size = n;
+    }
+    if let Some(n) = url.take_parsed::<usize>("max_item_bytes")? {
+        config.max_item_bytes = n;
+    }
+    if let Some(failover) = url.take_bool("failover")? {
+        config.failover = failover;
+    }
+    if let Some(d) = url.take_ttl("retry_interval")? {
+        config.retry_interval = d;
+    }
+    Ok(config)
 }

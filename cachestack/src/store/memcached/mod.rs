@@ -12,21 +12,14 @@ mod ops;
 mod server;
 mod store;
 
-use std::sync::Arc;
 
 use crate::error::Result;
 use crate::layer::{Layered, Layers};
 use crate::store::Backend;
-use crate::url::CacheUrl;
 
 pub use config::MemcachedConfig;
+pub(crate) use config::SCHEME;
 pub use store::MemcachedStore;
-
-pub(crate) fn from_url(mut url: CacheUrl) -> Result<Arc<dyn Backend>> {
-    let config = MemcachedConfig::take_from_url(&mut url)?;
-    url.finish(&config::valid_url_options())?;
-    Ok(Arc::new(MemcachedBackend::new(config)?))
-}
 
 /// A cache in one or more memcached servers: a [`MemcachedStore`] behind its layers.
 ///

@@ -4,7 +4,10 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::url::{redact_url, CacheUrl, FORMAT_OPTIONS};
+use std::sync::Arc;
+
+use crate::store::Backend;
+use crate::url::{redact_url, CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
 use crate::value::envelope::ValueFormat;
 
 /// Longest identifier PostgreSQL keeps without truncating it (`NAMEDATALEN - 1`).
@@ -35,25 +38,31 @@ pub(crate) const CONNECTION_OPTIONS: &[&str] = &[
     "statement-cache-capacity",
 ];
 
-/// Cache options of a `postgres://` URL (besides [`CONNECTION_OPTIONS`] and the format options).
-const CACHE_OPTIONS: &[&str] = &[
-    "table",
-    "schema",
-    "namespace",
-    "ttl",
-    "unlogged",
-    "create_table",
-    "pool_max",
-    "pool_min",
-    "connect_timeout",
-    "timeout",
-    "idle_timeout",
-    "max_entries",
-    "max_bytes",
-    "trim_interval",
-    "batch_size",
-    "silent",
-];
+/// `postgres://user@host/db?table=cache` (or `postgresql://`): the PostgreSQL store's entry in
+/// the scheme table. Connection parameters ([`CONNECTION_OPTIONS`]) stay in the connection URL.
+pub(crate) const SCHEME: Scheme = Scheme {
+    names: crate::store::POSTGRES_NAMES,
+    feature: "postgres",
+    shared: Shared::NETWORK,
+    options: &[
+        "table",
+        "schema",
+        "unlogged",
+        "create_table",
+        "pool_max",
+        "pool_min",
+        "idle_timeout",
+        "max_entries",
+        "max_bytes",
+        "trim_interval",
+        "batch_size",
+    ],
+    open: Some(open_url),
+};
+
+fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(crate::store::postgres::PostgresBackend::new(config_from_url(url, shared)?)?))
+}
 
 /// Settings of a [`PostgresBackend`](crate::PostgresBackend).
 ///
@@ -237,12 +246,7 @@ impl PostgresConfig {
     /// assert!(err.to_string().contains("table name"));
     /// ```
     pub fn from_url(text: &str) -> Result<Self> {
-        let mut url = CacheUrl::parse(text)?;
-        if !matches!(url.scheme.as_str(), "postgres" | "postgresql") {
-            return Err(Error::config(format!("`{}` is not a postgres:// URL", redact_url(text))));
-        }
-        let config = config_from_url(&mut url)?;
-        url.finish(&valid_url_options())?;
+        let config = SCHEME.config_from_text(text, config_from_url)?;
         config.validate()?;
         Ok(config)
     }
@@ -292,34 +296,30 @@ impl PostgresConfig {
     }
 }
 
-/// Every option a `postgres://` cache URL accepts.
-pub(crate) fn valid_url_options() -> Vec<&'static str> {
-    let mut valid: Vec<&str> = CACHE_OPTIONS.to_vec();
-    valid.extend_from_slice(FORMAT_OPTIONS);
-    valid.extend_from_slice(CONNECTION_OPTIONS);
-    valid
-}
 
-/// Takes the cache options out of `url` and leaves the connection URL in `config.url`. The
-/// caller then calls `url.finish`.
-pub(crate) fn config_from_url(url: &mut CacheUrl) -> Result<PostgresConfig> {
+/// The configuration a URL describes, its shared options already parsed: the store's own
+/// options are taken out of `url`, and the connection URL with sqlx's own parameters is left in
+/// `config.url`.
+pub(crate) fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<PostgresConfig> {
     let mut config = PostgresConfig::default();
+    shared.apply(SharedFields {
+        namespace: Some(&mut config.namespace),
+        name: None,
+        default_ttl: &mut config.default_ttl,
+        silent: Some(&mut config.silent),
+        timeout: Some(&mut config.timeout),
+        connect_timeout: Some(&mut config.connect_timeout),
+        format: Some(&mut config.format),
+    });
     if let Some(table) = url.take("table") {
         config.table = table;
     }
     config.schema = url.take("schema");
-    if let Some(namespace) = url.take("namespace") {
-        config.namespace = namespace;
-    }
-    config.default_ttl = url.take_ttl("ttl")?;
     if let Some(unlogged) = url.take_bool("unlogged")? {
         config.unlogged = unlogged;
     }
     if let Some(create) = url.take_bool("create_table")? {
         config.create_table = create;
-    }
-    if let Some(silent) = url.take_bool("silent")? {
-        config.silent = silent;
     }
     if let Some(n) = url.take_parsed::<u32>("pool_max")? {
         config.pool_max = n;
@@ -332,19 +332,12 @@ pub(crate) fn config_from_url(url: &mut CacheUrl) -> Result<PostgresConfig> {
     }
     config.max_entries = url.take_parsed::<u64>("max_entries")?;
     config.max_bytes = url.take_parsed::<u64>("max_bytes")?;
-    if let Some(d) = url.take_ttl("connect_timeout")? {
-        config.connect_timeout = d;
-    }
-    if let Some(d) = url.take_ttl("timeout")? {
-        config.timeout = d;
-    }
     if let Some(d) = url.take_ttl("idle_timeout")? {
         config.idle_timeout = Some(d);
     }
     if let Some(d) = url.take_ttl("trim_interval")? {
         config.trim_interval = d;
     }
-    config.format = url.take_format()?;
     // What is left for the connection: the authority and path, and sqlx's own parameters.
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     let mut any = false;

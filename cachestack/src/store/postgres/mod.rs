@@ -73,10 +73,11 @@ use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
 use crate::layer::{within, Layered, Layers};
-use crate::store::{Backend, Counters};
+use crate::store::Counters;
 use crate::url::{redact_url, CacheUrl};
 
 pub use config::PostgresConfig;
+pub(crate) use config::SCHEME;
 use sql::Sql;
 use table::Ready;
 use trim::{trim_loop, Trimmer};
@@ -316,13 +317,6 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
     })
 }
 
-/// Builds the backend for a `postgres://` cache URL (called by [`crate::backend_from_url`]).
-pub(crate) fn backend_from_url(mut url: CacheUrl) -> Result<Arc<dyn Backend>> {
-    let config = config::config_from_url(&mut url)?;
-    url.finish(&config::valid_url_options())?;
-    Ok(Arc::new(PostgresBackend::new(config)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,8 +324,7 @@ mod tests {
     #[test]
     fn urls_build_backends_without_io() {
         let backend =
-            backend_from_url(CacheUrl::parse("postgres://u:pw@127.0.0.1:1/db?table=cache&pool_max=3").unwrap())
-                .unwrap();
+            crate::backend_from_url("postgres://u:pw@127.0.0.1:1/db?table=cache&pool_max=3").unwrap();
         let stats = backend.stats();
         assert_eq!(stats.details["table"], "\"cache\"");
         assert_eq!(stats.details["server"], "127.0.0.1:1/db");

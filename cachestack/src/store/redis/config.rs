@@ -5,29 +5,24 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::url::{redact_url, CacheUrl, FORMAT_OPTIONS};
+use std::sync::Arc;
+
+use crate::store::Backend;
+use crate::url::{redact_url, CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
 use crate::value::envelope::ValueFormat;
 
-/// Cache options of a `redis://` URL (besides the format options).
-const CACHE_OPTIONS: &[&str] = &[
-    "namespace",
-    "ttl",
-    "silent",
-    "cluster",
-    "connect_timeout",
-    "timeout",
-    "scan_batch",
-    "tls_ca",
-    "tls_cert",
-    "tls_key",
-    "name",
-];
+/// `redis://`, `rediss://` (TLS), `redis+cluster://h1:p1,h2:p2`: the Redis store's entry in the
+/// scheme table.
+pub(crate) const SCHEME: Scheme = Scheme {
+    names: crate::store::REDIS_NAMES,
+    feature: "redis",
+    shared: Shared::NETWORK,
+    options: &["cluster", "scan_batch", "tls_ca", "tls_cert", "tls_key"],
+    open: Some(open_url),
+};
 
-/// Every option a `redis://` (`rediss://`, `redis+cluster://`) cache URL accepts.
-pub(crate) fn valid_url_options() -> Vec<&'static str> {
-    let mut valid = CACHE_OPTIONS.to_vec();
-    valid.extend_from_slice(FORMAT_OPTIONS);
-    valid
+fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(crate::store::redis::RedisBackend::new(config_from_url(url, shared)?)?))
 }
 
 /// Certificates for `rediss://` connections (feature `redis-tls`, rustls).
@@ -179,15 +174,7 @@ impl RedisConfig {
     /// assert!(err.to_string().contains("valid options: namespace"));
     /// ```
     pub fn from_url(text: &str) -> Result<Self> {
-        let mut url = CacheUrl::parse(text)?;
-        if !matches!(url.scheme.as_str(), "redis" | "rediss" | "redis+cluster" | "rediss+cluster") {
-            return Err(Error::config(format!(
-                "`{}` is not a redis://, rediss://, redis+cluster:// or rediss+cluster:// URL",
-                redact_url(text)
-            )));
-        }
-        let config = config_from_url(&mut url)?;
-        url.finish(&valid_url_options())?;
+        let config = SCHEME.config_from_text(text, config_from_url)?;
         config.validate()?;
         Ok(config)
     }
@@ -220,28 +207,21 @@ impl RedisConfig {
     }
 }
 
-/// Takes the cache options out of `url` and leaves the server URL in `config.url`. The caller
-/// then calls `url.finish`.
-pub(crate) fn config_from_url(url: &mut CacheUrl) -> Result<RedisConfig> {
+/// The configuration a URL describes, its shared options already parsed: the store's own
+/// options are taken out of `url`, and the server URL is left in `config.url`.
+pub(crate) fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<RedisConfig> {
     let mut config = RedisConfig { url: format!("{}://{}", url.scheme, url.rest), ..RedisConfig::default() };
-    if let Some(namespace) = url.take("namespace") {
-        config.namespace = namespace;
-    }
-    if let Some(name) = url.take("name") {
-        config.name = name;
-    }
-    config.default_ttl = url.take_ttl("ttl")?;
-    if let Some(silent) = url.take_bool("silent")? {
-        config.silent = silent;
-    }
+    shared.apply(SharedFields {
+        namespace: Some(&mut config.namespace),
+        name: Some(&mut config.name),
+        default_ttl: &mut config.default_ttl,
+        silent: Some(&mut config.silent),
+        timeout: Some(&mut config.timeout),
+        connect_timeout: Some(&mut config.connect_timeout),
+        format: Some(&mut config.format),
+    });
     if let Some(cluster) = url.take_bool("cluster")? {
         config.cluster = cluster;
-    }
-    if let Some(d) = url.take_ttl("connect_timeout")? {
-        config.connect_timeout = d;
-    }
-    if let Some(d) = url.take_ttl("timeout")? {
-        config.timeout = d;
     }
     if let Some(n) = url.take_parsed::<usize>("scan_batch")? {
         config.scan_batch = n;
@@ -249,7 +229,6 @@ pub(crate) fn config_from_url(url: &mut CacheUrl) -> Result<RedisConfig> {
     config.tls.ca_file = url.take("tls_ca").map(PathBuf::from);
     config.tls.client_cert_file = url.take("tls_cert").map(PathBuf::from);
     config.tls.client_key_file = url.take("tls_key").map(PathBuf::from);
-    config.format = url.take_format()?;
     Ok(config)
 }
 

@@ -26,7 +26,7 @@ mod config;
 mod conn;
 mod ops;
 
-pub(crate) use config::{config_from_url, valid_url_options};
+pub(crate) use config::SCHEME;
 pub use config::{RedisConfig, RedisTlsConfig};
 
 use std::collections::BTreeMap;
