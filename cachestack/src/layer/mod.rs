@@ -1,13 +1,32 @@
 //! Layers: concerns written once that wrap any [`Backend`], built-in or user-written, the way
 //! tower layers wrap a service.
 //!
+//! - [`Timeout`]: every operation finishes within a bound, or fails with [`Error::Timeout`].
+//! - [`Breaker`]: a circuit breaker; after consecutive store failures calls fail fast with
+//!   [`Error::BackendUnavailable`] for a cool-down, then one call probes the store.
 //! - [`Silent`]: failures counted; in silent mode absorbed (a miss, a no-op) and logged at a
 //!   bounded rate.
-//! - [`Timeout`]: every operation finishes within a bound.
 //!
-//! [`Layers`] holds the options every cache shares and applies them in one order (timeout
-//! innermost, so that a timed-out call is absorbed by silent mode); [`Layered`] is a store with
-//! its layers, which is what the built-in stores' constructors return.
+//! The order, innermost (next to the store) first:
+//!
+//! ```text
+//! Silent( Breaker( Timeout( store ) ) )
+//! ```
+//!
+//! - Timeout innermost: a call that takes too long becomes a [`Error::Timeout`], which the
+//!   breaker counts as a failure of the store.
+//! - Breaker in the middle: it sees every failure of the store (timeouts included) and its
+//!   fast failures are ordinary errors to the layer above.
+//! - Silent outermost: in silent mode it absorbs every failure, the store's, the timeout's and
+//!   the open breaker's alike, and counts them in `errors`.
+//!
+//! [`Layers`] holds the options every cache shares (silent mode, a timeout) and applies them in
+//! that order; [`Layered`] is a store with its layers, which is what the built-in stores'
+//! constructors return. The tiered stack ([`crate::TieredCache`]) bypasses its remote layers with the same
+//! breaker state machine, per layer, so that it can replay the deletes a bypassed layer missed.
+//!
+//! [`Error::Timeout`]: crate::Error::Timeout
+//! [`Error::BackendUnavailable`]: crate::Error::BackendUnavailable
 
 mod breaker;
 mod silent;
@@ -18,8 +37,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use breaker::BreakerConfig;
-pub(crate) use breaker::{is_store_failure, Circuit};
+pub(crate) use breaker::Circuit;
+pub use breaker::{is_store_failure, Breaker, BreakerConfig};
 pub use silent::{Silent, LOG_INTERVAL};
 pub use timeout::{within, Timeout};
 
@@ -66,7 +85,9 @@ impl Layers {
         self.wrap_arc(Arc::new(store))
     }
 
-    /// `store` wrapped in these layers.
+    /// `store` wrapped in these layers: `Silent(Timeout(store))`, the timeout only if set (Silent
+    /// always: it counts failures even when it does not absorb them). See the
+    /// [module documentation](self) for why this order.
     pub fn wrap_arc(self, store: Arc<dyn Backend>) -> Arc<dyn Backend> {
         let store: Arc<dyn Backend> = match self.timeout {
             Some(limit) => Arc::new(Timeout::new(store, limit)),
