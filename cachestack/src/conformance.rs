@@ -261,7 +261,9 @@ pub async fn purge_expired_keeps_live_entries(h: &Harness) {
     b.set("forever", Value::new(1u8), Expiry::Never).await.unwrap();
     let_expire(h, ttl).await;
     let purged = b.purge_expired().await.unwrap();
-    assert!(purged <= 5, "purged {purged} entries but only 5 had expired");
+    // A stack reports what each of its layers purged.
+    let copies = b.stats().layers.len().max(1) as u64;
+    assert!(purged <= 5 * copies, "purged {purged} entries but only 5 had expired (in {copies} layers)");
     for i in 0..5 {
         assert!(b.get(&format!("short{i}")).await.unwrap().is_none(), "expired entry served");
         assert!(b.get(&format!("live{i}")).await.unwrap().is_some(), "live entry purged");

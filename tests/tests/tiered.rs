@@ -7,132 +7,20 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use cachestack::{
-    async_trait, Backend, BackendStats, BreakerConfig, Cache, Counters, Entry, Error, FileBackend, FileConfig,
-    MemoryBackend, MemoryConfig, OnFull, Result, TieredCache, Value, ValueFormat, WriteBackConfig,
+    async_trait, Backend, BackendStats, BreakerConfig, Cache, Counters, Entry, FileBackend, FileConfig, MemoryBackend,
+    MemoryConfig, OnFull, Result, TieredCache, Value, ValueFormat, WriteBackConfig,
 };
 use cachestack_tests::conformance::{profile, unique_namespace, Harness, Profile};
-use tokio::sync::{mpsc, Semaphore};
+use cachestack_tests::faults::Faulty;
 
 // ------------------------------------------------------------------------------------------------
 // Test backends
 // ------------------------------------------------------------------------------------------------
-
-/// Wraps a backend: can be switched down (every call fails as unreachable), can hold `set` calls
-/// at a gate (announcing each one first), can yield to the scheduler inside every call (to widen
-/// race windows), and records the keys each `get_many` asked for.
-#[derive(Debug)]
-struct Faulty {
-    inner: Arc<dyn Backend>,
-    down: AtomicBool,
-    calls: AtomicU64,
-    yields: u32,
-    gate: Option<Gate>,
-    asked: Mutex<Vec<Vec<String>>>,
-}
-
-#[derive(Debug)]
-struct Gate {
-    entered: mpsc::UnboundedSender<String>,
-    open: Semaphore,
-}
-
-impl Faulty {
-    fn new(inner: Arc<dyn Backend>) -> Self {
-        Faulty {
-            inner,
-            down: AtomicBool::new(false),
-            calls: AtomicU64::new(0),
-            yields: 0,
-            gate: None,
-            asked: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Every `set` first sends its key on the returned channel, then waits for a permit.
-    fn gated(inner: Arc<dyn Backend>) -> (Self, mpsc::UnboundedReceiver<String>) {
-        let (entered, rx) = mpsc::unbounded_channel();
-        (Faulty { gate: Some(Gate { entered, open: Semaphore::new(0) }), ..Faulty::new(inner) }, rx)
-    }
-
-    fn slow(inner: Arc<dyn Backend>, yields: u32) -> Self {
-        Faulty { yields, ..Faulty::new(inner) }
-    }
-
-    fn set_down(&self, down: bool) {
-        self.down.store(down, SeqCst);
-    }
-
-    /// Lets `n` held (or future) `set` calls through.
-    fn release(&self, n: usize) {
-        self.gate.as_ref().unwrap().open.add_permits(n);
-    }
-
-    fn open_gate(&self) {
-        self.release(1 << 20);
-    }
-
-    async fn enter(&self) -> Result<()> {
-        self.calls.fetch_add(1, SeqCst);
-        for _ in 0..self.yields {
-            tokio::task::yield_now().await;
-        }
-        if self.down.load(SeqCst) {
-            return Err(Error::BackendUnavailable {
-                backend: "faulty".into(),
-                source: "switched off by the test".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Backend for Faulty {
-    fn name(&self) -> &str {
-        "faulty"
-    }
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.enter().await?;
-        self.inner.get(key).await
-    }
-    async fn set(&self, key: &str, value: Value, ttl: cachestack::Expiry) -> Result<()> {
-        if let Some(gate) = &self.gate {
-            let _ = gate.entered.send(key.to_string());
-            gate.open.acquire().await.unwrap().forget();
-        }
-        self.enter().await?;
-        self.inner.set(key, value, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.enter().await?;
-        self.inner.delete(key).await
-    }
-    async fn exists(&self, key: &str) -> Result<bool> {
-        self.enter().await?;
-        self.inner.exists(key).await
-    }
-    async fn clear(&self) -> Result<()> {
-        self.enter().await?;
-        self.inner.clear().await
-    }
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.asked.lock().unwrap().push(keys.iter().map(|k| k.to_string()).collect());
-        self.enter().await?;
-        self.inner.get_many(keys).await
-    }
-    async fn purge_expired(&self) -> Result<u64> {
-        self.enter().await?;
-        self.inner.purge_expired().await
-    }
-    fn stats(&self) -> BackendStats {
-        self.inner.stats()
-    }
-}
 
 /// A byte store (values sealed in envelopes, as file and network tiers keep them) over a map
 /// shared by namespaces, with real-time expiry.
@@ -260,6 +148,57 @@ fn stack(layers: &[Arc<dyn Backend>]) -> TieredCache {
 
 fn write_back(layers: &[Arc<dyn Backend>], config: WriteBackConfig) -> TieredCache {
     layers.iter().cloned().fold(TieredCache::builder(), |b, l| b.layer_arc(l)).write_back(config).build().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stack_from_layers_with_the_default_breaker_bypasses_a_dead_remote_layer() {
+    let l2 = Arc::new(Faulty::new(mem(10)));
+    let config = BreakerConfig::default();
+    let stack = TieredCache::from_layers_with_breaker(vec![mem(10), l2.clone()], config).unwrap();
+    let stats = stack.stats();
+    assert!(!stats.layers[0].details.contains_key("breaker"), "an in-process layer has no breaker: {stats:#?}");
+    assert_eq!(stats.layers[1].details["breaker"], "closed");
+
+    l2.set_down(true);
+    let threshold = u64::from(config.failure_threshold);
+    for _ in 0..threshold {
+        assert!(stack.get("k").await.unwrap().is_none());
+    }
+    assert_eq!(l2.calls.load(SeqCst), threshold);
+    let stats = stack.stats();
+    assert_eq!(stats.layers[1].details["breaker"], "open");
+    assert_eq!(detail(&stats.layers[1], "breaker_trips"), 1);
+    assert_eq!(detail(&stats.layers[1], "bypassed"), 0);
+
+    // Bypassed: not called, the stack answers from L1, the stats show it.
+    assert!(stack.get("k").await.unwrap().is_none());
+    stack.set("k", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
+    assert_eq!(read_u64(&stack, "k").await, Some(1));
+    assert_eq!(l2.calls.load(SeqCst), threshold, "a bypassed layer is not called");
+    let stats = stack.stats();
+    assert_eq!(detail(&stats.layers[1], "bypassed"), 2);
+    assert_eq!(stats.layers[1].errors, threshold);
+    assert_stats_add_up(&stats);
+
+    // The cool-down is the default's.
+    tokio::time::advance(config.cool_down).await;
+    assert_eq!(stack.stats().layers[1].details["breaker"], "half-open");
+}
+
+#[tokio::test(start_paused = true)]
+async fn from_layers_has_the_builders_default_no_breaker() {
+    let l2 = Arc::new(Faulty::new(mem(10)));
+    let stack = TieredCache::from_layers(vec![mem(10), l2.clone()]).unwrap();
+    let built = TieredCache::builder().layer_arc(mem(10)).layer_arc(l2.clone()).build().unwrap();
+    for stack in [&stack, &built] {
+        assert!(!stack.stats().layers[1].details.contains_key("breaker"));
+    }
+    l2.set_down(true);
+    for _ in 0..20 {
+        assert!(stack.get("k").await.unwrap().is_none());
+    }
+    assert_eq!(l2.calls.load(SeqCst), 20, "without a breaker a failing layer is tried on every call");
+    assert_eq!(detail(&stack.stats().layers[1], "bypassed"), 0);
 }
 
 async fn read_u64(backend: &dyn Backend, key: &str) -> Option<u64> {

@@ -10,113 +10,20 @@
 //! sleeps only wait for entries to expire.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cachestack::{
-    async_trait, Backend, BackendStats, Cache, Entry, Error, MemoryBackend, PostgresBackend, PostgresConfig,
-    RedisBackend, RedisConfig, Result, TieredCache, Value, WriteBackConfig,
+    Backend, BackendStats, Cache, MemoryBackend, PostgresBackend, PostgresConfig, RedisBackend, RedisConfig,
+    TieredCache, Value, WriteBackConfig,
 };
 use cachestack_tests::conformance::{profile, unique_namespace, Harness, Profile};
-use tokio::sync::{mpsc, Semaphore};
+use cachestack_tests::faults::Faulty;
 
 const REDIS_VAR: &str = "CACHESTACK_TEST_REDIS_URL";
 const POSTGRES_VAR: &str = "CACHESTACK_TEST_POSTGRES_URL";
 const TABLE: &str = "cachestack_test_tiered";
-
-// ------------------------------------------------------------------------------------------------
-// A switchable, gateable wrapper (a trimmed copy of the one in tests/tiered.rs)
-// ------------------------------------------------------------------------------------------------
-
-/// Wraps a backend: can be switched down (every call fails as unreachable) and can hold `set`
-/// calls at a gate (announcing each one first).
-#[derive(Debug)]
-struct Faulty {
-    inner: Arc<dyn Backend>,
-    down: AtomicBool,
-    calls: AtomicU64,
-    gate: Option<Gate>,
-}
-
-#[derive(Debug)]
-struct Gate {
-    entered: mpsc::UnboundedSender<String>,
-    open: Semaphore,
-}
-
-impl Faulty {
-    fn new(inner: Arc<dyn Backend>) -> Self {
-        Faulty { inner, down: AtomicBool::new(false), calls: AtomicU64::new(0), gate: None }
-    }
-
-    /// Every `set` first sends its key on the returned channel, then waits for a permit.
-    fn gated(inner: Arc<dyn Backend>) -> (Self, mpsc::UnboundedReceiver<String>) {
-        let (entered, rx) = mpsc::unbounded_channel();
-        (Faulty { gate: Some(Gate { entered, open: Semaphore::new(0) }), ..Faulty::new(inner) }, rx)
-    }
-
-    fn set_down(&self, down: bool) {
-        self.down.store(down, SeqCst);
-    }
-
-    fn open_gate(&self) {
-        self.gate.as_ref().unwrap().open.add_permits(1 << 20);
-    }
-
-    fn enter(&self) -> Result<()> {
-        self.calls.fetch_add(1, SeqCst);
-        if self.down.load(SeqCst) {
-            return Err(Error::BackendUnavailable {
-                backend: "faulty-redis".into(),
-                source: "switched off by the test".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Backend for Faulty {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.enter()?;
-        self.inner.get(key).await
-    }
-    async fn set(&self, key: &str, value: Value, ttl: cachestack::Expiry) -> Result<()> {
-        if let Some(gate) = &self.gate {
-            let _ = gate.entered.send(key.to_string());
-            gate.open.acquire().await.unwrap().forget();
-        }
-        self.enter()?;
-        self.inner.set(key, value, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.enter()?;
-        self.inner.delete(key).await
-    }
-    async fn exists(&self, key: &str) -> Result<bool> {
-        self.enter()?;
-        self.inner.exists(key).await
-    }
-    async fn clear(&self) -> Result<()> {
-        self.enter()?;
-        self.inner.clear().await
-    }
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.enter()?;
-        self.inner.get_many(keys).await
-    }
-    async fn purge_expired(&self) -> Result<u64> {
-        self.enter()?;
-        self.inner.purge_expired().await
-    }
-    fn stats(&self) -> BackendStats {
-        self.inner.stats()
-    }
-}
 
 // ------------------------------------------------------------------------------------------------
 // Servers and layers

@@ -1,13 +1,32 @@
 //! Layers: concerns written once that wrap any [`Backend`], built-in or user-written, the way
 //! tower layers wrap a service.
 //!
+//! - [`Timeout`]: every operation finishes within a bound, or fails with [`Error::Timeout`].
+//! - [`Breaker`]: a circuit breaker; after consecutive store failures calls fail fast with
+//!   [`Error::BackendUnavailable`] for a cool-down, then one call probes the store.
 //! - [`Silent`]: failures counted; in silent mode absorbed (a miss, a no-op) and logged at a
 //!   bounded rate.
-//! - [`Timeout`]: every operation finishes within a bound.
 //!
-//! [`Layers`] holds the options every cache shares and applies them in one order (timeout
-//! innermost, so that a timed-out call is absorbed by silent mode); [`Layered`] is a store with
-//! its layers, which is what the built-in stores' constructors return.
+//! The order, innermost (next to the store) first:
+//!
+//! ```text
+//! Silent( Breaker( Timeout( store ) ) )
+//! ```
+//!
+//! - Timeout innermost: a call that takes too long becomes a [`Error::Timeout`], which the
+//!   breaker counts as a failure of the store.
+//! - Breaker in the middle: it sees every failure of the store (timeouts included) and its
+//!   fast failures are ordinary errors to the layer above.
+//! - Silent outermost: in silent mode it absorbs every failure, the store's, the timeout's and
+//!   the open breaker's alike, and counts them in `errors`.
+//!
+//! [`Layers`] holds the options every cache shares (silent mode, a timeout, a breaker) and
+//! applies them in that order; [`Layered`] is a store with its layers, which is what the built-in stores'
+//! constructors return. The tiered stack ([`crate::TieredCache`]) bypasses its remote layers with the same
+//! breaker state machine, per layer, so that it can replay the deletes a bypassed layer missed.
+//!
+//! [`Error::Timeout`]: crate::Error::Timeout
+//! [`Error::BackendUnavailable`]: crate::Error::BackendUnavailable
 
 mod breaker;
 mod silent;
@@ -18,8 +37,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use breaker::BreakerConfig;
-pub(crate) use breaker::{is_store_failure, Circuit};
+pub(crate) use breaker::Circuit;
+pub use breaker::{is_store_failure, Breaker, BreakerConfig};
 pub use silent::{Silent, LOG_INTERVAL};
 pub use timeout::{within, Timeout};
 
@@ -32,8 +51,15 @@ use crate::store::Backend;
 /// use cachestack::layer::Layers;
 /// use cachestack::{Backend, NullBackend};
 ///
-/// let store = Layers::new().silent(true).timeout(Duration::from_millis(500)).wrap(NullBackend::default());
+/// use cachestack::BreakerConfig;
+///
+/// let store = Layers::new()
+///     .silent(true)
+///     .timeout(Duration::from_millis(500))
+///     .breaker(BreakerConfig::new(5, Duration::from_secs(30)))
+///     .wrap(NullBackend::default());
 /// assert_eq!(store.name(), "null");
+/// assert_eq!(store.stats().details["breaker"], "closed");
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Layers {
@@ -41,10 +67,12 @@ pub struct Layers {
     pub silent: bool,
     /// Bound every operation (see [`Timeout`]).
     pub timeout: Option<Duration>,
+    /// Fail fast while the store keeps failing (see [`Breaker`]).
+    pub breaker: Option<BreakerConfig>,
 }
 
 impl Layers {
-    /// No silent mode, no timeout.
+    /// No silent mode, no timeout, no breaker.
     pub fn new() -> Self {
         Layers::default()
     }
@@ -61,15 +89,27 @@ impl Layers {
         self
     }
 
+    /// Puts the store behind a circuit breaker configured by `config`.
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
     /// `store` wrapped in these layers.
     pub fn wrap(self, store: impl Backend) -> Arc<dyn Backend> {
         self.wrap_arc(Arc::new(store))
     }
 
-    /// `store` wrapped in these layers.
+    /// `store` wrapped in these layers: `Silent(Breaker(Timeout(store)))`, timeout and breaker
+    /// only if set (Silent always: it counts failures even when it does not absorb them). See the
+    /// [module documentation](self) for why this order.
     pub fn wrap_arc(self, store: Arc<dyn Backend>) -> Arc<dyn Backend> {
         let store: Arc<dyn Backend> = match self.timeout {
             Some(limit) => Arc::new(Timeout::new(store, limit)),
+            None => store,
+        };
+        let store: Arc<dyn Backend> = match self.breaker {
+            Some(config) => Arc::new(Breaker::new(store, config)),
             None => store,
         };
         Arc::new(Silent::new(store, self.silent))

@@ -118,6 +118,11 @@ impl TieredCacheBuilder {
         self
     }
 
+    /// Adds `layers` below the ones added so far, fastest first.
+    pub fn layers(self, layers: impl IntoIterator<Item = Arc<dyn Backend>>) -> Self {
+        layers.into_iter().fold(self, TieredCacheBuilder::layer_arc)
+    }
+
     /// Writes every layer before returning (the default).
     pub fn write_through(mut self) -> Self {
         self.strategy = WriteStrategy::WriteThrough;
@@ -136,7 +141,8 @@ impl TieredCacheBuilder {
         self
     }
 
-    /// Bypasses a remote layer for a cool-down after consecutive failures.
+    /// Bypasses a remote (not in-process) layer for a cool-down after consecutive failures. By
+    /// default a stack has no breaker: a failing layer is tried on every call.
     pub fn breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = Some(config);
         self
@@ -168,11 +174,13 @@ impl TieredCacheBuilder {
             .map(|(index, backend)| {
                 Arc::new(Layer {
                     index,
-                    breaker: if backend.as_local().is_some() { None } else { breaker.map(Circuit::new) },
+                    breaker: match breaker {
+                        Some(config) if backend.as_local().is_none() => Some(Circuit::new(backend.name(), config)),
+                        _ => None,
+                    },
                     backend,
                     counters: Counters::default(),
                     backfills: AtomicU64::new(0),
-                    bypassed: AtomicU64::new(0),
                     tombstones: Default::default(),
                 })
             })

@@ -1,14 +1,14 @@
 //! One layer as the stack calls it: its counters, its breaker, the deadline a write gets in it.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::tombstones::Tombstones;
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
-use crate::layer::{is_store_failure, Circuit};
+use crate::layer::Circuit;
 use crate::store::{Backend, Counters, Entry, LocalBackend};
 use crate::value::Value;
 
@@ -48,7 +48,7 @@ pub(super) struct Layer {
     /// What the stack saw of this layer (hits, misses, writes, deletes, errors).
     pub(super) counters: Counters,
     pub(super) backfills: AtomicU64,
-    pub(super) bypassed: AtomicU64,
+    /// The breaker of a remote layer (it counts the calls it bypassed).
     pub(super) breaker: Option<Circuit>,
     /// Deletes and clears the layer missed, replayed before the stack's next call to it.
     pub(super) tombstones: Tombstones,
@@ -67,33 +67,22 @@ impl Layer {
         F: FnOnce(&'a dyn Backend) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let probe = match &self.breaker {
-            None => None,
-            Some(breaker) => match breaker.admit() {
-                Some(permit) => Some(permit),
-                None => {
-                    self.bypassed.fetch_add(1, Relaxed);
-                    return Call::Bypassed;
-                }
+        let run = async {
+            self.replay().await?;
+            f(&*self.backend).await
+        };
+        let result = match &self.breaker {
+            None => run.await,
+            Some(breaker) => match breaker.call(run).await {
+                Some(result) => result,
+                None => return Call::Bypassed,
             },
         };
-        let result = match self.replay().await {
-            Ok(()) => f(&*self.backend).await,
-            Err(err) => Err(err),
-        };
         match result {
-            Ok(value) => {
-                if let Some(permit) = probe {
-                    permit.finish(false);
-                }
-                Call::Done(value)
-            }
+            Ok(value) => Call::Done(value),
             Err(err) => {
                 self.counters.record_error();
                 tracing::warn!(layer = self.index, backend = self.backend.name(), op, key, error = %err, "cachestack: tiered layer failed; skipped for this call");
-                if let Some(permit) = probe {
-                    permit.finish(is_store_failure(&err));
-                }
                 Call::Failed(err)
             }
         }

@@ -133,8 +133,13 @@ use shared::Shared;
 /// replay fails the call fails without reading the layer. So a deleted value never comes back
 /// from a layer that was down. Tombstones are bounded (10 000 keys per layer; past that the
 /// layer gets a pending clear) and live in the process: a process that exits before the layer
-/// is back leaves them unreplayed. Per-layer stats show `tombstones` and `clear_pending`. The breaker's clock is tokio's ([`tokio::time::Instant`]), so tests can pause
-/// and advance it.
+/// is back leaves them unreplayed. Per-layer stats show `tombstones` and `clear_pending`.
+///
+/// The stack's breaker is the state machine of the [`Breaker`](crate::layer::Breaker) layer,
+/// kept per layer by the stack instead of wrapped around the store, so that a bypassed layer is
+/// skipped (not failed) and gets its tombstones. Per-layer stats show `breaker` (`closed`,
+/// `open`, `half-open`), `breaker_trips` and `bypassed`. Its clock is tokio's
+/// ([`tokio::time::Instant`]), so tests can pause and advance it.
 ///
 /// # Stats
 ///
@@ -183,8 +188,10 @@ impl TieredCache {
         TieredCacheBuilder::default()
     }
 
-    /// A write-through stack over `layers`, fastest first, without a breaker (what the registry
-    /// builds from `mem://... | file://...`).
+    /// A write-through stack over `layers`, fastest first: exactly
+    /// `TieredCache::builder().layer_arc(..)...build()`, so with the builder's defaults (no
+    /// breaker). For a stack whose remote layers have a breaker, see
+    /// [`TieredCache::from_layers_with_breaker`].
     ///
     /// ```
     /// use std::sync::Arc;
@@ -196,7 +203,26 @@ impl TieredCache {
     /// assert!(TieredCache::from_layers(vec![]).is_err());
     /// ```
     pub fn from_layers(layers: Vec<Arc<dyn Backend>>) -> Result<Self> {
-        layers.into_iter().fold(Self::builder(), TieredCacheBuilder::layer_arc).build()
+        Self::builder().layers(layers).build()
+    }
+
+    /// A write-through stack over `layers`, fastest first, whose remote (not in-process) layers
+    /// are bypassed by a breaker configured by `breaker` (in-process layers never fail and get
+    /// none): what a stack built from a URL (`mem:// | redis://...`) wants, with
+    /// [`BreakerConfig::default()`]. The same as the builder with
+    /// [`breaker`](TieredCacheBuilder::breaker).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cachestack::{Backend, BreakerConfig, MemoryBackend, TieredCache};
+    /// let l1: Arc<dyn Backend> = Arc::new(MemoryBackend::with_capacity(10));
+    /// let l2: Arc<dyn Backend> = Arc::new(MemoryBackend::with_capacity(100));
+    /// let stack = TieredCache::from_layers_with_breaker(vec![l1, l2], BreakerConfig::default()).unwrap();
+    /// // Memory layers are in process: no breaker.
+    /// assert!(!stack.stats().layers[1].details.contains_key("breaker"));
+    /// ```
+    pub fn from_layers_with_breaker(layers: Vec<Arc<dyn Backend>>, breaker: BreakerConfig) -> Result<Self> {
+        Self::builder().layers(layers).breaker(breaker).build()
     }
 
     /// The layer at `index` (0 is the fastest).

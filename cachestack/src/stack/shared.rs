@@ -112,10 +112,11 @@ impl Shared {
             stats.entries = own.entries;
             stats.details = own.details;
             stats.layers = own.layers;
-            stats = stats.with_detail("index", layer.index).with_detail("bypassed", layer.bypassed.load(Relaxed));
-            if let Some(breaker) = &layer.breaker {
-                stats = stats.with_detail("breaker", breaker.describe());
-            }
+            stats = stats.with_detail("index", layer.index);
+            stats = match &layer.breaker {
+                Some(breaker) => breaker.with_details(stats),
+                None => stats.with_detail("bypassed", 0),
+            };
             if layer.local().is_none() {
                 let (tombstones, clear) = layer.tombstones.counts();
                 stats = stats.with_detail("tombstones", tombstones).with_detail("clear_pending", clear);

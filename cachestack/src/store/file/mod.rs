@@ -88,7 +88,7 @@ impl Layered<FileStore> {
     /// assert!(cache.layers().silent);
     /// ```
     pub fn new(config: FileConfig) -> Result<Self> {
-        let layers = Layers { silent: config.silent, timeout: None };
+        let layers = Layers { silent: config.silent, timeout: None, breaker: None };
         Ok(Layered::wrap(FileStore::new(config)?, layers))
     }
 

@@ -101,7 +101,7 @@ pub type MemcachedBackend = Layered<MemcachedStore>;
 impl Layered<MemcachedStore> {
     /// A backend over `config.servers`, connecting lazily. Fails only on invalid settings.
     pub fn new(config: MemcachedConfig) -> Result<Self> {
-        let layers = Layers { silent: config.silent, timeout: Some(config.timeout) };
+        let layers = Layers { silent: config.silent, timeout: Some(config.timeout), breaker: None };
         Ok(Layered::wrap(MemcachedStore::new(config)?, layers))
     }
 

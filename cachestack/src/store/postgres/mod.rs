@@ -186,7 +186,7 @@ impl Layered<PostgresStore> {
     /// assert!(matches!(err, cachestack::Error::Config { .. }));
     /// ```
     pub fn new(config: PostgresConfig) -> Result<Self> {
-        let layers = Layers { silent: config.silent, timeout: Some(config.timeout) };
+        let layers = Layers { silent: config.silent, timeout: Some(config.timeout), breaker: None };
         Ok(Layered::wrap(PostgresStore::new(config)?, layers))
     }
 

@@ -137,7 +137,7 @@ impl Layered<RedisStore> {
     /// assert_eq!(backend.layers().timeout, Some(backend.config().timeout));
     /// ```
     pub fn new(config: RedisConfig) -> Result<Self> {
-        let layers = Layers { silent: config.silent, timeout: Some(config.timeout) };
+        let layers = Layers { silent: config.silent, timeout: Some(config.timeout), breaker: None };
         Ok(Layered::wrap(RedisStore::new(config)?, layers))
     }
 
