@@ -63,7 +63,9 @@ fn tiered_from_urls(text: &str) -> Result<Arc<dyn Backend>> {
             backend_from_url(part)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Arc::new(crate::stack::TieredCache::from_layers(layers)?))
+    // The same layers as a stack built in code with a breaker: its remote layers are bypassed
+    // while they keep failing, and replay what they missed when they come back.
+    Ok(Arc::new(crate::stack::TieredCache::from_layers_with_breaker(layers, crate::BreakerConfig::default())?))
 }
 
 #[cfg(test)]
@@ -113,7 +115,7 @@ mod tests {
             ("ftp://x", "unknown cache URL scheme"),
             ("mem://?max_entries=ten", "max_entries=ten"),
             ("mem://?ttl=5 parsecs", "invalid TTL"),
-            ("mem://?colour=blue", "valid options: max_entries"),
+            ("mem://?colour=blue", "valid options: ttl, name, max_entries"),
             ("mem://?ttl=1m&ttl=2m", "given twice"),
             ("mem://host", "take no host"),
             ("mem://?max_entries=0", "greater than zero"),

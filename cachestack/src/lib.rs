@@ -37,9 +37,9 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod cache;
-mod connect;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod connect;
 mod error;
 mod expiry;
 pub mod layer;
@@ -60,6 +60,7 @@ pub mod __private;
 
 pub use async_trait::async_trait;
 pub use cache::Cache;
+pub use connect::backend_from_url;
 pub use error::{BoxError, Error, Result};
 pub use expiry::{Deadline, Expiry};
 pub use registry::CacheRegistry;
@@ -77,7 +78,6 @@ pub use store::postgres::{PostgresBackend, PostgresConfig, PostgresStore};
 pub use store::redis::{RedisBackend, RedisConfig, RedisStore, RedisTlsConfig};
 pub use store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
 pub use ttl::{format_ttl, parse_ttl};
-pub use connect::backend_from_url;
 pub use url::redact_url;
 pub use value::codec::Codec;
 pub use value::envelope::{remaining, Compression, Signer, ValueFormat};

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::cache::Cache;
+use crate::connect::backend_from_url;
 use crate::error::{Error, Result};
 use crate::store::Backend;
-use crate::connect::backend_from_url;
 use crate::url::redact_url;
 
 /// Environment variable read for the default cache's URL.

@@ -37,6 +37,7 @@ impl Scheme {
         Scheme { names, feature, shared: &[], options: &[], open: None }
     }
 
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(dead_code))]
     /// Parses `text`, a URL of this scheme, into a store's configuration: the shared options
     /// (parsed here, once for every store), then the store's own (`own`); anything left over is
     /// an error listing the valid options.
@@ -48,13 +49,17 @@ impl Scheme {
         let url = CacheUrl::parse(text)?;
         if !self.names.contains(&url.scheme.as_str()) {
             let names: Vec<String> = self.names.iter().map(|n| format!("{n}://")).collect();
-            return Err(Error::config(format!("`{}` is not a {} URL", redact_url(text), names.join(", "))));
+            return Err(Error::config(format!("`{}` is not a {} URL", redact_url(text), names.join(" or "))));
         }
         self.open_parsed(url, own)
     }
 
     /// As [`Scheme::config_from_text`], for a URL already parsed.
-    pub fn open_parsed<C>(&self, mut url: CacheUrl, own: impl FnOnce(&mut CacheUrl, SharedOptions) -> Result<C>) -> Result<C> {
+    pub fn open_parsed<C>(
+        &self,
+        mut url: CacheUrl,
+        own: impl FnOnce(&mut CacheUrl, SharedOptions) -> Result<C>,
+    ) -> Result<C> {
         let shared = SharedOptions::take(&mut url, self.shared)?;
         let config = own(&mut url, shared)?;
         url.finish(&self.valid_options())?;
@@ -71,6 +76,7 @@ impl Scheme {
 
 /// The options that mean the same thing for every store that takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(all(feature = "file", feature = "redis")), allow(dead_code))] // used by the stores built
 pub(crate) enum Shared {
     /// `namespace`: the cache's own part of a shared store.
     Namespace,
@@ -88,8 +94,9 @@ pub(crate) enum Shared {
 
 impl Shared {
     /// What a byte store on a server takes.
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(dead_code))]
     pub const NETWORK: &'static [Shared] =
-        &[Shared::Namespace, Shared::Name, Shared::Ttl, Shared::Silent, Shared::Timeouts, Shared::Format];
+        &[Shared::Namespace, Shared::Ttl, Shared::Silent, Shared::Timeouts, Shared::Name, Shared::Format];
 
     fn names(self) -> &'static [&'static str] {
         match self {
@@ -137,6 +144,16 @@ impl SharedOptions {
     }
 
     /// Writes the options the URL set into a store's configuration fields.
+    #[cfg_attr(
+        not(any(
+            feature = "memory",
+            feature = "file",
+            feature = "redis",
+            feature = "postgres",
+            feature = "memcached"
+        )),
+        allow(dead_code)
+    )]
     pub fn apply(self, fields: SharedFields<'_>) {
         fn set<T>(value: Option<T>, field: Option<&mut T>) {
             if let (Some(value), Some(field)) = (value, field) {
@@ -157,6 +174,10 @@ impl SharedOptions {
 
 /// A store configuration's fields for the shared options (`None`: the store has no such field).
 #[derive(Debug)]
+#[cfg_attr(
+    not(any(feature = "memory", feature = "file", feature = "redis", feature = "postgres", feature = "memcached")),
+    allow(dead_code)
+)]
 pub(crate) struct SharedFields<'a> {
     pub namespace: Option<&'a mut String>,
     pub name: Option<&'a mut String>,

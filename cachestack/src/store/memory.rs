@@ -15,9 +15,9 @@ use quick_cache::sync::Cache as QuickCache;
 use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 
 use crate::error::{Error, Result};
-use crate::url::{CacheUrl, Scheme, Shared, SharedOptions};
 use crate::expiry::{Deadline, Expiry};
 use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
+use crate::url::{CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
 use crate::value::Value;
 
 /// Settings of a [`MemoryBackend`].
@@ -352,7 +352,7 @@ impl Backend for MemoryBackend {
 pub(crate) const SCHEME: Scheme = Scheme {
     names: super::MEMORY_NAMES,
     feature: "memory",
-    shared: &[Shared::Ttl],
+    shared: &[Shared::Ttl, Shared::Name],
     options: &["max_entries", "max_bytes"],
     open: Some(open_url),
 };
@@ -369,7 +369,15 @@ fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend
         config.max_entries = n;
     }
     config.max_bytes = url.take_parsed::<u64>("max_bytes")?;
-    config.default_ttl = shared.ttl;
+    shared.apply(SharedFields {
+        namespace: None,
+        name: Some(&mut config.name),
+        default_ttl: &mut config.default_ttl,
+        silent: None,
+        timeout: None,
+        connect_timeout: None,
+        format: None,
+    });
     Ok(Arc::new(MemoryBackend::new(config)?))
 }
 

@@ -31,9 +31,9 @@ const REDIS_NAMES: &[&str] = &["redis", "rediss", "redis+cluster", "rediss+clust
 const POSTGRES_NAMES: &[&str] = &["postgres", "postgresql"];
 const MEMCACHED_NAMES: &[&str] = &["memcached", "memcache"];
 
-use null::SCHEME as NULL;
 #[cfg(feature = "memory")]
 use memory::SCHEME as MEMORY;
+use null::SCHEME as NULL;
 #[cfg(not(feature = "memory"))]
 const MEMORY: Scheme = Scheme::disabled(MEMORY_NAMES, "memory");
 #[cfg(feature = "file")]

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::url::{CacheUrl, Scheme, SharedOptions};
 use crate::expiry::Expiry;
 use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
+use crate::url::{CacheUrl, Scheme, SharedOptions};
 use crate::value::Value;
 
 /// Stores nothing; every read is a miss. Register it (or the URL `null://`) to disable caching

@@ -238,7 +238,7 @@ mod tests {
             ("memcached://h1,h1:11211", "listed twice"),
         ];
         for (url, expected) in cases {
-            let err = match crate::url::backend_from_url(url) {
+            let err = match crate::backend_from_url(url) {
                 Ok(b) => panic!("{url} was accepted: {b:?}"),
                 Err(e) => e,
             };

@@ -12,7 +12,6 @@ mod ops;
 mod server;
 mod store;
 
-
 use crate::error::Result;
 use crate::layer::{Layered, Layers};
 use crate::store::Backend;
@@ -118,6 +117,7 @@ impl Layered<MemcachedStore> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::sync::Arc;
 
     use super::*;
     use crate::value::Value;
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn construction_from_a_url_never_connects() {
         // Nothing listens on port 1: construction still succeeds, operations fail.
-        let backend = crate::url::backend_from_url("memcached://127.0.0.1:1?timeout=2s").unwrap();
+        let backend = crate::backend_from_url("memcached://127.0.0.1:1?timeout=2s").unwrap();
         assert_eq!(backend.name(), "memcached");
         let stats = backend.stats();
         assert_eq!(stats.details["servers"], "127.0.0.1:1");

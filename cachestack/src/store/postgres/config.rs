@@ -43,7 +43,8 @@ pub(crate) const CONNECTION_OPTIONS: &[&str] = &[
 pub(crate) const SCHEME: Scheme = Scheme {
     names: crate::store::POSTGRES_NAMES,
     feature: "postgres",
-    shared: Shared::NETWORK,
+    // No `name`: a PostgreSQL cache is named by its table.
+    shared: &[Shared::Namespace, Shared::Ttl, Shared::Silent, Shared::Timeouts, Shared::Format],
     options: &[
         "table",
         "schema",
@@ -296,7 +297,6 @@ impl PostgresConfig {
     }
 }
 
-
 /// The configuration a URL describes, its shared options already parsed: the store's own
 /// options are taken out of `url`, and the connection URL with sqlx's own parameters is left in
 /// `config.url`.
@@ -445,8 +445,8 @@ mod tests {
             ("postgres://h/db?ttl=forever", "ttl=forever"),
             ("postgres://h/db?max_entries=0", "max_entries"),
             ("postgres://h/db?unlogged=maybe", "true or false"),
-            ("postgres://h/db?colour=blue", "valid options: table"),
-            ("redis://h/0", "not a postgres:// URL"),
+            ("postgres://h/db?colour=blue", "valid options: namespace, ttl"),
+            ("redis://h/0", "is not a postgres://"),
         ];
         for (url, expected) in cases {
             let err = PostgresConfig::from_url(url).unwrap_err();

@@ -323,8 +323,7 @@ mod tests {
 
     #[test]
     fn urls_build_backends_without_io() {
-        let backend =
-            crate::backend_from_url("postgres://u:pw@127.0.0.1:1/db?table=cache&pool_max=3").unwrap();
+        let backend = crate::backend_from_url("postgres://u:pw@127.0.0.1:1/db?table=cache&pool_max=3").unwrap();
         let stats = backend.stats();
         assert_eq!(stats.details["table"], "\"cache\"");
         assert_eq!(stats.details["server"], "127.0.0.1:1/db");
