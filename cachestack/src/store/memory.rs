@@ -128,8 +128,9 @@ struct Slot {
     value: Value,
     /// The deadline on the monotonic clock, for the hit path.
     expires: Option<Instant>,
-    /// The deadline as written, returned with the entry.
-    deadline: Option<Deadline>,
+    /// The deadline as written, in Unix milliseconds (0: none), returned with the entry. A bare
+    /// number keeps the slot small: quick_cache copies it out on every hit.
+    deadline_ms: u64,
     weight: u64,
 }
 
@@ -261,7 +262,8 @@ impl MemoryBackend {
         let expires = deadline.map(|d| now.checked_add(d.remaining()).unwrap_or(now));
         let weight = self.weigh(key, &value);
         self.counters.record_write();
-        self.map.insert(MemKey::new(key), Slot { value, expires, deadline, weight });
+        let deadline_ms = deadline.map_or(0, Deadline::unix_millis);
+        self.map.insert(MemKey::new(key), Slot { value, expires, deadline_ms, weight });
     }
 }
 
@@ -272,7 +274,7 @@ impl LocalRead for MemoryBackend {
     }
 
     fn get_entry(&self, key: &str) -> Option<Entry> {
-        self.lookup(key).map(|slot| Entry::new(slot.value, slot.deadline))
+        self.lookup(key).map(|slot| Entry::new(slot.value, Deadline::from_unix_millis(slot.deadline_ms)))
     }
 }
 
