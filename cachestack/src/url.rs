@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 use crate::store::Backend;
 use crate::value::envelope::{Compression, Signer, ValueFormat};
 
+/// How a store opens from a URL whose shared options were taken out (and are given).
+pub(crate) type OpenUrl = fn(&mut CacheUrl, SharedOptions) -> Result<Arc<dyn Backend>>;
+
 /// One entry of the scheme table: the URL schemes a store answers to, the cargo feature it needs,
 /// the shared options it takes, its own options, and how it opens from a URL (`None` when its
 /// feature is off).
@@ -27,7 +30,7 @@ pub(crate) struct Scheme {
     /// The store's own options, for the "valid options" list of errors.
     pub options: &'static [&'static str],
     /// Opens the store: the URL with the shared options already taken out, and those options.
-    pub open: Option<fn(&mut CacheUrl, SharedOptions) -> Result<Arc<dyn Backend>>>,
+    pub open: Option<OpenUrl>,
 }
 
 impl Scheme {

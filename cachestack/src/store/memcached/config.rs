@@ -196,6 +196,47 @@ pub(crate) fn parse_server(host: &str) -> Result<String> {
     Ok(format!("{name}:{port}"))
 }
 
+/// `memcached://host1:port,host2:port` (or `memcache://`): the Memcached store's entry in the
+/// scheme table.
+pub(crate) const SCHEME: Scheme = Scheme {
+    names: crate::store::MEMCACHED_NAMES,
+    feature: "memcached",
+    shared: Shared::NETWORK,
+    options: &["pool_size", "max_item_bytes", "failover", "retry_interval"],
+    open: Some(open_url),
+};
+
+fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(crate::store::memcached::MemcachedBackend::new(config_from_url(url, shared)?)?))
+}
+
+/// The configuration a URL describes, its shared options already parsed.
+fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<MemcachedConfig> {
+    let mut config = MemcachedConfig { servers: parse_servers(&url.rest)?, ..MemcachedConfig::default() };
+    shared.apply(SharedFields {
+        namespace: Some(&mut config.namespace),
+        name: Some(&mut config.name),
+        default_ttl: &mut config.default_ttl,
+        silent: Some(&mut config.silent),
+        timeout: Some(&mut config.timeout),
+        connect_timeout: Some(&mut config.connect_timeout),
+        format: Some(&mut config.format),
+    });
+    if let Some(n) = url.take_parsed::<usize>("pool_size")? {
+        config.pool_size = n;
+    }
+    if let Some(n) = url.take_parsed::<usize>("max_item_bytes")? {
+        config.max_item_bytes = n;
+    }
+    if let Some(failover) = url.take_bool("failover")? {
+        config.failover = failover;
+    }
+    if let Some(d) = url.take_ttl("retry_interval")? {
+        config.retry_interval = d;
+    }
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,45 +288,4 @@ mod tests {
             assert!(!err.to_string().contains("pw@"), "{url}: password shown in {err}");
         }
     }
-}
-
-/// `memcached://host1:port,host2:port` (or `memcache://`): the Memcached store's entry in the
-/// scheme table.
-pub(crate) const SCHEME: Scheme = Scheme {
-    names: crate::store::MEMCACHED_NAMES,
-    feature: "memcached",
-    shared: Shared::NETWORK,
-    options: &["pool_size", "max_item_bytes", "failover", "retry_interval"],
-    open: Some(open_url),
-};
-
-fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(crate::store::memcached::MemcachedBackend::new(config_from_url(url, shared)?)?))
-}
-
-/// The configuration a URL describes, its shared options already parsed.
-fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<MemcachedConfig> {
-    let mut config = MemcachedConfig { servers: parse_servers(&url.rest)?, ..MemcachedConfig::default() };
-    shared.apply(SharedFields {
-        namespace: Some(&mut config.namespace),
-        name: Some(&mut config.name),
-        default_ttl: &mut config.default_ttl,
-        silent: Some(&mut config.silent),
-        timeout: Some(&mut config.timeout),
-        connect_timeout: Some(&mut config.connect_timeout),
-        format: Some(&mut config.format),
-    });
-    if let Some(n) = url.take_parsed::<usize>("pool_size")? {
-        config.pool_size = n;
-    }
-    if let Some(n) = url.take_parsed::<usize>("max_item_bytes")? {
-        config.max_item_bytes = n;
-    }
-    if let Some(failover) = url.take_bool("failover")? {
-        config.failover = failover;
-    }
-    if let Some(d) = url.take_ttl("retry_interval")? {
-        config.retry_interval = d;
-    }
-    Ok(config)
 }
