@@ -65,6 +65,11 @@ fn harness(var: &str) -> Option<Harness> {
         let (addr, wire, bytes) = (backend.server_for(key).to_string(), backend.wire_key(key), bytes.to_vec());
         cachestack::rt::block_on(async move { raw_set(&addr, &wire, &bytes).await }).unwrap();
     }));
+    h.unreachable_silent = Some(Arc::new(|namespace: &str| {
+        let url =
+            format!("memcached://127.0.0.1:1?namespace={namespace}&silent=true&timeout=500ms&connect_timeout=200ms");
+        cachestack::backend_from_url(&url).unwrap()
+    }));
     Some(h)
 }
 

@@ -124,6 +124,12 @@ fn harness(
             })
         });
     }));
+    h.unreachable_silent = Some(Arc::new(|namespace: &str| {
+        let url = format!(
+            "postgres://postgres@127.0.0.1:1/test?namespace={namespace}&silent=true&timeout=500ms&connect_timeout=200ms"
+        );
+        cachestack::backend_from_url(&url).unwrap()
+    }));
     h
 }
 

@@ -99,6 +99,11 @@ fn harness(var: &str, what: &str) -> Option<Harness> {
         let full = open(&plant_config, namespace).redis_key(key);
         Raw::connect(&plant_config).set(&full, bytes);
     }));
+    h.unreachable_silent = Some(Arc::new(|namespace: &str| {
+        let url =
+            format!("redis://127.0.0.1:1/0?namespace={namespace}&silent=true&timeout=500ms&connect_timeout=200ms");
+        cachestack::backend_from_url(&url).unwrap()
+    }));
     Some(h)
 }
 
