@@ -22,15 +22,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// assert!(!deadline.has_passed());
 /// assert!(deadline.remaining() <= Duration::from_secs(60));
 /// assert_eq!(Deadline::from_unix_millis(deadline.unix_millis()), Some(deadline));
+/// assert!(!Deadline::after(Duration::MAX).has_passed(), "saturates at the end of year 9999");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Deadline {
     unix_ms: u64,
 }
 
-/// The latest representable deadline (about 292 million years away): what a TTL that would
-/// overflow the clock saturates to.
-const LATEST_MS: u64 = u64::MAX / 2;
+/// The latest deadline: the end of year 9999 (what Redis and PostgreSQL can hold, and well
+/// inside every platform's `SystemTime`). A TTL that would reach past it saturates to it.
+const LATEST_MS: u64 = 253_402_300_799_999;
 
 impl Deadline {
     /// `ttl` from now.
@@ -54,9 +55,10 @@ impl Deadline {
     }
 
     /// The deadline `ms` milliseconds after the Unix epoch; `None` for 0 (which the envelope
-    /// uses for "never") and for values past the representable range (a corrupt header).
+    /// uses for "never"). A value past the latest deadline (a corrupt header) is brought forward to
+    /// it, never read as "no expiry".
     pub fn from_unix_millis(ms: u64) -> Option<Self> {
-        (ms != 0 && ms <= LATEST_MS).then_some(Deadline { unix_ms: ms })
+        (ms != 0).then_some(Deadline { unix_ms: ms.min(LATEST_MS) })
     }
 
     /// Milliseconds since the Unix epoch (never 0).
@@ -66,7 +68,8 @@ impl Deadline {
 
     /// As a [`SystemTime`].
     pub fn time(self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.unix_ms)
+        // In range on every platform: `unix_ms` is at most the end of year 9999.
+        UNIX_EPOCH.checked_add(Duration::from_millis(self.unix_ms)).unwrap_or(UNIX_EPOCH)
     }
 
     /// The time left before the deadline; zero once it has passed.
@@ -195,7 +198,7 @@ mod tests {
         let tiny = Deadline::after_from(UNIX_EPOCH + Duration::from_secs(10), Duration::from_nanos(1));
         assert_eq!(tiny.unix_millis(), 10_001);
         assert!(Deadline::from_unix_millis(0).is_none());
-        assert!(Deadline::from_unix_millis(u64::MAX).is_none());
+        assert_eq!(Deadline::from_unix_millis(u64::MAX).map(Deadline::unix_millis), Some(LATEST_MS));
     }
 
     #[test]

@@ -170,6 +170,9 @@ impl Backend for Faulty {
     fn name(&self) -> &str {
         "faulty"
     }
+    fn default_ttl(&self) -> Option<std::time::Duration> {
+        self.inner.default_ttl()
+    }
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         self.enter().await?;
         self.inner.get(key).await

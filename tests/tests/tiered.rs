@@ -1179,3 +1179,40 @@ cachestack_tests::conformance_suite!(memory_over_file, || {
         Arc::new(TieredCache::builder().layer(MemoryBackend::with_capacity(100_000)).layer(file).build().unwrap())
     })
 });
+
+/// A layer that keeps its default TTL to itself (a store of its own that predates
+/// `Backend::default_ttl`, or a nested stack) still applies it: a write with the default expiry
+/// reaches it as `Expiry::Default`, never as "no expiry".
+#[tokio::test]
+async fn a_layer_that_does_not_declare_its_default_ttl_still_applies_it() {
+    #[derive(Debug)]
+    struct Undeclared(Arc<MemoryBackend>);
+    #[async_trait]
+    impl Backend for Undeclared {
+        fn name(&self) -> &str {
+            "undeclared"
+        }
+        async fn get(&self, key: &str) -> Result<Option<Entry>> {
+            self.0.get(key).await
+        }
+        async fn set(&self, key: &str, value: Value, expiry: cachestack::Expiry) -> Result<()> {
+            self.0.set(key, value, expiry).await
+        }
+        async fn delete(&self, key: &str) -> Result<bool> {
+            self.0.delete(key).await
+        }
+        async fn clear(&self) -> Result<()> {
+            self.0.clear().await
+        }
+        fn stats(&self) -> BackendStats {
+            self.0.stats()
+        }
+    }
+    let hour = Duration::from_secs(3600);
+    let inner =
+        Arc::new(MemoryBackend::new(MemoryConfig { default_ttl: Some(hour), ..MemoryConfig::default() }).unwrap());
+    let stack = stack(&[mem(10), Arc::new(Undeclared(inner.clone()))]);
+    stack.set("k", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+    let left = inner.get("k").await.unwrap().expect("written below").ttl();
+    assert!(left.is_some_and(|left| left <= hour && left > hour / 2), "the layer's own default TTL was lost: {left:?}");
+}

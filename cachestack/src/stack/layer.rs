@@ -30,8 +30,14 @@ impl Stamp {
         self.expiry.resolve_from(self.written, layer.default_ttl())
     }
 
+    /// What a write to `layer` carries: the deadline fixed at write time, or, for a layer that
+    /// declares no default TTL, `Default` as the caller wrote it (such a layer, a nested stack or a
+    /// store of its own, may still have a default of its own: "no expiry" is not ours to decide).
     pub(super) fn for_layer(&self, layer: &dyn Backend) -> Expiry {
-        Expiry::from(self.deadline_for(layer))
+        match (self.expiry, layer.default_ttl()) {
+            (Expiry::Default, None) => Expiry::Default,
+            _ => Expiry::from(self.deadline_for(layer)),
+        }
     }
 }
 

@@ -257,9 +257,10 @@ impl MemoryBackend {
     fn insert(&self, key: &str, value: Value, expiry: Expiry) {
         let deadline = expiry.resolve(self.config.default_ttl);
         // The same point in time on the monotonic clock; a deadline already past stores an entry
-        // that is never served.
+        // that is never served (its remaining time is zero).
         let now = Instant::now();
-        let expires = deadline.map(|d| now.checked_add(d.remaining()).unwrap_or(now));
+        // (A deadline beyond what `Instant` can hold on this platform is "never" for the hit path.)
+        let expires = deadline.and_then(|d| now.checked_add(d.remaining()));
         let weight = self.weigh(key, &value);
         self.counters.record_write();
         let deadline_ms = deadline.map_or(0, Deadline::unix_millis);

@@ -169,7 +169,8 @@ pub(crate) fn expiry_to_millis(expires: Option<SystemTime>) -> u64 {
 }
 
 pub(crate) fn millis_to_expiry(ms: u64) -> Option<SystemTime> {
-    (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
+    // Read from outside: checked (a huge value becomes the latest deadline, never a panic).
+    crate::expiry::Deadline::from_unix_millis(ms).map(crate::expiry::Deadline::time)
 }
 
 /// The time left before `expires`, `None` for no expiry, `Some(ZERO)` once it has passed.

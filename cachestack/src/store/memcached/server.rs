@@ -110,6 +110,10 @@ pub(crate) struct Server {
     /// clock, 0: unknown).
     gen_value: AtomicU64,
     gen_seen_ms: AtomicU64,
+    /// Bound of one request (pool wait included): every request ends, also those of the
+    /// multi-request operations (`clear`, namespace generations) that the Timeout layer does not
+    /// bound as a whole.
+    request_timeout: Duration,
 }
 
 impl fmt::Debug for Server {
@@ -123,6 +127,7 @@ impl Server {
         addr: String,
         pool_size: usize,
         connect_timeout: Duration,
+        request_timeout: Duration,
         retry_interval: Duration,
     ) -> crate::Result<Self> {
         let seed = xxhash_rust::xxh3::xxh3_64(addr.as_bytes());
@@ -132,7 +137,14 @@ impl Server {
             .max_size(pool_size)
             .build()
             .map_err(|e| Error::config(format!("memcached: cannot build the connection pool: {e}")))?;
-        Ok(Server { availability, pool, seed, gen_value: AtomicU64::new(0), gen_seen_ms: AtomicU64::new(0) })
+        Ok(Server {
+            availability,
+            pool,
+            seed,
+            gen_value: AtomicU64::new(0),
+            gen_seen_ms: AtomicU64::new(0),
+            request_timeout,
+        })
     }
 
     pub fn addr(&self) -> &str {
@@ -171,7 +183,9 @@ impl Server {
     pub async fn exec<O: Op>(self: &Arc<Self>, backend: &str, op: O) -> crate::Result<O::Out> {
         let server = self.clone();
         let name = backend.to_owned();
-        crate::rt::io(backend, async move { server.run(&name, op).await }).await
+        let limit = self.request_timeout;
+        let request = async move { server.run(&name, op).await };
+        crate::layer::within(backend, limit, crate::rt::io(backend, request)).await
     }
 
     async fn run<O: Op>(&self, backend: &str, op: O) -> crate::Result<O::Out> {

@@ -59,8 +59,14 @@ impl MemcachedStore {
             .servers
             .iter()
             .map(|s| {
-                Server::new(parse_server(s)?, config.pool_size, config.connect_timeout, config.retry_interval)
-                    .map(Arc::new)
+                Server::new(
+                    parse_server(s)?,
+                    config.pool_size,
+                    config.connect_timeout,
+                    config.timeout,
+                    config.retry_interval,
+                )
+                .map(Arc::new)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(MemcachedStore { keys: Keyspace::new(&config.namespace), config, servers, counters: Counters::default() })
