@@ -223,21 +223,7 @@ async fn sixteen_pools_creating_while_another_session_creates_the_schema() {
     // The event: all 16 client sessions wait on a lock (one on the schema, the rest on
     // cachestack's advisory lock, or all on the schema without it).
     let mut watcher = PgConnection::connect(&url).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-        )
-        .bind(&application)
-        .fetch_one(&mut watcher)
-        .await
-        .unwrap();
-        if waiting == 16 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "only {waiting} of 16 clients reached the creation");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_lock_waiters(&mut watcher, &application, 16, "clients reached the creation").await;
     sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
     for (i, task) in tasks.into_iter().enumerate() {
         task.await.unwrap().unwrap_or_else(|e| panic!("client {i}: {e}"));
@@ -666,21 +652,7 @@ async fn an_abandoned_statement_closes_its_connection() {
         tokio::spawn(async move { backend.set("k", Value::new(2u8), Expiry::Never).await })
     };
     let mut watcher = PgConnection::connect(&url).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-        )
-        .bind(&application)
-        .fetch_one(&mut watcher)
-        .await
-        .unwrap();
-        if waiting == 1 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the write never reached the row lock");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_lock_waiters(&mut watcher, &application, 1, "write reached the row lock").await;
     writer.abort();
     assert!(writer.await.unwrap_err().is_cancelled());
     // Closed while the statement is still blocked (returned to the pool, it would still count).
@@ -910,4 +882,24 @@ async fn restart_under_load_degrades_to_misses_and_recovers() {
     drop((backend, loud));
     let cluster = Arc::try_unwrap(cluster).ok().expect("cluster still shared");
     tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
+}
+
+/// Waits (bounded: 30 s) until `expected` sessions of `application` wait on a lock: the event the
+/// server exposes, polled, since PostgreSQL sends no notification for it.
+async fn wait_for_lock_waiters(watcher: &mut PgConnection, application: &str, expected: i64, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(application)
+        .fetch_one(&mut *watcher)
+        .await
+        .unwrap();
+        if waiting == expected {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {waiting} of {expected} {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
