@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use super::format::encode_file;
 use super::paths::{is_stale, same_file, FileKind, TEMP_PREFIX};
+use super::secure::create_private_dir_all;
 use super::Inner;
 use crate::error::{Error, Result};
 use crate::expiry::Deadline;
@@ -41,7 +42,7 @@ impl Inner {
         let mut temp = match tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(shard) {
             Ok(temp) => temp,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(shard).map_err(|e| self.io("cannot create shard directory", shard, e))?;
+                create_private_dir_all(shard).map_err(|e| self.io("cannot create shard directory", shard, e))?;
                 tempfile::Builder::new()
                     .prefix(TEMP_PREFIX)
                     .tempfile_in(shard)
