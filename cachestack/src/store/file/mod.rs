@@ -433,6 +433,10 @@ impl Backend for FileStore {
     fn default_ttl(&self) -> Option<Duration> {
         self.inner.config.default_ttl
     }
+
+    fn signing(&self) -> crate::store::Signing {
+        crate::store::Signing::of(&self.inner.config.format)
+    }
 }
 
 impl Inner {
