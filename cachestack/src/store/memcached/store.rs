@@ -146,14 +146,33 @@ impl MemcachedStore {
                 .filter(|&i| i != primary)
                 .find(|&i| admissions.admit(&self.servers, i))
             {
+                // The primary no longer sees this key's writes and deletes.
+                self.servers[primary].distrust();
                 return Ok(idx);
             }
         }
         Err(self.servers[primary].down_error(self.name()))
     }
 
+    /// Runs `op` on server `idx`; first, if keys of that server went to others while it was down,
+    /// renews its generation, so nothing it held from before is served again.
     async fn exec<O: Op>(&self, idx: usize, op: O) -> Result<O::Out> {
-        self.servers[idx].exec(self.name(), op).await
+        let server = &self.servers[idx];
+        if let Some(mark) = server.distrust_mark() {
+            self.renew_generation(server, mark).await?;
+        }
+        server.exec(self.name(), op).await
+    }
+
+    /// Writes a fresh generation on `server` (see "Failover" on
+    /// [`MemcachedBackend`](super::MemcachedBackend)).
+    async fn renew_generation(&self, server: &Arc<Server>, mark: u64) -> Result<()> {
+        let fresh = fresh_generation(server.addr());
+        let item = Item { wire: self.keys.gen_key().to_owned(), bytes: fresh.to_string().into_bytes(), exptime: 0 };
+        server.exec(self.name(), Store(vec![item])).await?;
+        tracing::info!(server = %server.addr(), "cachestack: memcached server is back after a failover; its entries of this namespace were retired");
+        server.trust_again(mark, fresh);
+        Ok(())
     }
 
     /// Reads `bytes` stored under `key` on a server whose generation is `generation`: the entry,
@@ -444,10 +463,14 @@ impl MemcachedStore {
             if !server.admit() {
                 return Err(server.down_error(self.name()));
             }
+            let mark = server.distrust_mark();
             let fresh = fresh_generation(server.addr());
             let item = Item { wire: gen_key.to_owned(), bytes: fresh.to_string().into_bytes(), exptime: 0 };
             server.exec(self.name(), Store(vec![item])).await?;
-            server.remember_gen(Some(fresh));
+            match mark {
+                Some(mark) => server.trust_again(mark, fresh),
+                None => server.remember_gen(Some(fresh)),
+            }
             Ok(())
         });
         let results: Vec<Result<()>> = futures_util::future::join_all(requests).await;
