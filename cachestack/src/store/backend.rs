@@ -169,7 +169,7 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     ///
     /// ```
     /// use cachestack::{Backend, MemoryBackend, Signing};
-    /// assert_eq!(MemoryBackend::new(100).signing(), Signing::Unsigned);
+    /// assert_eq!(MemoryBackend::with_capacity(100).signing(), Signing::Unsigned);
     /// ```
     fn signing(&self) -> Signing {
         Signing::Unsigned
