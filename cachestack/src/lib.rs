@@ -76,7 +76,7 @@ pub use store::null::NullBackend;
 pub use store::postgres::{PostgresBackend, PostgresConfig, PostgresStore};
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisBackend, RedisConfig, RedisStore, RedisTlsConfig};
-pub use store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
+pub use store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead, Signing};
 pub use ttl::{format_ttl, parse_ttl};
 pub use url::redact_url;
 pub use value::codec::Codec;

@@ -214,6 +214,162 @@ async fn an_unusable_shard_fails_operations_or_is_absorbed_in_silent_mode() {
     assert_eq!(fs::read(&shard).unwrap(), b"in the way");
 }
 
+// ---- a hostile directory ------------------------------------------------------------------------
+
+/// Runs `get` on a plain thread (so a read stuck in a FIFO cannot wedge the test's runtime) and
+/// waits for it with the hang guard.
+fn get_off_thread(backend: &Arc<FileBackend>, key: &str) -> cachestack::Result<Option<cachestack::Entry>> {
+    let (backend, key) = (Arc::clone(backend), key.to_string());
+    let rx =
+        cachestack_tests::sync::on_thread(move || cachestack::rt::block_on(async move { backend.get(&key).await }));
+    match rx.recv_timeout(cachestack_tests::sync::HANG_GUARD) {
+        Ok(result) => result.unwrap(),
+        Err(_) => panic!("HANG: a read did not return within {:?}", cachestack_tests::sync::HANG_GUARD),
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_at_an_entry_path_is_a_miss_and_never_blocks_a_read() {
+    let dir = tempdir();
+    let backend = Arc::new(FileBackend::open(dir.path()).unwrap());
+    let path = backend.path_for("k");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let made = Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(made.success());
+    assert!(get_off_thread(&backend, "k").unwrap().is_none());
+    assert_eq!(backend.stats().errors, 1, "counted as an unusable file");
+    assert!(fs::symlink_metadata(&path).is_err(), "the FIFO is removed");
+    // The sweep walks past FIFOs too.
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    assert!(Command::new("mkfifo").arg(&path).status().unwrap().success());
+    let purge = {
+        let backend = Arc::clone(&backend);
+        cachestack_tests::sync::on_thread(move || {
+            cachestack::rt::block_on(async move { backend.purge_expired().await })
+        })
+    };
+    assert_eq!(purge.recv_timeout(cachestack_tests::sync::HANG_GUARD).unwrap().unwrap().unwrap(), 0);
+}
+
+/// A link planted at an entry path is never followed: not to a genuine entry file elsewhere (whose
+/// key and checksum would pass), and not to a device that reads forever.
+#[cfg(unix)]
+#[test]
+fn a_symbolic_link_at_an_entry_path_is_never_followed() {
+    let dir = tempdir();
+    let elsewhere = tempdir();
+    let backend = Arc::new(FileBackend::open(dir.path()).unwrap());
+    let outside = FileBackend::open(elsewhere.path()).unwrap();
+    cachestack::rt::block_on({
+        let outside = Arc::new(outside);
+        let o = Arc::clone(&outside);
+        async move { o.set("k", string("planted through a link"), cachestack::Expiry::Default).await }
+    })
+    .unwrap()
+    .unwrap();
+    let target = FileBackend::open(elsewhere.path()).unwrap().path_for("k");
+    assert!(target.is_file());
+    let path = backend.path_for("k");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    for target in [target.as_path(), Path::new("/dev/zero")] {
+        std::os::unix::fs::symlink(target, &path).unwrap();
+        assert!(get_off_thread(&backend, "k").unwrap().is_none(), "link to {} followed", target.display());
+        assert!(fs::symlink_metadata(&path).is_err(), "the link is removed");
+    }
+    assert!(target.is_file(), "the link's target is left alone");
+    assert_eq!(backend.stats().errors, 2);
+}
+
+/// The read is bounded by the size a value may take, whatever the file's size was when opened.
+#[tokio::test]
+async fn an_oversized_file_is_a_miss_without_being_read_whole() {
+    let dir = tempdir();
+    let format = ValueFormat { max_value_bytes: 1024, ..ValueFormat::default() };
+    let backend = FileBackend::new(FileConfig::new(dir.path()).with_format(format)).unwrap();
+    backend.set("k", string("small"), cachestack::Expiry::Default).await.unwrap();
+    let path = backend.path_for("k");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.resize(64 * 1024, b'x');
+    fs::write(&path, &bytes).unwrap();
+    assert!(backend.get("k").await.unwrap().is_none());
+    assert!(!path.exists());
+    assert_eq!(backend.stats().errors, 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_directories_it_creates_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let root = dir.path().join("made").join("root");
+    let backend = Arc::new(FileBackend::new(FileConfig::new(&root).with_namespace("ns")).unwrap());
+    let b = Arc::clone(&backend);
+    cachestack::rt::block_on(async move { b.set("k", string("v"), cachestack::Expiry::Default).await })
+        .unwrap()
+        .unwrap();
+    let shard = backend.path_for("k").parent().unwrap().to_path_buf();
+    for made in [dir.path().join("made"), root.clone(), root.join("ns"), shard] {
+        let mode = fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", made.display());
+    }
+}
+
+/// A cache directory another local user could control is refused at construction, with a clear
+/// error naming it: writable by others (the shared `/tmp` case), owned by another user
+/// (pre-created by someone else), or a symbolic link.
+#[cfg(unix)]
+#[test]
+fn a_directory_another_user_could_control_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempdir();
+    let refused = |config: FileConfig, why: &str| {
+        let err = FileBackend::new(config).unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{why}: {err}");
+        assert!(err.to_string().contains(why), "{err}");
+    };
+
+    let open = base.path().join("world-writable");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    refused(FileConfig::new(&open), "writable by group or others");
+    // The namespace directory is checked too.
+    let root = base.path().join("root");
+    fs::create_dir_all(root.join("default")).unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(root.join("default"), fs::Permissions::from_mode(0o770)).unwrap();
+    refused(FileConfig::new(&root), "writable by group or others");
+    fs::set_permissions(root.join("default"), fs::Permissions::from_mode(0o700)).unwrap();
+    FileBackend::new(FileConfig::new(&root)).unwrap();
+
+    let link = base.path().join("link");
+    std::os::unix::fs::symlink(&root, &link).unwrap();
+    refused(FileConfig::new(&link), "symbolic link");
+
+    // Another owner: only root can make one here.
+    let foreign = base.path().join("foreign");
+    fs::create_dir(&foreign).unwrap();
+    fs::set_permissions(&foreign, fs::Permissions::from_mode(0o700)).unwrap();
+    if std::os::unix::fs::chown(&foreign, Some(65534), None).is_ok() {
+        refused(FileConfig::new(&foreign), "owned by uid 65534");
+    } else {
+        eprintln!("not running as root: cannot make a directory owned by another user; owner check skipped");
+    }
+}
+
+/// The default directory is per user, not one shared name under `/tmp` that anyone can create
+/// first.
+#[test]
+fn the_default_directory_is_per_user() {
+    let default = FileConfig::default().directory;
+    assert_ne!(default, std::env::temp_dir().join("cachestack"));
+    let name = default.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name == "cachestack" || name.starts_with("cachestack-"), "{}", default.display());
+    if name == "cachestack" {
+        assert!(!default.starts_with(std::env::temp_dir()), "{}", default.display());
+    }
+}
+
 // ---- namespaces ---------------------------------------------------------------------------------
 
 #[tokio::test]

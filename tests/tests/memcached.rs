@@ -585,6 +585,116 @@ async fn with_failover_a_dead_servers_keys_move_to_the_next_server() {
     assert_eq!(backend.stats().details["servers_up"], "1");
 }
 
+/// A TCP proxy in front of one of this test's own servers that can be cut (its connections
+/// closed, its port refusing) and restored on the same port, while the server behind it keeps its
+/// data: a network partition, without touching the server.
+struct Partition {
+    port: u16,
+    target: String,
+    stop: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Partition {
+    async fn new(target: String) -> Self {
+        let mut p = Partition { port: free_port(), target, stop: None };
+        p.restore().await;
+        p
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    async fn restore(&mut self) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(self.addr().parse().unwrap()).unwrap();
+        let listener = socket.listen(64).unwrap();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let target = self.target.clone();
+        let task = tokio::spawn(async move {
+            let mut links = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = &mut rx => break,
+                    accepted = listener.accept() => {
+                        let Ok((mut client, _)) = accepted else { continue };
+                        let target = target.clone();
+                        links.spawn(async move {
+                            if let Ok(mut server) = TcpStream::connect(&target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            }
+                        });
+                    }
+                }
+            }
+            drop(listener);
+            links.abort_all();
+            while links.join_next().await.is_some() {}
+        });
+        self.stop = Some((tx, task));
+    }
+
+    /// Returns once the port refuses and every proxied connection is closed.
+    async fn cut(&mut self) {
+        if let Some((tx, task)) = self.stop.take() {
+            let _ = tx.send(());
+            task.await.unwrap();
+        }
+    }
+}
+
+/// A key deleted while its server was cut off (the delete went to the failover server) must not
+/// come back from that server when it returns with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_failover_a_key_deleted_during_an_outage_does_not_come_back_with_its_server() {
+    if cachestack_tests::server_url(URL_VAR, "memcached").is_none() {
+        return;
+    }
+    let a = OwnServer::start(free_port());
+    let b = OwnServer::start(free_port());
+    let mut link = Partition::new(b.addr()).await;
+    let retry_interval = Duration::from_millis(100);
+    let backend = MemcachedBackend::new(MemcachedConfig {
+        servers: vec![a.addr(), link.addr()],
+        namespace: unique_namespace("failover-delete"),
+        failover: true,
+        retry_interval,
+        ..MemcachedConfig::default()
+    })
+    .unwrap();
+    let key = (0..).map(|i| format!("key:{i}")).find(|k| backend.server_for(k) == link.addr()).unwrap();
+    let other = (0..).map(|i| format!("other:{i}")).find(|k| backend.server_for(k) == link.addr()).unwrap();
+    backend.set(&key, Value::new(1u8), Expiry::Default).await.unwrap();
+    backend.set(&other, Value::new(7u8), Expiry::Default).await.unwrap();
+    assert!(backend.get(&key).await.unwrap().is_some());
+
+    link.cut().await;
+    // The first request finds the server gone and marks it down; then its keys fail over to A.
+    assert!(backend.get(&key).await.unwrap_err().is_unavailable());
+    backend.delete(&key).await.unwrap();
+    assert!(backend.get(&key).await.unwrap().is_none());
+    assert_eq!(backend.stats().details["servers_up"], "1");
+    // The server still holds the deleted value.
+    assert!(raw_get(&b.addr(), &backend.wire_key(&key)).await.is_some());
+
+    link.restore().await;
+    // Until the server is probed and back, reads fail over to A; from the probe on they reach
+    // the server. Never the deleted value.
+    let start = std::time::Instant::now();
+    while backend.stats().details["servers_up"] != "2" {
+        assert!(backend.get(&key).await.unwrap().is_none(), "the deleted value came back");
+        assert!(start.elapsed() < cachestack_tests::sync::HANG_GUARD, "the server was never used again");
+        tokio::time::sleep(retry_interval / 4).await;
+    }
+    assert!(backend.get(&key).await.unwrap().is_none(), "the deleted value came back");
+    assert!(backend.get(&other).await.unwrap().is_none(), "entries held from before the outage are retired");
+    backend.set(&key, Value::new(2u8), Expiry::Default).await.unwrap();
+    assert_eq!(backend.get(&key).await.unwrap().unwrap().value.get::<u8>().unwrap(), 2);
+    assert_eq!(backend.stats().details["servers_up"], "2");
+    link.cut().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_checks_every_server() {
     let Some(config) = test_config(POOL_URL_VAR) else { return };

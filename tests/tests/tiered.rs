@@ -1216,3 +1216,57 @@ async fn a_layer_that_does_not_declare_its_default_ttl_still_applies_it() {
     let left = inner.get("k").await.unwrap().expect("written below").ttl();
     assert!(left.is_some_and(|left| left <= hour && left > hour / 2), "the layer's own default TTL was lost: {left:?}");
 }
+
+/// A value read from a layer without a signer is never backfilled into a layer that signs: the
+/// signature would vouch for bytes nobody verified (a value planted in the unsigned layer would
+/// come out of the signed one as genuine, for every process that trusts it). Backfills from a
+/// signed layer, and into in-process layers, go on as before.
+#[tokio::test]
+async fn a_value_from_an_unsigned_layer_is_never_backfilled_into_a_signing_one() {
+    use cachestack::{Expiry, Signer, Signing};
+    let signed_format = || ValueFormat {
+        signer: Some(Signer::new("backfill test secret, 16+ bytes").unwrap()),
+        ..ValueFormat::default()
+    };
+    let (d1, d2, d3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let signed_l1: Arc<dyn Backend> =
+        Arc::new(FileBackend::new(FileConfig::new(d1.path()).with_format(signed_format())).unwrap());
+    let unsigned_l2: Arc<dyn Backend> = Arc::new(FileBackend::open(d2.path()).unwrap());
+    let signed_l2: Arc<dyn Backend> =
+        Arc::new(FileBackend::new(FileConfig::new(d3.path()).with_format(signed_format())).unwrap());
+    assert_eq!(signed_l1.signing(), Signing::Signed);
+    assert_eq!(unsigned_l2.signing(), Signing::Unsigned);
+
+    // Planted in the unsigned layer (any program that can write its directory could have).
+    unsigned_l2.set("k", Value::new("planted".to_string()), Expiry::Default).await.unwrap();
+    let stack = TieredCache::builder().layer_arc(signed_l1.clone()).layer_arc(unsigned_l2.clone()).build().unwrap();
+    assert_eq!(stack.signing(), Signing::Mixed);
+    let found = stack.get("k").await.unwrap().unwrap();
+    assert_eq!(found.value.get::<String>().unwrap(), "planted", "the stack serves what its layers hold");
+    assert!(signed_l1.get("k").await.unwrap().is_none(), "laundered into the signed layer");
+    // A value the application writes goes everywhere, signed where the layer signs.
+    stack.set("k", Value::new("written".to_string()), Expiry::Default).await.unwrap();
+    assert_eq!(signed_l1.get("k").await.unwrap().unwrap().value.get::<String>().unwrap(), "written");
+
+    // From a signed layer: backfilled into the signed layer and into memory.
+    signed_l2.set("s", Value::new("verified".to_string()), Expiry::Default).await.unwrap();
+    let l1b: Arc<dyn Backend> = Arc::new(
+        FileBackend::new(FileConfig::new(d1.path()).with_namespace("b").with_format(signed_format())).unwrap(),
+    );
+    let memory = mem(10);
+    let stack = TieredCache::builder()
+        .layer_arc(memory.clone())
+        .layer_arc(l1b.clone())
+        .layer_arc(signed_l2.clone())
+        .build()
+        .unwrap();
+    assert_eq!(stack.signing(), Signing::Signed);
+    assert!(stack.get("s").await.unwrap().is_some());
+    assert!(l1b.get("s").await.unwrap().is_some(), "a verified value is backfilled");
+    assert!(memory.get("s").await.unwrap().is_some());
+    // And from an unsigned layer into memory, as before.
+    unsigned_l2.set("u", Value::new("unsigned".to_string()), Expiry::Default).await.unwrap();
+    let stack = TieredCache::builder().layer_arc(memory.clone()).layer_arc(unsigned_l2.clone()).build().unwrap();
+    assert!(stack.get("u").await.unwrap().is_some());
+    assert!(memory.get("u").await.unwrap().is_some());
+}

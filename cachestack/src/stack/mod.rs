@@ -26,7 +26,7 @@ pub use builder::{OnFull, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 
 use crate::error::{Error, Result};
 use crate::expiry::Expiry;
-use crate::store::{Backend, BackendStats, Entry, LocalRead};
+use crate::store::{Backend, BackendStats, Entry, LocalRead, Signing};
 use crate::value::Value;
 use layer::Layer;
 use shared::Shared;
@@ -364,6 +364,13 @@ impl Backend for TieredCache {
 
     fn stats(&self) -> BackendStats {
         self.shared.stats()
+    }
+
+    /// Taken over the layers that are not in process (an in-process layer holds only what this
+    /// process wrote or backfilled under the same rule): [`Signing::Signed`] only if every one of
+    /// them signs.
+    fn signing(&self) -> Signing {
+        Signing::combined(self.shared.layers.iter().filter(|l| l.local().is_none()).map(|l| l.backend.signing()))
     }
 
     /// When L1 is in process: a view of L1 whose reads answer hits synchronously. Its `None` is

@@ -8,7 +8,7 @@ use super::ordering::{Peek, Stripe};
 use super::shared::Shared;
 use crate::error::Result;
 use crate::expiry::{Deadline, Expiry};
-use crate::store::Entry;
+use crate::store::{Entry, Signing};
 use crate::value::Value;
 
 impl Shared {
@@ -61,10 +61,17 @@ impl Shared {
     }
 
     /// Copies `entry`, found in layer `found_in`, into the layers above it.
+    ///
+    /// Never into a layer that signs (see [`Backend::signing`](crate::Backend::signing)) unless
+    /// `found_in` is signed too: an unverified value (planted in an unsigned file directory or
+    /// server) would otherwise come out of the signing layer with a valid signature, trusted by
+    /// every process that reads that layer. In-process layers take every backfill: they serve
+    /// only this process, which is already being answered with the value.
     pub(super) async fn backfill(&self, key: &str, entry: &Entry, found_in: usize, stripe: &Stripe, epoch: u64) {
         if found_in == 0 {
             return;
         }
+        let verified = self.layers[found_in].backend.signing() == Signing::Signed;
         // The same deadline as the layer it was found in, and nothing that is about to expire. An
         // entry without expiry gets the faster layer's default TTL (none if it has none).
         let stamp = Stamp::now(entry.expires.map_or(Expiry::Default, Expiry::At));
@@ -82,6 +89,12 @@ impl Shared {
                 local.set_value(key, entry.value.clone(), stamp.for_layer(&*layer.backend));
                 drop(state);
                 layer.backfills.fetch_add(1, Relaxed);
+            } else if !verified && layer.backend.signing() != Signing::Unsigned {
+                tracing::debug!(
+                    layer = layer.index,
+                    found_in,
+                    "cachestack: no backfill of a value from an unsigned layer into a signing one"
+                );
             } else {
                 let _io = stripe.io.lock().await;
                 if !stripe.unchanged_since(epoch) {

@@ -161,6 +161,20 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// Whether this store signs what it writes and serves only values whose signature it
+    /// verified ([`ValueFormat::signer`](crate::ValueFormat::signer)). A tiered stack never
+    /// backfills a value read from a layer that is not [`Signing::Signed`] into a layer that
+    /// signs: a signature there would vouch for bytes nobody verified. Default:
+    /// [`Signing::Unsigned`].
+    ///
+    /// ```
+    /// use cachestack::{Backend, MemoryBackend, Signing};
+    /// assert_eq!(MemoryBackend::with_capacity(100).signing(), Signing::Unsigned);
+    /// ```
+    fn signing(&self) -> Signing {
+        Signing::Unsigned
+    }
+
     /// For stores that answer without blocking or awaiting (the memory backend): synchronous
     /// access, which the generated wrappers use to answer hits without any future machinery.
     fn as_local(&self) -> Option<&dyn LocalBackend> {
@@ -183,6 +197,36 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// stored. Backends that write before returning have nothing to do (the default).
     async fn flush(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Whether a backend signs its values (see [`Backend::signing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Signing {
+    /// Values are stored and served without a signature (the memory tier, byte stores without a
+    /// signer): whatever can write to the store can plant a value.
+    #[default]
+    Unsigned,
+    /// Every value is signed when written and verified when read.
+    Signed,
+    /// Some parts sign and others do not: a tiered stack whose byte layers differ.
+    Mixed,
+}
+
+impl Signing {
+    /// The signing of a byte store that writes with `format`.
+    pub(crate) fn of(format: &crate::value::envelope::ValueFormat) -> Self {
+        if format.signer.is_some() {
+            Signing::Signed
+        } else {
+            Signing::Unsigned
+        }
+    }
+
+    /// The signing of several stores taken together.
+    pub(crate) fn combined(parts: impl IntoIterator<Item = Signing>) -> Self {
+        parts.into_iter().reduce(|a, b| if a == b { a } else { Signing::Mixed }).unwrap_or_default()
     }
 }
 

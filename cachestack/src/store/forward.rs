@@ -3,7 +3,7 @@
 
 /// Inside an `impl Backend for Wrapper`: forwards the methods a wrapper does not change.
 ///
-/// `forward_backend!(passive: |s| s.inner)`, inside an impl, forwards `default_ttl`, `as_local`
+/// `forward_backend!(passive: |s| s.inner)`, inside an impl, forwards `default_ttl`, `signing`, `as_local`
 /// and `local_l1`; `forward_backend!(impl [generics] for Type => |s| s.inner)` is a whole impl
 /// that forwards every method.
 macro_rules! forward_backend {
@@ -11,6 +11,10 @@ macro_rules! forward_backend {
         fn default_ttl(&self) -> Option<std::time::Duration> {
             let $s = self;
             $crate::store::Backend::default_ttl(&$inner)
+        }
+        fn signing(&self) -> $crate::store::Signing {
+            let $s = self;
+            $crate::store::Backend::signing(&$inner)
         }
         fn as_local(&self) -> Option<&dyn $crate::store::LocalBackend> {
             let $s = self;

@@ -12,9 +12,11 @@
 //! | 13 | 8 | expiry, Unix milliseconds (0: never) |
 //! | 21 | 4 | stored payload length |
 //! | 25 | n | payload (compressed if a flag says so) |
-//! | 25+n | 32 | HMAC-SHA256 over key, header and payload (when signed) |
+//! | 25+n | 32 | HMAC-SHA256 over namespace, key, header and payload (when signed) |
 //!
-//! The HMAC covers the cache key too, so a signed value copied under another key is rejected.
+//! The HMAC covers what identifies the entry, the store's namespace and the cache key (each
+//! length-prefixed), so a signed value copied under another key or into another namespace is
+//! rejected.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -104,10 +106,14 @@ impl Signer {
         Err(Error::config("value signing needs the `signing` cargo feature of cachestack"))
     }
 
+    /// The MAC of an entry: its identity (namespace and key, each length-prefixed so that no two
+    /// identities share an input) and the envelope's bytes.
     #[cfg(feature = "signing")]
-    fn mac(&self, key: &str, body: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    fn mac(&self, namespace: &str, key: &str, body: &[u8]) -> hmac::Hmac<sha2::Sha256> {
         use hmac::Mac;
         let mut mac = self.key.clone();
+        mac.update(&(namespace.len() as u64).to_le_bytes());
+        mac.update(namespace.as_bytes());
         mac.update(&(key.len() as u64).to_le_bytes());
         mac.update(key.as_bytes());
         mac.update(body);
@@ -179,12 +185,38 @@ pub fn remaining(expires: Option<SystemTime>, now: SystemTime) -> Option<Duratio
 }
 
 impl ValueFormat {
-    /// Encodes `value` for storage under `key`, expiring at `expires`.
+    /// Encodes `value` for storage under `key` outside any namespace, expiring at `expires`:
+    /// [`ValueFormat::seal_in`] with the empty namespace.
     pub fn seal(&self, key: &str, value: &Value, expires: Option<SystemTime>) -> Result<Vec<u8>> {
-        value.with_encoded(self.codec, |encoded| self.seal_encoded(key, encoded, expires))?
+        self.seal_in("", key, value, expires)
     }
 
-    fn seal_encoded(&self, key: &str, encoded: &Encoded, expires: Option<SystemTime>) -> Result<Vec<u8>> {
+    /// Encodes `value` for storage under `key` in `namespace`, expiring at `expires`. With a
+    /// signer, the signature covers the namespace and the key: [`ValueFormat::open_in`] accepts
+    /// the bytes only for the same namespace and key. Byte stores pass their namespace (memcached
+    /// adds the namespace generation).
+    ///
+    /// ```
+    /// # #[cfg(feature = "signing")] {
+    /// use cachestack::{Signer, Value, ValueFormat};
+    ///
+    /// let format = ValueFormat { signer: Some(Signer::new("a secret of 16+ bytes").unwrap()), ..Default::default() };
+    /// let bytes = format.seal_in("app", "user:1", &Value::new(7u32), None).unwrap();
+    /// assert!(format.open_in("app", "user:1", &bytes).is_ok());
+    /// assert!(format.open_in("other-app", "user:1", &bytes).is_err());
+    /// # }
+    /// ```
+    pub fn seal_in(&self, namespace: &str, key: &str, value: &Value, expires: Option<SystemTime>) -> Result<Vec<u8>> {
+        value.with_encoded(self.codec, |encoded| self.seal_encoded(namespace, key, encoded, expires))?
+    }
+
+    fn seal_encoded(
+        &self,
+        namespace: &str,
+        key: &str,
+        encoded: &Encoded,
+        expires: Option<SystemTime>,
+    ) -> Result<Vec<u8>> {
         let raw = &encoded.payload;
         if raw.len() > self.max_value_bytes {
             return Err(Error::ValueTooLarge { size: raw.len(), limit: self.max_value_bytes });
@@ -225,18 +257,25 @@ impl ValueFormat {
         #[cfg(feature = "signing")]
         if let Some(signer) = &self.signer {
             use hmac::Mac;
-            let tag = signer.mac(key, &out).finalize().into_bytes();
+            let tag = signer.mac(namespace, key, &out).finalize().into_bytes();
             out.extend_from_slice(&tag);
         }
         #[cfg(not(feature = "signing"))]
-        let _ = key;
+        let _ = (namespace, key);
         Ok(out)
     }
 
-    /// Reads bytes written by [`ValueFormat::seal`] for `key`: checks magic, version, length,
-    /// signature and size, decompresses, and returns the value (decoded lazily on first typed
-    /// read) with its expiry. Every failed check is [`Error::InvalidValue`].
+    /// Reads bytes written by [`ValueFormat::seal`] for `key`: [`ValueFormat::open_in`] with the
+    /// empty namespace.
     pub fn open(&self, key: &str, bytes: &[u8]) -> Result<(Value, Option<SystemTime>)> {
+        self.open_in("", key, bytes)
+    }
+
+    /// Reads bytes written by [`ValueFormat::seal_in`] for `key` in `namespace`: checks magic,
+    /// version, length, signature (over namespace, key and bytes) and size, decompresses, and
+    /// returns the value (decoded lazily on first typed read) with its expiry. Every failed check
+    /// is [`Error::InvalidValue`].
+    pub fn open_in(&self, namespace: &str, key: &str, bytes: &[u8]) -> Result<(Value, Option<SystemTime>)> {
         let header = read_header(bytes)?;
         let end = HEADER_LEN + header.payload_len;
         let signed = header.flags & FLAG_SIGNED != 0;
@@ -254,7 +293,7 @@ impl ValueFormat {
                 {
                     use hmac::Mac;
                     _signer
-                        .mac(key, &bytes[..end])
+                        .mac(namespace, key, &bytes[..end])
                         .verify_slice(&bytes[end..end + MAC_LEN])
                         .map_err(|_| Error::invalid("signature does not match (tampered value or another secret)"))?;
                 }
@@ -263,7 +302,7 @@ impl ValueFormat {
             (None, _) => {}
         }
         #[cfg(not(feature = "signing"))]
-        let _ = key;
+        let _ = (namespace, key);
         let stored = &bytes[HEADER_LEN..end];
         let limit = self.max_value_bytes.min(MAX_DECODE_BYTES);
         let payload = if header.flags & FLAG_ZSTD != 0 {
@@ -419,6 +458,12 @@ mod tests {
             assert!(signed.open("k", &bad).is_err(), "flip at {i} accepted");
         }
         assert!(signed.open("other-key", &bytes).is_err());
+        // The namespace is signed too, and no split of namespace and key meets another.
+        let in_ns = signed.seal_in("ns", "k", &Value::new("x".to_string()), None).unwrap();
+        assert!(signed.open_in("ns", "k", &in_ns).is_ok());
+        for (namespace, key) in [("", "k"), ("other", "k"), ("n", "sk"), ("nsk", ""), ("ns", "K")] {
+            assert!(signed.open_in(namespace, key, &in_ns).is_err(), "{namespace:?}/{key:?} accepted");
+        }
         assert!(signed.open("k", &sealed(&ValueFormat::default())).is_err());
         let other = ValueFormat { signer: Some(Signer::new("another-secret-of-16").unwrap()), ..Default::default() };
         assert!(other.open("k", &bytes).is_err());

@@ -27,8 +27,14 @@ use crate::value::envelope::ValueFormat;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FileConfig {
-    /// Root directory, created if missing and resolved to an absolute path at construction.
-    /// Default: `cachestack` under the system temporary directory.
+    /// Root directory, created if missing (mode `0700`, as is every directory the store creates)
+    /// and resolved to an absolute path at construction. It and the namespace directory must be
+    /// real directories owned by the process's user and not writable by group or others:
+    /// construction refuses anything else with [`Error::Config`].
+    ///
+    /// Default: a per-user directory: `$XDG_CACHE_HOME/cachestack`, else
+    /// `$HOME/.cache/cachestack`, else `cachestack-<uid>` under the system temporary directory
+    /// (on Windows `%LOCALAPPDATA%\cachestack`, else `cachestack` under the temporary directory).
     pub directory: PathBuf,
     /// Subdirectory of `directory` holding this cache's entries; [`Backend::clear`](crate::Backend::clear) empties only
     /// it. 1 to 64 characters from `A-Z a-z 0-9 _ - .`, not starting with a dot. Default
@@ -62,7 +68,7 @@ pub struct FileConfig {
 impl Default for FileConfig {
     fn default() -> Self {
         FileConfig {
-            directory: std::env::temp_dir().join("cachestack"),
+            directory: super::secure::default_directory(),
             namespace: "default".into(),
             default_ttl: None,
             format: ValueFormat::default(),

@@ -8,10 +8,10 @@
 //! | 16 | k | the key (UTF-8) |
 //! | 16+k | .. | the value envelope (codec, type fingerprint, sealed deadline, payload, optional HMAC) |
 
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use super::secure::{open_regular, Opened};
 use crate::error::{Error, Result};
 use crate::expiry::Deadline;
 use crate::value::envelope::read_header;
@@ -88,7 +88,13 @@ pub(super) fn read_deadline(path: &Path) -> std::result::Result<Option<Deadline>
         io::ErrorKind::UnexpectedEof => ReadError::Invalid(Error::invalid("truncated file")),
         _ => ReadError::Io(e),
     };
-    let mut file = File::open(path).map_err(io)?;
+    let mut file = match open_regular(path).map_err(io)? {
+        Opened::Regular(file, _) => file,
+        Opened::Missing => return Err(ReadError::Gone),
+        Opened::Other(_, what) => {
+            return Err(ReadError::Invalid(Error::invalid(format!("{what} where an entry file belongs: not read"))))
+        }
+    };
     let mut head = [0u8; FILE_HEADER_LEN];
     file.read_exact(&mut head).map_err(io)?;
     if head[..4] != FILE_MAGIC {

@@ -26,11 +26,11 @@ mod config;
 mod format;
 mod paths;
 mod read;
+mod secure;
 mod sweep;
 mod url;
 mod write;
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -124,8 +124,13 @@ impl Layered<FileStore> {
 ///   [`FileBackend`], failed operations too), evictions; `entries` and the `bytes_on_disk` detail are the approximate counters above; the details
 ///   also name the `directory` and `namespace`.
 ///
-/// Construction creates the directory, checks that it is writable, and lists it once to count
-/// the entries (one `stat` per file).
+/// Construction creates the directory (`0700`), refuses one that another local user could
+/// control (a symbolic link, owned by another user, writable by group or others), checks that it
+/// is writable, and lists it once to count the entries (one `stat` per file).
+///
+/// Nothing found in the directory is trusted: an entry file is opened without following links
+/// and without blocking, read only if it is a regular file, and never beyond the size a value may
+/// take; anything else is a miss, counted and removed.
 ///
 /// # Layout on disk
 ///
@@ -246,13 +251,14 @@ impl FileStore {
             Error::config(format!("file cache: cannot resolve directory {}: {e}", config.directory.display()))
         })?;
         let dir = root.join(&config.namespace);
-        fs::create_dir_all(&dir).map_err(|e| io_error(&config.name, "cannot create cache directory", &dir, e))?;
+        // Created 0700; refused if another local user could control it (see `secure.rs`).
+        secure::prepare_directories(&config.name, &root, &dir)?;
         // Resolve `..` and symlinks once the directory exists. (On Windows `canonicalize` returns
         // verbatim `\\?\` paths, so the absolute path is kept as it is.)
         #[cfg(not(windows))]
         let (root, dir) = {
             let canonical = |p: &Path| {
-                fs::canonicalize(p).map_err(|e| io_error(&config.name, "cannot resolve cache directory", p, e))
+                std::fs::canonicalize(p).map_err(|e| io_error(&config.name, "cannot resolve cache directory", p, e))
             };
             (canonical(&root)?, canonical(&dir)?)
         };
@@ -426,6 +432,10 @@ impl Backend for FileStore {
 
     fn default_ttl(&self) -> Option<Duration> {
         self.inner.config.default_ttl
+    }
+
+    fn signing(&self) -> crate::store::Signing {
+        crate::store::Signing::of(&self.inner.config.format)
     }
 }
 

@@ -2,11 +2,11 @@
 //! served or removed.
 
 use std::fs::{self, File, Metadata};
-use std::io::{self, Read};
 use std::path::Path;
 use std::time::SystemTime;
 
 use super::format::{parse_file, ENVELOPE_HEADER_LEN, FILE_HEADER_LEN};
+use super::secure::{open_regular, read_bounded, untrusting, Opened};
 use super::Inner;
 use crate::error::{Error, Result};
 use crate::expiry::Deadline;
@@ -40,23 +40,31 @@ impl Inner {
     /// one is also counted as an error); only I/O failures are errors.
     fn read_entry(&self, key: &str, touch: bool) -> Result<Option<Found>> {
         let path = self.path_for(key);
-        let mut file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        let (mut file, meta) = match open_regular(&path) {
+            Ok(Opened::Regular(file, meta)) => (file, meta),
+            Ok(Opened::Missing) => return Ok(None),
+            Ok(Opened::Other(meta, what)) => {
+                let err = Error::invalid(format!("{what} where an entry file belongs: not read"));
+                self.reject(key, &path, &meta, &err);
+                return Ok(None);
+            }
             Err(e) => return Err(self.io("cannot open", &path, e)),
         };
-        let meta = file.metadata().map_err(|e| self.io("cannot stat", &path, e))?;
         let limit = self.max_file_len(key);
+        let too_large = || Error::invalid(format!("file exceeds the {limit} bytes a value may take"));
         if meta.len() > limit {
-            let err =
-                Error::invalid(format!("file of {} bytes exceeds the {limit} bytes a value may take", meta.len()));
-            self.reject(key, &path, &meta, &err);
+            self.reject(key, &path, &meta, &too_large());
             return Ok(None);
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        if let Err(e) = file.read_to_end(&mut bytes) {
-            return Err(self.io("cannot read", &path, e));
-        }
+        // Bounded whatever fstat said: the file may be growing.
+        let bytes = match read_bounded(&mut file, limit, meta.len()) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                self.reject(key, &path, &meta, &too_large());
+                return Ok(None);
+            }
+            Err(e) => return Err(self.io("cannot read", &path, e)),
+        };
         let now = SystemTime::now();
         match self.decode(key, &bytes, now) {
             Ok(Some(entry)) => {
@@ -86,7 +94,7 @@ impl Inner {
             return Ok(None);
         }
         // The deadline served is the one `open` has checked (HMAC included).
-        let (value, sealed) = self.config.format.open(key, envelope)?;
+        let (value, sealed) = self.config.format.open_in(&self.config.namespace, key, envelope)?;
         let expires = sealed.map(Deadline::at);
         if expires.is_some_and(|deadline| deadline.has_passed_at(now)) {
             return Ok(None);
@@ -114,7 +122,8 @@ impl Inner {
 /// Marks a read hit for LRU eviction. Best effort: a file owned by another user may refuse.
 fn touch_file(file: &File, path: &Path, now: SystemTime) {
     if file.set_modified(now).is_err() {
-        // Some platforms (Windows) need a handle opened for writing to change times.
-        let _ = fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_modified(now));
+        // Some platforms (Windows) need a handle opened for writing to change times; never
+        // through a link planted since the read.
+        let _ = untrusting(fs::OpenOptions::new().write(true)).open(path).and_then(|f| f.set_modified(now));
     }
 }

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use super::format::encode_file;
 use super::paths::{is_stale, same_file, FileKind, TEMP_PREFIX};
+use super::secure::create_private_dir_all;
 use super::Inner;
 use crate::error::{Error, Result};
 use crate::expiry::Deadline;
@@ -19,7 +20,7 @@ impl Inner {
     /// encoding, compression, signing). Fails if the value cannot be encoded or exceeds a bound.
     /// A deadline that has already passed is written as it is: reads never serve it.
     pub(super) fn record(&self, key: &str, value: &Value, deadline: Option<Deadline>) -> Result<Vec<u8>> {
-        let envelope = self.config.format.seal(key, value, deadline.map(Deadline::time))?;
+        let envelope = self.config.format.seal_in(&self.config.namespace, key, value, deadline.map(Deadline::time))?;
         let bytes = encode_file(key, &envelope)?;
         if let Some(max) = self.config.max_bytes {
             if bytes.len() as u64 > max {
@@ -41,7 +42,7 @@ impl Inner {
         let mut temp = match tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(shard) {
             Ok(temp) => temp,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(shard).map_err(|e| self.io("cannot create shard directory", shard, e))?;
+                create_private_dir_all(shard).map_err(|e| self.io("cannot create shard directory", shard, e))?;
                 tempfile::Builder::new()
                     .prefix(TEMP_PREFIX)
                     .tempfile_in(shard)

@@ -59,8 +59,10 @@ pub struct MemcachedConfig {
     /// refuses is dropped without an error (the connection stays usable).
     pub max_item_bytes: usize,
     /// When a key's server is down, use the next server in the key's ranking instead of missing.
-    /// Off by default: with failover, a value written during an outage lives on in the other
-    /// server and an older one may reappear when the first server comes back.
+    /// Off by default. When the server comes back, a process that failed over retires what it
+    /// held (a fresh namespace generation on it), so a value deleted or overwritten during the
+    /// outage does not reappear from it; a value written to the other server during the outage
+    /// lives on there and may be served again if the same server fails once more.
     pub failover: bool,
     /// How long a failed server is left alone before one request probes it. Default 1 s.
     pub retry_interval: Duration,

@@ -167,6 +167,14 @@ impl<'a> Record<'a> {
     }
 }
 
+/// The namespace a record's envelope is signed for: `<namespace>#<generation>`. The signature
+/// (with a signer) then covers the namespace, the generation the record was written under and the
+/// key, so neither a record copied from another namespace nor one whose generation was edited
+/// verifies. Unambiguous: the generation is the decimal digits after the last `#`.
+pub(crate) fn signed_scope(namespace: &str, generation: u64) -> String {
+    format!("{namespace}#{generation}")
+}
+
 /// The bytes a record adds around its envelope (for size checks).
 pub(crate) fn record_overhead(namespace: &str, key: &str) -> usize {
     RECORD_HEADER + namespace.len() + key.len()

@@ -92,6 +92,14 @@ pub use store::MemcachedStore;
 ///   the generation key, the namespace reads as empty until the next write starts a new one:
 ///   never stale data. A server unreachable during `clear()` keeps its old generation and
 ///   `clear()` reports the error.
+/// - **Failover** (`failover`, off by default): while a key's server is down its reads, writes
+///   and deletes go to the next server of its ranking. The server that was down may come back
+///   holding values that were overwritten or deleted meanwhile, so a process that sent any of
+///   that server's keys elsewhere writes a fresh namespace generation on it before its first
+///   request there (the probe included): everything it held for the namespace is retired, never
+///   served again. Limits: a process that did not fail over does not know, and values written to
+///   the other server during the outage stay there (up to their TTL) and are served again if the
+///   same server fails once more; keep TTLs short with failover.
 /// - **Batches**: `get_many`, `set_many` and `delete_many` send one request per server, to all
 ///   servers at once. A server that fails makes the batch fail (after the other servers'
 ///   requests are done): in silent mode, a `get_many` is then all misses.

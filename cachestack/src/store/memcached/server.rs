@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -110,6 +110,12 @@ pub(crate) struct Server {
     /// clock, 0: unknown).
     gen_value: AtomicU64,
     gen_seen_ms: AtomicU64,
+    /// Bumped whenever one of this server's keys is sent to another server (failover) while it
+    /// is down: what it still holds may since have been overwritten or deleted elsewhere, so its
+    /// namespace generation is renewed before it serves again.
+    distrusted: AtomicU64,
+    /// The `distrusted` count the last renewed generation covers.
+    renewed: AtomicU64,
     /// Bound of one request (pool wait included): every request ends, also those of the
     /// multi-request operations (`clear`, namespace generations) that the Timeout layer does not
     /// bound as a whole.
@@ -143,6 +149,8 @@ impl Server {
             seed,
             gen_value: AtomicU64::new(0),
             gen_seen_ms: AtomicU64::new(0),
+            distrusted: AtomicU64::new(0),
+            renewed: AtomicU64::new(0),
             request_timeout,
         })
     }
@@ -250,6 +258,25 @@ impl Server {
             }
             None => self.gen_seen_ms.store(0, Release),
         }
+    }
+
+    /// Records that a key of this server was sent to another server.
+    pub fn distrust(&self) {
+        self.distrusted.fetch_add(1, AcqRel);
+    }
+
+    /// `Some(mark)` while this server has not had its generation renewed since it was last
+    /// distrusted; pass `mark` to [`Server::trust_again`] once a fresh generation is written.
+    pub fn distrust_mark(&self) -> Option<u64> {
+        let mark = self.distrusted.load(Acquire);
+        (mark != self.renewed.load(Acquire)).then_some(mark)
+    }
+
+    /// Records the fresh generation `gen`, written after [`Server::distrust_mark`] returned
+    /// `mark`: the server is trusted again, unless distrusted again since.
+    pub fn trust_again(&self, mark: u64, gen: u64) {
+        self.renewed.fetch_max(mark, AcqRel);
+        self.remember_gen(Some(gen));
     }
 
     /// `up` or `down`, with the pool's size, for stats.

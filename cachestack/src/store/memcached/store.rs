@@ -146,14 +146,33 @@ impl MemcachedStore {
                 .filter(|&i| i != primary)
                 .find(|&i| admissions.admit(&self.servers, i))
             {
+                // The primary no longer sees this key's writes and deletes.
+                self.servers[primary].distrust();
                 return Ok(idx);
             }
         }
         Err(self.servers[primary].down_error(self.name()))
     }
 
+    /// Runs `op` on server `idx`; first, if keys of that server went to others while it was down,
+    /// renews its generation, so nothing it held from before is served again.
     async fn exec<O: Op>(&self, idx: usize, op: O) -> Result<O::Out> {
-        self.servers[idx].exec(self.name(), op).await
+        let server = &self.servers[idx];
+        if let Some(mark) = server.distrust_mark() {
+            self.renew_generation(server, mark).await?;
+        }
+        server.exec(self.name(), op).await
+    }
+
+    /// Writes a fresh generation on `server` (see "Failover" on
+    /// [`MemcachedBackend`](super::MemcachedBackend)).
+    async fn renew_generation(&self, server: &Arc<Server>, mark: u64) -> Result<()> {
+        let fresh = fresh_generation(server.addr());
+        let item = Item { wire: self.keys.gen_key().to_owned(), bytes: fresh.to_string().into_bytes(), exptime: 0 };
+        server.exec(self.name(), Store(vec![item])).await?;
+        tracing::info!(server = %server.addr(), "cachestack: memcached server is back after a failover; its entries of this namespace were retired");
+        server.trust_again(mark, fresh);
+        Ok(())
     }
 
     /// Reads `bytes` stored under `key` on a server whose generation is `generation`: the entry,
@@ -171,11 +190,13 @@ impl MemcachedStore {
             self.counters.record_invalid(self.name(), key, &err);
             return None;
         }
-        if generation != Some(record.generation) {
+        let Some(generation) = generation.filter(|&current| current == record.generation) else {
             // Written before the last clear(): unreachable by design.
             return None;
-        }
-        match self.config.format.open(key, record.envelope) {
+        };
+        // The signature covers the generation too: a record whose generation field was edited
+        // (to bring back what a clear() retired) fails it.
+        match self.config.format.open_in(&keys::signed_scope(self.keys.namespace(), generation), key, record.envelope) {
             Ok((value, expires)) => {
                 let deadline = expires.map(Deadline::at);
                 match deadline {
@@ -220,25 +241,34 @@ impl MemcachedStore {
         Ok(fresh)
     }
 
-    /// Seals `value` for `key` with the deadline `expiry` gets here and now, and checks it fits
-    /// in an item.
-    fn prepare(&self, key: &str, value: &Value, expiry: Expiry) -> Result<Prepared> {
+    /// Where a write of `key` goes and until when: its wire key and the deadline `expiry` gets
+    /// here and now.
+    fn target(&self, key: &str, expiry: Expiry) -> Target {
         let now = SystemTime::now();
         let deadline = expiry.resolve_from(now, self.config.default_ttl);
-        let envelope = self.config.format.seal(key, value, deadline.map(Deadline::time))?;
-        let wire = self.keys.wire(key);
-        let size = keys::record_overhead(self.keys.namespace(), key).saturating_add(envelope.len());
-        let limit = self.config.max_item_bytes.saturating_sub(wire.len().saturating_add(ITEM_OVERHEAD));
-        let too_large = (size > limit).then_some(Error::ValueTooLarge { size, limit });
-        Ok(Prepared { wire, envelope, exptime: keys::exptime(deadline, now), too_large })
+        Target { wire: self.keys.wire(key), deadline, exptime: keys::exptime(deadline, now) }
     }
 
-    /// Removes whatever `wire` holds (best effort: used when a new value was refused).
-    async fn discard(&self, wire: &str) {
-        if let Ok(idx) = self.route(wire) {
-            if let Err(err) = self.exec(idx, Remove(vec![wire.to_owned()])).await {
-                tracing::debug!(backend = self.name(), error = %err, "cachestack: could not remove the previous value of an oversized write");
-            }
+    /// The record of `value` for `key` on a server whose generation is `generation`: sealed (and
+    /// signed, with a signer) for the namespace, that generation and the key; refused with
+    /// [`Error::ValueTooLarge`] if it does not fit in an item.
+    fn record(&self, generation: u64, key: &str, value: &Value, target: &Target) -> Result<Vec<u8>> {
+        let namespace = self.keys.namespace();
+        let scope = keys::signed_scope(namespace, generation);
+        let envelope = self.config.format.seal_in(&scope, key, value, target.deadline.map(Deadline::time))?;
+        let size = keys::record_overhead(namespace, key).saturating_add(envelope.len());
+        let limit = self.config.max_item_bytes.saturating_sub(target.wire.len().saturating_add(ITEM_OVERHEAD));
+        if size > limit {
+            return Err(Error::ValueTooLarge { size, limit });
+        }
+        Record::encode(generation, namespace, key, &envelope)
+    }
+
+    /// Removes whatever `wires` hold on server `idx` (best effort: used when new values were
+    /// refused, as memcached itself drops the old value of a refused write).
+    async fn discard(&self, idx: usize, wires: Vec<String>) {
+        if let Err(err) = self.exec(idx, Remove(wires)).await {
+            tracing::debug!(backend = self.name(), error = %err, "cachestack: could not remove the previous value of an oversized write");
         }
     }
 
@@ -253,15 +283,19 @@ impl MemcachedStore {
     }
 
     async fn set_one(&self, key: &str, value: &Value, expiry: Expiry) -> Result<()> {
-        let prepared = self.prepare(key, value, expiry)?;
-        if let Some(err) = prepared.too_large {
-            self.discard(&prepared.wire).await;
-            return Err(err);
-        }
-        let idx = self.route(&prepared.wire)?;
+        let target = self.target(key, expiry);
+        let idx = self.route(&target.wire)?;
         let generation = self.writable_gen(idx).await?;
-        let record = Record::encode(generation, self.keys.namespace(), key, &prepared.envelope)?;
-        self.exec(idx, Store(vec![Item { wire: prepared.wire, bytes: record, exptime: prepared.exptime }])).await?;
+        let record = match self.record(generation, key, value, &target) {
+            Ok(record) => record,
+            Err(err) => {
+                if matches!(err, Error::ValueTooLarge { .. }) {
+                    self.discard(idx, vec![target.wire]).await;
+                }
+                return Err(err);
+            }
+        };
+        self.exec(idx, Store(vec![Item { wire: target.wire, bytes: record, exptime: target.exptime }])).await?;
         self.counters.record_write();
         Ok(())
     }
@@ -313,18 +347,13 @@ impl MemcachedStore {
     /// Writes with one batch per server, the servers concurrently. Everything that can be
     /// written is; then the first failure (a value too large, a server) is the result.
     async fn store_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
-        let mut groups: Vec<Vec<(usize, Prepared)>> = (0..self.servers.len()).map(|_| Vec::new()).collect();
+        let mut groups: Vec<Vec<(usize, Target)>> = (0..self.servers.len()).map(|_| Vec::new()).collect();
         let mut failure = None;
         let mut admissions = Admissions::new(self.servers.len());
-        for (i, (key, value)) in entries.iter().enumerate() {
-            let prepared = self.prepare(key, value, expiry)?;
-            if let Some(err) = prepared.too_large {
-                self.discard(&prepared.wire).await;
-                failure.get_or_insert(err);
-                continue;
-            }
-            match self.route_in(&prepared.wire, &mut admissions) {
-                Ok(idx) => groups[idx].push((i, prepared)),
+        for (i, (key, _)) in entries.iter().enumerate() {
+            let target = self.target(key, expiry);
+            match self.route_in(&target.wire, &mut admissions) {
+                Ok(idx) => groups[idx].push((i, target)),
                 Err(err) => {
                     failure.get_or_insert(err);
                 }
@@ -332,17 +361,29 @@ impl MemcachedStore {
         }
         let requests = groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()).map(|(idx, group)| async move {
             let generation = self.writable_gen(idx).await?;
-            let count = group.len() as u64;
-            let items = group
-                .into_iter()
-                .map(|(i, p)| {
-                    let bytes = Record::encode(generation, self.keys.namespace(), entries[i].0, &p.envelope)?;
-                    Ok(Item { wire: p.wire, bytes, exptime: p.exptime })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            self.exec(idx, Store(items)).await?;
-            self.counters.record_writes(count);
-            Ok(())
+            let mut items = Vec::with_capacity(group.len());
+            let (mut refused, mut too_large) = (None, Vec::new());
+            for (i, target) in group {
+                let (key, value) = &entries[i];
+                match self.record(generation, key, value, &target) {
+                    Ok(bytes) => items.push(Item { wire: target.wire, bytes, exptime: target.exptime }),
+                    Err(err) => {
+                        if matches!(err, Error::ValueTooLarge { .. }) {
+                            too_large.push(target.wire);
+                        }
+                        refused.get_or_insert(err);
+                    }
+                }
+            }
+            if !too_large.is_empty() {
+                self.discard(idx, too_large).await;
+            }
+            if !items.is_empty() {
+                let count = items.len() as u64;
+                self.exec(idx, Store(items)).await?;
+                self.counters.record_writes(count);
+            }
+            refused.map_or(Ok(()), Err)
         });
         for result in futures_util::future::join_all(requests).await {
             if let Err(err) = result {
@@ -422,10 +463,14 @@ impl MemcachedStore {
             if !server.admit() {
                 return Err(server.down_error(self.name()));
             }
+            let mark = server.distrust_mark();
             let fresh = fresh_generation(server.addr());
             let item = Item { wire: gen_key.to_owned(), bytes: fresh.to_string().into_bytes(), exptime: 0 };
             server.exec(self.name(), Store(vec![item])).await?;
-            server.remember_gen(Some(fresh));
+            match mark {
+                Some(mark) => server.trust_again(mark, fresh),
+                None => server.remember_gen(Some(fresh)),
+            }
             Ok(())
         });
         let results: Vec<Result<()>> = futures_util::future::join_all(requests).await;
@@ -446,12 +491,11 @@ impl Admissions {
     }
 }
 
-/// A value ready to send.
-struct Prepared {
+/// Where a write goes: wire key, deadline and memcached exptime.
+struct Target {
     wire: String,
-    envelope: Vec<u8>,
+    deadline: Option<Deadline>,
     exptime: u32,
-    too_large: Option<Error>,
 }
 
 #[async_trait]
@@ -506,6 +550,10 @@ impl Backend for MemcachedStore {
 
     fn default_ttl(&self) -> Option<Duration> {
         self.config.default_ttl
+    }
+
+    fn signing(&self) -> crate::store::Signing {
+        crate::store::Signing::of(&self.config.format)
     }
 
     fn stats(&self) -> BackendStats {

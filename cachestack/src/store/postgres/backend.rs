@@ -31,7 +31,7 @@ impl PostgresStore {
     /// sealed by its writer and the row's `expires_at`, if that has not passed. An envelope that
     /// fails its checks is counted and is a miss.
     fn decode(&self, key: &str, stored: Stored) -> Option<Entry> {
-        let (value, sealed) = match self.inner.config.format.open(key, &stored.bytes) {
+        let (value, sealed) = match self.inner.config.format.open_in(&self.inner.config.namespace, key, &stored.bytes) {
             Ok(opened) => opened,
             Err(err) => {
                 self.inner.counters.record_invalid(NAME, key, &err);
@@ -72,7 +72,12 @@ impl Backend for PostgresStore {
     async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
         // The deadline is fixed here, once; the envelope and the row carry the same one.
         let deadline = table_deadline(expiry.resolve(self.inner.config.default_ttl));
-        let bytes = self.inner.config.format.seal(key, &value, deadline.map(Deadline::time))?;
+        let bytes = self.inner.config.format.seal_in(
+            &self.inner.config.namespace,
+            key,
+            &value,
+            deadline.map(Deadline::time),
+        )?;
         let (inner, owned, expires_ms) = (self.inner.clone(), key.to_owned(), expires_param(deadline));
         rt::io(NAME, async move { inner.store(&owned, &bytes, expires_ms).await }).await?;
         self.note_writes(1);
@@ -111,7 +116,11 @@ impl Backend for PostgresStore {
         let sealed_until = deadline.map(Deadline::time);
         let rows = entries
             .iter()
-            .map(|(key, value)| Ok(((*key).to_owned(), self.inner.config.format.seal(key, value, sealed_until)?)))
+            .map(|(key, value)| {
+                let sealed =
+                    self.inner.config.format.seal_in(&self.inner.config.namespace, key, value, sealed_until)?;
+                Ok(((*key).to_owned(), sealed))
+            })
             .collect::<Result<Vec<(String, Vec<u8>)>>>()?;
         let (inner, expires_ms) = (self.inner.clone(), expires_param(deadline));
         rt::io(NAME, async move { inner.store_many(&rows, expires_ms).await }).await?;
@@ -161,6 +170,10 @@ impl Backend for PostgresStore {
 
     fn default_ttl(&self) -> Option<std::time::Duration> {
         self.inner.config.default_ttl
+    }
+
+    fn signing(&self) -> crate::store::Signing {
+        crate::store::Signing::of(&self.inner.config.format)
     }
 }
 

@@ -59,18 +59,18 @@ impl Backend for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         let full = self.inner.redis_key(key);
         let inner = self.inner.clone();
-        let (full, bytes, exists) = self
+        let (bytes, exists) = self
             .io(async move {
                 // MGET rather than GET: a key of another Redis type (a hash another program
                 // wrote) reads as nil instead of failing with WRONGTYPE; EXISTS tells it apart.
                 let mut pipe = ::redis::pipe();
                 pipe.cmd("MGET").arg(&full).cmd("EXISTS").arg(&full);
                 let (mut bytes, exists): (Vec<Option<Vec<u8>>>, i64) = inner.query_pipe(&pipe).await?;
-                Ok((full, bytes.pop().flatten(), exists > 0))
+                Ok((bytes.pop().flatten(), exists > 0))
             })
             .await?;
         // Opening runs on the caller's side, not on the runtime's I/O workers.
-        let found = self.inner.read(key, &full, bytes, exists);
+        let found = self.inner.read(key, bytes, exists);
         self.inner.counters.record_lookup(found.is_some());
         Ok(found)
     }
@@ -78,7 +78,12 @@ impl Backend for RedisStore {
     async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
         let deadline = expiry.resolve(self.inner.config.default_ttl);
         let full = self.inner.redis_key(key);
-        let bytes = self.inner.config.format.seal(&full, &value, deadline.map(Deadline::time))?;
+        let bytes = self.inner.config.format.seal_in(
+            &self.inner.config.namespace,
+            key,
+            &value,
+            deadline.map(Deadline::time),
+        )?;
         let write = Write::for_deadline(deadline, SystemTime::now());
         let inner = self.inner.clone();
         self.io(async move {
@@ -119,12 +124,9 @@ impl Backend for RedisStore {
         }
         let full: Vec<String> = keys.iter().map(|k| self.inner.redis_key(k)).collect();
         let inner = self.inner.clone();
-        let (full, found) = self.io(async move { inner.fetch_many(full).await }).await?;
-        let found: Vec<Option<Entry>> = keys
-            .iter()
-            .zip(full.iter().zip(found))
-            .map(|(key, (full, (bytes, exists)))| self.inner.read(key, full, bytes, exists))
-            .collect();
+        let (_, found) = self.io(async move { inner.fetch_many(full).await }).await?;
+        let found: Vec<Option<Entry>> =
+            keys.iter().zip(found).map(|(key, (bytes, exists))| self.inner.read(key, bytes, exists)).collect();
         let hits = found.iter().filter(|e| e.is_some()).count() as u64;
         self.inner.counters.record_lookups(found.len() as u64, hits);
         Ok(found)
@@ -140,7 +142,7 @@ impl Backend for RedisStore {
             .iter()
             .map(|(key, value)| {
                 let full = self.inner.redis_key(key);
-                let bytes = self.inner.config.format.seal(&full, value, expires)?;
+                let bytes = self.inner.config.format.seal_in(&self.inner.config.namespace, key, value, expires)?;
                 Ok((full, bytes))
             })
             .collect::<Result<Vec<(String, Vec<u8>)>>>()?;
@@ -195,6 +197,10 @@ impl Backend for RedisStore {
     fn default_ttl(&self) -> Option<Duration> {
         self.inner.config.default_ttl
     }
+
+    fn signing(&self) -> crate::store::Signing {
+        crate::store::Signing::of(&self.inner.config.format)
+    }
 }
 
 impl Inner {
@@ -237,9 +243,9 @@ impl Inner {
 
     /// What a read found: the entry with the deadline its writer sealed in the envelope, or a
     /// miss (absent, past its deadline, or unusable: counted as an error).
-    fn read(&self, key: &str, full_key: &str, bytes: Option<Vec<u8>>, exists: bool) -> Option<Entry> {
+    fn read(&self, key: &str, bytes: Option<Vec<u8>>, exists: bool) -> Option<Entry> {
         match bytes {
-            Some(bytes) => match self.config.format.open(full_key, &bytes) {
+            Some(bytes) => match self.config.format.open_in(&self.config.namespace, key, &bytes) {
                 Ok((value, expires)) => Entry::new(value, expires.map(Deadline::at)).live(),
                 Err(err) => {
                     self.counters.record_invalid(&self.config.name, key, &err);
