@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::front::FrontHandle;
 use super::{Cache, CacheRegistry, Result};
 use crate::error::Error;
 use crate::singleflight::SingleFlight;
@@ -143,6 +144,9 @@ pub(super) fn copy_error(err: &Error) -> Error {
 pub(super) struct Resolved {
     pub(super) generation: u64,
     pub(super) cache: core::result::Result<Cache, Box<Error>>,
+    /// The function's typed partition, when the cache is a memory cache and the function's key
+    /// parts have an encoding.
+    pub(super) front: Option<FrontHandle>,
 }
 
 /// A per-thread, per-function slot holding the resolved cache, so a hit costs one atomic load
