@@ -1,7 +1,7 @@
 //! Per-function state and stats: the `static` a `#[cached]` function keeps, its counters, and the
 //! per-thread slot holding its resolved cache.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -152,12 +152,12 @@ pub(super) struct Resolved {
 /// A per-thread, per-function slot holding the resolved cache, so a hit costs one atomic load
 /// of the registry generation instead of a registry lookup. Declared by generated code with
 /// `thread_local!`.
-pub struct CacheSlot(pub(super) Cell<Option<Resolved>>);
+pub struct CacheSlot(pub(super) RefCell<Option<Resolved>>);
 
 impl CacheSlot {
     /// An empty slot.
     pub const fn new() -> Self {
-        CacheSlot(Cell::new(None))
+        CacheSlot(RefCell::new(None))
     }
 }
 

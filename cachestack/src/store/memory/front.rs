@@ -112,6 +112,10 @@ pub(crate) enum FastKey {
 
 #[inline]
 fn word(bytes: &[u8]) -> Option<u64> {
+    if let Ok(exact) = <[u8; 8]>::try_from(bytes) {
+        // The common case (one integer argument): no variable-length copy.
+        return Some(u64::from_le_bytes(exact));
+    }
     if bytes.len() > 8 {
         return None;
     }
@@ -146,15 +150,26 @@ impl Hash for FastKey {
     }
 }
 
-/// A borrowed key: hashes and compares like the [`FastKey`] of the same bytes.
-struct FastRef<'a>(&'a [u8]);
+/// A borrowed key: hashes and compares like the [`FastKey`] of the same bytes (the word
+/// computed once per lookup).
+struct FastRef<'a> {
+    bytes: &'a [u8],
+    word: Option<u64>,
+}
+
+impl<'a> FastRef<'a> {
+    #[inline]
+    fn new(bytes: &'a [u8]) -> Self {
+        FastRef { bytes, word: word(bytes) }
+    }
+}
 
 impl Hash for FastRef<'_> {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        match word(self.0) {
+        match self.word {
             Some(w) => state.write_u64(w),
-            None => state.write(self.0),
+            None => state.write(self.bytes),
         }
     }
 }
@@ -162,9 +177,9 @@ impl Hash for FastRef<'_> {
 impl Equivalent<FastKey> for FastRef<'_> {
     #[inline]
     fn equivalent(&self, key: &FastKey) -> bool {
-        match (key, word(self.0)) {
+        match (key, self.word) {
             (FastKey::Word(w), Some(mine)) => *w == mine,
-            (FastKey::Bytes(b), None) => **b == *self.0,
+            (FastKey::Bytes(b), None) => **b == *self.bytes,
             _ => false,
         }
     }
@@ -237,7 +252,7 @@ impl<V: Cacheable> Partition<V> {
     /// The live, valid value for these encoded arguments.
     #[inline]
     pub(crate) fn get(&self, key: &[u8]) -> Option<V> {
-        let slot = self.map.get(&FastRef(key))?;
+        let slot = self.map.get(&FastRef::new(key))?;
         if slot.epoch != self.shared.epochs.current(slot.stripe) {
             return None;
         }
@@ -296,7 +311,7 @@ impl<V: Cacheable> AnyPartition for Partition<V> {
     }
     fn remove(&self, key: &[u8]) -> bool {
         let now = now_ms();
-        self.map.remove(&FastRef(key)).is_some_and(|(_, slot)| {
+        self.map.remove(&FastRef::new(key)).is_some_and(|(_, slot)| {
             (slot.expires == 0 || now < slot.expires) && slot.epoch == self.shared.epochs.current(slot.stripe)
         })
     }
