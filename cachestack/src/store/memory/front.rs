@@ -222,6 +222,36 @@ impl<K, V> Lifecycle<K, V> for Evictions {
     }
 }
 
+/// The engine settings of a map holding `capacity` (entries, or bytes when `bytes`). A map
+/// bounded by bytes gets one shard per 256 KiB (1 to 16): each shard bounds its own share, and a
+/// value heavier than a shard's share is refused, so small byte bounds need few shards.
+pub(crate) fn engine_options(capacity: u64, bytes: bool) -> quick_cache::Options {
+    let mut builder = quick_cache::OptionsBuilder::new();
+    if bytes {
+        builder.estimated_items_capacity((capacity / 256).clamp(16, 1 << 24) as usize);
+        builder.shards((capacity / (256 * 1024)).clamp(1, 16) as usize);
+    } else {
+        builder.estimated_items_capacity(capacity.clamp(1, 1 << 30) as usize);
+    }
+    builder.weight_capacity(capacity.max(1));
+    match builder.build() {
+        Ok(options) => options,
+        // Unreachable: both required settings are set above.
+        Err(_) => quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(16)
+            .weight_capacity(capacity.max(1))
+            .build()
+            .unwrap_or_else(|_| unreachable!("both required settings are set")),
+    }
+}
+
+/// A share of a capacity, rounded down to a multiple of the engine's shards (each shard holds
+/// its share rounded up), so that the shares add up to at most the whole.
+pub(crate) fn share_for(share: u64, shards: usize) -> u64 {
+    let shards = shards.max(1) as u64;
+    (share - share % shards).max(shards)
+}
+
 /// What a partition shares with its cache: the invalidation epochs and the hit counter.
 pub(crate) struct FrontShared {
     pub(crate) epochs: Epochs,
@@ -243,9 +273,8 @@ impl<V: Cacheable> std::fmt::Debug for Partition<V> {
 
 impl<V: Cacheable> Partition<V> {
     pub(crate) fn new(capacity: u64, bytes: bool, shared: Arc<FrontShared>, evictions: Evictions) -> Self {
-        let items = if bytes { (capacity / 64).clamp(16, 1 << 24) } else { capacity.min(1 << 30) } as usize;
-        let map =
-            QuickCache::with(items, capacity.max(1), SlotWeighter { bytes }, DefaultHashBuilder::default(), evictions);
+        let options = engine_options(capacity, bytes);
+        let map = QuickCache::with_options(options, SlotWeighter { bytes }, DefaultHashBuilder::default(), evictions);
         Partition { map, shared }
     }
 
@@ -294,7 +323,7 @@ impl<V: Cacheable> AnyPartition for Partition<V> {
         self.map.clear();
     }
     fn set_capacity(&self, capacity: u64) {
-        self.map.set_capacity(capacity.max(1));
+        self.map.set_capacity(share_for(capacity, self.map.num_shards()));
     }
     fn purge_expired(&self) -> u64 {
         let now = now_ms();

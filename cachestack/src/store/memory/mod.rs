@@ -223,16 +223,17 @@ impl std::fmt::Debug for MemoryBackend {
 impl MemoryBackend {
     /// A memory cache with the given settings.
     pub fn new(config: MemoryConfig) -> Result<Self> {
-        let (items, weight) = match config.max_bytes {
+        let weight = match config.max_bytes {
             Some(0) => return Err(Error::config("memory cache: max_bytes must be greater than zero")),
-            Some(bytes) => ((bytes / 256).clamp(16, 1 << 24) as usize, bytes),
+            Some(bytes) => bytes,
             None if config.max_entries == 0 => {
                 return Err(Error::config("memory cache: max_entries must be greater than zero"))
             }
-            None => (config.max_entries.min(1 << 30) as usize, config.max_entries),
+            None => config.max_entries,
         };
         let evictions = Evictions(Arc::default());
-        let map = QuickCache::with(items, weight, SlotWeighter, DefaultHashBuilder::default(), evictions.clone());
+        let options = front::engine_options(weight, config.max_bytes.is_some());
+        let map = QuickCache::with_options(options, SlotWeighter, DefaultHashBuilder::default(), evictions.clone());
         Ok(MemoryBackend {
             map,
             evictions,
@@ -255,7 +256,7 @@ impl MemoryBackend {
         let shares = fronts.len() as u64 + u64::from(self.text_active.load(Relaxed));
         let share = (self.capacity / shares.max(1)).max(1);
         // (Text-keyed entries not yet in use hold nothing; their first write rebalances.)
-        self.map.set_capacity(share);
+        self.map.set_capacity(front::share_for(share, self.map.num_shards()));
         for front in fronts {
             front.part.set_capacity(share);
         }
