@@ -299,7 +299,7 @@ static STATS_RUNS: AtomicUsize = AtomicUsize::new(0);
 #[cached(cache = "fp-stats")]
 fn counted(id: u64) -> Option<u64> {
     STATS_RUNS.fetch_add(1, SeqCst);
-    (id % 2 == 0).then_some(id)
+    id.is_multiple_of(2).then_some(id)
 }
 
 #[test]

@@ -255,6 +255,8 @@ fn put<V: Cacheable>(handle: &FrontHandle, key: &[u8], value: &Value, deadline: 
 fn put<V: Cacheable>(_handle: &FrontHandle, _key: &[u8], _value: &Value, _deadline: Option<Deadline>, _tag: FrontTag) {}
 
 #[cfg(test)]
+// The probes are called as generated code calls them: `(&&FastProbe(&x))`.
+#[allow(clippy::needless_borrow)]
 mod tests {
     use super::*;
 
