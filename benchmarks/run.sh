@@ -165,7 +165,18 @@ elif [ "$quick" = 0 ] && [ "$callgrind" = 1 ]; then
   notes+=("Instruction counts skipped: valgrind is not installed.")
 fi
 
-# 4. The report.
+# 4. Memory per cached entry (a few seconds; every mode).
+run cargo build --release -p cachestack-benchmarks --example memory_per_entry
+mkdir -p target/cachestack-bench
+: >target/cachestack-bench/memory.tsv.tmp
+for lib in cachestack cached quick_cache; do
+  log "memory per entry: $lib"
+  target/release/examples/memory_per_entry "$lib" 1000000 | cut -f1,3 >>target/cachestack-bench/memory.tsv.tmp
+done
+mv target/cachestack-bench/memory.tsv.tmp target/cachestack-bench/memory.tsv
+commands+=("target/release/examples/memory_per_entry <library> 1000000")
+
+# 5. The report.
 load_end=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 command_text="bash benchmarks/run.sh $*"$'\n'"# which ran:"
 for c in "${commands[@]}"; do

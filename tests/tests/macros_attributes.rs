@@ -66,8 +66,10 @@ fn for_an_hour() -> u8 {
 fn the_memory_cache_keeps_the_ttl() {
     let cache = register_memory("ttl-memory");
     for_an_hour();
-    let entry = cache.backend().as_local().unwrap().get_entry("hour").unwrap();
-    let left = entry.ttl().unwrap();
+    // The result is in the function's typed partition of the memory cache.
+    let memory = cache.backend().as_memory().unwrap();
+    let [left] = memory.front_ttls()[..] else { panic!("one entry expected") };
+    let left = left.unwrap();
     assert!(left <= Duration::from_secs(3600) && left > Duration::from_secs(1800), "{left:?}");
 }
 
@@ -266,8 +268,11 @@ async fn none_is_cached_unless_cache_none_is_false() {
 
 // ---- cache, namespace, version ----------------------------------------------------------------
 
+static NAMED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
 #[cached(cache = "named-memory", key = "named:<n>")]
 fn in_named_cache(n: u32) -> u32 {
+    NAMED_RUNS.fetch_add(1, SeqCst);
     n * 2
 }
 
@@ -275,11 +280,17 @@ fn in_named_cache(n: u32) -> u32 {
 async fn cache_selects_a_registered_cache() {
     let cache = register_memory("named-memory");
     assert_eq!(in_named_cache(3), 6);
-    assert_eq!(cache.get::<u32>("named:3").await.unwrap(), Some(6));
-    // Re-registering the name is seen by the function (the registry generation moved).
+    assert_eq!(in_named_cache(3), 6);
+    assert_eq!(NAMED_RUNS.load(SeqCst), 1);
+    assert_eq!(cache.stats().entries, Some(1), "the result is in the registered cache");
+    // Re-registering the name is seen by the function (the registry generation moved): the new
+    // cache is empty, so the function runs again and fills it.
     let replacement = register_memory("named-memory");
     assert_eq!(in_named_cache(3), 6);
-    assert_eq!(replacement.get::<u32>("named:3").await.unwrap(), Some(6));
+    assert_eq!(NAMED_RUNS.load(SeqCst), 2);
+    assert_eq!(in_named_cache(3), 6);
+    assert_eq!(NAMED_RUNS.load(SeqCst), 2);
+    assert_eq!(replacement.stats().entries, Some(1));
 }
 
 #[cached(namespace = "users", version = 3, key = "u:<id>")]

@@ -122,6 +122,8 @@ fn inner_fn(parts: &Parts) -> TokenStream {
     let ttl = ttl(model.ttl.as_ref());
     let lock = model.lock;
     let miss_call = miss_call(parts);
+    let fkb = Ident::new("__cachestack_fkb", Span::mixed_site());
+    let fast = key::fast_body(model.key.as_ref(), names, func, &fkb);
     quote! {
         #[doc(hidden)]
         #[allow(dead_code, clippy::too_many_arguments, clippy::used_underscore_binding, clippy::redundant_closure_call)]
@@ -132,7 +134,7 @@ fn inner_fn(parts: &Parts) -> TokenStream {
             }
             #assertions
             let #site = #rt::Site::new(#state_path(), #policy, #ttl, #lock);
-            match #rt::lookup(&#site, &#slot, #mode, |#buf| #key_path(#self_ref_arg #(&#args,)* #buf)) {
+            match #rt::lookup(&#site, &#slot, #mode, |#buf| #key_path(#self_ref_arg #(&#args,)* #buf), |#fkb| #fast) {
                 #rt::Lookup::Hit(#hit) => #hit,
                 #rt::Lookup::Miss(#miss) => #miss_call,
             }
@@ -287,10 +289,12 @@ fn companions(parts: &Parts) -> TokenStream {
     let link = doc_link(func);
     let ref_params: Vec<TokenStream> = func.params.iter().map(ref_param_decl).collect();
     let render_key = parts.render_key();
+    let fkb = Ident::new("__cachestack_fkb", Span::mixed_site());
+    let fast = key::fast_body(parts.model.key.as_ref(), names, func, &fkb);
     let invalidate_call = if asyncness.is_some() {
-        quote!(#rt::invalidate_async(#state_path(), #render_key).await)
+        quote!(#rt::invalidate_async(#state_path(), #render_key, |#fkb| #fast).await)
     } else {
-        quote!(#rt::invalidate_sync(#state_path(), #render_key))
+        quote!(#rt::invalidate_sync(#state_path(), #render_key, |#fkb| #fast))
     };
     let (stats_fn, invalidate_fn) = (format_ident!("{}_stats", ident), format_ident!("{}_invalidate", ident));
     let (refresh_fn, key_companion) = (format_ident!("{}_refresh", ident), format_ident!("{}_key", ident));

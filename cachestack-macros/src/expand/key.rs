@@ -170,3 +170,48 @@ fn generics_part(func: &Function, names: &Names) -> TokenStream {
     }
     quote!(#buf.push_str("::<"); #(#pushes)* #buf.push('>');)
 }
+
+/// The body of the closure that encodes a call's key parts for the typed front (see
+/// `cachestack::__private::FastProbe`): the template's placeholder values, or every argument for
+/// the default key. `false` where the front does not apply: generic functions and methods (their
+/// state is shared by every instantiation, and the key names types), and templates that read
+/// `self`.
+pub(super) fn fast_body(template: Option<&Template>, names: &Names, func: &Function, fkb: &Ident) -> TokenStream {
+    let rt = &names.rt;
+    let generic = func.sig.generics.params.iter().any(|p| !matches!(p, syn::GenericParam::Lifetime(_)));
+    let off = quote!({ let _ = #fkb; false });
+    if func.in_impl || generic || func.receiver.is_some() {
+        return off;
+    }
+    let values: Vec<TokenStream> = match template {
+        Some(template) => {
+            let mut values = Vec::new();
+            for piece in &template.pieces {
+                if let Piece::Place(place) = piece {
+                    if place.root == "self" {
+                        return off;
+                    }
+                    values.push(placeholder_value(place, func, Access::Direct));
+                }
+            }
+            values
+        }
+        None => func
+            .params
+            .iter()
+            .map(|p| {
+                let name = &p.name;
+                quote!(&#name)
+            })
+            .collect(),
+    };
+    if values.is_empty() {
+        return quote!({ let _ = #fkb; true });
+    }
+    let parts = values.iter().map(|value| quote!((&&#rt::FastProbe(#value)).__cachestack_fast(#fkb)));
+    quote! {{
+        #[allow(unused_imports)]
+        use #rt::{FastNone as _, FastPart as _};
+        #(#parts)&&*
+    }}
+}

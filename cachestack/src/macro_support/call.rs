@@ -7,9 +7,8 @@
 //! [`crate::rt::block_on`] or awaiting) and the calls of the function body.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
-use super::lookup::{Miss, Site, Target};
+use super::lookup::{Fill, Miss, Site, Target};
 use super::policy::Condition;
 use super::{Cache, Expiry, Result, Value};
 use crate::singleflight::{Join, Leader, Outcome};
@@ -81,14 +80,27 @@ fn reread_needed<R>(site: &Site<R>, seen: Option<u64>) -> bool {
 
 /// A new leader's last look before computing: the second read of a remote cache when
 /// [`reread_needed`] (`read`), else the in-process cache. A hit is shared with the waiters.
-fn recheck<R>(site: &Site<R>, cache: &Cache, key: &str, read: Option<Result<Option<Entry>>>) -> Option<(R, Value)> {
+fn recheck<R>(
+    site: &Site<R>,
+    cache: &Cache,
+    key: &str,
+    fill: Option<&Fill>,
+    read: Option<Result<Option<Entry>>>,
+) -> Option<(R, Value)> {
     match read {
         Some(read) => reread(site, cache, key, read),
-        None => recheck_local(site, cache, key),
+        None => recheck_local(site, cache, key, fill),
     }
 }
 
-fn recheck_local<R>(site: &Site<R>, cache: &Cache, key: &str) -> Option<(R, Value)> {
+fn recheck_local<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>) -> Option<(R, Value)> {
+    // A flight that ended since this call missed stored its result in the typed partition.
+    if let (Some(fill), Some(ops)) = (fill, site.policy.front) {
+        if let Some(hit) = (ops.get)(&fill.front, &fill.key) {
+            let value = (site.policy.share)(&hit)?;
+            return Some((hit, value));
+        }
+    }
     let value = cache.backend().as_local()?.get_value(key)?;
     let hit = (site.policy.load)(cache, key, &value)?;
     Some((hit, value))
@@ -171,9 +183,21 @@ fn after_write<R>(site: &Site<R>, key: &str, result: R, written: Result<()>) -> 
     }
 }
 
-/// Writes to an in-process store directly (nothing to block on or await); gives the value back
-/// (`Err`) when the cache must be written through its backend.
-fn write_local(cache: &Cache, key: &str, value: Value, ttl: Expiry) -> core::result::Result<(), Value> {
+/// Writes to an in-process store directly (nothing to block on or await): to the function's
+/// typed partition when it has one, else by key; gives the value back (`Err`) when the cache must
+/// be written through its backend.
+fn write_local<R>(
+    site: &Site<R>,
+    cache: &Cache,
+    key: &str,
+    fill: Option<&Fill>,
+    value: Value,
+    ttl: Expiry,
+) -> core::result::Result<(), Value> {
+    if let (Some(fill), Some(ops)) = (fill, site.policy.front) {
+        (ops.put)(&fill.front, &fill.key, &value, ttl.resolve(cache.backend().default_ttl()), fill.tag);
+        return Ok(());
+    }
     match cache.backend().as_local() {
         Some(local) => {
             local.set_value(key, value, ttl);
@@ -196,18 +220,18 @@ fn read_sync(cache: &Cache, key: &str) -> Result<Option<Entry>> {
     crate::rt::block_on(async move { backend.get(&key).await })?
 }
 
-fn write_sync(cache: &Cache, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
-    let ttl = Expiry::from_ttl(ttl);
-    let Err(value) = write_local(cache, key, value, ttl) else { return Ok(()) };
+fn write_sync<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>, value: Value) -> Result<()> {
+    let ttl = Expiry::from_ttl(site.ttl);
+    let Err(value) = write_local(site, cache, key, fill, value, ttl) else { return Ok(()) };
     let backend = cache.backend().clone();
     let key = key.to_owned();
     crate::rt::block_on(async move { backend.set(&key, value, ttl).await })?
 }
 
 /// Stores what `Site::settle` chose; returns the function's result (see [`after_write`]).
-fn store_sync<R>(site: &Site<R>, cache: &Cache, key: &str, result: R, stored: Option<Value>) -> R {
+fn store_sync<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>, result: R, stored: Option<Value>) -> R {
     match stored {
-        Some(value) => after_write(site, key, result, write_sync(cache, key, value, site.ttl)),
+        Some(value) => after_write(site, key, result, write_sync(site, cache, key, fill, value)),
         None => result,
     }
 }
@@ -217,24 +241,26 @@ fn compute_sync<R>(
     site: &Site<R>,
     cache: &Cache,
     key: &str,
+    fill: Option<&Fill>,
     body: impl FnOnce() -> R,
     condition: Condition<'_, R>,
 ) -> R {
     let result = body();
     let stored = site.settle(&result, condition);
-    store_sync(site, cache, key, result, stored)
+    store_sync(site, cache, key, fill, result, stored)
 }
 
 /// The rest of a synchronous call that [`lookup`](super::lookup) did not answer: reads a remote
 /// cache (through [`crate::rt::block_on`], which works on plain threads and inside tokio
 /// runtimes), then runs `body` under single flight and stores its result.
 pub fn miss_sync<R>(site: &Site<R>, miss: Miss, body: impl FnOnce() -> R, condition: Condition<'_, R>) -> R {
-    let Miss { key, target } = miss;
+    let Miss { key, target, fill } = miss;
+    let fill = fill.as_ref();
     // `seen`: for a remote cache, the flight counter when its read was sent.
     let (cache, seen) = match plan(site, &key, target) {
         Plan::Return(failed) => return failed,
         Plan::Uncached => return body(),
-        Plan::Refresh(cache) => return compute_sync(site, &cache, &key, body, condition),
+        Plan::Refresh(cache) => return compute_sync(site, &cache, &key, fill, body, condition),
         Plan::Compute(cache) => (cache, None),
         Plan::Read(cache) => {
             let seen = site.state.flights.ended();
@@ -245,9 +271,9 @@ pub fn miss_sync<R>(site: &Site<R>, miss: Miss, body: impl FnOnce() -> R, condit
         }
     };
     if !site.lock {
-        return compute_sync(site, &cache, &key, body, condition);
+        return compute_sync(site, &cache, &key, fill, body, condition);
     }
-    flight_sync(site, &cache, &key, seen, body, condition)
+    flight_sync(site, &cache, &key, fill, seen, body, condition)
 }
 
 /// Runs `body` under single flight: the first call leads, the others wait for its value.
@@ -255,6 +281,7 @@ fn flight_sync<R>(
     site: &Site<R>,
     cache: &Cache,
     key: &str,
+    fill: Option<&Fill>,
     seen: Option<u64>,
     body: impl FnOnce() -> R,
     condition: Condition<'_, R>,
@@ -266,13 +293,13 @@ fn flight_sync<R>(
                 log_reentrant(site, key);
                 return body();
             }
-            Join::Leader(leader) => return lead_sync(site, leader, cache, key, seen, body, condition),
+            Join::Leader(leader) => return lead_sync(site, leader, cache, key, fill, seen, body, condition),
             Join::Waiter(waiter) => {
                 count_wait(site, &mut waited);
                 match after_wait(site, cache, key, waiter.wait()) {
                     Waited::Shared(shared) => return shared,
                     Waited::Uncached => return body(),
-                    Waited::Compute => return compute_sync(site, cache, key, body, condition),
+                    Waited::Compute => return compute_sync(site, cache, key, fill, body, condition),
                     Waited::Retry => continue,
                 }
             }
@@ -281,23 +308,25 @@ fn flight_sync<R>(
 }
 
 /// The leader of a flight: looks once more, else computes, stores and shares.
+#[allow(clippy::too_many_arguments)]
 fn lead_sync<R>(
     site: &Site<R>,
     leader: Leader<'_>,
     cache: &Cache,
     key: &str,
+    fill: Option<&Fill>,
     seen: Option<u64>,
     body: impl FnOnce() -> R,
     condition: Condition<'_, R>,
 ) -> R {
     let read = reread_needed(site, seen).then(|| read_sync(cache, key));
-    if let Some(found) = recheck(site, cache, key, read) {
+    if let Some(found) = recheck(site, cache, key, fill, read) {
         return complete_hit(leader, found);
     }
     let result = leader.run(body);
     let stored = site.settle(&result, condition);
     let shared = stored.clone();
-    let result = store_sync(site, cache, key, result, stored);
+    let result = store_sync(site, cache, key, fill, result, stored);
     complete_computed(site, leader, shared, &result);
     result
 }
@@ -306,26 +335,40 @@ fn lead_sync<R>(
 // Asynchronous twin
 // ---------------------------------------------------------------------------------------------
 
-async fn write_async(cache: &Cache, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
-    let ttl = Expiry::from_ttl(ttl);
-    let Err(value) = write_local(cache, key, value, ttl) else { return Ok(()) };
+async fn write_async<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>, value: Value) -> Result<()> {
+    let ttl = Expiry::from_ttl(site.ttl);
+    let Err(value) = write_local(site, cache, key, fill, value, ttl) else { return Ok(()) };
     cache.backend().set(key, value, ttl).await
 }
 
-async fn store_async<R>(site: &Site<R>, cache: &Cache, key: &str, result: R, stored: Option<Value>) -> R {
+async fn store_async<R>(
+    site: &Site<R>,
+    cache: &Cache,
+    key: &str,
+    fill: Option<&Fill>,
+    result: R,
+    stored: Option<Value>,
+) -> R {
     match stored {
-        Some(value) => after_write(site, key, result, write_async(cache, key, value, site.ttl).await),
+        Some(value) => after_write(site, key, result, write_async(site, cache, key, fill, value).await),
         None => result,
     }
 }
 
-async fn compute_async<R, F>(site: &Site<R>, cache: &Cache, key: &str, body: F, condition: Condition<'_, R>) -> R
+async fn compute_async<R, F>(
+    site: &Site<R>,
+    cache: &Cache,
+    key: &str,
+    fill: Option<&Fill>,
+    body: F,
+    condition: Condition<'_, R>,
+) -> R
 where
     F: core::future::Future<Output = R>,
 {
     let result = body.await;
     let stored = site.settle(&result, condition);
-    store_async(site, cache, key, result, stored).await
+    store_async(site, cache, key, fill, result, stored).await
 }
 
 /// The rest of an asynchronous call that [`lookup`](super::lookup) did not answer: awaits a
@@ -334,12 +377,13 @@ pub async fn miss_async<R, F>(site: &Site<R>, miss: Miss, body: F, condition: Co
 where
     F: core::future::Future<Output = R>,
 {
-    let Miss { key, target } = miss;
+    let Miss { key, target, fill } = miss;
+    let fill = fill.as_ref();
     // `seen`: for a remote cache, the flight counter when its read was sent.
     let (cache, seen) = match plan(site, &key, target) {
         Plan::Return(failed) => return failed,
         Plan::Uncached => return body.await,
-        Plan::Refresh(cache) => return compute_async(site, &cache, &key, body, condition).await,
+        Plan::Refresh(cache) => return compute_async(site, &cache, &key, fill, body, condition).await,
         Plan::Compute(cache) => (cache, None),
         Plan::Read(cache) => {
             let seen = site.state.flights.ended();
@@ -351,15 +395,16 @@ where
         }
     };
     if !site.lock {
-        return compute_async(site, &cache, &key, body, condition).await;
+        return compute_async(site, &cache, &key, fill, body, condition).await;
     }
-    flight_async(site, &cache, &key, seen, body, condition).await
+    flight_async(site, &cache, &key, fill, seen, body, condition).await
 }
 
 async fn flight_async<R, F>(
     site: &Site<R>,
     cache: &Cache,
     key: &str,
+    fill: Option<&Fill>,
     seen: Option<u64>,
     body: F,
     condition: Condition<'_, R>,
@@ -374,13 +419,13 @@ where
                 log_reentrant(site, key);
                 return body.await;
             }
-            Join::Leader(leader) => return lead_async(site, leader, cache, key, seen, body, condition).await,
+            Join::Leader(leader) => return lead_async(site, leader, cache, key, fill, seen, body, condition).await,
             Join::Waiter(waiter) => {
                 count_wait(site, &mut waited);
                 match after_wait(site, cache, key, waiter.wait_async().await) {
                     Waited::Shared(shared) => return shared,
                     Waited::Uncached => return body.await,
-                    Waited::Compute => return compute_async(site, cache, key, body, condition).await,
+                    Waited::Compute => return compute_async(site, cache, key, fill, body, condition).await,
                     Waited::Retry => continue,
                 }
             }
@@ -388,11 +433,13 @@ where
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn lead_async<R, F>(
     site: &Site<R>,
     leader: Leader<'_>,
     cache: &Cache,
     key: &str,
+    fill: Option<&Fill>,
     seen: Option<u64>,
     body: F,
     condition: Condition<'_, R>,
@@ -401,13 +448,13 @@ where
     F: core::future::Future<Output = R>,
 {
     let read = if reread_needed(site, seen) { Some(cache.backend().get(key).await) } else { None };
-    if let Some(found) = recheck(site, cache, key, read) {
+    if let Some(found) = recheck(site, cache, key, fill, read) {
         return complete_hit(leader, found);
     }
     let result = leader.run_async(body).await;
     let stored = site.settle(&result, condition);
     let shared = stored.clone();
-    let result = store_async(site, cache, key, result, stored).await;
+    let result = store_async(site, cache, key, fill, result, stored).await;
     complete_computed(site, leader, shared, &result);
     result
 }

@@ -3,6 +3,7 @@
 //! As in `call`, the synchronous and asynchronous twins share their decisions (the in-process
 //! fast path, what a failure means) and keep only their I/O.
 
+use super::front::{front_remove, FastKeyBuf};
 use super::state::{resolve, CachedFn};
 use super::{Cache, Result};
 use crate::error::Error;
@@ -51,10 +52,17 @@ fn delete_sync(cache: &Cache, keys: &[String]) -> Result<u64> {
     })?
 }
 
-/// `<fn>_invalidate` for synchronous functions: removes `key` from the function's cache.
-pub fn invalidate_sync(state: &CachedFn, key: String) -> Result<bool> {
+/// `<fn>_invalidate` for synchronous functions: removes `key` from the function's cache (and
+/// the entry of these arguments, `fast`, from its typed partition of a memory cache).
+pub fn invalidate_sync(
+    state: &'static CachedFn,
+    key: String,
+    fast: impl FnOnce(&mut FastKeyBuf) -> bool,
+) -> Result<bool> {
     let cache = state.cache()?;
-    Ok(delete_sync(&cache, &[key])? > 0)
+    // The typed entry first: the key's delete then makes anything computed meanwhile stale.
+    let typed = front_remove(&cache, state as *const CachedFn as usize, fast);
+    Ok(delete_sync(&cache, &[key])? > 0 || typed)
 }
 
 /// `#[invalidate]` on a synchronous function: removes `keys`; a failure is logged and, when
@@ -82,9 +90,14 @@ async fn delete_async(cache: &Cache, keys: &[String]) -> Result<u64> {
 }
 
 /// `<fn>_invalidate` for asynchronous functions.
-pub async fn invalidate_async(state: &CachedFn, key: String) -> Result<bool> {
+pub async fn invalidate_async(
+    state: &'static CachedFn,
+    key: String,
+    fast: impl FnOnce(&mut FastKeyBuf) -> bool,
+) -> Result<bool> {
     let cache = state.cache()?;
-    Ok(delete_async(&cache, &[key]).await? > 0)
+    let typed = front_remove(&cache, state as *const CachedFn as usize, fast);
+    Ok(delete_async(&cache, &[key]).await? > 0 || typed)
 }
 
 /// `#[invalidate]` on an asynchronous function.

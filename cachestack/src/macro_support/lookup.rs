@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use super::front::{front_tag, FastKeyBuf, FrontHandle, FrontTag};
 use super::keys::render_key;
 use super::policy::{Condition, Policy};
 use super::state::{copy_error, CacheSlot, CachedFn, Resolved};
@@ -82,6 +83,22 @@ impl<R> fmt::Debug for Lookup<R> {
 pub struct Miss {
     pub(super) key: String,
     pub(super) target: Target,
+    /// Where the result goes in the function's typed partition, when it has one.
+    pub(super) fill: Option<Fill>,
+}
+
+/// A miss of a function's typed partition: what its result is stored under, and the tag taken
+/// before the cache was read (so that a delete meanwhile leaves the stored entry stale).
+pub(super) struct Fill {
+    pub(super) front: FrontHandle,
+    pub(super) key: Box<[u8]>,
+    pub(super) tag: FrontTag,
+}
+
+impl fmt::Debug for Fill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fill").field("key", &self.key).field("tag", &self.tag).finish()
+    }
 }
 
 #[derive(Debug)]
@@ -97,31 +114,101 @@ pub(super) enum Target {
 }
 
 /// The synchronous part of every call: resolves the cache (one atomic load when nothing changed
-/// in the registry) and, for an in-process cache or a stack with an in-process front layer,
-/// answers a hit right here: the key is rendered into a reused thread-local buffer, so a hit
-/// allocates nothing but the returned clone.
+/// in the registry) and answers a hit right here. A memory cache answers from the function's
+/// typed partition, found by the encoded arguments (`fast`), with no key text; a function whose
+/// key parts have no encoding (and a stack with an in-process front layer) renders the key into a
+/// reused thread-local buffer and reads the text-keyed entries, so a hit allocates nothing but the
+/// returned clone either way.
 #[inline]
 pub fn lookup<R>(
     site: &Site<R>,
     slot: &'static LocalKey<CacheSlot>,
     mode: Mode,
     key: impl FnOnce(&mut String),
+    fast: impl FnOnce(&mut FastKeyBuf) -> bool,
 ) -> Lookup<R> {
     let generation = CacheRegistry::global().generation();
-    let resolved = match slot.try_with(|slot| slot.0.take()) {
+    let mut args = FastKeyBuf::new();
+    let encoded = fast(&mut args);
+    // The hit: the thread's resolution borrowed in place (nothing moved), one probe of the
+    // function's typed partition.
+    if let (true, Mode::Call, Some(ops)) = (encoded, mode, site.policy.front) {
+        let hit = slot.try_with(|slot| {
+            let resolved = slot.0.try_borrow().ok()?;
+            match &*resolved {
+                Some(Resolved { generation: seen, front: Some(front), .. }) if *seen == generation => {
+                    (ops.get)(front, args.as_bytes())
+                }
+                _ => None,
+            }
+        });
+        if let Ok(Some(hit)) = hit {
+            site.state.hits.add(1);
+            return Lookup::Hit(hit);
+        }
+    }
+    let taken = slot.try_with(|slot| slot.0.try_borrow_mut().ok().and_then(|mut resolved| resolved.take()));
+    let resolved = match taken {
         Ok(Some(resolved)) if resolved.generation == generation => resolved,
-        _ => Resolved { generation, cache: site.state.resolve_logged() },
+        _ => resolve(site, generation, encoded),
     };
     // Put back by a guard, so that the result (often a large value) is built right in the return
     // place instead of being moved around the put-back, and so that a panicking `Clone` of the
     // cached value does not lose the slot.
     let restore = RestoreSlot { slot, resolved: Some(resolved) };
-    match &restore.resolved {
-        Some(resolved) => probe(site, &resolved.cache, mode, key),
-        None => Lookup::Miss(Miss {
+    let Some(resolved) = &restore.resolved else {
+        return Lookup::Miss(Miss {
             key: render_key(key),
             target: Target::Unavailable(Box::new(Error::invalid("no cache"))),
-        }),
+            fill: None,
+        });
+    };
+    match (&resolved.front, site.policy.front) {
+        (Some(front), Some(ops)) if encoded => {
+            // Just resolved (a new thread, or the registry changed): look once more.
+            if mode == Mode::Call {
+                if let Some(hit) = (ops.get)(front, args.as_bytes()) {
+                    site.state.hits.add(1);
+                    return Lookup::Hit(hit);
+                }
+            }
+            front_miss(site, &resolved.cache, mode, key, front, &args)
+        }
+        _ => probe(site, &resolved.cache, mode, key),
+    }
+}
+
+/// Resolves the function's cache and, for a memory cache, its typed partition.
+fn resolve<R>(site: &Site<R>, generation: u64, encoded: bool) -> Resolved {
+    let cache = site.state.resolve_logged();
+    let front = match (&cache, site.policy.front) {
+        (Ok(cache), Some(ops)) if encoded => (ops.partition)(cache, site.state as *const CachedFn as usize),
+        _ => None,
+    };
+    Resolved { generation, cache, front }
+}
+
+/// A call that its typed partition did not answer (or `<fn>_refresh`): renders the key, takes
+/// the fill's tag, then reads the text-keyed entries as any call would (they hold what was
+/// stored by key, e.g. with `Cache::set`).
+#[cold]
+#[inline(never)]
+fn front_miss<R>(
+    site: &Site<R>,
+    cache: &core::result::Result<Cache, Box<Error>>,
+    mode: Mode,
+    key: impl FnOnce(&mut String),
+    front: &FrontHandle,
+    args: &FastKeyBuf,
+) -> Lookup<R> {
+    let key = render_key(key);
+    let Some(tag) = cache.as_ref().ok().and_then(|cache| front_tag(cache, &key)) else {
+        return probe(site, cache, mode, |buf| buf.push_str(&key));
+    };
+    let fill = Fill { front: front.clone(), key: args.as_bytes().into(), tag };
+    match probe(site, cache, mode, |buf| buf.push_str(&key)) {
+        Lookup::Miss(miss) => Lookup::Miss(Miss { fill: Some(fill), ..miss }),
+        hit => hit,
     }
 }
 
@@ -135,7 +222,13 @@ impl Drop for RestoreSlot {
     #[inline]
     fn drop(&mut self) {
         let resolved = self.resolved.take();
-        let _ = self.slot.try_with(|slot| slot.0.set(resolved));
+        let _ = self.slot.try_with(|slot| {
+            // (Borrowed only by a call of this function made from inside a value's `Clone`:
+            // that call resolves again next time.)
+            if let Ok(mut slot) = slot.0.try_borrow_mut() {
+                *slot = resolved;
+            }
+        });
     }
 }
 
@@ -172,7 +265,11 @@ fn probe<R>(
         Err(err) => {
             // Counted as an error by `Site::fail` when the miss is handled.
             state.misses.fetch_add(1, Relaxed);
-            return Lookup::Miss(Miss { key: String::new(), target: Target::Unavailable(Box::new(copy_error(err))) });
+            return Lookup::Miss(Miss {
+                key: String::new(),
+                target: Target::Unavailable(Box::new(copy_error(err))),
+                fill: None,
+            });
         }
     };
     // `as_local`: an in-process store, whose miss is final. `local_l1`: a first look into the
@@ -189,7 +286,7 @@ fn probe<R>(
             Mode::Call => Target::Remote(cache.clone()),
             Mode::Refresh => Target::Refresh(cache.clone()),
         };
-        return Lookup::Miss(Miss { key, target });
+        return Lookup::Miss(Miss { key, target, fill: None });
     };
     let mut buf = KeyBuf::take();
     key(&mut buf.0);
@@ -218,10 +315,10 @@ fn probe<R>(
 fn local_miss<R>(state: &CachedFn, definitive: bool, key: &str, cache: &Cache) -> Lookup<R> {
     if definitive {
         state.misses.fetch_add(1, Relaxed);
-        Lookup::Miss(Miss { key: key.to_owned(), target: Target::Local(cache.clone()) })
+        Lookup::Miss(Miss { key: key.to_owned(), target: Target::Local(cache.clone()), fill: None })
     } else {
         // Not in the front layer: the stack's own read decides (and is counted then).
-        Lookup::Miss(Miss { key: key.to_owned(), target: Target::Remote(cache.clone()) })
+        Lookup::Miss(Miss { key: key.to_owned(), target: Target::Remote(cache.clone()), fill: None })
     }
 }
 

@@ -14,9 +14,12 @@
 //! - `keys`: rendering keys ([`KeyProbe`], [`KeyFast`], [`KeyAny`], [`render_key`]);
 //! - `lookup`: the synchronous part of every call ([`lookup`], [`Site`], [`Lookup`], [`Miss`]);
 //! - `call`: the rest of a call the lookup did not answer ([`miss_sync`], [`miss_async`]);
-//! - `invalidate`: `<fn>_invalidate` and `#[invalidate]`.
+//! - `invalidate`: `<fn>_invalidate` and `#[invalidate]`;
+//! - `front`: the typed front: encoding arguments ([`FastProbe`]) and the typed operations on a
+//!   function's partition of a memory cache.
 
 mod call;
+mod front;
 mod invalidate;
 mod keys;
 mod lookup;
@@ -33,6 +36,7 @@ pub use std::thread::LocalKey;
 pub use std::thread_local;
 
 pub use call::{miss_async, miss_sync};
+pub use front::{FastKeyBuf, FastNone, FastPart, FastProbe};
 pub use invalidate::{invalidate_async, invalidate_keys_async, invalidate_keys_sync, invalidate_sync};
 pub use keys::{push_fn_path, push_type, render_key, type_name_of, KeyAny, KeyArg, KeyFast, KeyPart, KeyProbe};
 pub use lookup::{lookup, Lookup, Miss, Mode, Site};

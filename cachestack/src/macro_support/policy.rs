@@ -5,6 +5,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use super::front::{self, FrontOps};
 use super::{Cache, Cacheable, Value};
 use crate::error::Error;
 
@@ -21,6 +22,8 @@ pub struct Policy<R> {
     pub(super) keep: fn(&R) -> bool,
     /// `on_cache_error = "propagate"`: turns a cache error into the function's `Err`.
     pub(super) on_error: Option<fn(Error) -> R>,
+    /// The typed operations on the function's partition of a memory cache.
+    pub(super) front: Option<FrontOps<R>>,
 }
 
 impl<R> Clone for Policy<R> {
@@ -109,6 +112,7 @@ impl<T, E> ResultKind<T, E> for &&Kind<core::result::Result<T, E>> {
             share: |result| result.as_ref().ok().and_then(share_whole),
             keep: |result| result.is_ok(),
             on_error: None,
+            front: FrontOps::new::<T>(|handle, key| front::get::<T>(handle, key).map(Ok)),
         }
     }
 
@@ -117,7 +121,13 @@ impl<T, E> ResultKind<T, E> for &&Kind<core::result::Result<T, E>> {
         T: Cacheable,
         E: Cacheable,
     {
-        Policy { load: decode, share: share_whole, keep: |_| true, on_error: None }
+        Policy {
+            load: decode,
+            share: share_whole,
+            keep: |_| true,
+            on_error: None,
+            front: FrontOps::new::<core::result::Result<T, E>>(front::get),
+        }
     }
 
     fn __cachestack_propagate(&self, policy: Policy<core::result::Result<T, E>>) -> Policy<core::result::Result<T, E>>
@@ -161,6 +171,7 @@ impl<T> OptionKind<T> for &Kind<Option<T>> {
             share: share_whole,
             keep: if flags.cache_none { |_| true } else { |option| option.is_some() },
             on_error: None,
+            front: FrontOps::new::<Option<T>>(front::get),
         }
     }
 
@@ -201,7 +212,13 @@ impl<R> PlainKind<R> for Kind<R> {
     where
         R: Cacheable,
     {
-        Policy { load: decode, share: share_whole, keep: |_| true, on_error: None }
+        Policy {
+            load: decode,
+            share: share_whole,
+            keep: |_| true,
+            on_error: None,
+            front: FrontOps::new::<R>(front::get),
+        }
     }
 
     fn __cachestack_policy_cache_err(&self, flags: Flags) -> Policy<R>

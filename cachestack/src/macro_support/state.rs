@@ -1,10 +1,11 @@
 //! Per-function state and stats: the `static` a `#[cached]` function keeps, its counters, and the
 //! per-thread slot holding its resolved cache.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::front::FrontHandle;
 use super::{Cache, CacheRegistry, Result};
 use crate::error::Error;
 use crate::singleflight::SingleFlight;
@@ -143,17 +144,20 @@ pub(super) fn copy_error(err: &Error) -> Error {
 pub(super) struct Resolved {
     pub(super) generation: u64,
     pub(super) cache: core::result::Result<Cache, Box<Error>>,
+    /// The function's typed partition, when the cache is a memory cache and the function's key
+    /// parts have an encoding.
+    pub(super) front: Option<FrontHandle>,
 }
 
 /// A per-thread, per-function slot holding the resolved cache, so a hit costs one atomic load
 /// of the registry generation instead of a registry lookup. Declared by generated code with
 /// `thread_local!`.
-pub struct CacheSlot(pub(super) Cell<Option<Resolved>>);
+pub struct CacheSlot(pub(super) RefCell<Option<Resolved>>);
 
 impl CacheSlot {
     /// An empty slot.
     pub const fn new() -> Self {
-        CacheSlot(Cell::new(None))
+        CacheSlot(RefCell::new(None))
     }
 }
 

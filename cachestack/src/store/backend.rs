@@ -181,6 +181,14 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// The memory backend itself, for a store that is one (or forwards to one): `#[cached]`
+    /// functions keep their results in its typed partitions. Not for other stores to implement.
+    #[cfg(feature = "memory")]
+    #[doc(hidden)]
+    fn as_memory(&self) -> Option<&crate::store::memory::MemoryBackend> {
+        None
+    }
+
     /// A synchronous first look for hot paths, weaker than [`Backend::as_local`]: a hit from the
     /// returned view's `get_value` / `get_entry` is a hit of this backend, but a `None` is *not*
     /// a miss: continue with [`Backend::get`]. A tiered stack whose fastest layer is in memory

@@ -24,6 +24,11 @@ macro_rules! forward_backend {
             let $s = self;
             $crate::store::Backend::local_l1(&$inner)
         }
+        #[cfg(feature = "memory")]
+        fn as_memory(&self) -> Option<&$crate::store::memory::MemoryBackend> {
+            let $s = self;
+            $crate::store::Backend::as_memory(&$inner)
+        }
     };
     (impl [$($generics:tt)*] for $ty:ty => |$s:ident| $inner:expr) => {
         #[async_trait::async_trait]

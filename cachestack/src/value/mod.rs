@@ -87,6 +87,9 @@ trait ErasedValue: Send + Sync + 'static {
     fn encode(&self, codec: Codec) -> Result<Encoded>;
     fn type_name(&self) -> &'static str;
     fn approx_size(&self) -> usize;
+    /// An estimate of the heap data the value owns: its serialised length (0 when it has no
+    /// serde implementation).
+    fn heap_estimate(&self) -> usize;
 }
 
 struct Serializable<V>(V);
@@ -103,6 +106,9 @@ impl<V: Cacheable> ErasedValue for Serializable<V> {
     }
     fn approx_size(&self) -> usize {
         std::mem::size_of::<V>()
+    }
+    fn heap_estimate(&self) -> usize {
+        serialized_len(&self.0)
     }
 }
 
@@ -127,6 +133,25 @@ impl<V: Clone + Send + Sync + 'static> ErasedValue for LocalOnly<V> {
     fn approx_size(&self) -> usize {
         std::mem::size_of::<V>()
     }
+    fn heap_estimate(&self) -> usize {
+        0
+    }
+}
+
+/// The length of `value` serialised with postcard (counted, not written anywhere): an estimate of
+/// the heap data a value owns, for caches bounded by bytes.
+pub(crate) fn serialized_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(bytes.len());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    postcard::to_io(value, Count(0)).map_or(0, |count| count.0)
 }
 
 /// What a [`Value`] handle points at. A value created typed keeps it inline in the handle's one
@@ -316,6 +341,21 @@ impl Value {
         match (self.0.encoded().get(), self.0.typed()) {
             (Some(e), _) => e.payload.len(),
             (None, Some(t)) => t.approx_size(),
+            (None, None) => 0,
+        }
+    }
+
+    /// What a memory cache bounded by bytes weighs this value at: everything it may come to
+    /// hold. A typed value holds its inline size and its heap data (estimated by its serialised
+    /// length), and a byte tier that encodes it later attaches the encoded bytes to this same
+    /// handle (about that length again): both are counted up front, so that the bound holds
+    /// whatever happens to the handle afterwards. A value read from bytes holds them, and its
+    /// typed form once decoded.
+    pub(crate) fn held_size(&self) -> usize {
+        match (self.0.typed(), self.0.encoded().get()) {
+            (Some(t), Some(e)) => t.approx_size() + t.heap_estimate() + e.payload.len(),
+            (Some(t), None) => t.approx_size() + 2 * t.heap_estimate(),
+            (None, Some(e)) => 2 * e.payload.len() + 64,
             (None, None) => 0,
         }
     }

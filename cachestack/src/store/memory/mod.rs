@@ -4,21 +4,33 @@
 //! microsecond for moka; the memoized hit path must beat the `cached` crate (see BENCHMARKS.md).
 //! quick_cache has no per-entry TTL, so every entry carries its deadline and a read that finds it
 //! passed removes it and reports a miss; [`Backend::purge_expired`] sweeps the rest.
+//!
+//! Two kinds of entries share the cache and its capacity: text-keyed entries (the [`Backend`]
+//! API: `Cache::set`, a stack's writes and backfills) and, in [`front`], one typed partition per
+//! `#[cached]` function, keyed by the function's arguments. The capacity (`max_entries` or
+//! `max_bytes`) is split equally between the partitions in use (the text-keyed entries count as
+//! one once written), and split again when a function first uses the cache.
 
+pub(crate) mod front;
+
+use std::any::TypeId;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use front::{AnyPartition, Epochs, Evictions, FrontHandle, FrontShared, FrontTag, Partition};
 
 use async_trait::async_trait;
 use quick_cache::sync::Cache as QuickCache;
-use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
+use quick_cache::{DefaultHashBuilder, Equivalent, Weighter};
 
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
 use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
+use crate::striped::StripedCounter;
 use crate::url::{CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
-use crate::value::Value;
+use crate::value::{Cacheable, Value};
 
 /// Settings of a [`MemoryBackend`].
 ///
@@ -36,7 +48,9 @@ use crate::value::Value;
 pub struct MemoryConfig {
     /// Most entries held (ignored when `max_bytes` is set). Default 10 000.
     pub max_entries: u64,
-    /// Bound by approximate size instead: key length plus [`Value::approx_size`].
+    /// Bound by approximate size instead: what an entry holds, estimated as its key, its inline
+    /// size and its heap data (by its serialised length), plus the encoded bytes a byte tier may
+    /// attach to it later (see [`MemoryBackend`]).
     pub max_bytes: Option<u64>,
     /// TTL for writes that give none. `None`: entries live until evicted.
     pub default_ttl: Option<Duration>,
@@ -153,18 +167,18 @@ impl Weighter<MemKey, Slot> for SlotWeighter {
     }
 }
 
-#[derive(Clone, Default)]
-struct EvictionCounter(Arc<AtomicU64>);
-
-impl Lifecycle<MemKey, Slot> for EvictionCounter {
-    type RequestState = ();
-    fn on_evict(&self, _state: &mut (), _key: MemKey, _slot: Slot) {
-        self.0.fetch_add(1, Relaxed);
-    }
-}
-
 /// A bounded in-process cache holding typed values: a hit clones the value (or, for values that
 /// came from a byte tier, decodes once and then clones), never serialises.
+///
+/// A `#[cached]` function keeps its results here in a typed partition of its own, found by its
+/// arguments (see the [module](self) docs): they are invalidated by key like any entry (a delete
+/// or a clear reaches them), but a text-keyed read (`Cache::get` with the rendered key) does not
+/// see them.
+///
+/// With `max_bytes`, an entry weighs its key, its inline size, its heap data estimated by its
+/// serialised length (postcard), and, for entries reachable by the [`Backend`] API, that length
+/// again for the encoded bytes a byte tier of a stack may attach to the same value later. A value
+/// without serde ([`Value::local`]) weighs its inline size only.
 ///
 /// ```
 /// use cachestack::{Cache, MemoryBackend};
@@ -176,10 +190,28 @@ impl Lifecycle<MemKey, Slot> for EvictionCounter {
 /// # });
 /// ```
 pub struct MemoryBackend {
-    map: QuickCache<MemKey, Slot, SlotWeighter, DefaultHashBuilder, EvictionCounter>,
-    evictions: EvictionCounter,
+    map: QuickCache<MemKey, Slot, SlotWeighter, DefaultHashBuilder, Evictions>,
+    evictions: Evictions,
     counters: Counters,
     config: MemoryConfig,
+    /// The capacity shared by the text-keyed entries and the partitions (entries or bytes).
+    capacity: u64,
+    /// Whether text-keyed entries were ever written (they then take a share of the capacity).
+    text_active: AtomicBool,
+    /// The invalidation epochs every partition checks.
+    shared: Arc<FrontShared>,
+    /// One typed partition per function that uses this cache.
+    fronts: Mutex<Vec<Front>>,
+}
+
+/// A function's partition, with what identifies it.
+struct Front {
+    /// The address of the function's state (`&'static CachedFn`).
+    id: usize,
+    /// The partition's value type.
+    value_type: TypeId,
+    handle: FrontHandle,
+    part: Arc<dyn AnyPartition>,
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -191,17 +223,83 @@ impl std::fmt::Debug for MemoryBackend {
 impl MemoryBackend {
     /// A memory cache with the given settings.
     pub fn new(config: MemoryConfig) -> Result<Self> {
-        let (items, weight) = match config.max_bytes {
+        let weight = match config.max_bytes {
             Some(0) => return Err(Error::config("memory cache: max_bytes must be greater than zero")),
-            Some(bytes) => ((bytes / 256).clamp(16, 1 << 24) as usize, bytes),
+            Some(bytes) => bytes,
             None if config.max_entries == 0 => {
                 return Err(Error::config("memory cache: max_entries must be greater than zero"))
             }
-            None => (config.max_entries.min(1 << 30) as usize, config.max_entries),
+            None => config.max_entries,
         };
-        let evictions = EvictionCounter::default();
-        let map = QuickCache::with(items, weight, SlotWeighter, DefaultHashBuilder::default(), evictions.clone());
-        Ok(MemoryBackend { map, evictions, counters: Counters::default(), config })
+        let evictions = Evictions(Arc::default());
+        let options = front::engine_options(weight, config.max_bytes.is_some());
+        let map = QuickCache::with_options(options, SlotWeighter, DefaultHashBuilder::default(), evictions.clone());
+        Ok(MemoryBackend {
+            map,
+            evictions,
+            counters: Counters::default(),
+            config,
+            capacity: weight,
+            text_active: AtomicBool::new(false),
+            shared: Arc::new(FrontShared { epochs: Epochs::new(), hits: StripedCounter::new() }),
+            fronts: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn fronts(&self) -> std::sync::MutexGuard<'_, Vec<Front>> {
+        self.fronts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Splits the capacity equally between the partitions in use (the text-keyed entries count
+    /// once written). Called with the partitions locked, when one is added.
+    fn rebalance(&self, fronts: &[Front]) {
+        let shares = fronts.len() as u64 + u64::from(self.text_active.load(Relaxed));
+        let share = (self.capacity / shares.max(1)).max(1);
+        // (Text-keyed entries not yet in use hold nothing; their first write rebalances.)
+        self.map.set_capacity(front::share_for(share, self.map.num_shards()));
+        for front in fronts {
+            front.part.set_capacity(share);
+        }
+    }
+
+    /// The typed partition of the function whose state lives at `id`, created on first use.
+    pub(crate) fn front_partition<V: Cacheable>(&self, id: usize) -> FrontHandle {
+        let mut fronts = self.fronts();
+        let value_type = TypeId::of::<V>();
+        if let Some(front) = fronts.iter().find(|f| f.id == id && f.value_type == value_type) {
+            return front.handle.clone();
+        }
+        let partition = Arc::new(Partition::<V>::new(
+            self.capacity,
+            self.config.max_bytes.is_some(),
+            self.shared.clone(),
+            self.evictions.clone(),
+        ));
+        let handle: FrontHandle = partition.clone();
+        fronts.push(Front { id, value_type, handle: handle.clone(), part: partition });
+        self.rebalance(&fronts);
+        handle
+    }
+
+    /// Removes the entry of these encoded arguments from every partition of the function whose
+    /// state lives at `id`; true if one was live (the caller then deletes the key, which makes
+    /// anything a concurrent call computes meanwhile stale).
+    pub(crate) fn front_remove(&self, id: usize, key: &[u8]) -> bool {
+        let parts: Vec<Arc<dyn AnyPartition>> =
+            self.fronts().iter().filter(|f| f.id == id).map(|f| f.part.clone()).collect();
+        parts.iter().fold(false, |removed, part| part.remove(key) | removed)
+    }
+
+    /// The time left of every live entry of the functions' partitions (`None`: no expiry), for
+    /// tests and diagnostics.
+    #[doc(hidden)]
+    pub fn front_ttls(&self) -> Vec<Option<Duration>> {
+        self.fronts().iter().flat_map(|f| f.part.ttls()).collect()
+    }
+
+    /// The stripe and epoch a call for `key` starts with: what the entry it fills records.
+    pub(crate) fn front_tag(&self, key: &str) -> FrontTag {
+        FrontTag::for_key(&self.shared.epochs, key)
     }
 
     /// A memory cache bounded to `max_entries`, no default TTL.
@@ -215,19 +313,25 @@ impl MemoryBackend {
         &self.config
     }
 
-    /// Entries currently held (expired ones not yet swept included).
+    /// Entries currently held, in the text-keyed map and the functions' partitions (expired and
+    /// invalidated ones not yet swept included).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.fronts().iter().map(|f| f.part.len()).sum::<usize>()
     }
 
     /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
+    }
+
+    /// The total weight held (entries, or estimated bytes with `max_bytes`).
+    pub fn weight(&self) -> u64 {
+        self.map.weight() + self.fronts().iter().map(|f| f.part.weight()).sum::<u64>()
     }
 
     fn weigh(&self, key: &str, value: &Value) -> u64 {
         if self.config.max_bytes.is_some() {
-            (key.len() + value.approx_size() + 64) as u64
+            (key.len() + value.held_size() + std::mem::size_of::<(MemKey, Slot)>()) as u64
         } else {
             1
         }
@@ -263,6 +367,12 @@ impl MemoryBackend {
         let expires = deadline.and_then(|d| now.checked_add(d.remaining()));
         let weight = self.weigh(key, &value);
         self.counters.record_write();
+        if !self.text_active.load(Relaxed) {
+            let fronts = self.fronts();
+            if !self.text_active.swap(true, Relaxed) {
+                self.rebalance(&fronts);
+            }
+        }
         let deadline_ms = deadline.map_or(0, Deadline::unix_millis);
         self.map.insert(MemKey::new(key), Slot { value, expires, deadline_ms, weight });
     }
@@ -286,6 +396,9 @@ impl LocalBackend for MemoryBackend {
 
     fn remove(&self, key: &str) -> bool {
         self.counters.record_delete();
+        // Before the removal: a call that reads the epoch after this bump computes after the
+        // delete, and one that read it before fills an entry that is already stale.
+        self.shared.epochs.bump_key(key);
         self.map.remove(&KeyRef::new(key)).is_some()
     }
 }
@@ -314,7 +427,11 @@ impl Backend for MemoryBackend {
     }
 
     async fn clear(&self) -> Result<()> {
+        self.shared.epochs.bump_all();
         self.map.clear();
+        for front in self.fronts().iter() {
+            front.part.clear();
+        }
         Ok(())
     }
 
@@ -328,7 +445,9 @@ impl Backend for MemoryBackend {
             }
             keep
         });
-        Ok(removed.into_inner())
+        let fronts: Vec<Arc<dyn AnyPartition>> = self.fronts().iter().map(|f| f.part.clone()).collect();
+        let purged: u64 = fronts.iter().map(|p| p.purge_expired()).sum();
+        Ok(removed.into_inner() + purged)
     }
 
     fn default_ttl(&self) -> Option<Duration> {
@@ -337,16 +456,21 @@ impl Backend for MemoryBackend {
 
     fn stats(&self) -> BackendStats {
         let mut stats = self.counters.snapshot(&self.config.name);
+        stats.hits = stats.hits.wrapping_add(self.shared.hits.get());
         stats.evictions = self.evictions.0.load(Relaxed);
-        stats.entries = Some(self.map.len() as u64);
-        let stats = stats.with_detail("engine", "quick_cache (S3-FIFO)");
+        stats.entries = Some(self.len() as u64);
+        let stats = stats.with_detail("engine", "quick_cache (S3-FIFO)").with_detail("partitions", self.fronts().len());
         match self.config.max_bytes {
-            Some(bytes) => stats.with_detail("max_bytes", bytes).with_detail("weight", self.map.weight()),
+            Some(bytes) => stats.with_detail("max_bytes", bytes).with_detail("weight", self.weight()),
             None => stats.with_detail("max_entries", self.config.max_entries),
         }
     }
 
     fn as_local(&self) -> Option<&dyn LocalBackend> {
+        Some(self)
+    }
+
+    fn as_memory(&self) -> Option<&MemoryBackend> {
         Some(self)
     }
 }

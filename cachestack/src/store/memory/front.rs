@@ -1,0 +1,362 @@
+//! The typed front of a memory cache: where a `#[cached]` function keeps its results in an
+//! in-process cache, found by its arguments (no key text on a hit) and holding the value as its
+//! own type (a hit is one probe and one clone).
+//!
+//! Each function that uses a memory cache gets a [`Partition`] of it: a typed engine keyed by the
+//! function's arguments, encoded into a few bytes ([`FastKey`]: an integer argument is its 8
+//! bytes, a text argument its length and bytes). The text key is rendered only when a call misses
+//! the partition (to read the text-keyed entries, to log, to fill); what it hashes to picks one of
+//! [`STRIPES`] invalidation stripes of the cache, and the entry records that stripe and its epoch
+//! at the time the call *started*. Every delete of a key (by `<fn>_invalidate`,
+//! `#[invalidate]`, [`Cache::delete`](crate::Cache::delete), a tiered delete) bumps the epoch of
+//! the key's stripe, and a clear bumps them all: a hit serves an entry only while its stripe's
+//! epoch is the one it recorded, so an invalidated entry is never served again, and a value
+//! computed by a call that started before the delete never is either (it carries the older
+//! epoch). A stale entry is a miss; the call then takes the normal path and fills again.
+//!
+//! A hit reads the stripe's epoch (a line written only by deletes), never writes anything that
+//! another thread reads, and takes nothing but the engine's shard read lock.
+
+use std::any::Any;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use quick_cache::sync::Cache as QuickCache;
+use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
+
+use crate::expiry::Deadline;
+use crate::striped::StripedCounter;
+use crate::value::Cacheable;
+
+/// Invalidation stripes per memory cache: a delete makes 1 / `STRIPES` of the typed entries
+/// miss once (they are filled again on the next call).
+pub(crate) const STRIPES: usize = 1024;
+
+/// A type-erased [`Partition`], as the per-thread slot of a function holds it.
+pub type FrontHandle = Arc<dyn Any + Send + Sync>;
+
+/// The invalidation epochs of one memory cache, one per stripe.
+pub(crate) struct Epochs {
+    stripes: Box<[AtomicU32]>,
+}
+
+impl Epochs {
+    pub(crate) fn new() -> Self {
+        Epochs { stripes: (0..STRIPES).map(|_| AtomicU32::new(0)).collect() }
+    }
+
+    /// The stripe of a text key.
+    #[inline]
+    pub(crate) fn stripe_of(key: &str) -> u16 {
+        (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize & (STRIPES - 1)) as u16
+    }
+
+    #[inline]
+    pub(crate) fn current(&self, stripe: u16) -> u32 {
+        self.stripes.get(usize::from(stripe)).map_or(u32::MAX, |e| e.load(Ordering::Acquire))
+    }
+
+    /// Makes every entry of `key`'s stripe written (or computed) before now stale.
+    pub(crate) fn bump_key(&self, key: &str) {
+        if let Some(e) = self.stripes.get(usize::from(Self::stripe_of(key))) {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Makes every entry stale.
+    pub(crate) fn bump_all(&self) {
+        for e in self.stripes.iter() {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Where an entry's validity is checked: its stripe and the stripe's epoch when the call that
+/// computed it started. Taken by [`FrontTag::for_key`] before reading or computing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrontTag {
+    stripe: u16,
+    epoch: u32,
+}
+
+impl FrontTag {
+    pub(crate) fn for_key(epochs: &Epochs, key: &str) -> Self {
+        let stripe = Epochs::stripe_of(key);
+        FrontTag { stripe, epoch: epochs.current(stripe) }
+    }
+}
+
+/// Milliseconds on the monotonic clock since the first use (0 is "never expires" in a slot).
+fn now_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+/// A deadline as a point on [`now_ms`]'s clock (0: none).
+fn expires_ms(deadline: Option<Deadline>) -> u64 {
+    match deadline {
+        None => 0,
+        Some(d) => now_ms().saturating_add(u64::try_from(d.remaining().as_millis()).unwrap_or(u64::MAX)).max(1),
+    }
+}
+
+/// A partition's key: up to 8 encoded bytes as one word (zero-padded), longer ones boxed.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum FastKey {
+    Word(u64),
+    Bytes(Box<[u8]>),
+}
+
+#[inline]
+fn word(bytes: &[u8]) -> Option<u64> {
+    if let Ok(exact) = <[u8; 8]>::try_from(bytes) {
+        // The common case (one integer argument): no variable-length copy.
+        return Some(u64::from_le_bytes(exact));
+    }
+    if bytes.len() > 8 {
+        return None;
+    }
+    let mut w = [0u8; 8];
+    w.get_mut(..bytes.len())?.copy_from_slice(bytes);
+    Some(u64::from_le_bytes(w))
+}
+
+impl FastKey {
+    pub(crate) fn new(bytes: &[u8]) -> Self {
+        match word(bytes) {
+            Some(w) => FastKey::Word(w),
+            None => FastKey::Bytes(bytes.into()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            FastKey::Word(_) => 8,
+            FastKey::Bytes(b) => b.len(),
+        }
+    }
+}
+
+impl Hash for FastKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            FastKey::Word(w) => state.write_u64(*w),
+            FastKey::Bytes(b) => state.write(b),
+        }
+    }
+}
+
+/// A borrowed key: hashes and compares like the [`FastKey`] of the same bytes (the word
+/// computed once per lookup).
+struct FastRef<'a> {
+    bytes: &'a [u8],
+    word: Option<u64>,
+}
+
+impl<'a> FastRef<'a> {
+    #[inline]
+    fn new(bytes: &'a [u8]) -> Self {
+        FastRef { bytes, word: word(bytes) }
+    }
+}
+
+impl Hash for FastRef<'_> {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self.word {
+            Some(w) => state.write_u64(w),
+            None => state.write(self.bytes),
+        }
+    }
+}
+
+impl Equivalent<FastKey> for FastRef<'_> {
+    #[inline]
+    fn equivalent(&self, key: &FastKey) -> bool {
+        match (key, self.word) {
+            (FastKey::Word(w), Some(mine)) => *w == mine,
+            (FastKey::Bytes(b), None) => **b == *self.bytes,
+            _ => false,
+        }
+    }
+}
+
+/// One typed entry: the value, its deadline (`now_ms` clock, 0: none) and its [`FrontTag`].
+#[derive(Clone)]
+struct Slot<V> {
+    value: V,
+    expires: u64,
+    epoch: u32,
+    stripe: u16,
+}
+
+/// Weighs entries by count, or (for a cache bounded by bytes) by an estimate of what they hold:
+/// the key, the slot, and the value's heap data estimated by its serialised length.
+#[derive(Clone)]
+struct SlotWeighter {
+    bytes: bool,
+}
+
+impl<V: Cacheable> Weighter<FastKey, Slot<V>> for SlotWeighter {
+    fn weight(&self, key: &FastKey, slot: &Slot<V>) -> u64 {
+        if self.bytes {
+            (key.len() + std::mem::size_of::<Slot<V>>() + crate::value::serialized_len(&slot.value)) as u64
+        } else {
+            1
+        }
+    }
+}
+
+/// Counts evictions into the cache's shared counter.
+#[derive(Clone)]
+pub(crate) struct Evictions(pub(crate) Arc<AtomicU64>);
+
+impl<K, V> Lifecycle<K, V> for Evictions {
+    type RequestState = ();
+    fn on_evict(&self, _state: &mut (), _key: K, _val: V) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The engine settings of a map holding `capacity` (entries, or bytes when `bytes`). A map
+/// bounded by bytes gets one shard per 256 KiB (1 to 16): each shard bounds its own share, and a
+/// value heavier than a shard's share is refused, so small byte bounds need few shards.
+pub(crate) fn engine_options(capacity: u64, bytes: bool) -> quick_cache::Options {
+    let mut builder = quick_cache::OptionsBuilder::new();
+    if bytes {
+        builder.estimated_items_capacity((capacity / 256).clamp(16, 1 << 24) as usize);
+        builder.shards((capacity / (256 * 1024)).clamp(1, 16) as usize);
+    } else {
+        builder.estimated_items_capacity(capacity.clamp(1, 1 << 30) as usize);
+    }
+    builder.weight_capacity(capacity.max(1));
+    match builder.build() {
+        Ok(options) => options,
+        // Unreachable: both required settings are set above.
+        Err(_) => quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(16)
+            .weight_capacity(capacity.max(1))
+            .build()
+            .unwrap_or_else(|_| unreachable!("both required settings are set")),
+    }
+}
+
+/// A share of a capacity, rounded down to a multiple of the engine's shards (each shard holds
+/// its share rounded up), so that the shares add up to at most the whole.
+pub(crate) fn share_for(share: u64, shards: usize) -> u64 {
+    let shards = shards.max(1) as u64;
+    (share - share % shards).max(shards)
+}
+
+/// What a partition shares with its cache: the invalidation epochs and the hit counter.
+pub(crate) struct FrontShared {
+    pub(crate) epochs: Epochs,
+    /// Hits answered by the partitions (striped: bumped by every thread on every hit).
+    pub(crate) hits: StripedCounter,
+}
+
+/// One function's typed entries in a memory cache.
+pub struct Partition<V> {
+    map: QuickCache<FastKey, Slot<V>, SlotWeighter, DefaultHashBuilder, Evictions>,
+    shared: Arc<FrontShared>,
+}
+
+impl<V: Cacheable> std::fmt::Debug for Partition<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition").field("len", &self.map.len()).finish()
+    }
+}
+
+impl<V: Cacheable> Partition<V> {
+    pub(crate) fn new(capacity: u64, bytes: bool, shared: Arc<FrontShared>, evictions: Evictions) -> Self {
+        let options = engine_options(capacity, bytes);
+        let map = QuickCache::with_options(options, SlotWeighter { bytes }, DefaultHashBuilder::default(), evictions);
+        Partition { map, shared }
+    }
+
+    /// The live, valid value for these encoded arguments.
+    #[inline]
+    pub(crate) fn get(&self, key: &[u8]) -> Option<V> {
+        let slot = self.map.get(&FastRef::new(key))?;
+        if slot.epoch != self.shared.epochs.current(slot.stripe) {
+            return None;
+        }
+        if slot.expires != 0 && now_ms() >= slot.expires {
+            return None;
+        }
+        self.shared.hits.add(1);
+        Some(slot.value)
+    }
+
+    /// Stores a value computed by a call that took `tag` when it started.
+    pub(crate) fn insert(&self, key: &[u8], value: V, deadline: Option<Deadline>, tag: FrontTag) {
+        let slot = Slot { value, expires: expires_ms(deadline), epoch: tag.epoch, stripe: tag.stripe };
+        self.map.insert(FastKey::new(key), slot);
+    }
+}
+
+/// What the cache does with each partition whatever its value type.
+pub(crate) trait AnyPartition: Send + Sync {
+    fn len(&self) -> usize;
+    fn weight(&self) -> u64;
+    fn clear(&self);
+    fn set_capacity(&self, capacity: u64);
+    fn purge_expired(&self) -> u64;
+    /// Removes the entry of these encoded arguments; true if it was live and valid.
+    fn remove(&self, key: &[u8]) -> bool;
+    /// The time left of every live, valid entry (`None`: no expiry).
+    fn ttls(&self) -> Vec<Option<std::time::Duration>>;
+}
+
+impl<V: Cacheable> AnyPartition for Partition<V> {
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+    fn weight(&self) -> u64 {
+        self.map.weight()
+    }
+    fn clear(&self) {
+        self.map.clear();
+    }
+    fn set_capacity(&self, capacity: u64) {
+        self.map.set_capacity(share_for(capacity, self.map.num_shards()));
+    }
+    fn purge_expired(&self) -> u64 {
+        let now = now_ms();
+        let removed = AtomicU64::new(0);
+        let epochs = &self.shared.epochs;
+        self.map.retain(|_, slot| {
+            let keep = (slot.expires == 0 || now < slot.expires) && slot.epoch == epochs.current(slot.stripe);
+            if !keep {
+                removed.fetch_add(1, Ordering::Relaxed);
+            }
+            keep
+        });
+        removed.into_inner()
+    }
+    fn remove(&self, key: &[u8]) -> bool {
+        let now = now_ms();
+        self.map.remove(&FastRef::new(key)).is_some_and(|(_, slot)| {
+            (slot.expires == 0 || now < slot.expires) && slot.epoch == self.shared.epochs.current(slot.stripe)
+        })
+    }
+    fn ttls(&self) -> Vec<Option<std::time::Duration>> {
+        let now = now_ms();
+        let epochs = &self.shared.epochs;
+        self.map
+            .iter()
+            .filter(|(_, slot)| (slot.expires == 0 || now < slot.expires) && slot.epoch == epochs.current(slot.stripe))
+            .map(|(_, slot)| (slot.expires != 0).then(|| std::time::Duration::from_millis(slot.expires - now)))
+            .collect()
+    }
+}
+
+/// Reads a hit from a type-erased partition.
+#[inline]
+pub(crate) fn get<V: Cacheable>(handle: &FrontHandle, key: &[u8]) -> Option<V> {
+    handle.downcast_ref::<Partition<V>>()?.get(key)
+}
