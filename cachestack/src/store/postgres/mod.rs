@@ -73,6 +73,7 @@ use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
 use crate::layer::{within, Layered, Layers};
+use crate::store::recycle::Recycler;
 use crate::store::Counters;
 use crate::url::{redact_url, CacheUrl};
 
@@ -137,7 +138,8 @@ pub struct PostgresStore {
 struct Inner {
     config: PostgresConfig,
     sql: Sql,
-    pool: PgPool,
+    /// The connection pool, replaced by a new one when operations in a row get no answer.
+    pool: Recycler<PgPool>,
     /// Set once the table is known to exist with the right columns.
     ready: OnceCell<Ready>,
     counters: Counters,
@@ -218,20 +220,7 @@ impl PostgresStore {
             options.get_database().unwrap_or(options.get_username())
         );
         let rt = crate::rt::handle()?;
-        let pool = {
-            // sqlx spawns its pool maintenance on the current runtime: make it cachestack's.
-            let _enter = rt.enter();
-            PgPoolOptions::new()
-                .max_connections(config.pool_max)
-                .min_connections(config.pool_min)
-                .acquire_timeout(config.connect_timeout)
-                .idle_timeout(config.idle_timeout)
-                // No ping before every use (it would double the round trips of every hit): a
-                // statement that fails on a connection the server closed is retried on another
-                // (`Inner::retry`).
-                .test_before_acquire(false)
-                .connect_lazy_with(options)
-        };
+        let pool = recycled_pool(&config, options, rt.clone());
         let trimmer = (config.max_entries.is_some() || config.max_bytes.is_some())
             .then(|| Arc::new(Trimmer::new(config.max_entries)));
         let sql = Sql::new(&config);
@@ -271,6 +260,38 @@ impl PostgresStore {
         let inner = self.inner.clone();
         crate::rt::io(NAME, async move { inner.trim_pass(true).await }).await
     }
+}
+
+/// A lazy pool (no I/O until first use), on cachestack's runtime.
+fn open_pool(config: &PostgresConfig, options: PgConnectOptions, rt: &tokio::runtime::Handle) -> PgPool {
+    // sqlx spawns its pool maintenance on the current runtime: make it cachestack's.
+    let _enter = rt.enter();
+    PgPoolOptions::new()
+        .max_connections(config.pool_max)
+        .min_connections(config.pool_min)
+        .acquire_timeout(config.connect_timeout)
+        .idle_timeout(config.idle_timeout)
+        // No ping before every use (it would double the round trips of every hit): a
+        // statement that fails on a connection the server closed is retried on another
+        // (`Inner::retry`), and a pool whose connections stop answering is replaced.
+        .test_before_acquire(false)
+        .connect_lazy_with(options)
+}
+
+/// The store's pool, replaced when it stops answering: the replacement is as lazy, and the old
+/// pool is closed in the background, given at most the operation timeout (connections still
+/// stuck after it, waiting on a dead peer, no longer count against the new pool).
+fn recycled_pool(config: &PostgresConfig, options: PgConnectOptions, rt: tokio::runtime::Handle) -> Recycler<PgPool> {
+    let pool = open_pool(config, options.clone(), &rt);
+    let config = config.clone();
+    Recycler::new(NAME, pool, move |old: &PgPool| {
+        let old = old.clone();
+        let timeout = config.timeout;
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(timeout, old.close()).await;
+        });
+        Ok(open_pool(&config, options.clone(), &rt))
+    })
 }
 
 /// The options sqlx connects with: the URL's, plus the server-side statement timeout.

@@ -38,9 +38,10 @@ use crate::error::{Error, Result};
 use crate::layer::{within, Layered, Layers};
 use crate::store::{BackendStats, Counters};
 
+use crate::store::recycle::Recycler;
 use admin::escape_glob;
 use config::{parse_server_url, ServerUrl};
-use conn::{open_connection, Conn, Link};
+use conn::{recycled_connection, Conn, Link};
 
 /// Every key this store writes starts with this, then the namespace and `:`.
 const KEY_PREFIX: &str = "cachestack:";
@@ -97,7 +98,8 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: Conn,
+    /// The connection, replaced when it stops answering.
+    conn: Recycler<Conn>,
     config: RedisConfig,
     server: ServerUrl,
     /// `cachestack:<namespace>:`
@@ -183,7 +185,7 @@ impl RedisStore {
             )));
         }
         let rt = crate::rt::handle()?;
-        let conn = open_connection(&server, &config, &rt)?;
+        let conn = recycled_connection(&server, &config, &rt)?;
         let prefix = format!("{KEY_PREFIX}{}:", config.namespace);
         let pattern = format!("{}*", escape_glob(&prefix));
         Ok(RedisStore {
@@ -231,9 +233,9 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<()> {
         let inner = self.inner.clone();
         let ping = self.io(async move {
-            match &inner.conn {
-                Conn::Single(_) => inner.query::<String>(&::redis::cmd("PING")).await.map(drop),
-                Conn::Cluster(_) => inner.masters().await.map(drop),
+            match inner.server.cluster {
+                false => inner.query::<String>(&::redis::cmd("PING")).await.map(drop),
+                true => inner.masters().await.map(drop),
             }
         });
         within(&self.inner.config.name, self.inner.config.timeout, ping).await
@@ -276,6 +278,7 @@ impl RedisStore {
         stats.details.insert("tls".into(), inner.server.tls.to_string());
         stats.details.insert("namespace".into(), inner.config.namespace.clone());
         stats.details.insert("connected".into(), inner.link.label().into());
+        stats.details.insert("connections_replaced".into(), inner.conn.replacements().to_string());
         if let Some(ttl) = inner.config.default_ttl {
             stats.details.insert("default_ttl".into(), crate::ttl::format_ttl(ttl));
         }
