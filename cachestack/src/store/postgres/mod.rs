@@ -46,7 +46,9 @@
 //! connection closed rather than returned to the pool (sqlx is not cancel-safe mid-statement),
 //! and the server stops it at `statement_timeout` ([`PostgresConfig::timeout`]) at the latest.
 //! A statement that fails on a connection the server has closed (after a restart) is retried on
-//! another connection.
+//! another connection. When operations in a row get no answer at all (half-open connections
+//! after a silent failover, or connections stuck in sqlx's ping), the whole pool is replaced
+//! by a new one (see `conn.rs`), so the cache recovers after a couple of timeouts.
 //!
 //! [`PostgresBackend`] is that store behind its [layers](crate::layer): [`Timeout`] bounds each
 //! operation by [`PostgresConfig::timeout`], and [`Silent`] counts failures and, with
@@ -73,7 +75,7 @@ use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
 use crate::layer::{within, Layered, Layers};
-use crate::store::recycle::Recycler;
+use crate::store::recycle::{self, Recycler};
 use crate::store::Counters;
 use crate::url::{redact_url, CacheUrl};
 
@@ -294,7 +296,9 @@ fn recycled_pool(config: &PostgresConfig, options: PgConnectOptions, rt: tokio::
     })
 }
 
-/// The options sqlx connects with: the URL's, plus the server-side statement timeout.
+/// The options sqlx connects with: the URL's, plus the server-side statement timeout and TCP
+/// keepalive (sqlx sets no socket options of its own: the server's keepalive at least frees the
+/// server-side sessions of connections a client gave up on, within seconds rather than hours).
 fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
     // Only connection parameters may follow `?` in `url`; cache options belong in the config.
     let mut url = CacheUrl::parse(&config.url)?;
@@ -331,7 +335,17 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
         ));
     }
     let statement_timeout = config.timeout.as_millis().max(1).to_string();
-    let options = options.options([("statement_timeout", statement_timeout.as_str())]);
+    let keepalive = [
+        recycle::KEEPALIVE_IDLE.as_secs().to_string(),
+        recycle::KEEPALIVE_INTERVAL.as_secs().to_string(),
+        recycle::KEEPALIVE_RETRIES.to_string(),
+    ];
+    let options = options.options([
+        ("statement_timeout", statement_timeout.as_str()),
+        ("tcp_keepalives_idle", keepalive[0].as_str()),
+        ("tcp_keepalives_interval", keepalive[1].as_str()),
+        ("tcp_keepalives_count", keepalive[2].as_str()),
+    ]);
     Ok(match options.get_application_name() {
         Some(_) => options,
         None => options.application_name("cachestack"),
@@ -364,6 +378,18 @@ mod tests {
             tls.unwrap();
         } else {
             assert!(tls.unwrap_err().to_string().contains("postgres-tls"));
+        }
+    }
+
+    #[test]
+    fn the_server_probes_idle_connections_and_bounds_statements() {
+        let config = PostgresConfig { timeout: std::time::Duration::from_millis(1500), ..PostgresConfig::default() };
+        let options = connect_options(&config).unwrap();
+        let sent = options.get_options().unwrap_or_default();
+        for wanted in
+            ["statement_timeout=1500", "tcp_keepalives_idle=5", "tcp_keepalives_interval=2", "tcp_keepalives_count=3"]
+        {
+            assert!(sent.contains(wanted), "{wanted} missing from {sent}");
         }
     }
 

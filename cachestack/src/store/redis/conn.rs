@@ -276,3 +276,17 @@ fn refuse_tls(server: &ServerUrl) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_notice_a_dead_peer_within_seconds() {
+        let settings = tcp_settings();
+        assert!(settings.nodelay());
+        assert!(settings.keepalive().is_some(), "keepalive probes idle connections");
+        #[cfg(target_os = "linux")]
+        assert_eq!(settings.user_timeout(), Some(recycle::USER_TIMEOUT));
+    }
+}

@@ -14,6 +14,10 @@
 //! server they are one pipeline. `clear` walks the namespace with `SCAN MATCH` in batches and
 //! `UNLINK`s what it finds, on every master of a cluster; it never uses `KEYS` or `FLUSHDB`.
 //!
+//! A connection that stops answering (requests time out, nothing closes it: a half-open
+//! connection after a silent failover) is replaced by a new one after two requests in a row get
+//! no answer (`store::recycle`); redis-rs itself reconnects only when a connection breaks.
+//!
 //! The store does I/O only: its round trips run on cachestack's runtime ([`crate::rt::io`]),
 //! sealing and opening values on the caller's side; silent mode and the operation timeout are
 //! layers ([`crate::layer`]), which [`RedisBackend`] puts in front of the [`RedisStore`].
@@ -54,8 +58,11 @@ const KEY_PREFIX: &str = "cachestack:";
 /// Construction never blocks and never fails because the server is down: the connection is
 /// opened on first use and reopened after failures, so an unreachable server shows up as
 /// per-operation errors ([`Error::BackendUnavailable`], [`Error::Timeout`]), or as misses in
-/// `silent` mode, and caching resumes by itself once the server is back. Use
-/// [`RedisBackend::connect`] to check the server up front instead.
+/// `silent` mode, and caching resumes by itself once the server is back. A connection that stops
+/// answering without closing (half-open after a silent failover) is replaced after two requests
+/// in a row get no answer, and its socket has TCP keepalive and `TCP_USER_TIMEOUT` (Linux) so
+/// the kernel notices a dead peer within seconds too. Use [`RedisBackend::connect`] to check the
+/// server up front instead.
 ///
 /// Every operation returns within [`RedisConfig::timeout`].
 ///
