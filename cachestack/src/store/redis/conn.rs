@@ -183,7 +183,7 @@ pub(super) fn recycled_connection(
 /// Keepalive probes on idle connections and, on Linux, `TCP_USER_TIMEOUT` on busy ones: the
 /// kernel reports a dead peer in seconds rather than after minutes of retransmissions.
 fn tcp_settings() -> TcpSettings {
-    let settings = TcpSettings::default().set_nodelay(true).set_keepalive(recycle::keepalive());
+    let settings = TcpSettings::default().set_keepalive(recycle::keepalive());
     #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
     let settings = settings.set_user_timeout(recycle::USER_TIMEOUT);
     settings
@@ -284,7 +284,6 @@ mod tests {
     #[test]
     fn sockets_notice_a_dead_peer_within_seconds() {
         let settings = tcp_settings();
-        assert!(settings.nodelay());
         assert!(settings.keepalive().is_some(), "keepalive probes idle connections");
         #[cfg(target_os = "linux")]
         assert_eq!(settings.user_timeout(), Some(recycle::USER_TIMEOUT));
