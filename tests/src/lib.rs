@@ -4,6 +4,7 @@
 
 pub mod errors;
 pub mod faults;
+pub mod proxy;
 pub mod sync;
 
 /// The conformance suite ships in the runtime crate (feature `conformance`).

@@ -13,6 +13,8 @@ pub(crate) mod memory;
 pub(crate) mod null;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod recycle;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 

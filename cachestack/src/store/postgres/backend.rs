@@ -145,6 +145,7 @@ impl Backend for PostgresStore {
     fn stats(&self) -> BackendStats {
         let inner = &self.inner;
         let config = &inner.config;
+        let pool = inner.pool.current();
         let mut stats = inner
             .counters
             .snapshot(NAME)
@@ -153,8 +154,9 @@ impl Backend for PostgresStore {
             .with_detail("namespace", &config.namespace)
             .with_detail("unlogged", config.unlogged)
             .with_detail("table_ready", inner.ready.initialized())
-            .with_detail("pool_size", inner.pool.size())
-            .with_detail("pool_idle", inner.pool.num_idle())
+            .with_detail("pool_size", pool.size())
+            .with_detail("pool_idle", pool.num_idle())
+            .with_detail("pools_replaced", inner.pool.replacements())
             .with_detail("pool_max", config.pool_max);
         if let Some(n) = config.max_entries {
             stats = stats.with_detail("max_entries", n);

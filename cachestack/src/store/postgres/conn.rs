@@ -9,6 +9,12 @@
 //! statement finished (or the server answered it with an error, which leaves the connection in
 //! step): an aborted operation closes its connection, the pool opens a fresh one when needed,
 //! and the server stops the abandoned statement at `statement_timeout` at the latest.
+//!
+//! Each operation's statements run on the pool of the store's [`Recycler`](crate::store::recycle):
+//! when operations in a row get no answer (a statement cut off by the timeout, or no connection
+//! in time), the pool is replaced by a new one and the old one closed, so the connections a silent
+//! failover left half-open (and sqlx's unbounded ping of a connection it takes back) are given up
+//! on after a couple of timeouts instead of one timeout each, or the kernel's minutes.
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
@@ -79,20 +85,32 @@ impl Inner {
         F: FnMut(Checkout) -> Fut,
         Fut: Future<Output = (Checkout, std::result::Result<T, sqlx::Error>)>,
     {
+        let request = self.pool.request();
         let mut tries = 0;
-        loop {
-            let conn = Checkout::take(&self.pool).await.map_err(|e| self.err(e))?;
+        let outcome = loop {
+            let conn = match Checkout::take(&request.conn).await {
+                Ok(conn) => conn,
+                Err(err) => break Err(err),
+            };
             let (mut conn, result) = attempt(conn).await;
             conn.settle(&result);
             drop(conn);
             match result {
-                Ok(value) => return Ok(value),
+                Ok(value) => break Ok(value),
                 Err(err) if is_stale_connection(&err) && tries < self.config.pool_max => {
                     tries += 1;
                     tracing::debug!(error = %err, "cachestack: postgres connection was closed by the server; retrying on another");
                 }
-                Err(err) => return Err(self.err(err)),
+                Err(err) => break Err(err),
             }
+        };
+        match &outcome {
+            Ok(_) => request.answered(),
+            Err(err) if leaves_connection_usable(err) => request.answered(),
+            // No connection in time: every pooled one busy, or stuck (half-open).
+            Err(sqlx::Error::PoolTimedOut) => request.stalled(),
+            Err(_) => request.failed(),
         }
+        outcome.map_err(|e| self.err(e))
     }
 }

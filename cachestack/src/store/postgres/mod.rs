@@ -46,7 +46,9 @@
 //! connection closed rather than returned to the pool (sqlx is not cancel-safe mid-statement),
 //! and the server stops it at `statement_timeout` ([`PostgresConfig::timeout`]) at the latest.
 //! A statement that fails on a connection the server has closed (after a restart) is retried on
-//! another connection.
+//! another connection. When operations in a row get no answer at all (half-open connections
+//! after a silent failover, or connections stuck in sqlx's ping), the whole pool is replaced
+//! by a new one (see `conn.rs`), so the cache recovers after a couple of timeouts.
 //!
 //! [`PostgresBackend`] is that store behind its [layers](crate::layer): [`Timeout`] bounds each
 //! operation by [`PostgresConfig::timeout`], and [`Silent`] counts failures and, with
@@ -73,6 +75,7 @@ use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
 use crate::layer::{within, Layered, Layers};
+use crate::store::recycle::{self, Recycler};
 use crate::store::Counters;
 use crate::url::{redact_url, CacheUrl};
 
@@ -137,7 +140,8 @@ pub struct PostgresStore {
 struct Inner {
     config: PostgresConfig,
     sql: Sql,
-    pool: PgPool,
+    /// The connection pool, replaced by a new one when operations in a row get no answer.
+    pool: Recycler<PgPool>,
     /// Set once the table is known to exist with the right columns.
     ready: OnceCell<Ready>,
     counters: Counters,
@@ -218,20 +222,7 @@ impl PostgresStore {
             options.get_database().unwrap_or(options.get_username())
         );
         let rt = crate::rt::handle()?;
-        let pool = {
-            // sqlx spawns its pool maintenance on the current runtime: make it cachestack's.
-            let _enter = rt.enter();
-            PgPoolOptions::new()
-                .max_connections(config.pool_max)
-                .min_connections(config.pool_min)
-                .acquire_timeout(config.connect_timeout)
-                .idle_timeout(config.idle_timeout)
-                // No ping before every use (it would double the round trips of every hit): a
-                // statement that fails on a connection the server closed is retried on another
-                // (`Inner::retry`).
-                .test_before_acquire(false)
-                .connect_lazy_with(options)
-        };
+        let pool = recycled_pool(&config, options, rt.clone());
         let trimmer = (config.max_entries.is_some() || config.max_bytes.is_some())
             .then(|| Arc::new(Trimmer::new(config.max_entries)));
         let sql = Sql::new(&config);
@@ -273,7 +264,41 @@ impl PostgresStore {
     }
 }
 
-/// The options sqlx connects with: the URL's, plus the server-side statement timeout.
+/// A lazy pool (no I/O until first use), on cachestack's runtime.
+fn open_pool(config: &PostgresConfig, options: PgConnectOptions, rt: &tokio::runtime::Handle) -> PgPool {
+    // sqlx spawns its pool maintenance on the current runtime: make it cachestack's.
+    let _enter = rt.enter();
+    PgPoolOptions::new()
+        .max_connections(config.pool_max)
+        .min_connections(config.pool_min)
+        .acquire_timeout(config.connect_timeout)
+        .idle_timeout(config.idle_timeout)
+        // No ping before every use (it would double the round trips of every hit): a
+        // statement that fails on a connection the server closed is retried on another
+        // (`Inner::retry`), and a pool whose connections stop answering is replaced.
+        .test_before_acquire(false)
+        .connect_lazy_with(options)
+}
+
+/// The store's pool, replaced when it stops answering: the replacement is as lazy, and the old
+/// pool is closed in the background, given at most the operation timeout (connections still
+/// stuck after it, waiting on a dead peer, no longer count against the new pool).
+fn recycled_pool(config: &PostgresConfig, options: PgConnectOptions, rt: tokio::runtime::Handle) -> Recycler<PgPool> {
+    let pool = open_pool(config, options.clone(), &rt);
+    let config = config.clone();
+    Recycler::new(NAME, pool, move |old: &PgPool| {
+        let old = old.clone();
+        let timeout = config.timeout;
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(timeout, old.close()).await;
+        });
+        Ok(open_pool(&config, options.clone(), &rt))
+    })
+}
+
+/// The options sqlx connects with: the URL's, plus the server-side statement timeout and TCP
+/// keepalive (sqlx sets no socket options of its own: the server's keepalive at least frees the
+/// server-side sessions of connections a client gave up on, within seconds rather than hours).
 fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
     // Only connection parameters may follow `?` in `url`; cache options belong in the config.
     let mut url = CacheUrl::parse(&config.url)?;
@@ -310,7 +335,17 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
         ));
     }
     let statement_timeout = config.timeout.as_millis().max(1).to_string();
-    let options = options.options([("statement_timeout", statement_timeout.as_str())]);
+    let keepalive = [
+        recycle::KEEPALIVE_IDLE.as_secs().to_string(),
+        recycle::KEEPALIVE_INTERVAL.as_secs().to_string(),
+        recycle::KEEPALIVE_RETRIES.to_string(),
+    ];
+    let options = options.options([
+        ("statement_timeout", statement_timeout.as_str()),
+        ("tcp_keepalives_idle", keepalive[0].as_str()),
+        ("tcp_keepalives_interval", keepalive[1].as_str()),
+        ("tcp_keepalives_count", keepalive[2].as_str()),
+    ]);
     Ok(match options.get_application_name() {
         Some(_) => options,
         None => options.application_name("cachestack"),
@@ -343,6 +378,18 @@ mod tests {
             tls.unwrap();
         } else {
             assert!(tls.unwrap_err().to_string().contains("postgres-tls"));
+        }
+    }
+
+    #[test]
+    fn the_server_probes_idle_connections_and_bounds_statements() {
+        let config = PostgresConfig { timeout: std::time::Duration::from_millis(1500), ..PostgresConfig::default() };
+        let options = connect_options(&config).unwrap();
+        let sent = options.get_options().unwrap_or_default();
+        for wanted in
+            ["statement_timeout=1500", "tcp_keepalives_idle=5", "tcp_keepalives_interval=2", "tcp_keepalives_count=3"]
+        {
+            assert!(sent.contains(wanted), "{wanted} missing from {sent}");
         }
     }
 

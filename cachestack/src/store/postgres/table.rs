@@ -94,7 +94,7 @@ impl Inner {
     }
 
     async fn create_table(&self, sized: bool) -> std::result::Result<(), sqlx::Error> {
-        let mut conn = Checkout::take(&self.pool).await?;
+        let mut conn = Checkout::take(&self.pool.current()).await?;
         let result = async {
             let mut tx = conn.begin().await?;
             // Serialises creators of this table across processes; released at commit.

@@ -126,7 +126,7 @@ impl Inner {
     /// One trim batch, or `None` when another process holds the trim lock and `wait` is off.
     async fn trim_batch(&self, wait: bool) -> Result<Option<u64>> {
         let to_i64 = |bound: Option<u64>| bound.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
-        let mut conn = Checkout::take(&self.pool).await.map_err(|e| self.err(e))?;
+        let mut conn = Checkout::take(&self.pool.current()).await.map_err(|e| self.err(e))?;
         let result = async {
             let mut tx = conn.begin().await?;
             let lock = if wait {

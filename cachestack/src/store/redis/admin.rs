@@ -11,7 +11,6 @@ use futures_util::future::join_all;
 
 use crate::error::{Error, Result};
 
-use super::conn::Conn;
 use super::Inner;
 
 impl Inner {
@@ -21,9 +20,9 @@ impl Inner {
     }
 
     pub(super) async fn clear_namespace(&self) -> Result<()> {
-        match &self.conn {
-            Conn::Single(_) => self.clear_node(None).await,
-            Conn::Cluster(_) => {
+        match self.server.cluster {
+            false => self.clear_node(None).await,
+            true => {
                 let masters = self.step(self.masters()).await?;
                 let results = join_all(masters.into_iter().map(|node| self.clear_node(Some(node)))).await;
                 results.into_iter().collect::<Result<Vec<()>>>().map(drop)
@@ -58,9 +57,9 @@ impl Inner {
     }
 
     async fn unlink(&self, keys: Vec<Vec<u8>>) -> Result<()> {
-        let groups: Vec<Vec<usize>> = match self.conn {
-            Conn::Single(_) => vec![(0..keys.len()).collect()],
-            Conn::Cluster(_) => {
+        let groups: Vec<Vec<usize>> = match self.server.cluster {
+            false => vec![(0..keys.len()).collect()],
+            true => {
                 let mut by_slot: HashMap<Slot, Vec<usize>> = HashMap::new();
                 for (i, key) in keys.iter().enumerate() {
                     by_slot.entry(Slot::for_key(key)).or_default().push(i);
@@ -122,7 +121,7 @@ impl Inner {
                 details.insert(detail.to_string(), value.to_string());
             }
         }
-        if let Conn::Cluster(_) = self.conn {
+        if self.server.cluster {
             let reply = self.route(::redis::cmd("CLUSTER").arg("INFO").clone(), random).await?;
             let info: String = self.parse(reply)?;
             for (field, detail) in [

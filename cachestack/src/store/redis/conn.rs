@@ -1,5 +1,12 @@
 //! The connection to Redis: opening it (single server, cluster, TLS), sending commands and
 //! pipelines, mapping redis-rs errors to cachestack's, and grouping keys by hash slot.
+//!
+//! Every command goes through the store's [`Recycler`]: redis-rs reconnects by itself when a
+//! connection breaks, but not when it merely stops answering (a response timeout leaves the
+//! connection in place), so after a silent failover every command would time out on the dead
+//! connection until the kernel gives up on it. Requests that get no answer in a row make the
+//! recycler open a new connection; TCP keepalive and `TCP_USER_TIMEOUT` let the kernel notice a
+//! dead peer within seconds as well.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -9,9 +16,14 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{RoutingInfo, Slot};
-use ::redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, ServerErrorKind, Value as Reply};
+use ::redis::io::tcp::TcpSettings;
+use ::redis::{
+    Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError, RedisResult, ServerErrorKind,
+    Value as Reply,
+};
 
 use crate::error::{Error, Result};
+use crate::store::recycle::{self, Recycler, Request};
 
 use super::config::{RedisConfig, ServerUrl};
 use super::Inner;
@@ -90,26 +102,44 @@ impl Inner {
     }
 
     pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
-        let result = match &self.conn {
-            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
-            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        let mut request = self.conn.request();
+        let result = match &mut request.conn {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => cmd.query_async(c).await,
         };
-        result.map_err(|e| self.map_err(e))
+        self.settle(request, result)
     }
 
     pub(super) async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T> {
-        let result = match &self.conn {
-            Conn::Single(c) => pipe.query_async(&mut c.clone()).await,
-            Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+        let mut request = self.conn.request();
+        let result = match &mut request.conn {
+            Conn::Single(c) => pipe.query_async(c).await,
+            Conn::Cluster(c) => pipe.query_async(c).await,
         };
-        result.map_err(|e| self.map_err(e))
+        self.settle(request, result)
     }
 
     pub(super) async fn route(&self, cmd: Cmd, routing: RoutingInfo) -> Result<Reply> {
-        match &self.conn {
-            Conn::Cluster(c) => c.clone().route_command(cmd, routing).await.map_err(|e| self.map_err(e)),
-            Conn::Single(c) => cmd.query_async(&mut c.clone()).await.map_err(|e| self.map_err(e)),
+        let mut request = self.conn.request();
+        let result = match &mut request.conn {
+            Conn::Cluster(c) => c.route_command(cmd, routing).await,
+            Conn::Single(c) => cmd.query_async(c).await,
+        };
+        self.settle(request, result)
+    }
+
+    /// Tells the recycler how a request ended, and maps its error.
+    fn settle<T>(&self, request: Request<'_, Conn>, result: RedisResult<T>) -> Result<T> {
+        match &result {
+            Err(err) if err.is_timeout() => request.stalled(),
+            // Refused, reset, closed: redis-rs reconnects by itself.
+            Err(err) if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() => {
+                request.failed()
+            }
+            // A reply, or an error the server sent.
+            _ => request.answered(),
         }
+        result.map_err(|e| self.map_err(e))
     }
 
     pub(super) fn groups(&self, keys: &[String]) -> Vec<Vec<usize>> {
@@ -121,9 +151,9 @@ impl Inner {
     /// (a multi-key command or pipeline never spans slots), all together on a single server; and
     /// at most [`MAX_KEYS_PER_PIPELINE`] keys a group.
     pub(super) fn groups_of(&self, keys: &[&str]) -> Vec<Vec<usize>> {
-        let groups: Vec<Vec<usize>> = match self.conn {
-            Conn::Single(_) => vec![(0..keys.len()).collect()],
-            Conn::Cluster(_) => {
+        let groups: Vec<Vec<usize>> = match self.server.cluster {
+            false => vec![(0..keys.len()).collect()],
+            true => {
                 let mut by_slot: HashMap<Slot, Vec<usize>> = HashMap::new();
                 for (i, key) in keys.iter().enumerate() {
                     by_slot.entry(Slot::for_key(key.as_bytes())).or_default().push(i);
@@ -138,8 +168,29 @@ impl Inner {
     }
 }
 
+/// The store's connection, replaced when it stops answering: built lazily now, and again (as
+/// lazily) each time the recycler gives up on it.
+pub(super) fn recycled_connection(
+    server: &ServerUrl,
+    config: &RedisConfig,
+    rt: &tokio::runtime::Handle,
+) -> Result<Recycler<Conn>> {
+    let conn = open_connection(server, config, rt)?;
+    let (server, config, rt) = (server.clone(), config.clone(), rt.clone());
+    Ok(Recycler::new(&config.name.clone(), conn, move |_old| open_connection(&server, &config, &rt)))
+}
+
+/// Keepalive probes on idle connections and, on Linux, `TCP_USER_TIMEOUT` on busy ones: the
+/// kernel reports a dead peer in seconds rather than after minutes of retransmissions.
+fn tcp_settings() -> TcpSettings {
+    let settings = TcpSettings::default().set_keepalive(recycle::keepalive());
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    let settings = settings.set_user_timeout(recycle::USER_TIMEOUT);
+    settings
+}
+
 /// Builds the (lazy) connection on cachestack's runtime, so that its tasks live there.
-pub(super) fn open_connection(server: &ServerUrl, config: &RedisConfig, rt: &tokio::runtime::Handle) -> Result<Conn> {
+fn open_connection(server: &ServerUrl, config: &RedisConfig, rt: &tokio::runtime::Handle) -> Result<Conn> {
     let config_error = |e: RedisError| Error::config(format!("redis URL `{}`: {e}", server.display));
     #[cfg(feature = "redis-tls")]
     let certs = tls_certificates(server, config)?;
@@ -152,7 +203,8 @@ pub(super) fn open_connection(server: &ServerUrl, config: &RedisConfig, rt: &tok
             .response_timeout(config.timeout)
             .retries(3)
             .min_retry_wait(10)
-            .max_retry_wait(200);
+            .max_retry_wait(200)
+            .tcp_settings(tcp_settings());
         #[cfg(feature = "redis-tls")]
         let builder = match certs {
             Some(certs) => builder.certs(certs),
@@ -164,13 +216,14 @@ pub(super) fn open_connection(server: &ServerUrl, config: &RedisConfig, rt: &tok
         Ok(Conn::Cluster(client.get_pending_async_connection_with_config(cluster_config)))
     } else {
         let node = server.nodes.first().ok_or_else(|| Error::config("redis: no host given"))?;
+        let node = node.as_str().into_connection_info().map_err(config_error)?.set_tcp_settings(tcp_settings());
         #[cfg(feature = "redis-tls")]
         let client = match certs {
-            Some(certs) => ::redis::Client::build_with_tls(node.as_str(), certs),
-            None => ::redis::Client::open(node.as_str()),
+            Some(certs) => ::redis::Client::build_with_tls(node, certs),
+            None => ::redis::Client::open(node),
         };
         #[cfg(not(feature = "redis-tls"))]
-        let client = ::redis::Client::open(node.as_str());
+        let client = ::redis::Client::open(node);
         let client = client.map_err(config_error)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
@@ -222,4 +275,17 @@ fn refuse_tls(server: &ServerUrl) -> Result<()> {
         return Err(Error::FeatureDisabled { scheme: scheme.into(), feature: "redis-tls" });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_notice_a_dead_peer_within_seconds() {
+        let settings = tcp_settings();
+        assert!(settings.keepalive().is_some(), "keepalive probes idle connections");
+        #[cfg(target_os = "linux")]
+        assert_eq!(settings.user_timeout(), Some(recycle::USER_TIMEOUT));
+    }
 }

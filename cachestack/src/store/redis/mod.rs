@@ -14,6 +14,10 @@
 //! server they are one pipeline. `clear` walks the namespace with `SCAN MATCH` in batches and
 //! `UNLINK`s what it finds, on every master of a cluster; it never uses `KEYS` or `FLUSHDB`.
 //!
+//! A connection that stops answering (requests time out, nothing closes it: a half-open
+//! connection after a silent failover) is replaced by a new one after two requests in a row get
+//! no answer (`store::recycle`); redis-rs itself reconnects only when a connection breaks.
+//!
 //! The store does I/O only: its round trips run on cachestack's runtime ([`crate::rt::io`]),
 //! sealing and opening values on the caller's side; silent mode and the operation timeout are
 //! layers ([`crate::layer`]), which [`RedisBackend`] puts in front of the [`RedisStore`].
@@ -38,9 +42,10 @@ use crate::error::{Error, Result};
 use crate::layer::{within, Layered, Layers};
 use crate::store::{BackendStats, Counters};
 
+use crate::store::recycle::Recycler;
 use admin::escape_glob;
 use config::{parse_server_url, ServerUrl};
-use conn::{open_connection, Conn, Link};
+use conn::{recycled_connection, Conn, Link};
 
 /// Every key this store writes starts with this, then the namespace and `:`.
 const KEY_PREFIX: &str = "cachestack:";
@@ -53,8 +58,11 @@ const KEY_PREFIX: &str = "cachestack:";
 /// Construction never blocks and never fails because the server is down: the connection is
 /// opened on first use and reopened after failures, so an unreachable server shows up as
 /// per-operation errors ([`Error::BackendUnavailable`], [`Error::Timeout`]), or as misses in
-/// `silent` mode, and caching resumes by itself once the server is back. Use
-/// [`RedisBackend::connect`] to check the server up front instead.
+/// `silent` mode, and caching resumes by itself once the server is back. A connection that stops
+/// answering without closing (half-open after a silent failover) is replaced after two requests
+/// in a row get no answer, and its socket has TCP keepalive and `TCP_USER_TIMEOUT` (Linux) so
+/// the kernel notices a dead peer within seconds too. Use [`RedisBackend::connect`] to check the
+/// server up front instead.
 ///
 /// Every operation returns within [`RedisConfig::timeout`].
 ///
@@ -97,7 +105,8 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: Conn,
+    /// The connection, replaced when it stops answering.
+    conn: Recycler<Conn>,
     config: RedisConfig,
     server: ServerUrl,
     /// `cachestack:<namespace>:`
@@ -183,7 +192,7 @@ impl RedisStore {
             )));
         }
         let rt = crate::rt::handle()?;
-        let conn = open_connection(&server, &config, &rt)?;
+        let conn = recycled_connection(&server, &config, &rt)?;
         let prefix = format!("{KEY_PREFIX}{}:", config.namespace);
         let pattern = format!("{}*", escape_glob(&prefix));
         Ok(RedisStore {
@@ -231,9 +240,9 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<()> {
         let inner = self.inner.clone();
         let ping = self.io(async move {
-            match &inner.conn {
-                Conn::Single(_) => inner.query::<String>(&::redis::cmd("PING")).await.map(drop),
-                Conn::Cluster(_) => inner.masters().await.map(drop),
+            match inner.server.cluster {
+                false => inner.query::<String>(&::redis::cmd("PING")).await.map(drop),
+                true => inner.masters().await.map(drop),
             }
         });
         within(&self.inner.config.name, self.inner.config.timeout, ping).await
@@ -276,6 +285,7 @@ impl RedisStore {
         stats.details.insert("tls".into(), inner.server.tls.to_string());
         stats.details.insert("namespace".into(), inner.config.namespace.clone());
         stats.details.insert("connected".into(), inner.link.label().into());
+        stats.details.insert("connections_replaced".into(), inner.conn.replacements().to_string());
         if let Some(ttl) = inner.config.default_ttl {
             stats.details.insert("default_ttl".into(), crate::ttl::format_ttl(ttl));
         }
