@@ -24,7 +24,7 @@ use async_trait::async_trait;
 pub use crate::layer::BreakerConfig;
 pub use builder::{OnFull, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::store::{Backend, BackendStats, Entry, LocalRead};
 use crate::value::Value;
@@ -247,7 +247,7 @@ impl TieredCache {
 
     /// Writes waiting in the write-back queue (0 for write-through stacks).
     pub fn queued(&self) -> usize {
-        self.shared.write_back.as_ref().and_then(|wb| wb.sender()).map_or(0, |tx| tx.max_capacity() - tx.capacity())
+        self.shared.queued()
     }
 
     /// Waits until every write queued before this call is stored in the lower layers (or failed
@@ -275,16 +275,7 @@ impl TieredCache {
     /// # });
     /// ```
     pub async fn close(&self) -> Result<()> {
-        let Some(wb) = &self.shared.write_back else { return Ok(()) };
-        drop(wb.take_sender());
-        let worker = lock(&wb.worker).take();
-        if let Some(worker) = worker {
-            worker.await.map_err(|e| Error::Generic {
-                backend: self.shared.name.clone(),
-                source: format!("the write-back task failed: {e}").into(),
-            })?;
-        }
-        Ok(())
+        self.shared.close().await
     }
 }
 
@@ -299,14 +290,16 @@ impl Drop for TieredCache {
             // Never block a runtime thread: the task finishes in the background.
             return;
         }
-        let done = lock(&wb.done).take();
-        if let Some(done) = done {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(wb.config.drain_on_drop) {
-                tracing::warn!(
-                    cache = %self.shared.name,
-                    "cachestack: tiered cache dropped with writes still queued; they are being written in the background (call close() on shutdown)"
-                );
-            }
+        let shared = self.shared.clone();
+        let drained = crate::rt::block_on(async move {
+            let Some(wb) = &shared.write_back else { return Ok(()) };
+            crate::layer::within(&shared.name, wb.config.drain_on_drop, wb.finished(&shared.name)).await
+        });
+        if !matches!(drained, Ok(Ok(()))) {
+            tracing::warn!(
+                cache = %self.shared.name,
+                "cachestack: tiered cache dropped with writes still queued; they are being written in the background (call close() on shutdown)"
+            );
         }
     }
 }
