@@ -2,16 +2,26 @@
 //!
 //! cachestack owns a small multi-thread tokio runtime, started on first use. Synchronous callers
 //! run backend futures to completion through [`block_on`], which works from plain threads and from
-//! inside any tokio runtime (where calling `Runtime::block_on` would panic): inside a runtime, the
-//! future is spawned on cachestack's runtime and the calling thread waits for its result
-//! (with `block_in_place` on multi-thread runtimes, so the caller's other tasks keep running).
+//! the threads of a multi-thread tokio runtime (where calling `Runtime::block_on` would panic):
+//! there, the future is spawned on cachestack's runtime and the calling thread waits for its
+//! result inside `block_in_place`, so the caller's other tasks keep running.
+//!
+//! On a **current-thread** runtime a blocking call is refused with a clear error instead: waiting
+//! there blocks the runtime's only thread, which deadlocks as soon as the operation needs that
+//! runtime (a lock held by one of its tasks, say). Use the async API there, or a multi-thread
+//! runtime, or a plain thread. (cachestack cannot tell that runtime's `spawn_blocking` threads,
+//! where waiting would be fine, from the runtime's own thread: they are refused too.)
+//!
+//! [`block_on_within`] also bounds the wait: past its limit the future is cancelled and the call
+//! fails with [`Error::Timeout`], so a blocking call never hangs forever on a store that does not
+//! answer.
 //!
 //! Network backends spawn their connection tasks on this runtime too ([`handle`]), so a
-//! synchronous caller that blocks a single-threaded runtime never blocks the tasks its own request
-//! needs.
+//! synchronous caller that blocks its thread never blocks the tasks its own request needs.
 
 use std::future::Future;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -45,43 +55,88 @@ pub fn handle() -> Result<tokio::runtime::Handle> {
     Ok(runtime()?.handle().clone())
 }
 
-/// Runs `future` to completion from synchronous code, wherever that code runs.
+/// Runs `future` to completion from synchronous code: a plain thread or a thread of a
+/// multi-thread tokio runtime. On a current-thread runtime it fails at once (see the
+/// [module](self)) instead of risking a deadlock.
 ///
 /// ```
 /// // From a plain thread:
 /// assert_eq!(cachestack::rt::block_on(async { 1 + 1 }).unwrap(), 2);
 ///
-/// // From inside a single-threaded tokio runtime (where `Runtime::block_on` would panic):
-/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// // From a multi-thread runtime (where `Runtime::block_on` would panic):
+/// let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
 /// rt.block_on(async {
 ///     assert_eq!(cachestack::rt::block_on(async { 2 + 2 }).unwrap(), 4);
 /// });
+///
+/// // From a current-thread runtime: a clear error, never a hang.
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let err = rt.block_on(async { cachestack::rt::block_on(async { 3 }) }).unwrap_err();
+/// assert!(err.to_string().contains("current-thread"), "{err}");
 /// ```
 pub fn block_on<F>(future: F) -> Result<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    block_on_within(None, future)
+}
+
+/// [`block_on`] with a bound: past `limit` (if given) the future is cancelled and the call fails
+/// with [`Error::Timeout`].
+///
+/// ```
+/// use std::time::Duration;
+/// let err = cachestack::rt::block_on_within(Some(Duration::from_millis(10)), std::future::pending::<()>()).unwrap_err();
+/// assert!(matches!(err, cachestack::Error::Timeout { .. }), "{err}");
+/// assert_eq!(cachestack::rt::block_on_within(Some(Duration::from_secs(5)), async { 7 }).unwrap(), 7);
+/// ```
+pub fn block_on_within<F>(limit: Option<Duration>, future: F) -> Result<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     let rt = runtime()?;
-    match tokio::runtime::Handle::try_current() {
-        Err(_) => Ok(rt.block_on(future)),
-        Ok(current) => {
-            // Inside a runtime: run the future on cachestack's runtime and wait for it on a plain
-            // channel (entering a runtime from here would panic).
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            rt.spawn(async move {
-                let _ = tx.send(future.await);
-            });
-            let wait = move || rx.recv();
-            let received = match current.runtime_flavor() {
-                tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
-                _ => wait(),
+    let timed_out = |after| Error::Timeout { backend: "runtime".into(), after };
+    let current = match tokio::runtime::Handle::try_current() {
+        Err(_) => {
+            // A plain thread: drive the future from here.
+            return match limit {
+                None => Ok(rt.block_on(future)),
+                Some(limit) => rt.block_on(tokio::time::timeout(limit, future)).map_err(|_| timed_out(limit)),
             };
-            received.map_err(|_| Error::Generic {
-                backend: "runtime".into(),
-                source: "a cache operation panicked on cachestack's runtime".into(),
-            })
         }
+        Ok(current) => current,
+    };
+    if current.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(Error::Generic {
+            backend: "runtime".into(),
+            source: "a blocking cache call (a `*_blocking` method, or a synchronous #[cached] function over a \
+                     remote cache) was made on a current-thread tokio runtime, where waiting blocks the runtime's \
+                     only thread and can deadlock; use the async API, a multi-thread runtime or a plain thread"
+                .into(),
+        });
+    }
+    // A multi-thread runtime: run the future on cachestack's runtime and wait for it on a plain
+    // channel (entering a runtime from here would panic), inside `block_in_place`.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let task = rt.spawn(async move {
+        let _ = tx.send(future.await);
+    });
+    let received = tokio::task::block_in_place(move || match limit {
+        None => rx.recv().map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+        Some(limit) => rx.recv_timeout(limit),
+    });
+    match (received, limit) {
+        (Ok(output), _) => Ok(output),
+        (Err(std::sync::mpsc::RecvTimeoutError::Timeout), Some(limit)) => {
+            task.abort();
+            Err(timed_out(limit))
+        }
+        (Err(_), _) => Err(Error::Generic {
+            backend: "runtime".into(),
+            source: "a cache operation panicked on cachestack's runtime".into(),
+        }),
     }
 }
 

@@ -771,7 +771,10 @@ async fn a_full_queue_drops_the_write_below_l1_counts_it_and_invalidates_below()
     assert!(stats.errors >= 1);
     assert_eq!(detail(&stats.layers[1], "tombstones"), 1, "the older value below is invalidated: {stats:#?}");
     l1.delete("c").await.unwrap();
-    assert!(stack.get("c").await.unwrap().is_none(), "a read below L1 replays the tombstone: a miss, not the older value");
+    assert!(
+        stack.get("c").await.unwrap().is_none(),
+        "a read below L1 replays the tombstone: a miss, not the older value"
+    );
 
     l2.open_gate();
     stack.close().await.unwrap();

@@ -368,6 +368,10 @@ impl Backend for TieredCache {
     async fn flush(&self) -> Result<()> {
         self.shared.flush().await
     }
+
+    async fn close(&self) -> Result<()> {
+        self.shared.close().await
+    }
 }
 
 /// The synchronous first look into an in-process L1 (see [`Backend::local_l1`]).

@@ -10,6 +10,8 @@
 //! under [`OnFull::Drop`]) the write is dropped below L1, and the key is invalidated in the lower
 //! layers with tombstones, without any I/O on the writer's path.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -21,7 +23,10 @@ use super::ordering::Dequeued;
 use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::layer::within;
+use crate::store::Backend;
 use crate::value::Value;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub(super) enum Msg {
     Write(QueuedWrite),
@@ -322,8 +327,20 @@ impl Shared {
     }
 
     async fn flush_layers(&self) -> Result<()> {
+        self.each_layer("flush", |b| b.flush()).await
+    }
+
+    async fn close_layers(&self) -> Result<()> {
+        self.each_layer("close", |b| b.close()).await
+    }
+
+    /// Sends `op` to every layer, fastest first; stops at the first failure.
+    async fn each_layer<'a, F>(&'a self, op: &'static str, f: F) -> Result<()>
+    where
+        F: Fn(&'a dyn Backend) -> BoxFuture<'a, Result<()>>,
+    {
         for layer in &self.layers {
-            if let Call::Failed(err) = layer.call("flush", "", |b| b.flush()).await {
+            if let Call::Failed(err) = layer.call(op, "", &f).await {
                 return Err(err);
             }
         }
@@ -335,12 +352,13 @@ impl Shared {
         self.write_back.as_ref().and_then(WriteBackState::sender).map_or(0, |tx| tx.max_capacity() - tx.capacity())
     }
 
-    /// Drains the queue and stops its task, within the flush timeout; later writes are written
-    /// through. Past the timeout the task carries on in the background.
+    /// Drains the queue and stops its task, within the flush timeout (later writes are written
+    /// through; past the timeout the task carries on in the background), then closes the layers.
     pub(super) async fn close(&self) -> Result<()> {
-        let Some(wb) = &self.write_back else { return self.flush_layers().await };
-        drop(wb.take_sender());
-        within(&self.name, wb.config.flush_timeout, wb.finished(&self.name)).await?;
-        self.flush_layers().await
+        if let Some(wb) = &self.write_back {
+            drop(wb.take_sender());
+            within(&self.name, wb.config.flush_timeout, wb.finished(&self.name)).await?;
+        }
+        self.close_layers().await
     }
 }
