@@ -140,8 +140,7 @@ impl Cache {
         self.backend.close().await
     }
 
-    /// [`Cache::flush`] from synchronous code (a plain thread or a multi-thread runtime's thread;
-    /// see [`crate::rt::block_on`]).
+    /// [`Cache::flush`] from synchronous code (see [`crate::rt::block_on`]).
     ///
     /// ```
     /// let cache = cachestack::Cache::new(cachestack::MemoryBackend::with_capacity(10));
@@ -159,9 +158,8 @@ impl Cache {
         crate::rt::block_on(async move { backend.close().await })?
     }
 
-    /// Reads `key` from synchronous code: a plain thread or a thread of a multi-thread tokio
-    /// runtime; on a current-thread runtime a cache that is not in process fails with a clear
-    /// error instead of risking a deadlock (see [`crate::rt::block_on`]).
+    /// Reads `key` from synchronous code (any thread, inside or outside a tokio runtime; on a
+    /// current-thread runtime the wait is bounded, see [`crate::rt::block_on`]).
     ///
     /// ```
     /// use cachestack::{Cache, MemoryBackend};

@@ -252,8 +252,8 @@ impl CacheRegistry {
         close_all(self.caches(), limit).await
     }
 
-    /// [`CacheRegistry::shutdown`] from synchronous code, such as the end of `main` (a plain thread
-    /// or a multi-thread runtime's thread; see [`crate::rt::block_on`]).
+    /// [`CacheRegistry::shutdown`] from synchronous code, such as the end of `main` (see
+    /// [`crate::rt::block_on`]; prefer `shutdown().await` inside a runtime).
     ///
     /// ```
     /// cachestack::CacheRegistry::global().shutdown_blocking().unwrap();

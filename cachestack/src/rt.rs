@@ -6,11 +6,12 @@
 //! there, the future is spawned on cachestack's runtime and the calling thread waits for its
 //! result inside `block_in_place`, so the caller's other tasks keep running.
 //!
-//! On a **current-thread** runtime a blocking call is refused with a clear error instead: waiting
-//! there blocks the runtime's only thread, which deadlocks as soon as the operation needs that
-//! runtime (a lock held by one of its tasks, say). Use the async API there, or a multi-thread
-//! runtime, or a plain thread. (cachestack cannot tell that runtime's `spawn_blocking` threads,
-//! where waiting would be fine, from the runtime's own thread: they are refused too.)
+//! On a **current-thread** runtime the calling thread is the runtime's only thread, and waiting
+//! blocks it. The operation still runs on cachestack's runtime, so it completes unless it needs
+//! the caller's runtime (a lock held by one of its tasks, a task it must answer): that is a
+//! deadlock, which cachestack cannot see coming. So there the wait is bounded by
+//! [`CURRENT_THREAD_WAIT`]: past it the operation is cancelled and the call fails with an error
+//! that names the cause, instead of hanging forever. Prefer the async API on such runtimes.
 //!
 //! [`block_on_within`] also bounds the wait: past its limit the future is cancelled and the call
 //! fails with [`Error::Timeout`], so a blocking call never hangs forever on a store that does not
@@ -24,6 +25,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+
+/// The longest a blocking call made on a current-thread tokio runtime waits (see the
+/// [module](self)); past it, it fails with an error naming the probable deadlock.
+pub const CURRENT_THREAD_WAIT: Duration = Duration::from_secs(5);
 
 static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
 
@@ -55,9 +60,9 @@ pub fn handle() -> Result<tokio::runtime::Handle> {
     Ok(runtime()?.handle().clone())
 }
 
-/// Runs `future` to completion from synchronous code: a plain thread or a thread of a
-/// multi-thread tokio runtime. On a current-thread runtime it fails at once (see the
-/// [module](self)) instead of risking a deadlock.
+/// Runs `future` to completion from synchronous code, wherever that code runs. On a
+/// current-thread runtime the wait is bounded by [`CURRENT_THREAD_WAIT`] (see the
+/// [module](self)): a deadlock there is an error, not a hang.
 ///
 /// ```
 /// // From a plain thread:
@@ -69,10 +74,9 @@ pub fn handle() -> Result<tokio::runtime::Handle> {
 ///     assert_eq!(cachestack::rt::block_on(async { 2 + 2 }).unwrap(), 4);
 /// });
 ///
-/// // From a current-thread runtime: a clear error, never a hang.
+/// // From inside a current-thread runtime (its only thread waits, within CURRENT_THREAD_WAIT):
 /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-/// let err = rt.block_on(async { cachestack::rt::block_on(async { 3 }) }).unwrap_err();
-/// assert!(err.to_string().contains("current-thread"), "{err}");
+/// assert_eq!(rt.block_on(async { cachestack::rt::block_on(async { 3 }) }).unwrap(), 3);
 /// ```
 pub fn block_on<F>(future: F) -> Result<F::Output>
 where
@@ -103,35 +107,50 @@ where
             // A plain thread: drive the future from here.
             return match limit {
                 None => Ok(rt.block_on(future)),
-                Some(limit) => rt.block_on(tokio::time::timeout(limit, future)).map_err(|_| timed_out(limit)),
+                // The timer is made inside the runtime (it needs its time driver).
+                Some(limit) => {
+                    rt.block_on(async move { tokio::time::timeout(limit, future).await }).map_err(|_| timed_out(limit))
+                }
             };
         }
         Ok(current) => current,
     };
-    if current.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return Err(Error::Generic {
-            backend: "runtime".into(),
-            source: "a blocking cache call (a `*_blocking` method, or a synchronous #[cached] function over a \
-                     remote cache) was made on a current-thread tokio runtime, where waiting blocks the runtime's \
-                     only thread and can deadlock; use the async API, a multi-thread runtime or a plain thread"
-                .into(),
-        });
-    }
-    // A multi-thread runtime: run the future on cachestack's runtime and wait for it on a plain
-    // channel (entering a runtime from here would panic), inside `block_in_place`.
+    // Run the future on cachestack's runtime and wait for it on a plain channel (entering a
+    // runtime from here would panic): inside `block_in_place` on a multi-thread runtime; on a
+    // current-thread runtime, blocking its only thread, for at most CURRENT_THREAD_WAIT.
+    let multi_thread = current.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
+    let wait_limit = match (multi_thread, limit) {
+        (true, limit) => limit,
+        (false, Some(limit)) => Some(limit.min(CURRENT_THREAD_WAIT)),
+        (false, None) => Some(CURRENT_THREAD_WAIT),
+    };
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let task = rt.spawn(async move {
         let _ = tx.send(future.await);
     });
-    let received = tokio::task::block_in_place(move || match limit {
+    let wait = move || match wait_limit {
         None => rx.recv().map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
-        Some(limit) => rx.recv_timeout(limit),
-    });
-    match (received, limit) {
+        Some(wait_limit) => rx.recv_timeout(wait_limit),
+    };
+    let received = if multi_thread { tokio::task::block_in_place(wait) } else { wait() };
+    match (received, wait_limit) {
         (Ok(output), _) => Ok(output),
-        (Err(std::sync::mpsc::RecvTimeoutError::Timeout), Some(limit)) => {
+        (Err(std::sync::mpsc::RecvTimeoutError::Timeout), Some(waited)) => {
             task.abort();
-            Err(timed_out(limit))
+            if limit == Some(waited) {
+                Err(timed_out(waited))
+            } else {
+                Err(Error::Generic {
+                    backend: "runtime".into(),
+                    source: format!(
+                        "a blocking cache call (a `*_blocking` method, or a synchronous #[cached] function over a \
+                         remote cache) made on a current-thread tokio runtime got no answer within {CURRENT_THREAD_WAIT:?}: \
+                         it blocks the runtime's only thread, which deadlocks when the operation needs that runtime \
+                         (a lock or a task of it); use the async API, a multi-thread runtime or a plain thread"
+                    )
+                    .into(),
+                })
+            }
         }
         (Err(_), _) => Err(Error::Generic {
             backend: "runtime".into(),

@@ -1,6 +1,6 @@
 //! Exit and blocking calls: queued write-back writes reach the lower layers on `Cache::flush`,
-//! `Cache::close` and `CacheRegistry::shutdown`; a blocking call made on a current-thread
-//! runtime is a clear error, not a deadlock.
+//! `Cache::close` and `CacheRegistry::shutdown`; a blocking call that deadlocks a current-thread
+//! runtime is a clear error after a bound, not a hang.
 //!
 //! Tests wait on events (the gate of a held store, a channel), never on a sleep; a hang turns
 //! into a failure after the hang guard.
@@ -156,7 +156,7 @@ impl Backend for AnsweredByTheCallersRuntime {
 }
 
 #[test]
-fn a_blocking_call_on_a_current_thread_runtime_is_an_error_not_a_deadlock() {
+fn a_blocking_call_that_deadlocks_a_current_thread_runtime_is_an_error_not_a_hang() {
     let outcome = on_thread(|| {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
@@ -170,5 +170,5 @@ fn a_blocking_call_on_a_current_thread_runtime_is_an_error_not_a_deadlock() {
     });
     let result = outcome.recv_timeout(HANG_GUARD).expect("HANG: the blocking call deadlocked its runtime");
     let err = result.unwrap_err();
-    assert!(err.contains("current-thread") && err.contains("async API"), "{err}");
+    assert!(err.contains("current-thread") && err.contains("deadlock"), "{err}");
 }
