@@ -82,20 +82,29 @@ use shared::Shared;
 ///
 /// [`WriteStrategy::WriteThrough`] writes every layer, fastest first, and returns when all have
 /// answered. [`WriteStrategy::WriteBack`] writes L1 and puts the write for the other layers on a
-/// bounded queue served by one background task on cachestack's runtime ([`crate::rt`]);
+/// bounded queue, drained on cachestack's runtime ([`crate::rt`]) by up to
+/// [`WriteBackConfig::concurrency`] writes at a time (writes of one key in order, see below);
 /// [`TieredCache::flush`] waits until everything queued before it is stored, and
-/// [`TieredCache::close`] drains the queue and stops the task (later writes are written through).
-/// A full queue either makes the writer wait for room ([`OnFull::Wait`], the default) or drops the
-/// queued write with a counted error ([`OnFull::Drop`]); a dropped write still reaches L1, and the
-/// key is then deleted from the lower layers so that they cannot serve the value it replaced.
+/// [`TieredCache::close`] drains the queue and stops the task (later writes are written through),
+/// both within [`WriteBackConfig::flush_timeout`]. A full queue makes the writer wait for room at
+/// most [`WriteBackConfig::max_wait`] ([`OnFull::Wait`], the default) or not at all
+/// ([`OnFull::Drop`]); then the write is dropped below L1 with a counted error: it still reaches
+/// L1, and the key gets a tombstone in each lower layer (no I/O on the writer's path), so that
+/// they cannot serve the value it replaced. So a slow or unreachable lower layer never blocks a
+/// `set` for longer than `max_wait`. Each queued write is bounded per layer by
+/// [`WriteBackConfig::write_timeout`], and a write-back stack has a breaker on its remote layers
+/// (by default [`BreakerConfig::default()`]): a layer that keeps failing or timing out is
+/// bypassed, and the writes queued for it fail fast (with tombstones) instead of piling up.
 /// While a write sits in the queue, a read that misses L1 is answered from the queue: lower layers
 /// are behind for that key and are not consulted.
 ///
 /// What is guaranteed for queued writes: `flush().await` and `close().await` return once every
-/// write queued before them was stored (or failed and was counted). Dropping the stack closes the
-/// queue and the task keeps draining it in the background; outside an async runtime the drop also
-/// waits up to [`WriteBackConfig::drain_on_drop`] for it to finish. A process that exits without
-/// `close()` (or `flush()`) may lose what was still queued: call `close()` on an orderly shutdown.
+/// write queued before them was stored (or failed and was counted), or fail with a timeout. Dropping
+/// the stack closes the queue and the task keeps draining it in the background; outside an async
+/// runtime the drop also waits up to [`WriteBackConfig::drain_on_drop`] for it to finish. A process
+/// that exits without `close()` (or `flush()`) may lose what was still queued: call `close()`, or
+/// [`CacheRegistry::shutdown`](crate::CacheRegistry::shutdown) for every registered cache, on an
+/// orderly shutdown.
 ///
 /// # Invalidation and ordering
 ///
@@ -108,7 +117,9 @@ use shared::Shared;
 /// is already on the wire and then deletes after it. Queued writes carry a per-key sequence
 /// number: a delete (or a newer write) of the key supersedes every write still queued for it, and
 /// the task discards superseded writes instead of storing them. Hence a deleted key never comes
-/// back from the queue, and of several queued writes to one key only the newest is stored.
+/// back from the queue, and of several queued writes to one key only the newest is stored. The
+/// same lock and check keep the writes of one key in order when the queue stores several writes at
+/// once: of two writes of a key in flight together, the older is stored first or discarded.
 ///
 /// Write-through writes and deletes hold the I/O lock of their key's stripe from start to end,
 /// so the changes of one key reach every layer in the same order: two writers racing on a key
