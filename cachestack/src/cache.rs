@@ -104,7 +104,62 @@ impl Cache {
         self.backend.purge_expired().await
     }
 
-    /// Reads `key` from synchronous code (any thread, inside or outside a tokio runtime).
+    /// Waits until the writes this cache accepted but has not stored yet (a write-back queue) are
+    /// stored, within the backend's bound ([`WriteBackConfig::flush_timeout`] for a write-back
+    /// stack; past it, [`Error::Timeout`](crate::Error::Timeout) and the writes carry on in the
+    /// background). Immediate for backends that write before returning.
+    ///
+    /// [`WriteBackConfig::flush_timeout`]: crate::WriteBackConfig::flush_timeout
+    ///
+    /// ```
+    /// use cachestack::{Cache, MemoryBackend, TieredCache, WriteBackConfig};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let l2 = std::sync::Arc::new(MemoryBackend::with_capacity(10));
+    /// let stack = TieredCache::builder()
+    ///     .layer(MemoryBackend::with_capacity(10))
+    ///     .layer_arc(l2.clone())
+    ///     .write_back(WriteBackConfig::default())
+    ///     .build()
+    ///     .unwrap();
+    /// let cache = Cache::new(stack);
+    /// cache.set("k", &1u8, None).await.unwrap();
+    /// cache.flush().await.unwrap();
+    /// assert_eq!(Cache::from_arc(l2).get::<u8>("k").await.unwrap(), Some(1));
+    /// # });
+    /// ```
+    pub async fn flush(&self) -> Result<()> {
+        self.backend.flush().await
+    }
+
+    /// For an orderly shutdown: [`flush`](Cache::flush)es, then stops holding writes back (a
+    /// write-back stack writes through from then on), so that nothing written later is lost at
+    /// exit. The cache stays usable; closing twice is fine. See also
+    /// [`CacheRegistry::shutdown`](crate::CacheRegistry::shutdown), which closes every registered
+    /// cache.
+    pub async fn close(&self) -> Result<()> {
+        self.backend.close().await
+    }
+
+    /// [`Cache::flush`] from synchronous code (see [`crate::rt::block_on`]).
+    ///
+    /// ```
+    /// let cache = cachestack::Cache::new(cachestack::MemoryBackend::with_capacity(10));
+    /// cache.flush_blocking().unwrap();
+    /// cache.close_blocking().unwrap();
+    /// ```
+    pub fn flush_blocking(&self) -> Result<()> {
+        let backend = self.backend.clone();
+        crate::rt::block_on(async move { backend.flush().await })?
+    }
+
+    /// [`Cache::close`] from synchronous code.
+    pub fn close_blocking(&self) -> Result<()> {
+        let backend = self.backend.clone();
+        crate::rt::block_on(async move { backend.close().await })?
+    }
+
+    /// Reads `key` from synchronous code (any thread, inside or outside a tokio runtime; on a
+    /// current-thread runtime the wait is bounded, see [`crate::rt::block_on`]).
     ///
     /// ```
     /// use cachestack::{Cache, MemoryBackend};

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use crate::cache::Cache;
 use crate::connect::backend_from_url;
@@ -18,6 +19,9 @@ pub const DEFAULT_URL_VAR: &str = "CACHESTACK_URL";
 /// from `CACHESTACK_CACHE_USER_SESSIONS` (upper case, every character that is not a letter or a
 /// digit turned into `_`).
 pub const NAMED_URL_PREFIX: &str = "CACHESTACK_CACHE_";
+
+/// The bound of [`CacheRegistry::shutdown`] for all caches together.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Entries of the memory cache used as the default when nothing is configured.
 pub const FALLBACK_MAX_ENTRIES: u64 = 10_000;
@@ -216,6 +220,61 @@ impl CacheRegistry {
         }
     }
 
+    /// For an orderly exit: [closes](Cache::close) every registered cache (the named ones and the
+    /// default), all at once, within [`SHUTDOWN_TIMEOUT`]: each stores the writes its write-back
+    /// queue still holds and writes through from then on, so nothing written later is lost. Call
+    /// it (or [`CacheRegistry::shutdown_blocking`]) before the process exits: queued writes still
+    /// waiting then are otherwise lost. Fails with the first cache's error, or with
+    /// [`Error::Timeout`] past the bound (the remaining writes carry on in the background, until
+    /// the process exits). The caches stay usable.
+    ///
+    /// ```
+    /// use cachestack::{Cache, CacheRegistry, MemoryBackend, TieredCache, WriteBackConfig};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let registry = CacheRegistry::new();
+    /// let stack = TieredCache::builder()
+    ///     .layer(MemoryBackend::with_capacity(10))
+    ///     .layer(MemoryBackend::with_capacity(10))
+    ///     .write_back(WriteBackConfig::default())
+    ///     .build()
+    ///     .unwrap();
+    /// registry.register("users", Cache::new(stack));
+    /// registry.get("users").unwrap().set("user:1", &"Ada".to_string(), None).await.unwrap();
+    /// registry.shutdown().await.unwrap(); // at exit: the queued write is stored
+    /// # });
+    /// ```
+    pub async fn shutdown(&self) -> Result<()> {
+        self.shutdown_within(SHUTDOWN_TIMEOUT).await
+    }
+
+    /// [`CacheRegistry::shutdown`] with another bound.
+    pub async fn shutdown_within(&self, limit: Duration) -> Result<()> {
+        close_all(self.caches(), limit).await
+    }
+
+    /// [`CacheRegistry::shutdown`] from synchronous code, such as the end of `main` (see
+    /// [`crate::rt::block_on`]; prefer `shutdown().await` inside a runtime).
+    ///
+    /// ```
+    /// cachestack::CacheRegistry::global().shutdown_blocking().unwrap();
+    /// ```
+    pub fn shutdown_blocking(&self) -> Result<()> {
+        let caches = self.caches();
+        crate::rt::block_on(close_all(caches, SHUTDOWN_TIMEOUT))?
+    }
+
+    /// Every registered cache, once each (a cache registered under two names is one cache).
+    fn caches(&self) -> Vec<Cache> {
+        let state = self.read();
+        let mut caches: Vec<Cache> = Vec::new();
+        for registered in state.named.values().chain(state.default.as_ref()) {
+            if !caches.iter().any(|c| Arc::ptr_eq(c.backend(), registered.cache.backend())) {
+                caches.push(registered.cache.clone());
+            }
+        }
+        caches
+    }
+
     /// The names registered so far, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.read().named.keys().cloned().collect();
@@ -227,6 +286,39 @@ impl CacheRegistry {
     pub fn source(&self, name: &str) -> Option<String> {
         self.read().named.get(name).and_then(|r| r.source.clone())
     }
+}
+
+/// Closes `caches` concurrently on cachestack's runtime, within `limit` for all of them.
+async fn close_all(caches: Vec<Cache>, limit: Duration) -> Result<()> {
+    let rt = crate::rt::handle()?;
+    let closing: Vec<_> = caches
+        .into_iter()
+        .map(|cache| {
+            rt.spawn(async move {
+                let closed = cache.close().await;
+                if let Err(err) = &closed {
+                    tracing::warn!(backend = cache.backend().name(), error = %err, "cachestack: shutdown: a cache failed to close");
+                }
+                closed
+            })
+        })
+        .collect();
+    crate::layer::within("registry", limit, async move {
+        let mut first = Ok(());
+        for task in closing {
+            let closed = task.await.unwrap_or_else(|err| {
+                Err(Error::Generic {
+                    backend: "registry".into(),
+                    source: format!("closing a cache failed: {err}").into(),
+                })
+            });
+            if first.is_ok() {
+                first = closed;
+            }
+        }
+        first
+    })
+    .await
 }
 
 #[cfg(feature = "memory")]

@@ -703,16 +703,17 @@ async fn newer_queued_writes_supersede_older_ones() {
     let (l2, mut entered) = Faulty::gated(mem(10));
     let l2 = Arc::new(l2);
     let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default());
-    stack.set("blocker", Value::new(0u64), cachestack::Expiry::Default).await.unwrap();
-    assert_eq!(entered.recv().await.unwrap(), "blocker");
-    for v in 1..=3u64 {
+    // The first write of `k` is on the wire (held at the gate); the next two wait behind it.
+    stack.set("k", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
+    assert_eq!(entered.recv().await.unwrap(), "k");
+    for v in 2..=3u64 {
         stack.set("k", Value::new(v), cachestack::Expiry::Default).await.unwrap();
     }
     l2.open_gate();
     stack.flush().await.unwrap();
     assert_eq!(read_u64(&*l2.inner, "k").await, Some(3));
     let stats = stack.stats();
-    assert_eq!(detail(&stats, "queue_superseded"), 2, "{stats:#?}");
+    assert_eq!(detail(&stats, "queue_superseded"), 1, "{stats:#?}");
     assert_eq!(detail(&stats, "queue_written"), 2);
 }
 
@@ -745,7 +746,9 @@ async fn a_delete_racing_a_queued_write_keeps_the_key_deleted() {
     assert!(l2.inner.get("k").await.unwrap().is_none(), "a queued write came back after the delete");
     assert!(l1.get("k").await.unwrap().is_none());
     assert!(stack.get("k").await.unwrap().is_none());
-    assert_eq!(detail(&stack.stats(), "queue_superseded"), 1);
+    // v2 was discarded, or stored just before the delete (it waited for the same lock).
+    let stats = stack.stats();
+    assert_eq!(detail(&stats, "queue_superseded") + detail(&stats, "queue_written"), 2, "{stats:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -753,26 +756,32 @@ async fn a_full_queue_drops_the_write_below_l1_counts_it_and_invalidates_below()
     let l1 = mem(10);
     let (l2, mut entered) = Faulty::gated(mem(10));
     let l2 = Arc::new(l2);
-    let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::new(1).with_on_full(OnFull::Drop));
+    let config = WriteBackConfig::new(1).with_on_full(OnFull::Drop).with_concurrency(1);
+    let stack = write_back(&[l1.clone(), l2.clone()], config);
     l2.inner.set("c", Value::new(0u64), cachestack::Expiry::Default).await.unwrap(); // an older value of "c" below
 
     stack.set("a", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
-    assert_eq!(entered.recv().await.unwrap(), "a", "the task holds \"a\"; the queue is empty");
+    assert_eq!(entered.recv().await.unwrap(), "a", "the task holds \"a\" (its one slot); the queue is empty");
     stack.set("b", Value::new(2u64), cachestack::Expiry::Default).await.unwrap(); // fills the queue
-                                                                                  // The keys are fixed, and "c" does not share an ordering stripe with the held "a" (if it
-                                                                                  // did, this call would wait for the gate; it returns, so it doesn't).
     stack.set("c", Value::new(3u64), cachestack::Expiry::Default).await.unwrap(); // dropped below L1
 
     assert_eq!(read_u64(&*l1, "c").await, Some(3), "L1 still gets the write");
-    assert!(l2.inner.get("c").await.unwrap().is_none(), "the older value below was invalidated");
     let stats = stack.stats();
     assert_eq!(detail(&stats, "queue_dropped"), 1);
     assert!(stats.errors >= 1);
+    assert_eq!(detail(&stats.layers[1], "tombstones"), 1, "the older value below is invalidated: {stats:#?}");
+    l1.delete("c").await.unwrap();
+    assert!(
+        stack.get("c").await.unwrap().is_none(),
+        "a read below L1 replays the tombstone: a miss, not the older value"
+    );
 
     l2.open_gate();
     stack.close().await.unwrap();
     assert_eq!(read_u64(&*l2.inner, "a").await, Some(1));
     assert_eq!(read_u64(&*l2.inner, "b").await, Some(2));
+    assert!(l2.inner.get("c").await.unwrap().is_none(), "the tombstone was replayed before the next write");
+    assert!(stack.get("c").await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -791,6 +800,204 @@ async fn a_value_that_expires_while_queued_is_not_written_and_older_values_below
     stack.flush().await.unwrap();
     assert!(l2.inner.get("k").await.unwrap().is_none());
     assert_eq!(detail(&stack.stats(), "queue_expired"), 1);
+}
+
+/// A store that records, in order, the values its `set` calls store, and how many of them ran at
+/// once; each `set` yields a few times, to let other writes overlap it.
+#[derive(Debug, Default)]
+struct Recording {
+    map: Mutex<HashMap<String, Value>>,
+    applied: Mutex<Vec<(String, u64)>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Backend for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        Ok(self.map.lock().unwrap().get(key).map(|v| Entry::new(v.clone(), None)))
+    }
+    async fn set(&self, key: &str, value: Value, _expiry: cachestack::Expiry) -> Result<()> {
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, SeqCst);
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        self.applied.lock().unwrap().push((key.to_string(), value.get::<u64>().unwrap()));
+        self.map.lock().unwrap().insert(key.to_string(), value);
+        self.in_flight.fetch_sub(1, SeqCst);
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        Ok(self.map.lock().unwrap().remove(key).is_some())
+    }
+    async fn clear(&self) -> Result<()> {
+        self.map.lock().unwrap().clear();
+        Ok(())
+    }
+    fn stats(&self) -> BackendStats {
+        BackendStats::default()
+    }
+}
+
+/// A lower layer that never answers must not make `set` wait: once the writes in flight and the
+/// queue are full, each further write waits at most the queue's `max_wait` (100 ms by default,
+/// on tokio's paused clock here) and is then dropped below L1, counted.
+#[tokio::test(start_paused = true)]
+async fn a_blackholed_lower_layer_does_not_block_set_beyond_the_bound() {
+    const WRITES: u64 = 40;
+    let l1 = mem(100);
+    let (l2, _entered) = Faulty::gated(mem(100)); // never opened: every write to it hangs
+    let l2 = Arc::new(l2);
+    let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::new(1));
+    for i in 0..WRITES {
+        let started = tokio::time::Instant::now();
+        cachestack_tests::sync::within_guard(stack.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default))
+            .await
+            .unwrap();
+        assert!(started.elapsed() <= Duration::from_millis(100), "set k{i} waited {:?}", started.elapsed());
+        assert_eq!(read_u64(&*l1, &format!("k{i}")).await, Some(i), "L1 has every write");
+    }
+    let stats = stack.stats();
+    let (enqueued, dropped) = (detail(&stats, "queue_enqueued"), detail(&stats, "queue_dropped"));
+    assert_eq!(enqueued + dropped, WRITES, "{stats:#?}");
+    // At most the writes in flight (16 by default) and the queue (1) are absorbed.
+    assert!(dropped >= WRITES - 17, "{stats:#?}");
+    assert!(stats.errors >= dropped, "dropped writes are errors of the stack: {stats:#?}");
+    l2.open_gate();
+}
+
+/// Writes of different keys are stored at the same time: a write held in the lower layer does
+/// not keep the next key's write from reaching it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_keys_drain_in_parallel() {
+    let l1 = mem(10);
+    let (l2, mut entered) = Faulty::gated(mem(10));
+    let l2 = Arc::new(l2);
+    let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::default());
+    // "a" and "c" do not share an ordering stripe.
+    stack.set("a", Value::new(1u64), cachestack::Expiry::Default).await.unwrap();
+    stack.set("c", Value::new(2u64), cachestack::Expiry::Default).await.unwrap();
+    let mut held = vec![
+        cachestack_tests::sync::within_guard(entered.recv()).await.unwrap(),
+        cachestack_tests::sync::within_guard(entered.recv()).await.unwrap(),
+    ];
+    held.sort();
+    assert_eq!(held, ["a", "c"], "both writes are in the lower layer at once");
+    l2.open_gate();
+    stack.flush().await.unwrap();
+    assert_eq!((read_u64(&*l2.inner, "a").await, read_u64(&*l2.inner, "c").await), (Some(1), Some(2)));
+    stack.close().await.unwrap();
+}
+
+/// Each key's writes reach the lower layer in the order they were made (and the last one is
+/// what stays), while writes of different keys are stored concurrently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_key_order_holds_under_concurrent_drains() {
+    const KEYS: u64 = 8;
+    const ROUNDS: u64 = 150;
+    let l1 = mem(100);
+    let recording = Arc::new(Recording::default());
+    let (l2, mut entered) = Faulty::gated(recording.clone());
+    let l2 = Arc::new(l2);
+    let stack = Arc::new(write_back(&[l1.clone(), l2.clone()], WriteBackConfig::new(64).with_concurrency(8)));
+
+    // Concurrency first: two keys held in the lower layer at once.
+    stack.set("a", Value::new(0u64), cachestack::Expiry::Default).await.unwrap();
+    stack.set("c", Value::new(0u64), cachestack::Expiry::Default).await.unwrap();
+    for _ in 0..2 {
+        cachestack_tests::sync::within_guard(entered.recv()).await.unwrap();
+    }
+    l2.open_gate();
+
+    let writers: Vec<_> = (0..KEYS)
+        .map(|k| {
+            let stack = stack.clone();
+            tokio::spawn(async move {
+                for v in 1..=ROUNDS {
+                    stack.set(&format!("key{k}"), Value::new(v), cachestack::Expiry::Default).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    stack.flush().await.unwrap();
+
+    let applied = recording.applied.lock().unwrap().clone();
+    for k in 0..KEYS {
+        let key = format!("key{k}");
+        let values: Vec<u64> = applied.iter().filter(|(applied, _)| *applied == key).map(|(_, v)| *v).collect();
+        assert!(values.windows(2).all(|w| w[0] < w[1]), "{key} stored out of order: {values:?}");
+        assert_eq!(values.last(), Some(&ROUNDS), "{key}: the last write stays");
+        assert_eq!(read_u64(&*recording, &key).await, Some(ROUNDS));
+    }
+    assert!(recording.most_in_flight.load(SeqCst) >= 2, "the drains overlapped");
+    let stats = stack.stats();
+    assert_eq!(detail(&stats, "queue_dropped"), 0, "{stats:#?}");
+    assert_eq!(
+        detail(&stats, "queue_written") + detail(&stats, "queue_superseded"),
+        detail(&stats, "queue_enqueued"),
+        "{stats:#?}"
+    );
+    stack.close().await.unwrap();
+}
+
+/// A write-back stack has a breaker on its remote layers by default: queued writes for a layer
+/// that keeps failing stop reaching it after a few failures and fail fast (with tombstones)
+/// instead of each trying the dead layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_writes_to_a_failing_layer_trip_the_breaker_and_fail_fast() {
+    let l1 = mem(1000);
+    let l2 = Arc::new(cachestack_tests::faults::Down::default());
+    let stack = write_back(&[l1.clone(), l2.clone()], WriteBackConfig::new(1000));
+    for i in 0..200u64 {
+        stack.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
+    }
+    stack.flush().await.unwrap();
+    let stats = stack.stats();
+    assert_eq!(stats.layers[1].details["breaker"], "open", "{stats:#?}");
+    assert_eq!(detail(&stats.layers[1], "breaker_trips"), 1);
+    let reached = l2.calls.load(SeqCst) as u64;
+    assert!(reached < 200, "{reached} of 200 queued writes still went to the dead layer");
+    assert!(detail(&stats.layers[1], "bypassed") >= 200 - reached, "{stats:#?}");
+    assert_eq!(detail(&stats, "queue_failed"), 200, "{stats:#?}");
+    assert_eq!(detail(&stats.layers[1], "tombstones"), 200, "each key waits for its delete below");
+    for i in 0..200u64 {
+        assert_eq!(read_u64(&*l1, &format!("k{i}")).await, Some(i));
+    }
+}
+
+/// A layer that never answers trips the breaker too: each queued write gives up after the
+/// queue's `write_timeout`, which counts as a failure; once open, the rest fail fast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_writes_to_a_blackholed_layer_time_out_and_trip_the_breaker() {
+    const WRITES: u64 = 100;
+    let l1 = mem(1000);
+    let (l2, _entered) = Faulty::gated(mem(1000)); // never opened
+    let l2 = Arc::new(l2);
+    let config = WriteBackConfig::new(1000).with_write_timeout(Some(Duration::from_millis(20)));
+    let stack = TieredCache::builder()
+        .layer_arc(l1.clone())
+        .layer_arc(l2.clone())
+        .write_back(config)
+        .breaker(BreakerConfig::new(3, Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    for i in 0..WRITES {
+        stack.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await.unwrap();
+    }
+    cachestack_tests::sync::within_guard(stack.flush()).await.unwrap();
+    let stats = stack.stats();
+    assert_eq!(stats.layers[1].details["breaker"], "open", "{stats:#?}");
+    assert!(detail(&stats.layers[1], "bypassed") > 0, "{stats:#?}");
+    assert_eq!(detail(&stats, "queue_failed"), WRITES, "{stats:#?}");
+    assert_eq!(detail(&stats, "queue_written"), 0);
+    assert!(stats.layers[1].errors >= 3, "the timeouts are the layer's errors: {stats:#?}");
 }
 
 // ------------------------------------------------------------------------------------------------

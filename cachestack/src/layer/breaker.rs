@@ -295,6 +295,9 @@ impl<B: Backend> Backend for Breaker<B> {
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await
     }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
 }
 
 #[cfg(test)]

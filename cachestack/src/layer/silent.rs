@@ -132,6 +132,10 @@ impl<B: Backend> Backend for Silent<B> {
         let result = self.inner.flush().await;
         self.settle("flush", result, 0, || ())
     }
+    async fn close(&self) -> Result<()> {
+        let result = self.inner.close().await;
+        self.settle("close", result, 0, || ())
+    }
 }
 
 /// One log line per cause (store, operation, kind of error) per [`LOG_INTERVAL`], saying how

@@ -102,4 +102,7 @@ impl<B: Backend> Backend for Timeout<B> {
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await
     }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
 }

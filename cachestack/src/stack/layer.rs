@@ -3,12 +3,12 @@
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::tombstones::Tombstones;
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
-use crate::layer::Circuit;
+use crate::layer::{within, Circuit};
 use crate::store::{Backend, Counters, Entry, LocalBackend};
 use crate::value::Value;
 
@@ -73,9 +73,31 @@ impl Layer {
         F: FnOnce(&'a dyn Backend) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let run = async {
+        self.call_within(op, key, None, f).await
+    }
+
+    /// [`Layer::call`] bounded by `limit` (replay included): past it the call fails with
+    /// [`Error::Timeout`], which counts against the breaker like any store failure.
+    pub(super) async fn call_within<'a, T, F, Fut>(
+        &'a self,
+        op: &'static str,
+        key: &str,
+        limit: Option<Duration>,
+        f: F,
+    ) -> Call<T>
+    where
+        F: FnOnce(&'a dyn Backend) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let unbounded = async {
             self.replay().await?;
             f(&*self.backend).await
+        };
+        let run = async {
+            match limit {
+                Some(limit) => within(self.backend.name(), limit, unbounded).await,
+                None => unbounded.await,
+            }
         };
         let result = match &self.breaker {
             None => run.await,
@@ -139,14 +161,15 @@ impl Layer {
         self.tombstones.add(keys.iter().copied());
     }
 
-    pub(super) async fn write(&self, key: &str, value: &Value, stamp: &Stamp) -> Call<()> {
+    /// Writes `key`, within `limit` if one is given (see [`Layer::call_within`]).
+    pub(super) async fn write(&self, key: &str, value: &Value, stamp: &Stamp, limit: Option<Duration>) -> Call<()> {
         let expiry = stamp.for_layer(&*self.backend);
         if let Some(local) = self.local() {
             local.set_value(key, value.clone(), expiry);
             self.counters.record_write();
             return Call::Done(());
         }
-        let result = self.call("set", key, |b| b.set(key, value.clone(), expiry)).await;
+        let result = self.call_within("set", key, limit, |b| b.set(key, value.clone(), expiry)).await;
         match &result {
             Call::Done(()) => {
                 self.counters.record_write();
@@ -182,12 +205,13 @@ impl Layer {
         result
     }
 
-    pub(super) async fn remove(&self, key: &str) -> Call<bool> {
+    /// Deletes `key`, within `limit` if one is given (see [`Layer::call_within`]).
+    pub(super) async fn remove(&self, key: &str, limit: Option<Duration>) -> Call<bool> {
         self.counters.record_delete();
         if let Some(local) = self.local() {
             return Call::Done(local.remove(key));
         }
-        let result = self.call("delete", key, |b| b.delete(key)).await;
+        let result = self.call_within("delete", key, limit, |b| b.delete(key)).await;
         if !matches!(result, Call::Done(_)) {
             self.tombstones.add([key]);
         }

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 pub use crate::layer::BreakerConfig;
 pub use builder::{OnFull, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::store::{Backend, BackendStats, Entry, LocalRead, Signing};
 use crate::value::Value;
@@ -82,20 +82,29 @@ use shared::Shared;
 ///
 /// [`WriteStrategy::WriteThrough`] writes every layer, fastest first, and returns when all have
 /// answered. [`WriteStrategy::WriteBack`] writes L1 and puts the write for the other layers on a
-/// bounded queue served by one background task on cachestack's runtime ([`crate::rt`]);
+/// bounded queue, drained on cachestack's runtime ([`crate::rt`]) by up to
+/// [`WriteBackConfig::concurrency`] writes at a time (writes of one key in order, see below);
 /// [`TieredCache::flush`] waits until everything queued before it is stored, and
-/// [`TieredCache::close`] drains the queue and stops the task (later writes are written through).
-/// A full queue either makes the writer wait for room ([`OnFull::Wait`], the default) or drops the
-/// queued write with a counted error ([`OnFull::Drop`]); a dropped write still reaches L1, and the
-/// key is then deleted from the lower layers so that they cannot serve the value it replaced.
+/// [`TieredCache::close`] drains the queue and stops the task (later writes are written through),
+/// both within [`WriteBackConfig::flush_timeout`]. A full queue makes the writer wait for room at
+/// most [`WriteBackConfig::max_wait`] ([`OnFull::Wait`], the default) or not at all
+/// ([`OnFull::Drop`]); then the write is dropped below L1 with a counted error: it still reaches
+/// L1, and the key gets a tombstone in each lower layer (no I/O on the writer's path), so that
+/// they cannot serve the value it replaced. So a slow or unreachable lower layer never blocks a
+/// `set` for longer than `max_wait`. Each queued write is bounded per layer by
+/// [`WriteBackConfig::write_timeout`], and a write-back stack has a breaker on its remote layers
+/// (by default [`BreakerConfig::default()`]): a layer that keeps failing or timing out is
+/// bypassed, and the writes queued for it fail fast (with tombstones) instead of piling up.
 /// While a write sits in the queue, a read that misses L1 is answered from the queue: lower layers
 /// are behind for that key and are not consulted.
 ///
 /// What is guaranteed for queued writes: `flush().await` and `close().await` return once every
-/// write queued before them was stored (or failed and was counted). Dropping the stack closes the
-/// queue and the task keeps draining it in the background; outside an async runtime the drop also
-/// waits up to [`WriteBackConfig::drain_on_drop`] for it to finish. A process that exits without
-/// `close()` (or `flush()`) may lose what was still queued: call `close()` on an orderly shutdown.
+/// write queued before them was stored (or failed and was counted), or fail with a timeout. Dropping
+/// the stack closes the queue and the task keeps draining it in the background; outside an async
+/// runtime the drop also waits up to [`WriteBackConfig::drain_on_drop`] for it to finish. A process
+/// that exits without `close()` (or `flush()`) may lose what was still queued: call `close()`, or
+/// [`CacheRegistry::shutdown`](crate::CacheRegistry::shutdown) for every registered cache, on an
+/// orderly shutdown.
 ///
 /// # Invalidation and ordering
 ///
@@ -108,7 +117,9 @@ use shared::Shared;
 /// is already on the wire and then deletes after it. Queued writes carry a per-key sequence
 /// number: a delete (or a newer write) of the key supersedes every write still queued for it, and
 /// the task discards superseded writes instead of storing them. Hence a deleted key never comes
-/// back from the queue, and of several queued writes to one key only the newest is stored.
+/// back from the queue, and of several queued writes to one key only the newest is stored. The
+/// same lock and check keep the writes of one key in order when the queue stores several writes at
+/// once: of two writes of a key in flight together, the older is stored first or discarded.
 ///
 /// Write-through writes and deletes hold the I/O lock of their key's stripe from start to end,
 /// so the changes of one key reach every layer in the same order: two writers racing on a key
@@ -247,7 +258,7 @@ impl TieredCache {
 
     /// Writes waiting in the write-back queue (0 for write-through stacks).
     pub fn queued(&self) -> usize {
-        self.shared.write_back.as_ref().and_then(|wb| wb.sender()).map_or(0, |tx| tx.max_capacity() - tx.capacity())
+        self.shared.queued()
     }
 
     /// Waits until every write queued before this call is stored in the lower layers (or failed
@@ -275,16 +286,7 @@ impl TieredCache {
     /// # });
     /// ```
     pub async fn close(&self) -> Result<()> {
-        let Some(wb) = &self.shared.write_back else { return Ok(()) };
-        drop(wb.take_sender());
-        let worker = lock(&wb.worker).take();
-        if let Some(worker) = worker {
-            worker.await.map_err(|e| Error::Generic {
-                backend: self.shared.name.clone(),
-                source: format!("the write-back task failed: {e}").into(),
-            })?;
-        }
-        Ok(())
+        self.shared.close().await
     }
 }
 
@@ -299,14 +301,16 @@ impl Drop for TieredCache {
             // Never block a runtime thread: the task finishes in the background.
             return;
         }
-        let done = lock(&wb.done).take();
-        if let Some(done) = done {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(wb.config.drain_on_drop) {
-                tracing::warn!(
-                    cache = %self.shared.name,
-                    "cachestack: tiered cache dropped with writes still queued; they are being written in the background (call close() on shutdown)"
-                );
-            }
+        let shared = self.shared.clone();
+        let drained = crate::rt::block_on(async move {
+            let Some(wb) = &shared.write_back else { return Ok(()) };
+            crate::layer::within(&shared.name, wb.config.drain_on_drop, wb.finished(&shared.name)).await
+        });
+        if !matches!(drained, Ok(Ok(()))) {
+            tracing::warn!(
+                cache = %self.shared.name,
+                "cachestack: tiered cache dropped with writes still queued; they are being written in the background (call close() on shutdown)"
+            );
         }
     }
 }
@@ -381,6 +385,10 @@ impl Backend for TieredCache {
 
     async fn flush(&self) -> Result<()> {
         self.shared.flush().await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shared.close().await
     }
 }
 

@@ -142,13 +142,15 @@ impl Shared {
                 let dropped = q.dropped.load(Relaxed);
                 let panicked = q.panicked.load(Relaxed);
                 total.errors += dropped + panicked;
-                let depth = wb.sender().map_or(0, |tx| tx.max_capacity() - tx.capacity());
+                let depth = self.queued();
                 total = total
                     .with_detail("strategy", "write-back")
                     .with_detail("queue_capacity", wb.config.capacity)
+                    .with_detail("queue_concurrency", wb.config.concurrency)
                     .with_detail("queue_depth", depth)
                     .with_detail("queue_enqueued", q.enqueued.load(Relaxed))
                     .with_detail("queue_written", q.written.load(Relaxed))
+                    .with_detail("queue_failed", q.failed.load(Relaxed))
                     .with_detail("queue_superseded", q.superseded.load(Relaxed))
                     .with_detail("queue_expired", q.expired.load(Relaxed))
                     .with_detail("queue_dropped", dropped)

@@ -2,6 +2,7 @@
 
 use std::ops::ControlFlow::Continue;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use super::layer::Stamp;
 use super::shared::Shared;
@@ -10,7 +11,7 @@ use crate::expiry::Expiry;
 use crate::value::Value;
 
 impl Shared {
-    pub(super) async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
+    pub(super) async fn set(self: &Arc<Self>, key: &str, value: Value, expiry: Expiry) -> Result<()> {
         self.writes.fetch_add(1, Relaxed);
         // Every layer's deadline is fixed now, before any lock, queue or network call.
         let stamp = Stamp::now(expiry);
@@ -22,7 +23,7 @@ impl Shared {
 
     pub(super) async fn set_through(&self, key: &str, value: Value, stamp: Stamp) -> Result<()> {
         let (_change, _) = self.stripe(key).begin_change(key, &self.seq).await;
-        self.fan_out("set", |layer| layer.write(key, &value, &stamp), |()| Continue(())).await
+        self.fan_out("set", |layer| layer.write(key, &value, &stamp, None), |()| Continue(())).await
     }
 
     pub(super) async fn delete(&self, key: &str) -> Result<bool> {
@@ -33,7 +34,7 @@ impl Shared {
             removed |= was;
             Continue(())
         };
-        self.fan_out("delete", |layer| layer.remove(key), fold).await?;
+        self.fan_out("delete", |layer| layer.remove(key, None), fold).await?;
         Ok(removed)
     }
 
@@ -48,7 +49,7 @@ impl Shared {
         result
     }
 
-    pub(super) async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
+    pub(super) async fn set_many(self: &Arc<Self>, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }

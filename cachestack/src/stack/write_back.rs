@@ -1,16 +1,32 @@
 //! The write-back queue and its task.
+//!
+//! Writes wait in a bounded channel; one dispatcher task takes them out and stores up to
+//! [`WriteBackConfig::concurrency`] at once, each in its own task. Per-key order needs nothing
+//! more than what the stack already has: a queued write is stored under its stripe's I/O lock
+//! and only if it is still the newest change of its key (its sequence number), so of two writes
+//! of a key in flight together the older one is either stored first or discarded.
+//!
+//! A writer never waits longer than [`WriteBackConfig::max_wait`] for room: past it (or at once
+//! under [`OnFull::Drop`]) the write is dropped below L1, and the key is invalidated in the lower
+//! layers with tombstones, without any I/O on the writer's path.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::builder::{OnFull, WriteBackConfig};
 use super::layer::{Call, Stamp};
 use super::ordering::Dequeued;
 use super::shared::Shared;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::layer::within;
+use crate::store::Backend;
 use crate::value::Value;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub(super) enum Msg {
     Write(QueuedWrite),
@@ -28,7 +44,10 @@ pub(super) struct QueuedWrite {
 #[derive(Default)]
 pub(super) struct QueueStats {
     pub(super) enqueued: AtomicU64,
+    /// Stored in every lower layer.
     pub(super) written: AtomicU64,
+    /// Failed (or were bypassed by the breaker) in at least one lower layer.
+    pub(super) failed: AtomicU64,
     pub(super) superseded: AtomicU64,
     pub(super) expired: AtomicU64,
     pub(super) dropped: AtomicU64,
@@ -38,9 +57,11 @@ pub(super) struct QueueStats {
 pub(super) struct WriteBackState {
     pub(super) config: WriteBackConfig,
     pub(super) tx: RwLock<Option<mpsc::Sender<Msg>>>,
-    pub(super) worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Disconnects when the task ends (for a drop outside a runtime to wait on).
-    pub(super) done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// Becomes true when the task has stored everything and ended (its sender is dropped
+    /// without that if the task itself failed).
+    pub(super) finished: watch::Receiver<bool>,
+    /// cachestack's runtime, for the small tasks that invalidate dropped writes.
+    pub(super) runtime: tokio::runtime::Handle,
     pub(super) stats: QueueStats,
 }
 
@@ -52,77 +73,201 @@ impl WriteBackState {
     pub(super) fn take_sender(&self) -> Option<mpsc::Sender<Msg>> {
         self.tx.write().unwrap_or_else(PoisonError::into_inner).take()
     }
+
+    /// Waits for the task to end (the queue must be closed first).
+    pub(super) async fn finished(&self, name: &str) -> Result<()> {
+        let mut finished = self.finished.clone();
+        let ended = finished.wait_for(|done| *done).await.is_ok();
+        if ended {
+            Ok(())
+        } else {
+            Err(Error::Generic { backend: name.to_owned(), source: "the write-back task failed".into() })
+        }
+    }
 }
 
-/// The write-back task: stores queued writes in order, one at a time.
-pub(super) async fn run_queue(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>, done: std::sync::mpsc::SyncSender<()>) {
-    while let Some(msg) = rx.recv().await {
+/// The write-back task: takes writes out of the queue and stores up to `concurrency` at once; a
+/// flush waits until every write taken before it is done. Ends when the queue is closed and
+/// every write is done.
+pub(super) async fn run_queue(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>, finished: watch::Sender<bool>) {
+    let Some(wb) = &shared.write_back else { return };
+    let concurrency = u32::try_from(wb.config.concurrency).unwrap_or(u32::MAX).clamp(1, Semaphore::MAX_PERMITS as u32);
+    let slots = Arc::new(Semaphore::new(concurrency as usize));
+    // A slot is taken before a message, so that what waits for a slot waits in the queue, which
+    // holds `capacity` writes whatever is in flight.
+    while let Ok(slot) = slots.clone().acquire_owned().await {
+        let Some(msg) = rx.recv().await else { break };
         match msg {
             Msg::Flush(ack) => {
+                drop(slot);
+                // All slots free: every write taken before the flush is done.
+                if let Ok(all) = slots.acquire_many(concurrency).await {
+                    drop(all);
+                }
                 let _ = ack.send(());
             }
             Msg::Write(write) => {
-                // A backend that panics must not take the queue down with it.
-                let task = shared.clone();
-                if let Err(err) = tokio::spawn(async move { task.store_queued(write).await }).await {
-                    if let Some(wb) = &shared.write_back {
-                        wb.stats.panicked.fetch_add(1, Relaxed);
-                    }
-                    tracing::error!(cache = %shared.name, error = %err, "cachestack: a queued write-back write panicked");
+                if shared.discard_if_superseded(&write) {
+                    continue;
                 }
+                let in_flight = InFlight { shared: shared.clone(), _slot: slot };
+                tokio::spawn(async move {
+                    in_flight.shared.store_queued(write).await;
+                    drop(in_flight);
+                });
             }
         }
     }
-    drop(done);
+    if let Ok(all) = slots.acquire_many(concurrency).await {
+        drop(all);
+    }
+    let _ = finished.send(true);
+}
+
+/// One queued write being stored: holds its slot, and counts and logs a panic of the backend
+/// (the task ends; the queue carries on).
+struct InFlight {
+    shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(wb) = &self.shared.write_back {
+                wb.stats.panicked.fetch_add(1, Relaxed);
+            }
+            tracing::error!(cache = %self.shared.name, "cachestack: a queued write-back write panicked");
+        }
+    }
 }
 
 impl Shared {
-    pub(super) async fn set_back(&self, wb: &WriteBackState, key: &str, value: Value, ttl: Stamp) -> Result<()> {
+    pub(super) async fn set_back(
+        self: &Arc<Self>,
+        wb: &WriteBackState,
+        key: &str,
+        value: Value,
+        ttl: Stamp,
+    ) -> Result<()> {
         let Some(tx) = wb.sender() else { return self.set_through(key, value, ttl).await };
-        let permit = match wb.config.on_full {
-            OnFull::Wait => match tx.reserve().await {
-                Ok(permit) => permit,
-                Err(_) => return self.set_through(key, value, ttl).await,
-            },
-            OnFull::Drop => match tx.try_reserve() {
-                Ok(permit) => permit,
-                Err(mpsc::error::TrySendError::Full(())) => return self.set_dropped(wb, key, value, ttl).await,
-                Err(mpsc::error::TrySendError::Closed(())) => return self.set_through(key, value, ttl).await,
+        let permit = match tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Closed(())) => return self.set_through(key, value, ttl).await,
+            Err(mpsc::error::TrySendError::Full(())) => match wb.config.on_full {
+                OnFull::Drop => return self.set_dropped(wb, key, value, ttl).await,
+                OnFull::Wait => match tokio::time::timeout(wb.config.max_wait, tx.reserve()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_closed)) => return self.set_through(key, value, ttl).await,
+                    Err(_waited_long_enough) => return self.set_dropped(wb, key, value, ttl).await,
+                },
             },
         };
         let seq = self.next_seq();
-        let stripe = self.stripe(key);
-        let l1 = &self.layers[0];
-        let local_l1 = l1.local();
-        let _change = stripe.begin_queued(key, seq, value.clone(), ttl, || {
-            if let Some(local) = local_l1 {
-                local.set_value(key, value.clone(), ttl.for_layer(&*l1.backend));
-                l1.counters.record_write();
-            }
-        });
+        let _change = self.begin_queued(key, seq, &value, ttl);
         permit.send(Msg::Write(QueuedWrite { key: key.into(), value: value.clone(), stamp: ttl, seq }));
         wb.stats.enqueued.fetch_add(1, Relaxed);
-        if local_l1.is_none() {
+        if self.layers[0].local().is_none() {
             // A remote L1 now; its failure is counted, and the value is queued for the others.
-            let _ = l1.write(key, &value, &ttl).await;
+            let _ = self.layers[0].write(key, &value, &ttl, None).await;
         }
         Ok(())
     }
 
-    /// A write-back write that found the queue full under [`OnFull::Drop`].
-    pub(super) async fn set_dropped(&self, wb: &WriteBackState, key: &str, value: Value, ttl: Stamp) -> Result<()> {
-        wb.stats.dropped.fetch_add(1, Relaxed);
-        tracing::warn!(cache = %self.name, key, "cachestack: write-back queue full; write kept in L1 only and the key invalidated below it");
-        let (_change, _) = self.stripe(key).begin_change(key, &self.seq).await;
-        let l1 = self.layers[0].write(key, &value, &ttl).await;
-        for layer in &self.layers[1..] {
-            let _ = layer.remove(key).await;
+    /// Records a write-back write of `key` in its stripe (reads below L1 are answered with it
+    /// until it is stored or invalidated below) and writes an in-process L1 under the same lock.
+    fn begin_queued(&self, key: &str, seq: u64, value: &Value, ttl: Stamp) -> super::ordering::Change<'_> {
+        let l1 = &self.layers[0];
+        self.stripe(key).begin_queued(key, seq, value.clone(), ttl, || {
+            if let Some(local) = l1.local() {
+                local.set_value(key, value.clone(), ttl.for_layer(&*l1.backend));
+                l1.counters.record_write();
+            }
+        })
+    }
+
+    /// A write-back write that found no room in the queue: it reaches L1 only, is counted, and
+    /// the key gets tombstones in the lower layers (no I/O here: they are replayed before the
+    /// stack's next call to each layer). Until the tombstones are in place, after any write of
+    /// the key's stripe already on the wire, reads below L1 are answered with this value.
+    pub(super) async fn set_dropped(
+        self: &Arc<Self>,
+        wb: &WriteBackState,
+        key: &str,
+        value: Value,
+        ttl: Stamp,
+    ) -> Result<()> {
+        let dropped = wb.stats.dropped.fetch_add(1, Relaxed) + 1;
+        if dropped.is_power_of_two() {
+            tracing::warn!(
+                cache = %self.name,
+                key,
+                dropped,
+                "cachestack: write-back queue full; write kept in L1 only and the key invalidated below it (logged at 1, 2, 4, 8... drops)"
+            );
         }
-        match l1 {
+        let seq = self.next_seq();
+        let change = self.begin_queued(key, seq, &value, ttl);
+        self.invalidate_below(wb, key, seq);
+        drop(change);
+        if self.layers[0].local().is_some() {
+            return Ok(());
+        }
+        match self.layers[0].write(key, &value, &ttl, None).await {
             Call::Done(()) => Ok(()),
             Call::Failed(err) => Err(err),
             Call::Bypassed => Err(self.all_failed("set", None)),
         }
+    }
+
+    /// Tombstones `key` (write `seq`) in the lower layers, after any write of its stripe already
+    /// on the wire: at once if the stripe is idle, else from a small task that waits for it.
+    fn invalidate_below(self: &Arc<Self>, wb: &WriteBackState, key: &str, seq: u64) {
+        let stripe = self.stripe(key);
+        if let Ok(io) = stripe.io.try_lock() {
+            self.tombstone_below(key, seq);
+            drop(io);
+            return;
+        }
+        let shared = self.clone();
+        let key: Box<str> = key.into();
+        wb.runtime.spawn(async move {
+            let stripe = shared.stripe(&key);
+            let _io = stripe.io.lock().await;
+            shared.tombstone_below(&key, seq);
+        });
+    }
+
+    /// Under the stripe's I/O lock: ends the dropped write `seq` of `key`; unless a newer change of
+    /// the key took over, leaves a tombstone in each remote lower layer (and removes the key from
+    /// in-process ones).
+    fn tombstone_below(&self, key: &str, seq: u64) {
+        let stripe = self.stripe(key);
+        let _dequeued = Dequeued { stripe, key };
+        if !stripe.is_latest(key, seq) {
+            return;
+        }
+        for layer in &self.layers[1..] {
+            match layer.local() {
+                Some(local) => {
+                    local.remove(key);
+                }
+                None => layer.tombstones.add([key]),
+            }
+        }
+    }
+
+    /// Discards a write that a newer change of its key already superseded, before it takes a slot.
+    fn discard_if_superseded(&self, write: &QueuedWrite) -> bool {
+        let stripe = self.stripe(&write.key);
+        if stripe.is_latest(&write.key, write.seq) {
+            return false;
+        }
+        drop(Dequeued { stripe, key: &write.key });
+        if let Some(wb) = &self.write_back {
+            wb.stats.superseded.fetch_add(1, Relaxed);
+        }
+        true
     }
 
     /// The write-back task's work for one queued write.
@@ -135,40 +280,85 @@ impl Shared {
             wb.stats.superseded.fetch_add(1, Relaxed);
             return;
         }
-        let mut expired = false;
+        let limit = wb.config.write_timeout;
+        let (mut expired, mut failed) = (false, false);
         for layer in &self.layers[1..] {
             // The deadline fixed when the caller wrote; the time spent queued is not given back.
             let about_to_expire = write
                 .stamp
                 .deadline_for(&*layer.backend)
                 .is_some_and(|deadline| deadline.remaining() < self.min_backfill_ttl);
-            if about_to_expire {
+            let done = if about_to_expire {
                 // Expired while queued: what this layer holds is older; remove it.
                 expired = true;
-                let _ = layer.remove(&write.key).await;
+                matches!(layer.remove(&write.key, limit).await, Call::Done(_))
             } else {
-                let _ = layer.write(&write.key, &write.value, &write.stamp).await;
-            }
+                matches!(layer.write(&write.key, &write.value, &write.stamp, limit).await, Call::Done(()))
+            };
+            failed |= !done;
         }
-        if expired {
-            wb.stats.expired.fetch_add(1, Relaxed);
-        } else {
-            wb.stats.written.fetch_add(1, Relaxed);
+        let counter = match (expired, failed) {
+            (_, true) => &wb.stats.failed,
+            (true, false) => &wb.stats.expired,
+            (false, false) => &wb.stats.written,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Waits, within the queue's flush timeout, until every write queued before this call is
+    /// done, then flushes the layers themselves.
+    pub(super) async fn flush(&self) -> Result<()> {
+        match &self.write_back {
+            Some(wb) => within(&self.name, wb.config.flush_timeout, self.flush_unbounded(wb)).await.inspect_err(|err| {
+                tracing::warn!(cache = %self.name, error = %err, queued = self.queued(), "cachestack: write-back flush gave up; the queued writes carry on in the background");
+            }),
+            None => self.flush_layers().await,
         }
     }
 
-    pub(super) async fn flush(&self) -> Result<()> {
-        if let Some(tx) = self.write_back.as_ref().and_then(WriteBackState::sender) {
+    async fn flush_unbounded(&self, wb: &WriteBackState) -> Result<()> {
+        if let Some(tx) = wb.sender() {
             let (ack, acked) = oneshot::channel();
             if tx.send(Msg::Flush(ack)).await.is_ok() {
                 let _ = acked.await;
             }
         }
+        self.flush_layers().await
+    }
+
+    async fn flush_layers(&self) -> Result<()> {
+        self.each_layer("flush", |b| b.flush()).await
+    }
+
+    async fn close_layers(&self) -> Result<()> {
+        self.each_layer("close", |b| b.close()).await
+    }
+
+    /// Sends `op` to every layer, fastest first; stops at the first failure.
+    async fn each_layer<'a, F>(&'a self, op: &'static str, f: F) -> Result<()>
+    where
+        F: Fn(&'a dyn Backend) -> BoxFuture<'a, Result<()>>,
+    {
         for layer in &self.layers {
-            if let Call::Failed(err) = layer.call("flush", "", |b| b.flush()).await {
+            if let Call::Failed(err) = layer.call(op, "", &f).await {
                 return Err(err);
             }
         }
         Ok(())
+    }
+
+    /// Writes waiting in the queue (0 without one).
+    pub(super) fn queued(&self) -> usize {
+        self.write_back.as_ref().and_then(WriteBackState::sender).map_or(0, |tx| tx.max_capacity() - tx.capacity())
+    }
+
+    /// Drains the queue and stops its task, within the flush timeout (later writes are written
+    /// through; past the timeout the task carries on in the background), then closes the layers.
+    pub(super) async fn close(&self) -> Result<()> {
+        if let Some(wb) = &self.write_back {
+            drop(wb.take_sender());
+            within(&self.name, wb.config.flush_timeout, wb.finished(&self.name)).await?;
+        }
+        self.close_layers().await
     }
 }

@@ -206,6 +206,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     async fn flush(&self) -> Result<()> {
         Ok(())
     }
+
+    /// For an orderly shutdown: [`flush`](Backend::flush)es, then stops holding writes back, so
+    /// that nothing accepted later can be lost at exit (a write-back stack drains its queue and
+    /// writes through from then on). The backend stays usable. The default is `flush`.
+    async fn close(&self) -> Result<()> {
+        self.flush().await
+    }
 }
 
 /// Whether a backend signs its values (see [`Backend::signing`]).

@@ -82,6 +82,10 @@ macro_rules! forward_backend {
             let $s = self;
             $crate::store::Backend::flush(&$inner).await
         }
+        async fn close(&self) -> $crate::Result<()> {
+            let $s = self;
+            $crate::store::Backend::close(&$inner).await
+        }
         }
     };
 }
