@@ -88,6 +88,11 @@ impl Shared {
     }
 
     pub(super) async fn purge_expired(&self) -> Result<u64> {
+        // Writes still queued would land after the purge, some with deadlines already past: drain
+        // them first. A drain that gives up is logged by `flush`; the purge goes on regardless.
+        if self.write_back.is_some() {
+            let _ = self.flush().await;
+        }
         let mut purged = 0u64;
         let fold = |n: u64| {
             purged = purged.saturating_add(n);
