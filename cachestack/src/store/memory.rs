@@ -16,9 +16,13 @@ use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
-use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
+use crate::pattern::KeyPattern;
+use crate::store::{Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead};
 use crate::url::{CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
 use crate::value::Value;
+
+#[path = "memory_ops.rs"]
+mod ops;
 
 /// Settings of a [`MemoryBackend`].
 ///
@@ -255,17 +259,26 @@ impl MemoryBackend {
     }
 
     fn insert(&self, key: &str, value: Value, expiry: Expiry) {
-        let deadline = expiry.resolve(self.config.default_ttl);
-        // The same point in time on the monotonic clock; a deadline already past stores an entry
-        // that is never served (its remaining time is zero).
-        let now = Instant::now();
-        // (A deadline beyond what `Instant` can hold on this platform is "never" for the hit path.)
-        let expires = deadline.and_then(|d| now.checked_add(d.remaining()));
-        let weight = self.weigh(key, &value);
+        let slot = self.slot(key, value, expiry);
         self.counters.record_write();
-        let deadline_ms = deadline.map_or(0, Deadline::unix_millis);
-        self.map.insert(MemKey::new(key), Slot { value, expires, deadline_ms, weight });
+        self.map.insert(MemKey::new(key), slot);
     }
+
+    /// The slot for a write of `value` under `key` with `expiry`, made now.
+    fn slot(&self, key: &str, value: Value, expiry: Expiry) -> Slot {
+        let (expires, deadline_ms) = deadline_clocks(expiry.resolve(self.config.default_ttl));
+        let weight = self.weigh(key, &value);
+        Slot { value, expires, deadline_ms, weight }
+    }
+}
+
+/// A deadline on the monotonic clock (for the hit path) and in Unix milliseconds (0: none). A
+/// deadline already past gives an entry that is never served (its remaining time is zero); one
+/// beyond what `Instant` can hold on this platform is "never" for the hit path.
+fn deadline_clocks(deadline: Option<Deadline>) -> (Option<Instant>, u64) {
+    let now = Instant::now();
+    let expires = deadline.and_then(|d| now.checked_add(d.remaining()));
+    (expires, deadline.map_or(0, Deadline::unix_millis))
 }
 
 impl LocalRead for MemoryBackend {
@@ -348,6 +361,27 @@ impl Backend for MemoryBackend {
 
     fn as_local(&self) -> Option<&dyn LocalBackend> {
         Some(self)
+    }
+
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        Ok(self.insert_if_absent(key, value, expiry))
+    }
+
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        self.add(key, delta, expiry)
+    }
+
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        Ok(self.re_expire(key, expiry))
+    }
+
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
+        self.visit_keys(pattern, batch, visit);
+        Ok(())
+    }
+
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        Ok(self.remove_matching(pattern))
     }
 }
 

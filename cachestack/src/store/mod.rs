@@ -16,7 +16,7 @@ pub(crate) mod postgres;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
-pub use backend::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
+pub use backend::{Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, PATTERN_BATCH};
 pub(crate) use forward::forward_backend;
 
 use crate::url::Scheme;
