@@ -614,6 +614,10 @@ pub async fn patterns_are_scoped_and_literal(h: &Harness) {
         a.set(key, &1u8, None).await.unwrap();
         other.set(key, &2u8, None).await.unwrap();
     }
+    // Long keys (stores may keep a hash of them in place of the key).
+    let (long_match, long_other) = (format!("user:7:{}", "x".repeat(300)), format!("user:70:{}", "x".repeat(300)));
+    a.set(&long_match, &1u8, None).await.unwrap();
+    a.set(&long_other, &1u8, None).await.unwrap();
     let bulk: Vec<String> = (0..600).map(|i| format!("bulk:{i}")).collect();
     let bulk_entries: Vec<(&str, &u32)> = bulk.iter().map(|k| (k.as_str(), &7u32)).collect();
     a.set_many(&bulk_entries, None).await.unwrap();
@@ -621,7 +625,8 @@ pub async fn patterns_are_scoped_and_literal(h: &Harness) {
 
     if h.supports("keys_matching") {
         let listed: HashSet<String> = a.keys_matching("user:7:*").await.unwrap().into_iter().collect();
-        let expected: HashSet<String> = matching.iter().map(|k| k.to_string()).collect();
+        let expected: HashSet<String> =
+            matching.iter().map(|k| k.to_string()).chain([long_match.clone()]).collect();
         assert_eq!(listed, expected);
         let mut batches = 0;
         let mut seen = HashSet::new();
@@ -647,7 +652,9 @@ pub async fn patterns_are_scoped_and_literal(h: &Harness) {
         assert_eq!(a.keys_matching("nothing:*").await.unwrap(), Vec::<String>::new());
     }
 
-    assert_eq!(a.delete_matching("user:7:*").await.unwrap(), matching.len() as u64);
+    assert_eq!(a.delete_matching("user:7:*").await.unwrap(), matching.len() as u64 + 1);
+    assert_eq!(a.get::<u8>(&long_match).await.unwrap(), None, "a long matching key survived");
+    assert_eq!(a.get::<u8>(&long_other).await.unwrap(), Some(1), "a long key that does not match was removed");
     assert_eq!(a.delete_matching("100_").await.unwrap(), 1, "`_` in a pattern is literal");
     assert_eq!(a.delete_matching("a[b]?").await.unwrap(), 1, "`[` in a pattern is literal");
     assert_eq!(a.delete_matching(r"a\\b").await.unwrap(), 1, "an escaped backslash");
