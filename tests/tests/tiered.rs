@@ -1161,8 +1161,27 @@ fn bytes_store_harness(make: fn(Arc<dyn Backend>) -> TieredCache) -> Harness {
         plant.lock().unwrap().insert(format!("{namespace}\u{1f}{key}"), bytes.to_vec());
     }));
     h.ttl_unit = Duration::from_millis(20);
+    // The lowest layer (a store with only the required methods) has no atomic operations and
+    // cannot list keys: the stack says so rather than answering from its process-local L1.
+    h.unsupported = vec!["set_if_absent", "incr", "expire", "keys_matching", "delete_matching"];
     h
 }
+
+/// Memory over memory: the stack's atomic and pattern operations over a lowest layer that has
+/// them (the lowest layer stands for a shared store).
+fn memory_stack_harness(write_back: bool) -> Harness {
+    let mut h = Harness::new(move |_namespace| {
+        let builder = TieredCache::builder().layer_arc(mem(100_000)).layer_arc(mem(100_000));
+        let builder = if write_back { builder.write_back(WriteBackConfig::new(64)) } else { builder };
+        Arc::new(builder.build().unwrap())
+    });
+    h.ttl_unit = Duration::from_millis(20);
+    h.stores_bytes = false;
+    h
+}
+
+cachestack_tests::conformance_suite!(memory_over_memory_write_through, || memory_stack_harness(false));
+cachestack_tests::conformance_suite!(memory_over_memory_write_back, || memory_stack_harness(true));
 
 cachestack_tests::conformance_suite!(memory_over_bytes_write_through, || bytes_store_harness(|l2| {
     TieredCache::from_layers(vec![mem(100_000), l2]).unwrap()
