@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::expiry::Expiry;
 use crate::pattern::KeyPattern;
 use crate::store::KeyVisitor;
+use crate::value::counter::overflow;
 use crate::value::Value;
 
 impl MemoryBackend {
@@ -117,9 +118,4 @@ impl MemoryBackend {
         self.counters.record_deletes(removed);
         removed
     }
-}
-
-/// The error for a counter that would leave `i64`.
-pub(crate) fn overflow(key: &str, n: i64, delta: i64) -> Error {
-    Error::invalid(format!("incrementing the counter `{key}` ({n}) by {delta} overflows i64"))
 }

@@ -19,6 +19,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<i64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// The error for a counter under `key` holding `n` that `delta` would take outside `i64`.
+pub(crate) fn overflow(key: &str, n: i64, delta: i64) -> crate::Error {
+    crate::Error::invalid(format!("incrementing the counter `{key}` ({n}) by {delta} overflows i64"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse;
