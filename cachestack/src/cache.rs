@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::expiry::Expiry;
+use crate::singleflight::SingleFlight;
 use crate::store::{Backend, BackendStats};
 use crate::value::{Cacheable, Value};
-use crate::singleflight::SingleFlight;
 
 /// A typed handle over any [`Backend`]: get and set Rust values by key. Cheap to clone (the
 /// clones share the backend).

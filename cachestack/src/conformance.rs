@@ -625,8 +625,7 @@ pub async fn patterns_are_scoped_and_literal(h: &Harness) {
 
     if h.supports("keys_matching") {
         let listed: HashSet<String> = a.keys_matching("user:7:*").await.unwrap().into_iter().collect();
-        let expected: HashSet<String> =
-            matching.iter().map(|k| k.to_string()).chain([long_match.clone()]).collect();
+        let expected: HashSet<String> = matching.iter().map(|k| k.to_string()).chain([long_match.clone()]).collect();
         assert_eq!(listed, expected);
         let mut batches = 0;
         let mut seen = HashSet::new();

@@ -145,6 +145,19 @@ impl Error {
         Error::Unsupported { op, store: store.into() }
     }
 
+    /// A compare-and-set operation that gave up after `attempts` rounds because other writers kept
+    /// changing the entry.
+    #[cfg_attr(
+        not(any(feature = "file", feature = "memcached", feature = "postgres", feature = "redis")),
+        allow(dead_code)
+    )]
+    pub(crate) fn contended(backend: &str, op: &str, attempts: usize) -> Self {
+        Error::Generic {
+            backend: backend.to_owned(),
+            source: format!("`{op}` gave up: the entry kept changing over {attempts} attempts").into(),
+        }
+    }
+
     /// True for [`Error::Unsupported`].
     pub fn is_unsupported(&self) -> bool {
         matches!(self, Error::Unsupported { .. })

@@ -166,6 +166,7 @@ impl KeyPattern {
 
     /// The pattern in Redis `MATCH` syntax after `prefix` (taken literally): Redis's own glob
     /// characters (`*?[]\`) in the prefix and in literal parts are escaped.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn to_redis_glob(&self, prefix: &str) -> String {
         let mut out = String::with_capacity(prefix.len() + self.text.len() + 8);
         escape_into(&mut out, prefix, &['*', '?', '[', ']', '\\']);
@@ -181,6 +182,7 @@ impl KeyPattern {
 
     /// The pattern as an SQL `LIKE` pattern with `\` as the escape character: `%`, `_` and `\`
     /// in literal parts are escaped.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn to_like(&self) -> String {
         let mut out = String::with_capacity(self.text.len() + 8);
         for token in &self.tokens {
@@ -200,6 +202,7 @@ enum Piece {
     Any,
 }
 
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 fn escape_into(out: &mut String, text: &str, special: &[char]) {
     for c in text.chars() {
         if special.contains(&c) {

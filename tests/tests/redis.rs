@@ -168,7 +168,8 @@ async fn hostile_keys_and_values_cluster() {
 /// one never reaches another that its unescaped name would match, on every master.
 async fn pattern_scans_escape_the_namespace(config: &RedisConfig) {
     let base = unique_namespace("glob");
-    let names = [format!("{base}[a]"), format!("{base}a"), format!("{base}*"), format!("{base}?x"), format!("{base}\\")];
+    let names =
+        [format!("{base}[a]"), format!("{base}a"), format!("{base}*"), format!("{base}?x"), format!("{base}\\")];
     let caches: Vec<Cache> = names.iter().map(|n| Cache::new(open(config, n))).collect();
     for (i, cache) in caches.iter().enumerate() {
         for k in 0..40 {

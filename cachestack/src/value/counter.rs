@@ -8,6 +8,7 @@
 /// The counter `bytes` hold: an optional `-` and 1 to 19 ASCII digits that fit in an `i64`.
 ///
 /// The longest `i64` is 20 characters (`-9223372036854775808`).
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 pub(crate) fn parse(bytes: &[u8]) -> Option<i64> {
     if bytes.is_empty() || bytes.len() > 20 {
         return None;
@@ -20,6 +21,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<i64> {
 }
 
 /// The error for a counter under `key` holding `n` that `delta` would take outside `i64`.
+#[cfg_attr(not(any(feature = "memory", feature = "file", feature = "memcached")), allow(dead_code))]
 pub(crate) fn overflow(key: &str, n: i64, delta: i64) -> crate::Error {
     crate::Error::invalid(format!("incrementing the counter `{key}` ({n}) by {delta} overflows i64"))
 }

@@ -24,8 +24,8 @@ use super::Inner;
 use crate::error::{Error, Result};
 use crate::expiry::Deadline;
 use crate::pattern::KeyPattern;
-use crate::value::envelope::read_header;
 use crate::value::counter::overflow;
+use crate::value::envelope::read_header;
 use crate::value::Value;
 
 /// Lock files per namespace (`<namespace>/.locks/00` to `3f`).
@@ -73,7 +73,9 @@ impl Inner {
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Unsupported => Err(Error::unsupported("set_if_absent", &self.config.name)),
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                Err(Error::unsupported("set_if_absent", &self.config.name))
+            }
             Err(e) => Err(self.io("cannot link a temporary file to", &path, e)),
         }
         // The temporary file is removed when `temp` drops; the entry file stays linked.
@@ -198,10 +200,7 @@ impl Inner {
     }
 
     fn changing(&self, op: &str) -> Error {
-        Error::Generic {
-            backend: self.config.name.clone(),
-            source: format!("`{op}` gave up: the entry file kept changing over {ATTEMPTS} attempts").into(),
-        }
+        Error::contended(&self.config.name, op, ATTEMPTS)
     }
 }
 

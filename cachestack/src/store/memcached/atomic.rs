@@ -68,9 +68,7 @@ impl Op for CasItem {
         match proto.cas(&self.0.wire, &self.0.bytes, self.1, self.0.exptime).await {
             Ok(stored) => Ok(stored),
             // memcache-async does not recognise memcached's `NOT_FOUND` answer.
-            Err(err) if err.kind() == io::ErrorKind::NotFound || err.to_string().starts_with("NOT_FOUND") => {
-                Ok(false)
-            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound || err.to_string().starts_with("NOT_FOUND") => Ok(false),
             Err(err) => Err(err),
         }
     }
@@ -98,7 +96,8 @@ impl MemcachedStore {
             let idx = self.route(&wire)?;
             let generation = self.writable_gen(idx).await?;
             let found = self.exec(idx, GetsCas(wire.clone())).await?;
-            let live = found.as_ref().and_then(|(bytes, _)| self.decode(key, Some(generation), bytes, SystemTime::now()));
+            let live =
+                found.as_ref().and_then(|(bytes, _)| self.decode(key, Some(generation), bytes, SystemTime::now()));
             let (value, deadline, answer) = match decide(live.as_ref())? {
                 Decision::Keep(answer) => return Ok(answer),
                 Decision::Write(value, deadline, answer) => (value, deadline, answer),
@@ -118,10 +117,7 @@ impl MemcachedStore {
                 return Ok(answer);
             }
         }
-        Err(Error::Generic {
-            backend: self.config.name.clone(),
-            source: format!("`{op}` gave up: the item kept changing over {ATTEMPTS} attempts").into(),
-        })
+        Err(Error::contended(&self.config.name, op, ATTEMPTS))
     }
 
     pub(super) async fn set_nx(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {

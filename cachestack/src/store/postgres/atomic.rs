@@ -210,10 +210,7 @@ impl PostgresStore {
                 return Ok(true);
             }
         }
-        Err(Error::Generic {
-            backend: NAME.into(),
-            source: format!("`expire` gave up: the entry kept changing over {EXPIRE_ATTEMPTS} attempts").into(),
-        })
+        Err(Error::contended(NAME, "expire", EXPIRE_ATTEMPTS))
     }
 
     /// The next page of keys matching `pattern` after `after` (moved on to the page's last key),

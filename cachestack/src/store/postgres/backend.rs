@@ -7,10 +7,10 @@ use super::ops::Stored;
 use super::{PostgresStore, NAME};
 use crate::error::Result;
 use crate::expiry::{Deadline, Expiry};
-use crate::rt;
-use crate::store::{Backend, BackendStats, Entry};
 use crate::pattern::KeyPattern;
+use crate::rt;
 use crate::store::KeyVisitor;
+use crate::store::{Backend, BackendStats, Entry};
 use crate::value::{counter, Value};
 
 /// The latest deadline a row gets, 9999-12-31T23:59:59.999Z in Unix milliseconds: later

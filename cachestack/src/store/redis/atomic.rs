@@ -103,15 +103,14 @@ impl RedisStore {
         for _ in 0..EXPIRE_ATTEMPTS {
             let inner = self.inner.clone();
             let read = full.clone();
-            let current = self
-                .io(async move { inner.query::<Option<Vec<u8>>>(::redis::cmd("GET").arg(&read)).await })
-                .await?;
+            let current =
+                self.io(async move { inner.query::<Option<Vec<u8>>>(::redis::cmd("GET").arg(&read)).await }).await?;
             let Some(current) = current else { return Ok(false) };
             let resealed = if counter::parse(&current).is_some() {
                 Vec::new()
             } else {
                 match self.inner.config.format.open(&full, &current) {
-                    Ok((value, expires)) if !expires.is_some_and(|t| t <= SystemTime::now()) => {
+                    Ok((value, expires)) if expires.is_none_or(|t| t > SystemTime::now()) => {
                         self.inner.config.format.seal(&full, &value, deadline.map(Deadline::time))?
                     }
                     // Past its deadline or unusable: not a live entry.
@@ -133,7 +132,7 @@ impl RedisStore {
                 return Ok(true);
             }
         }
-        Err(self.inner.generic(format!("`expire` gave up: the entry kept changing over {EXPIRE_ATTEMPTS} attempts")))
+        Err(Error::contended(&self.inner.config.name, "expire", EXPIRE_ATTEMPTS))
     }
 
     pub(super) async fn scan_matching(
@@ -149,7 +148,8 @@ impl RedisStore {
             let mut cursor = 0u64;
             loop {
                 let (inner, glob, node) = (self.inner.clone(), glob.clone(), node.clone());
-                let (next, keys) = self.io(async move { inner.scan_page(node.as_ref(), cursor, &glob, batch).await }).await?;
+                let (next, keys) =
+                    self.io(async move { inner.scan_page(node.as_ref(), cursor, &glob, batch).await }).await?;
                 let keys: Vec<String> = keys.iter().filter_map(|full| self.inner.user_key(full)).collect();
                 if !keys.is_empty() && !visit(keys) {
                     return Ok(());
