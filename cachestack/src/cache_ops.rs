@@ -421,3 +421,67 @@ fn refs(keys: &[String]) -> Vec<&str> {
 fn internal(message: &'static str) -> Error {
     Error::Generic { backend: "cache".into(), source: message.into() }
 }
+
+#[cfg(all(test, feature = "memory"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use crate::{Cache, MemoryBackend};
+
+    /// Of 16 callers missing one key together, one computes; the others get its value. The
+    /// leader's computation waits until every caller has run up to its first wait, so without
+    /// single flight all 16 would compute.
+    #[tokio::test(flavor = "current_thread")]
+    async fn get_or_set_computes_once_for_concurrent_callers() {
+        let cache = Cache::new(MemoryBackend::with_capacity(100));
+        let computed = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (cache, computed, mut released) = (cache.clone(), computed.clone(), released.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_set_async("k", None, || async move {
+                            computed.fetch_add(1, Ordering::SeqCst);
+                            let _ = released.wait_for(|go| *go).await;
+                            42u32
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        // On a current-thread runtime, each yield lets every spawned task run to its next wait.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 42);
+        }
+        assert_eq!(computed.load(Ordering::SeqCst), 1, "single flight let several callers compute");
+        assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(42));
+    }
+
+    #[test]
+    fn blocking_twins_work_outside_a_runtime() {
+        let cache = Cache::new(MemoryBackend::with_capacity(100));
+        assert_eq!(cache.get_or_set("k", None, || 1u8).unwrap(), 1);
+        assert_eq!(cache.get_or_set("k", None, || 2u8).unwrap(), 1);
+        assert_eq!(cache.incr_with_ttl_blocking("n", 2, Some(std::time::Duration::from_secs(60))).unwrap(), 2);
+        assert!(cache.ttl_blocking("n").unwrap().flatten().is_some());
+        assert!(cache.expire_blocking("n", None).unwrap());
+        assert_eq!(cache.ttl_blocking("n").unwrap(), Some(None));
+        cache.set_many_blocking(&[("a:1", &1u8), ("a:2", &2u8)], None).unwrap();
+        assert_eq!(cache.get_many_blocking::<u8>(&["a:1", "a:2"]).unwrap(), vec![Some(1), Some(2)]);
+        let mut keys = cache.keys_matching_blocking("a:*").unwrap();
+        keys.sort();
+        assert_eq!(keys, vec!["a:1".to_string(), "a:2".to_string()]);
+        assert_eq!(cache.delete_many_blocking(&["a:1"]).unwrap(), 1);
+        assert_eq!(cache.delete_matching_blocking("a:*").unwrap(), 1);
+        assert!(cache.set_if_absent_blocking("a:1", &3u8, None).unwrap());
+        assert!(matches!(cache.delete_matching_blocking("bad\\"), Err(crate::Error::Config { .. })));
+    }
+}

@@ -1235,3 +1235,32 @@ async fn a_layer_that_does_not_declare_its_default_ttl_still_applies_it() {
     let left = inner.get("k").await.unwrap().expect("written below").ttl();
     assert!(left.is_some_and(|left| left <= hour && left > hour / 2), "the layer's own default TTL was lost: {left:?}");
 }
+
+/// The atomic operations run on the lowest layer (the shared one) and drop the faster layers'
+/// copies; patterns list the lowest layer and remove from every layer.
+#[tokio::test]
+async fn atomic_operations_use_the_lowest_layer_and_refresh_the_faster_ones() {
+    let (l1, l2) = (mem(100), mem(100));
+    let cache = Cache::new(TieredCache::from_layers(vec![l1.clone(), l2.clone()]).unwrap());
+    assert_eq!(cache.incr("n", 1).await.unwrap(), 1);
+    assert_eq!(cache.get::<i64>("n").await.unwrap(), Some(1));
+    assert!(l1.get("n").await.unwrap().is_some(), "the read backfilled L1");
+    assert_eq!(cache.incr("n", 1).await.unwrap(), 2);
+    assert!(l1.get("n").await.unwrap().is_none(), "L1 kept a stale counter");
+    assert_eq!(cache.get::<i64>("n").await.unwrap(), Some(2));
+    // A value only L1 holds (this process's copy) does not make the key present below.
+    l1.set("only-l1", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+    assert!(cache.set_if_absent("only-l1", &2u8, None).await.unwrap());
+    assert_eq!(cache.get::<u8>("only-l1").await.unwrap(), Some(2));
+    // `expire` moves the deadline below and drops L1's copy, which carries the old one.
+    cache.set("s", &1u8, Some(Duration::from_secs(5))).await.unwrap();
+    assert!(cache.expire("s", Some(Duration::from_secs(3600))).await.unwrap());
+    assert!(l1.get("s").await.unwrap().is_none());
+    assert!(cache.ttl("s").await.unwrap().flatten().is_some_and(|t| t > Duration::from_secs(5)));
+    // Patterns: listed from L2, removed from both.
+    l1.set("p:l1", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+    cache.set("p:both", &1u8, None).await.unwrap();
+    assert_eq!(cache.keys_matching("p:*").await.unwrap(), vec!["p:both".to_string()]);
+    assert_eq!(cache.delete_matching("p:*").await.unwrap(), 2, "the layer that held the most");
+    assert!(l1.get("p:l1").await.unwrap().is_none() && l2.get("p:both").await.unwrap().is_none());
+}
