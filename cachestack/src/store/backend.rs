@@ -190,8 +190,8 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Lists the keys of this cache's namespace that match `pattern` (see [`KeyPattern`]),
     /// handing them to `visit` in batches of about `batch` keys, until the keys run out or
     /// `visit` returns false. Keys written or removed during the walk may or may not be listed;
-    /// a key present for the whole walk is listed once. Expired entries may be listed by stores
-    /// that keep them until they are purged.
+    /// a key present for the whole walk is listed at least once (Redis `SCAN` may list a key
+    /// twice). No order is promised.
     ///
     /// The default is [`Error::Unsupported`].
     async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
