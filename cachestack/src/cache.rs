@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::expiry::Expiry;
+use crate::singleflight::SingleFlight;
 use crate::store::{Backend, BackendStats};
 use crate::value::{Cacheable, Value};
 
@@ -32,6 +33,8 @@ use crate::value::{Cacheable, Value};
 pub struct Cache {
     backend: Arc<dyn Backend>,
     rejected: Arc<AtomicU64>,
+    /// Single flight of [`Cache::get_or_set`] and [`Cache::get_or_set_async`], shared by clones.
+    flights: Arc<SingleFlight>,
 }
 
 impl fmt::Debug for Cache {
@@ -48,7 +51,7 @@ impl Cache {
 
     /// A cache over a shared backend.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
-        Cache { backend, rejected: Arc::new(AtomicU64::new(0)) }
+        Cache { backend, rejected: Arc::new(AtomicU64::new(0)), flights: Arc::new(SingleFlight::new()) }
     }
 
     /// The backend behind this cache.
@@ -209,4 +212,18 @@ impl Cache {
         stats.errors += rejected;
         stats
     }
+
+    /// Runs `op` on this cache from synchronous code: the `_blocking` twins.
+    fn blocking<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Cache) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let this = self.clone();
+        crate::rt::block_on(async move { op(this).await })?
+    }
 }
+
+#[path = "cache_ops.rs"]
+mod ops;

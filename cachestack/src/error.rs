@@ -106,6 +106,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The store cannot do this operation (Memcached has no key listing, a custom store has no
+    /// atomic counter...). Never a store failure: silent mode passes it on and circuit breakers
+    /// do not count it.
+    #[error("cache store `{store}` does not support `{op}`")]
+    Unsupported {
+        /// The operation (`incr`, `delete_matching`...).
+        op: &'static str,
+        /// Name of the store.
+        store: String,
+    },
+
     /// Any other backend error, mapped from the backend's client library.
     #[error("cache backend `{backend}` failed: {source}")]
     Generic {
@@ -121,6 +132,35 @@ impl Error {
     /// A configuration error with the given message.
     pub fn config(message: impl Into<String>) -> Self {
         Error::Config { message: message.into() }
+    }
+
+    /// The store `store` cannot do `op`.
+    ///
+    /// ```
+    /// let err = cachestack::Error::unsupported("incr", "memcached");
+    /// assert_eq!(err.kind(), "unsupported");
+    /// assert_eq!(err.to_string(), "cache store `memcached` does not support `incr`");
+    /// ```
+    pub fn unsupported(op: &'static str, store: impl Into<String>) -> Self {
+        Error::Unsupported { op, store: store.into() }
+    }
+
+    /// A compare-and-set operation that gave up after `attempts` rounds because other writers kept
+    /// changing the entry.
+    #[cfg_attr(
+        not(any(feature = "file", feature = "memcached", feature = "postgres", feature = "redis")),
+        allow(dead_code)
+    )]
+    pub(crate) fn contended(backend: &str, op: &str, attempts: usize) -> Self {
+        Error::Generic {
+            backend: backend.to_owned(),
+            source: format!("`{op}` gave up: the entry kept changing over {attempts} attempts").into(),
+        }
+    }
+
+    /// True for [`Error::Unsupported`].
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Error::Unsupported { .. })
     }
 
     /// A stored value that failed its checks.
@@ -163,6 +203,7 @@ impl Error {
             Error::FeatureDisabled { .. } => "feature_disabled",
             Error::UnknownCache { .. } => "unknown_cache",
             Error::Io { .. } => "io",
+            Error::Unsupported { .. } => "unsupported",
             Error::Generic { .. } => "generic",
         }
     }

@@ -43,6 +43,7 @@ mod connect;
 mod error;
 mod expiry;
 pub mod layer;
+mod pattern;
 pub mod registry;
 pub mod rt;
 pub mod singleflight;
@@ -63,6 +64,7 @@ pub use cache::Cache;
 pub use connect::backend_from_url;
 pub use error::{BoxError, Error, Result};
 pub use expiry::{Deadline, Expiry};
+pub use pattern::KeyPattern;
 pub use registry::CacheRegistry;
 pub use stack::{BreakerConfig, OnFull, TieredCache, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 #[cfg(feature = "file")]
@@ -76,7 +78,7 @@ pub use store::null::NullBackend;
 pub use store::postgres::{PostgresBackend, PostgresConfig, PostgresStore};
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisBackend, RedisConfig, RedisStore, RedisTlsConfig};
-pub use store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead, Signing};
+pub use store::{Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH};
 pub use ttl::{format_ttl, parse_ttl};
 pub use url::redact_url;
 pub use value::codec::Codec;

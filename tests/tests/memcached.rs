@@ -70,6 +70,10 @@ fn harness(var: &str) -> Option<Harness> {
             format!("memcached://127.0.0.1:1?namespace={namespace}&silent=true&timeout=500ms&connect_timeout=200ms");
         cachestack::backend_from_url(&url).unwrap()
     }));
+    // memcached cannot list keys.
+    h.unsupported = vec!["keys_matching", "delete_matching"];
+    // Every increment is a compare-and-set round (two round trips, more under contention).
+    h.race_rounds = 250;
     Some(h)
 }
 

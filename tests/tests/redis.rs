@@ -164,6 +164,47 @@ async fn hostile_keys_and_values_cluster() {
     hostile_keys_and_values(&config).await;
 }
 
+/// Namespaces whose names are Redis glob patterns (`[a]`, `*`, `?`, `\`): a pattern operation in
+/// one never reaches another that its unescaped name would match, on every master.
+async fn pattern_scans_escape_the_namespace(config: &RedisConfig) {
+    let base = unique_namespace("glob");
+    let names =
+        [format!("{base}[a]"), format!("{base}a"), format!("{base}*"), format!("{base}?x"), format!("{base}\\")];
+    let caches: Vec<Cache> = names.iter().map(|n| Cache::new(open(config, n))).collect();
+    for (i, cache) in caches.iter().enumerate() {
+        for k in 0..40 {
+            cache.set(&format!("user:{k}"), &i, None).await.unwrap();
+        }
+    }
+    // Counters are plain decimals in Redis: they are listed and removed like any key.
+    caches[0].incr("user:counter", 5).await.unwrap();
+    let listed = caches[0].keys_matching("user:*").await.unwrap();
+    assert_eq!(listed.len(), 41, "{listed:?}");
+    assert_eq!(caches[0].delete_matching("user:*").await.unwrap(), 41);
+    assert_eq!(caches[2].delete_matching("user:1?").await.unwrap(), 10);
+    for (i, cache) in caches.iter().enumerate() {
+        let left = cache.keys_matching("*").await.unwrap().len();
+        let expected = match i {
+            0 => 0,
+            2 => 30,
+            _ => 40,
+        };
+        assert_eq!(left, expected, "namespace {:?}", names[i]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_scans_escape_the_namespace_single_node() {
+    let Some(config) = test_config(URL_VAR, "redis") else { return };
+    pattern_scans_escape_the_namespace(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_scans_escape_the_namespace_cluster() {
+    let Some(config) = test_config(CLUSTER_URL_VAR, "Redis Cluster") else { return };
+    pattern_scans_escape_the_namespace(&config).await;
+}
+
 /// Whatever another program leaves under a cache key is a miss (counted as an error), never a
 /// panic and never an error to the caller: garbage, a truncated or foreign envelope, an envelope
 /// signed with another secret, and keys of other Redis types.

@@ -1368,8 +1368,27 @@ fn bytes_store_harness(make: fn(Arc<dyn Backend>) -> TieredCache) -> Harness {
         plant.lock().unwrap().insert(format!("{namespace}\u{1f}{key}"), bytes.to_vec());
     }));
     h.ttl_unit = Duration::from_millis(20);
+    // The lowest layer (a store with only the required methods) has no atomic operations and
+    // cannot list keys: the stack says so rather than answering from its process-local L1.
+    h.unsupported = vec!["set_if_absent", "incr", "expire", "keys_matching", "delete_matching"];
     h
 }
+
+/// Memory over memory: the stack's atomic and pattern operations over a lowest layer that has
+/// them (the lowest layer stands for a shared store).
+fn memory_stack_harness(write_back: bool) -> Harness {
+    let mut h = Harness::new(move |_namespace| {
+        let builder = TieredCache::builder().layer_arc(mem(100_000)).layer_arc(mem(100_000));
+        let builder = if write_back { builder.write_back(WriteBackConfig::new(64)) } else { builder };
+        Arc::new(builder.build().unwrap())
+    });
+    h.ttl_unit = Duration::from_millis(20);
+    h.stores_bytes = false;
+    h
+}
+
+cachestack_tests::conformance_suite!(memory_over_memory_write_through, || memory_stack_harness(false));
+cachestack_tests::conformance_suite!(memory_over_memory_write_back, || memory_stack_harness(true));
 
 cachestack_tests::conformance_suite!(memory_over_bytes_write_through, || bytes_store_harness(|l2| {
     TieredCache::from_layers(vec![mem(100_000), l2]).unwrap()
@@ -1476,4 +1495,33 @@ async fn a_value_from_an_unsigned_layer_is_never_backfilled_into_a_signing_one()
     let stack = TieredCache::builder().layer_arc(memory.clone()).layer_arc(unsigned_l2.clone()).build().unwrap();
     assert!(stack.get("u").await.unwrap().is_some());
     assert!(memory.get("u").await.unwrap().is_some());
+}
+
+/// The atomic operations run on the lowest layer (the shared one) and drop the faster layers'
+/// copies; patterns list the lowest layer and remove from every layer.
+#[tokio::test]
+async fn atomic_operations_use_the_lowest_layer_and_refresh_the_faster_ones() {
+    let (l1, l2) = (mem(100), mem(100));
+    let cache = Cache::new(TieredCache::from_layers(vec![l1.clone(), l2.clone()]).unwrap());
+    assert_eq!(cache.incr("n", 1).await.unwrap(), 1);
+    assert_eq!(cache.get::<i64>("n").await.unwrap(), Some(1));
+    assert!(l1.get("n").await.unwrap().is_some(), "the read backfilled L1");
+    assert_eq!(cache.incr("n", 1).await.unwrap(), 2);
+    assert!(l1.get("n").await.unwrap().is_none(), "L1 kept a stale counter");
+    assert_eq!(cache.get::<i64>("n").await.unwrap(), Some(2));
+    // A value only L1 holds (this process's copy) does not make the key present below.
+    l1.set("only-l1", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+    assert!(cache.set_if_absent("only-l1", &2u8, None).await.unwrap());
+    assert_eq!(cache.get::<u8>("only-l1").await.unwrap(), Some(2));
+    // `expire` moves the deadline below and drops L1's copy, which carries the old one.
+    cache.set("s", &1u8, Some(Duration::from_secs(5))).await.unwrap();
+    assert!(cache.expire("s", Some(Duration::from_secs(3600))).await.unwrap());
+    assert!(l1.get("s").await.unwrap().is_none());
+    assert!(cache.ttl("s").await.unwrap().flatten().is_some_and(|t| t > Duration::from_secs(5)));
+    // Patterns: listed from L2, removed from both.
+    l1.set("p:l1", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+    cache.set("p:both", &1u8, None).await.unwrap();
+    assert_eq!(cache.keys_matching("p:*").await.unwrap(), vec!["p:both".to_string()]);
+    assert_eq!(cache.delete_matching("p:*").await.unwrap(), 2, "the layer that held the most");
+    assert!(l1.get("p:l1").await.unwrap().is_none() && l2.get("p:both").await.unwrap().is_none());
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::expiry::Expiry;
-use crate::store::{Backend, BackendStats, Entry};
+use crate::expiry::{Deadline, Expiry};
+use crate::pattern::KeyPattern;
+use crate::store::{Backend, BackendStats, Entry, KeyVisitor};
 use crate::value::Value;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,7 +55,7 @@ impl Default for BreakerConfig {
 
 /// True for errors that say the store is in trouble (as opposed to one value being unusable).
 pub fn is_store_failure(err: &Error) -> bool {
-    !(err.is_invalid_value() || matches!(err, Error::ValueTooLarge { .. }))
+    !(err.is_invalid_value() || matches!(err, Error::ValueTooLarge { .. } | Error::Unsupported { .. }))
 }
 
 /// The breaker state machine of one store: closed; open after `failure_threshold` consecutive
@@ -286,6 +287,24 @@ impl<B: Backend> Backend for Breaker<B> {
     }
     async fn purge_expired(&self) -> Result<u64> {
         self.guard(self.inner.purge_expired()).await
+    }
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        self.guard(self.inner.set_if_absent(key, value, expiry)).await
+    }
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        self.guard(self.inner.incr(key, delta, expiry)).await
+    }
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        self.guard(self.inner.expire(key, expiry)).await
+    }
+    async fn ttl(&self, key: &str) -> Result<Option<Option<Deadline>>> {
+        self.guard(self.inner.ttl(key)).await
+    }
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
+        self.guard(self.inner.keys_matching(pattern, batch, visit)).await
+    }
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        self.guard(self.inner.delete_matching(pattern)).await
     }
     fn stats(&self) -> BackendStats {
         self.circuit.with_details(self.inner.stats())

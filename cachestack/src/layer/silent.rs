@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::expiry::Expiry;
-use crate::store::{Backend, BackendStats, Entry};
+use crate::expiry::{Deadline, Expiry};
+use crate::pattern::KeyPattern;
+use crate::store::{Backend, BackendStats, Entry, KeyVisitor};
 use crate::value::Value;
 
 /// How often one cause of failure is logged at most (one line per cause per interval).
@@ -65,6 +66,8 @@ impl<B: Backend> Silent<B> {
     fn settle<T>(&self, op: &'static str, result: Result<T>, misses: u64, fallback: impl FnOnce() -> T) -> Result<T> {
         match result {
             Ok(v) => Ok(v),
+            // What the store cannot do is not a failure to hide: the caller must know.
+            Err(err) if err.is_unsupported() => Err(err),
             Err(err) => {
                 self.errors.fetch_add(1, Relaxed);
                 if self.silent {
@@ -121,6 +124,36 @@ impl<B: Backend> Backend for Silent<B> {
         let result = self.inner.purge_expired().await;
         self.settle("purge_expired", result, 0, || 0)
     }
+    /// Silent: a failure stores nothing (false).
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        let result = self.inner.set_if_absent(key, value, expiry).await;
+        self.settle("set_if_absent", result, 0, || false)
+    }
+    /// Never absorbed: no counter value stands in for one that could not be read. Counted.
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        let result = self.inner.incr(key, delta, expiry).await;
+        self.settle_strict("incr", result)
+    }
+    /// Silent: a failure changes nothing (false).
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        let result = self.inner.expire(key, expiry).await;
+        self.settle("expire", result, 0, || false)
+    }
+    /// Silent: a failure is a miss (`None`).
+    async fn ttl(&self, key: &str) -> Result<Option<Option<Deadline>>> {
+        let result = self.inner.ttl(key).await;
+        self.settle("ttl", result, 1, || None)
+    }
+    /// Silent: a failure ends the listing (the keys already handed over stay handed over).
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
+        let result = self.inner.keys_matching(pattern, batch, visit).await;
+        self.settle("keys_matching", result, 0, || ())
+    }
+    /// Silent: a failure removes nothing more (0 reported).
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        let result = self.inner.delete_matching(pattern).await;
+        self.settle("delete_matching", result, 0, || 0)
+    }
     fn stats(&self) -> BackendStats {
         let mut stats = self.inner.stats();
         stats.errors += self.errors.load(Relaxed);
@@ -135,6 +168,19 @@ impl<B: Backend> Backend for Silent<B> {
     async fn close(&self) -> Result<()> {
         let result = self.inner.close().await;
         self.settle("close", result, 0, || ())
+    }
+}
+
+impl<B: Backend> Silent<B> {
+    /// For operations no fallback can answer: failures are counted and passed on.
+    fn settle_strict<T>(&self, op: &'static str, result: Result<T>) -> Result<T> {
+        if let Err(err) = &result {
+            if !err.is_unsupported() {
+                self.errors.fetch_add(1, Relaxed);
+                tracing::debug!(backend = self.inner.name(), op, error = %err, "cachestack: backend error");
+            }
+        }
+        result
     }
 }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::expiry::Expiry;
-use crate::store::{Backend, BackendStats, Entry};
+use crate::expiry::{Deadline, Expiry};
+use crate::pattern::KeyPattern;
+use crate::store::{Backend, BackendStats, Entry, KeyVisitor};
 use crate::value::Value;
 
 /// Wraps a store so that each operation returns within `limit`.
@@ -94,6 +95,26 @@ impl<B: Backend> Backend for Timeout<B> {
     async fn purge_expired(&self) -> Result<u64> {
         // Purging walks the whole namespace; it is bounded per step by the store, not here.
         self.inner.purge_expired().await
+    }
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        self.bound(self.inner.set_if_absent(key, value, expiry)).await
+    }
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        self.bound(self.inner.incr(key, delta, expiry)).await
+    }
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        self.bound(self.inner.expire(key, expiry)).await
+    }
+    async fn ttl(&self, key: &str) -> Result<Option<Option<Deadline>>> {
+        self.bound(self.inner.ttl(key)).await
+    }
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
+        // A walk of the namespace: the store bounds each step, not the whole walk.
+        self.inner.keys_matching(pattern, batch, visit).await
+    }
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        // A walk of the namespace: the store bounds each step, not the whole walk.
+        self.inner.delete_matching(pattern).await
     }
     fn stats(&self) -> BackendStats {
         self.inner.stats().with_detail("timeout", crate::ttl::format_ttl(self.limit))

@@ -7,6 +7,7 @@
 //! - `read`, `write`: the stack's reads (with backfill) and changes, sent to every layer;
 //! - `write_back`: the queue and its task.
 
+mod atomic;
 mod builder;
 mod layer;
 mod ordering;
@@ -26,7 +27,8 @@ pub use builder::{OnFull, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 
 use crate::error::Result;
 use crate::expiry::Expiry;
-use crate::store::{Backend, BackendStats, Entry, LocalRead, Signing};
+use crate::pattern::KeyPattern;
+use crate::store::{Backend, BackendStats, Entry, KeyVisitor, LocalRead, Signing};
 use crate::value::Value;
 use layer::Layer;
 use shared::Shared;
@@ -151,6 +153,19 @@ use shared::Shared;
 /// skipped (not failed) and gets its tombstones. Per-layer stats show `breaker` (`closed`,
 /// `open`, `half-open`), `breaker_trips` and `bypassed`. Its clock is tokio's
 /// ([`tokio::time::Instant`]), so tests can pause and advance it.
+///
+/// # Atomic operations and patterns
+///
+/// [`Backend::set_if_absent`], [`Backend::incr`] and [`Backend::expire`] run on the lowest layer
+/// alone (the source of truth all processes share; a faster, process-local layer would answer
+/// for this process only), holding the key's stripe as a write does; the key is then removed from
+/// the faster layers, which refill from below. If the lowest layer cannot do the operation, the
+/// stack answers [`Error::Unsupported`]. [`Backend::ttl`] is the stack's own read.
+/// [`Backend::delete_matching`] runs on every layer, lowest first, holding every stripe as a
+/// clear does; a layer that missed it (failed or bypassed) clears itself before the stack's next
+/// call to it. [`Backend::keys_matching`] lists the lowest layer. With write-back, each of these
+/// first waits for the queue ([`TieredCache::flush`]), so the lowest layer has every earlier
+/// write.
 ///
 /// # Stats
 ///
@@ -364,6 +379,33 @@ impl Backend for TieredCache {
 
     async fn purge_expired(&self) -> Result<u64> {
         self.shared.purge_expired().await
+    }
+
+    /// On the lowest layer; the key is then removed from the faster ones (see "Atomic
+    /// operations and patterns" above).
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        let stamp = layer::Stamp::now(expiry);
+        self.shared
+            .on_lowest("set_if_absent", key, |b| async move { b.set_if_absent(key, value, stamp.for_layer(b)).await })
+            .await
+    }
+
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        let stamp = layer::Stamp::now(expiry);
+        self.shared.on_lowest("incr", key, |b| async move { b.incr(key, delta, stamp.for_layer(b)).await }).await
+    }
+
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        let stamp = layer::Stamp::now(expiry);
+        self.shared.on_lowest("expire", key, |b| async move { b.expire(key, stamp.for_layer(b)).await }).await
+    }
+
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
+        self.shared.keys_matching(pattern, batch, visit).await
+    }
+
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        self.shared.delete_matching(pattern).await
     }
 
     fn stats(&self) -> BackendStats {

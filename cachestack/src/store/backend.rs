@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
+use crate::pattern::KeyPattern;
 use crate::striped::StripedCounter;
 use crate::value::Value;
 
@@ -145,6 +146,85 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Ok(removed)
     }
 
+    /// Stores `value` under `key` only if `key` holds no live entry; true if this call stored it.
+    /// Atomic: among callers racing on one key, exactly one wins. An entry past its deadline is
+    /// absent.
+    ///
+    /// The default is [`Error::Unsupported`]: a read followed by a write is not atomic.
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        let _ = (key, value, expiry);
+        Err(Error::unsupported("set_if_absent", self.name()))
+    }
+
+    /// Adds `delta` to the counter under `key` and returns the new value. An absent key is
+    /// created holding `delta`, with the deadline `expiry` resolves to; an existing counter keeps
+    /// its deadline. Atomic: concurrent increments are never lost. A key holding something other
+    /// than a counter, or a result outside `i64`, is an error and changes nothing.
+    ///
+    /// Counters are `i64` values: read one with `Cache::get::<i64>`. Stores with a native
+    /// counter (Redis, PostgreSQL, Memcached) keep it as a plain decimal number.
+    ///
+    /// The default is [`Error::Unsupported`].
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        let _ = (key, delta, expiry);
+        Err(Error::unsupported("incr", self.name()))
+    }
+
+    /// Gives the live entry under `key` the deadline `expiry` resolves to now
+    /// ([`Expiry::Never`] removes its deadline; a deadline already past removes the entry);
+    /// true if `key` held a live entry. The value is not changed.
+    ///
+    /// The default is [`Error::Unsupported`]: a read followed by a write could bring back an
+    /// entry deleted in between.
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        let _ = (key, expiry);
+        Err(Error::unsupported("expire", self.name()))
+    }
+
+    /// The deadline of the live entry under `key`: `None` when there is none, `Some(None)` when
+    /// it never expires. The default reads the entry.
+    async fn ttl(&self, key: &str) -> Result<Option<Option<Deadline>>> {
+        Ok(self.get(key).await?.map(|entry| entry.expires))
+    }
+
+    /// Lists the keys of this cache's namespace that match `pattern` (see [`KeyPattern`]),
+    /// handing them to `visit` in batches of about `batch` keys, until the keys run out or
+    /// `visit` returns false. Keys written or removed during the walk may or may not be listed;
+    /// a key present for the whole walk is listed at least once (Redis `SCAN` may list a key
+    /// twice). No order is promised.
+    ///
+    /// The default is [`Error::Unsupported`].
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
+        let _ = (pattern, batch, visit);
+        Err(Error::unsupported("keys_matching", self.name()))
+    }
+
+    /// Removes every key of this cache's namespace that matches `pattern` (see [`KeyPattern`]);
+    /// returns how many were removed. Never touches another namespace. Not atomic: a key written
+    /// during the call may survive it.
+    ///
+    /// The default lists the keys with [`Backend::keys_matching`] and removes them with
+    /// [`Backend::delete_many`] in batches.
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        let mut keys: Vec<String> = Vec::new();
+        let listed = self
+            .keys_matching(pattern, PATTERN_BATCH, &mut |batch| {
+                keys.extend(batch);
+                true
+            })
+            .await;
+        match listed {
+            Err(Error::Unsupported { .. }) => return Err(Error::unsupported("delete_matching", self.name())),
+            other => other?,
+        }
+        let mut removed = 0u64;
+        for chunk in keys.chunks(PATTERN_BATCH) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            removed = removed.saturating_add(self.delete_many(&refs).await?);
+        }
+        Ok(removed)
+    }
+
     /// Removes expired entries that the store keeps until someone looks (files, SQL rows);
     /// returns how many were removed. Stores that expire entries by themselves return 0.
     async fn purge_expired(&self) -> Result<u64> {
@@ -244,6 +324,12 @@ impl Signing {
         parts.into_iter().reduce(|a, b| if a == b { a } else { Signing::Mixed }).unwrap_or_default()
     }
 }
+
+/// Receives the keys [`Backend::keys_matching`] finds, one batch at a time; returns false to stop.
+pub type KeyVisitor<'a> = dyn FnMut(Vec<String>) -> bool + Send + 'a;
+
+/// Keys per batch when a pattern operation gives no batch size (listing and removal).
+pub const PATTERN_BATCH: usize = 500;
 
 // A shared store is a store: layers and stacks hold `Arc<dyn Backend>`.
 crate::store::forward_backend!(impl [B: Backend + ?Sized] for std::sync::Arc<B> => |s| **s);

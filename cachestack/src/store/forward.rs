@@ -70,6 +70,35 @@ macro_rules! forward_backend {
             let $s = self;
             $crate::store::Backend::delete_many(&$inner, keys).await
         }
+        async fn set_if_absent(&self, key: &str, value: $crate::Value, expiry: $crate::Expiry) -> $crate::Result<bool> {
+            let $s = self;
+            $crate::store::Backend::set_if_absent(&$inner, key, value, expiry).await
+        }
+        async fn incr(&self, key: &str, delta: i64, expiry: $crate::Expiry) -> $crate::Result<i64> {
+            let $s = self;
+            $crate::store::Backend::incr(&$inner, key, delta, expiry).await
+        }
+        async fn expire(&self, key: &str, expiry: $crate::Expiry) -> $crate::Result<bool> {
+            let $s = self;
+            $crate::store::Backend::expire(&$inner, key, expiry).await
+        }
+        async fn ttl(&self, key: &str) -> $crate::Result<Option<Option<$crate::Deadline>>> {
+            let $s = self;
+            $crate::store::Backend::ttl(&$inner, key).await
+        }
+        async fn keys_matching(
+            &self,
+            pattern: &$crate::KeyPattern,
+            batch: usize,
+            visit: &mut $crate::store::KeyVisitor<'_>,
+        ) -> $crate::Result<()> {
+            let $s = self;
+            $crate::store::Backend::keys_matching(&$inner, pattern, batch, visit).await
+        }
+        async fn delete_matching(&self, pattern: &$crate::KeyPattern) -> $crate::Result<u64> {
+            let $s = self;
+            $crate::store::Backend::delete_matching(&$inner, pattern).await
+        }
         async fn purge_expired(&self) -> $crate::Result<u64> {
             let $s = self;
             $crate::store::Backend::purge_expired(&$inner).await

@@ -18,7 +18,9 @@ mod recycle;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
-pub use backend::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead, Signing};
+pub use backend::{
+    Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
+};
 pub(crate) use forward::forward_backend;
 
 use crate::url::Scheme;

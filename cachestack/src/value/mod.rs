@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub(crate) mod codec;
+pub(crate) mod counter;
 pub(crate) mod envelope;
 
 use crate::error::{Error, Result};

@@ -22,6 +22,7 @@
 //! in the value envelope and read back unchanged: [`Backend::get`] returns the writer's deadline
 //! (same Unix millisecond), never a recomputed TTL, and never an entry whose deadline has passed.
 
+mod atomic;
 mod config;
 mod format;
 mod paths;
@@ -45,7 +46,8 @@ pub(crate) use url::SCHEME;
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
 use crate::layer::{Layered, Layers};
-use crate::store::{Backend, BackendStats, Counters, Entry};
+use crate::pattern::KeyPattern;
+use crate::store::{Backend, BackendStats, Counters, Entry, KeyVisitor};
 use crate::value::Value;
 use config::validate_namespace;
 use paths::TEMP_PREFIX;
@@ -403,6 +405,44 @@ impl Backend for FileStore {
             s.sweep_locked(&guard, true).map(|report| report.expired)
         };
         self.run("purge_expired", purge).await
+    }
+
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        let record = self.inner.record(key, &value, self.deadline(expiry))?;
+        let key = key.to_owned();
+        let write = move |s: &Inner| {
+            let stored = s.insert_if_absent(&key, &record)?;
+            s.maintain();
+            Ok(stored)
+        };
+        self.run("set_if_absent", write).await
+    }
+
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        let (key, deadline) = (key.to_owned(), self.deadline(expiry));
+        self.run("incr", move |s| s.add(&key, delta, deadline)).await
+    }
+
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        let (key, deadline) = (key.to_owned(), self.deadline(expiry));
+        self.run("expire", move |s| s.re_expire(&key, deadline)).await
+    }
+
+    /// Walks the namespace (in a blocking task), then hands the keys over in batches.
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
+        let owned = pattern.clone();
+        let keys = self.run("keys_matching", move |s| s.matching_keys(&owned)).await?;
+        for chunk in keys.chunks(batch.max(1)) {
+            if !visit(chunk.to_vec()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        let owned = pattern.clone();
+        self.run("delete_matching", move |s| s.remove_matching(&owned)).await
     }
 
     fn stats(&self) -> BackendStats {

@@ -38,7 +38,7 @@ impl Inner {
 
     /// Reads and checks the file of `key`. Expired and unusable files are removed (an unusable
     /// one is also counted as an error); only I/O failures are errors.
-    fn read_entry(&self, key: &str, touch: bool) -> Result<Option<Found>> {
+    pub(super) fn read_entry(&self, key: &str, touch: bool) -> Result<Option<Found>> {
         let path = self.path_for(key);
         let (mut file, meta) = match open_regular(&path) {
             Ok(Opened::Regular(file, meta)) => (file, meta),

@@ -38,6 +38,32 @@ impl Inner {
     pub(super) fn set_one(&self, key: &str, bytes: &[u8]) -> Result<()> {
         let now = SystemTime::now();
         let path = self.path_for(key);
+        let temp = self.write_temp(&path, bytes, now)?;
+        let previous = fs::symlink_metadata(&path).ok().filter(Metadata::is_file);
+        temp.persist(&path).map_err(|e| self.io("cannot rename a temporary file to", &path, e.error))?;
+        self.note_written(bytes.len() as u64, previous.map(|old| old.len()));
+        Ok(())
+    }
+
+    /// Accounts for an entry file of `new_len` bytes written in place of one of `old_len` bytes
+    /// (`None`: there was none).
+    pub(super) fn note_written(&self, new_len: u64, old_len: Option<u64>) {
+        self.counters.record_write();
+        match old_len {
+            Some(old) => {
+                add(&self.bytes, new_len);
+                saturating_sub(&self.bytes, old);
+            }
+            None => {
+                add(&self.entries, 1);
+                add(&self.bytes, new_len);
+            }
+        }
+    }
+
+    /// A temporary file holding `bytes` next to `path` (the entry file it is meant to become),
+    /// stamped with `now` as its recency.
+    pub(super) fn write_temp(&self, path: &Path, bytes: &[u8], now: SystemTime) -> Result<tempfile::NamedTempFile> {
         let shard = path.parent().unwrap_or(&self.dir);
         let mut temp = match tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(shard) {
             Ok(temp) => temp,
@@ -54,21 +80,7 @@ impl Inner {
         // The modification time is the recency used for LRU eviction; set it from the same clock
         // read hits use (the kernel stamps files with a coarser clock).
         let _ = temp.as_file().set_modified(now);
-        let previous = fs::symlink_metadata(&path).ok().filter(Metadata::is_file);
-        temp.persist(&path).map_err(|e| self.io("cannot rename a temporary file to", &path, e.error))?;
-        self.counters.record_write();
-        let new_len = bytes.len() as u64;
-        match previous {
-            Some(old) => {
-                add(&self.bytes, new_len);
-                saturating_sub(&self.bytes, old.len());
-            }
-            None => {
-                add(&self.entries, 1);
-                add(&self.bytes, new_len);
-            }
-        }
-        Ok(())
+        Ok(temp)
     }
 
     /// Removes the entry file of `key`; true if there was one.

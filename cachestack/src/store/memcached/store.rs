@@ -17,6 +17,9 @@ use crate::expiry::{Deadline, Expiry};
 use crate::store::{Backend, BackendStats, Counters, Entry};
 use crate::value::Value;
 
+#[path = "atomic.rs"]
+mod atomic;
+
 /// What memcached adds to each item besides key and value (item header, CAS, CRLF), rounded up.
 const ITEM_OVERHEAD: usize = 64;
 /// How long a generation read from a server is trusted for writes (reads always fetch it).
@@ -546,6 +549,18 @@ impl Backend for MemcachedStore {
         }
         self.counters.record_deletes(keys.len() as u64);
         self.remove_many(keys).await
+    }
+
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        self.set_nx(key, value, expiry).await
+    }
+
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        self.incr_by(key, delta, expiry).await
+    }
+
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        self.expire_at(key, expiry).await
     }
 
     fn default_ttl(&self) -> Option<Duration> {

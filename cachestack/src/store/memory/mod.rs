@@ -27,10 +27,13 @@ use quick_cache::{DefaultHashBuilder, Equivalent, Weighter};
 
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
-use crate::store::{Backend, BackendStats, Counters, Entry, LocalBackend, LocalRead};
+use crate::pattern::KeyPattern;
+use crate::store::{Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead};
 use crate::striped::StripedCounter;
 use crate::url::{CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
 use crate::value::{Cacheable, Value};
+
+mod ops;
 
 /// Settings of a [`MemoryBackend`].
 ///
@@ -359,23 +362,33 @@ impl MemoryBackend {
     }
 
     fn insert(&self, key: &str, value: Value, expiry: Expiry) {
-        let deadline = expiry.resolve(self.config.default_ttl);
-        // The same point in time on the monotonic clock; a deadline already past stores an entry
-        // that is never served (its remaining time is zero).
-        let now = Instant::now();
-        // (A deadline beyond what `Instant` can hold on this platform is "never" for the hit path.)
-        let expires = deadline.and_then(|d| now.checked_add(d.remaining()));
-        let weight = self.weigh(key, &value);
+        let slot = self.slot(key, value, expiry);
         self.counters.record_write();
+        self.map.insert(MemKey::new(key), slot);
+    }
+
+    /// The slot for a write of `value` under `key` with `expiry`, made now.
+    fn slot(&self, key: &str, value: Value, expiry: Expiry) -> Slot {
+        // The first text-keyed write gives the text entries their share of the capacity.
         if !self.text_active.load(Relaxed) {
             let fronts = self.fronts();
             if !self.text_active.swap(true, Relaxed) {
                 self.rebalance(&fronts);
             }
         }
-        let deadline_ms = deadline.map_or(0, Deadline::unix_millis);
-        self.map.insert(MemKey::new(key), Slot { value, expires, deadline_ms, weight });
+        let (expires, deadline_ms) = deadline_clocks(expiry.resolve(self.config.default_ttl));
+        let weight = self.weigh(key, &value);
+        Slot { value, expires, deadline_ms, weight }
     }
+}
+
+/// A deadline on the monotonic clock (for the hit path) and in Unix milliseconds (0: none). A
+/// deadline already past gives an entry that is never served (its remaining time is zero); one
+/// beyond what `Instant` can hold on this platform is "never" for the hit path.
+fn deadline_clocks(deadline: Option<Deadline>) -> (Option<Instant>, u64) {
+    let now = Instant::now();
+    let expires = deadline.and_then(|d| now.checked_add(d.remaining()));
+    (expires, deadline.map_or(0, Deadline::unix_millis))
 }
 
 impl LocalRead for MemoryBackend {
@@ -472,6 +485,30 @@ impl Backend for MemoryBackend {
 
     fn as_memory(&self) -> Option<&MemoryBackend> {
         Some(self)
+    }
+
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        Ok(self.insert_if_absent(key, value, expiry))
+    }
+
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        self.add(key, delta, expiry)
+    }
+
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        Ok(self.re_expire(key, expiry))
+    }
+
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
+        self.visit_keys(pattern, batch, visit);
+        Ok(())
+    }
+
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        // The typed partitions keep no key text to match: every typed entry becomes stale (a
+        // miss that refills), so none that matches is served again.
+        self.shared.epochs.bump_all();
+        Ok(self.remove_matching(pattern))
     }
 }
 

@@ -7,9 +7,11 @@ use super::ops::Stored;
 use super::{PostgresStore, NAME};
 use crate::error::Result;
 use crate::expiry::{Deadline, Expiry};
+use crate::pattern::KeyPattern;
 use crate::rt;
+use crate::store::KeyVisitor;
 use crate::store::{Backend, BackendStats, Entry};
-use crate::value::Value;
+use crate::value::{counter, Value};
 
 /// The latest deadline a row gets, 9999-12-31T23:59:59.999Z in Unix milliseconds: later
 /// deadlines (a TTL of centuries) are brought forward to it, in the row and in the sealed
@@ -30,8 +32,13 @@ impl PostgresStore {
     /// Opens a stored envelope on the caller's side: the entry, with the earlier of the deadline
     /// sealed by its writer and the row's `expires_at`, if that has not passed. An envelope that
     /// fails its checks is counted and is a miss.
-    fn decode(&self, key: &str, stored: Stored) -> Option<Entry> {
-        let (value, sealed) = match self.inner.config.format.open_in(&self.inner.config.namespace, key, &stored.bytes) {
+    pub(super) fn decode(&self, key: &str, stored: Stored) -> Option<Entry> {
+        let opened = match counter::parse(&stored.bytes) {
+            // A counter: its deadline is the row's.
+            Some(n) => Ok((Value::new(n), None)),
+            None => self.inner.config.format.open_in(&self.inner.config.namespace, key, &stored.bytes),
+        };
+        let (value, sealed) = match opened {
             Ok(opened) => opened,
             Err(err) => {
                 self.inner.counters.record_invalid(NAME, key, &err);
@@ -47,7 +54,7 @@ impl PostgresStore {
         Entry::new(value, Deadline::earliest(sealed.map(Deadline::at), row)).live()
     }
 
-    fn note_writes(&self, n: u64) {
+    pub(super) fn note_writes(&self, n: u64) {
         self.inner.counters.record_writes(n);
         if let Some(trimmer) = &self.inner.trimmer {
             trimmer.note_writes(n);
@@ -140,6 +147,26 @@ impl Backend for PostgresStore {
     async fn purge_expired(&self) -> Result<u64> {
         let inner = self.inner.clone();
         rt::io(NAME, async move { inner.delete_all(|sql| &sql.purge_batch).await }).await
+    }
+
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        self.set_nx(key, value, expiry).await
+    }
+
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        self.incr_by(key, delta, expiry).await
+    }
+
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        self.expire_at(key, expiry).await
+    }
+
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
+        self.scan_matching(pattern, batch, visit).await
+    }
+
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        self.remove_matching(pattern).await
     }
 
     fn stats(&self) -> BackendStats {

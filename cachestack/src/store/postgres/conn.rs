@@ -80,7 +80,24 @@ impl Inner {
     /// attempts, and at most `pool_max` are made.
     ///
     /// `attempt` gets the connection and gives it back with the statement's result.
-    pub(super) async fn retry<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    pub(super) async fn retry<T, F, Fut>(&self, attempt: F) -> Result<T>
+    where
+        F: FnMut(Checkout) -> Fut,
+        Fut: Future<Output = (Checkout, std::result::Result<T, sqlx::Error>)>,
+    {
+        self.attempts(self.config.pool_max, attempt).await
+    }
+
+    /// Like [`Self::retry`], for a statement that is not idempotent: one attempt only.
+    pub(super) async fn once<T, F, Fut>(&self, attempt: F) -> Result<T>
+    where
+        F: FnMut(Checkout) -> Fut,
+        Fut: Future<Output = (Checkout, std::result::Result<T, sqlx::Error>)>,
+    {
+        self.attempts(0, attempt).await
+    }
+
+    async fn attempts<T, F, Fut>(&self, retries: u32, mut attempt: F) -> Result<T>
     where
         F: FnMut(Checkout) -> Fut,
         Fut: Future<Output = (Checkout, std::result::Result<T, sqlx::Error>)>,
@@ -97,7 +114,7 @@ impl Inner {
             drop(conn);
             match result {
                 Ok(value) => break Ok(value),
-                Err(err) if is_stale_connection(&err) && tries < self.config.pool_max => {
+                Err(err) if is_stale_connection(&err) && tries < retries => {
                     tries += 1;
                     tracing::debug!(error = %err, "cachestack: postgres connection was closed by the server; retrying on another");
                 }

@@ -59,6 +59,7 @@
 //! [`Timeout`]: crate::layer::Timeout
 //! [`Silent`]: crate::layer::Silent
 
+mod atomic;
 mod backend;
 mod config;
 mod conn;

@@ -20,43 +20,59 @@ impl Inner {
     }
 
     pub(super) async fn clear_namespace(&self) -> Result<()> {
+        let nodes = self.scan_nodes().await?;
+        let results = join_all(nodes.iter().map(|node| self.unlink_node(node.as_ref(), &self.pattern))).await;
+        results.into_iter().collect::<Result<Vec<u64>>>().map(drop)
+    }
+
+    /// The servers a scan visits: the single server (`None`), or every master of a cluster.
+    pub(super) async fn scan_nodes(&self) -> Result<Vec<Option<(String, u16)>>> {
         match self.server.cluster {
-            false => self.clear_node(None).await,
-            true => {
-                let masters = self.step(self.masters()).await?;
-                let results = join_all(masters.into_iter().map(|node| self.clear_node(Some(node)))).await;
-                results.into_iter().collect::<Result<Vec<()>>>().map(drop)
-            }
+            false => Ok(vec![None]),
+            true => Ok(self.step(self.masters()).await?.into_iter().map(Some).collect()),
         }
     }
 
-    /// Scans one server (the single server, or one cluster master) for this namespace's keys and
-    /// unlinks them batch by batch.
-    async fn clear_node(&self, node: Option<(String, u16)>) -> Result<()> {
+    /// One `SCAN cursor MATCH glob COUNT count` on `node` (see [`Self::scan_nodes`]): the next
+    /// cursor (0 at the end) and the keys of this page.
+    pub(super) async fn scan_page(
+        &self,
+        node: Option<&(String, u16)>,
+        cursor: u64,
+        glob: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
+        let mut scan = ::redis::cmd("SCAN");
+        scan.arg(cursor).arg("MATCH").arg(glob).arg("COUNT").arg(count.max(1));
+        let reply = match node {
+            None => self.step(self.query::<Reply>(&scan)).await?,
+            Some((host, port)) => {
+                let routing =
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+                self.step(self.route(scan, routing)).await?
+            }
+        };
+        self.parse(reply)
+    }
+
+    /// Scans one server for the keys matching `glob` and unlinks them page by page; returns how
+    /// many were unlinked.
+    pub(super) async fn unlink_node(&self, node: Option<&(String, u16)>, glob: &str) -> Result<u64> {
         let mut cursor: u64 = 0;
+        let mut removed = 0u64;
         loop {
-            let mut scan = ::redis::cmd("SCAN");
-            scan.arg(cursor).arg("MATCH").arg(&self.pattern).arg("COUNT").arg(self.config.scan_batch);
-            let reply = match &node {
-                None => self.step(self.query::<Reply>(&scan)).await?,
-                Some((host, port)) => {
-                    let routing =
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
-                    self.step(self.route(scan, routing)).await?
-                }
-            };
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.parse(reply)?;
+            let (next, keys) = self.scan_page(node, cursor, glob, self.config.scan_batch).await?;
             if !keys.is_empty() {
-                self.step(self.unlink(keys)).await?;
+                removed = removed.saturating_add(self.step(self.unlink(keys)).await?);
             }
             if next == 0 {
-                return Ok(());
+                return Ok(removed);
             }
             cursor = next;
         }
     }
 
-    async fn unlink(&self, keys: Vec<Vec<u8>>) -> Result<()> {
+    async fn unlink(&self, keys: Vec<Vec<u8>>) -> Result<u64> {
         let groups: Vec<Vec<usize>> = match self.server.cluster {
             false => vec![(0..keys.len()).collect()],
             true => {
@@ -75,7 +91,7 @@ impl Inner {
             async move { self.query::<u64>(&cmd).await }
         }))
         .await;
-        replies.into_iter().collect::<Result<Vec<u64>>>().map(drop)
+        replies.into_iter().try_fold(0u64, |sum, n| Ok(sum.saturating_add(n?)))
     }
 
     /// The masters of the cluster as `(host, port)`, checked against the cluster's own count:

@@ -26,6 +26,7 @@
 //! operations), `admin` (clear, masters, server details).
 
 mod admin;
+mod atomic;
 mod config;
 mod conn;
 mod ops;

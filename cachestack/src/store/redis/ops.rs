@@ -11,7 +11,9 @@ use futures_util::future::join_all;
 
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
-use crate::store::{Backend, BackendStats, Entry};
+use crate::pattern::KeyPattern;
+use crate::store::{Backend, BackendStats, Entry, KeyVisitor};
+use crate::value::counter;
 use crate::value::Value;
 
 use super::{Inner, RedisStore};
@@ -59,16 +61,21 @@ impl Backend for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         let full = self.inner.redis_key(key);
         let inner = self.inner.clone();
-        let (bytes, exists) = self
+        let (full, bytes, exists) = self
             .io(async move {
                 // MGET rather than GET: a key of another Redis type (a hash another program
                 // wrote) reads as nil instead of failing with WRONGTYPE; EXISTS tells it apart.
                 let mut pipe = ::redis::pipe();
                 pipe.cmd("MGET").arg(&full).cmd("EXISTS").arg(&full);
                 let (mut bytes, exists): (Vec<Option<Vec<u8>>>, i64) = inner.query_pipe(&pipe).await?;
-                Ok((bytes.pop().flatten(), exists > 0))
+                Ok((full, bytes.pop().flatten(), exists > 0))
             })
             .await?;
+        if let Some(n) = bytes.as_deref().and_then(counter::parse) {
+            let found = self.counter_entry(full, n).await?;
+            self.inner.counters.record_lookup(found.is_some());
+            return Ok(found);
+        }
         // Opening runs on the caller's side, not on the runtime's I/O workers.
         let found = self.inner.read(key, bytes, exists);
         self.inner.counters.record_lookup(found.is_some());
@@ -124,9 +131,15 @@ impl Backend for RedisStore {
         }
         let full: Vec<String> = keys.iter().map(|k| self.inner.redis_key(k)).collect();
         let inner = self.inner.clone();
-        let (_, found) = self.io(async move { inner.fetch_many(full).await }).await?;
-        let found: Vec<Option<Entry>> =
-            keys.iter().zip(found).map(|(key, (bytes, exists))| self.inner.read(key, bytes, exists)).collect();
+        let (full, found) = self.io(async move { inner.fetch_many(full).await }).await?;
+        let mut out: Vec<Option<Entry>> = Vec::with_capacity(keys.len());
+        for (key, (full, (bytes, exists))) in keys.iter().zip(full.into_iter().zip(found)) {
+            out.push(match bytes.as_deref().and_then(counter::parse) {
+                Some(n) => self.counter_entry(full, n).await?,
+                None => self.inner.read(key, bytes, exists),
+            });
+        }
+        let found = out;
         let hits = found.iter().filter(|e| e.is_some()).count() as u64;
         self.inner.counters.record_lookups(found.len() as u64, hits);
         Ok(found)
@@ -188,6 +201,26 @@ impl Backend for RedisStore {
             replies.into_iter().sum::<Result<u64>>()
         })
         .await
+    }
+
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        self.set_nx(key, value, expiry).await
+    }
+
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        self.incr_by(key, delta, expiry).await
+    }
+
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        self.expire_at(key, expiry).await
+    }
+
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
+        self.scan_matching(pattern, batch, visit).await
+    }
+
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        self.unlink_matching(pattern).await
     }
 
     fn stats(&self) -> BackendStats {
