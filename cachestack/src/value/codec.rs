@@ -125,7 +125,8 @@ impl Codec {
             Codec::MessagePack => {
                 let mut cursor = std::io::Cursor::new(bytes);
                 let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut cursor)).map_err(|e| self.err(e))?;
-                let rest = bytes.len() - cursor.position() as usize;
+                let read = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+                let rest = bytes.len().saturating_sub(read);
                 if rest != 0 {
                     return Err(self.err(format!("{rest} trailing bytes after the value")));
                 }

@@ -17,7 +17,7 @@
 //! The HMAC covers the cache key too, so a signed value copied under another key is rejected.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::value::codec::{Codec, MAX_DECODE_BYTES};
@@ -161,11 +161,11 @@ impl Default for ValueFormat {
 }
 
 /// Milliseconds since the Unix epoch for an expiry, 0 for none.
+///
+/// Through [`Deadline::at`](crate::Deadline::at): a time before the epoch is 1 (long past), one
+/// past the latest deadline (end of year 9999) is that deadline, never a truncated small number.
 pub(crate) fn expiry_to_millis(expires: Option<SystemTime>) -> u64 {
-    match expires {
-        None => 0,
-        Some(t) => t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1).max(1),
-    }
+    expires.map_or(0, |t| crate::expiry::Deadline::at(t).unix_millis())
 }
 
 pub(crate) fn millis_to_expiry(ms: u64) -> Option<SystemTime> {
@@ -209,7 +209,7 @@ impl ValueFormat {
             }
         };
         let payload_len = u32::try_from(payload.len())
-            .map_err(|_| Error::ValueTooLarge { size: payload.len(), limit: u32::MAX as usize })?;
+            .map_err(|_| Error::ValueTooLarge { size: payload.len(), limit: usize::try_from(u32::MAX).unwrap_or(usize::MAX) })?;
         if self.signer.is_some() {
             flags |= FLAG_SIGNED;
         }
@@ -238,14 +238,18 @@ impl ValueFormat {
     /// read) with its expiry. Every failed check is [`Error::InvalidValue`].
     pub fn open(&self, key: &str, bytes: &[u8]) -> Result<(Value, Option<SystemTime>)> {
         let header = read_header(bytes)?;
-        let end = HEADER_LEN + header.payload_len;
         let signed = header.flags & FLAG_SIGNED != 0;
         let trailer = if signed { 32 } else { 0 };
-        if bytes.len() != end + trailer {
+        // The length is read from outside: checked arithmetic (usize may be 32 bits).
+        let end = HEADER_LEN.checked_add(header.payload_len);
+        let total = end.and_then(|end| end.checked_add(trailer));
+        let (Some(end), Some(total)) = (end, total) else {
+            return Err(Error::invalid(format!("payload length {} overflows", header.payload_len)));
+        };
+        if bytes.len() != total {
             return Err(Error::invalid(format!(
-                "length mismatch: {} bytes stored, header announces {}",
-                bytes.len(),
-                end + trailer
+                "length mismatch: {} bytes stored, header announces {total}",
+                bytes.len()
             )));
         }
         match (&self.signer, signed) {
@@ -323,12 +327,14 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<Header> {
     };
     let mut len = [0u8; 4];
     len.copy_from_slice(&bytes[21..25]);
+    let payload_len = usize::try_from(u32::from_le_bytes(len))
+        .map_err(|_| Error::invalid("payload length does not fit this platform's memory"))?;
     Ok(Header {
         codec,
         flags,
         type_fingerprint: u64_at(5),
         expires_ms: u64_at(13),
-        payload_len: u32::from_le_bytes(len) as usize,
+        payload_len,
     })
 }
 
@@ -447,6 +453,7 @@ fn decompress_lz4(_: &[u8], _: usize) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
+    use std::time::UNIX_EPOCH;
 
     use super::*;
 
@@ -609,6 +616,29 @@ mod tests {
         // More than the block could ever hold, or more than the limit: refused up front.
         assert!(format.open("k", &with_size(50_000_000)).unwrap_err().is_invalid_value());
         assert!(matches!(format.open("k", &with_size(u32::MAX)), Err(Error::ValueTooLarge { .. })));
+    }
+
+    #[test]
+    fn a_huge_expiry_is_the_latest_deadline_never_a_wrapped_one() {
+        let format = ValueFormat::default();
+        let latest = crate::Deadline::after(Duration::MAX).time();
+        // 2^64 + 384 milliseconds after the epoch: a `SystemTime` can hold it on 64-bit Unix;
+        // truncated to 64 bits it would be 384 ms after the epoch (long expired).
+        if let Some(far) = UNIX_EPOCH.checked_add(Duration::new(18_446_744_073_709_552, 0)) {
+            let (_, expires) = format.open("k", &format.seal("k", &Value::new(1u8), Some(far)).unwrap()).unwrap();
+            assert_eq!(expires, Some(latest));
+        }
+        let (_, expires) =
+            format.open("k", &format.seal("k", &Value::new(1u8), Some(UNIX_EPOCH - Duration::from_secs(5))).unwrap()).unwrap();
+        assert!(expires.is_some_and(|t| t <= UNIX_EPOCH + Duration::from_millis(1)), "before the epoch is long past");
+        // Hostile expiry fields: clamped to the latest deadline, never a panic or "no expiry".
+        let bytes = format.seal("k", &Value::new(1u8), None).unwrap();
+        for ms in [u64::MAX, 1 << 63, u64::MAX / 1000 + 1, 253_402_300_800_000] {
+            let mut hostile = bytes.clone();
+            hostile[13..21].copy_from_slice(&ms.to_le_bytes());
+            assert_eq!(read_header(&hostile).unwrap().expires(), Some(latest), "{ms}");
+            assert_eq!(format.open("k", &hostile).unwrap().1, Some(latest), "{ms}");
+        }
     }
 
     #[test]
