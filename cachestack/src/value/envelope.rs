@@ -208,8 +208,10 @@ impl ValueFormat {
                 }
             }
         };
-        let payload_len = u32::try_from(payload.len())
-            .map_err(|_| Error::ValueTooLarge { size: payload.len(), limit: usize::try_from(u32::MAX).unwrap_or(usize::MAX) })?;
+        let payload_len = u32::try_from(payload.len()).map_err(|_| Error::ValueTooLarge {
+            size: payload.len(),
+            limit: usize::try_from(u32::MAX).unwrap_or(usize::MAX),
+        })?;
         if self.signer.is_some() {
             flags |= FLAG_SIGNED;
         }
@@ -329,13 +331,7 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<Header> {
     len.copy_from_slice(&bytes[21..25]);
     let payload_len = usize::try_from(u32::from_le_bytes(len))
         .map_err(|_| Error::invalid("payload length does not fit this platform's memory"))?;
-    Ok(Header {
-        codec,
-        flags,
-        type_fingerprint: u64_at(5),
-        expires_ms: u64_at(13),
-        payload_len,
-    })
+    Ok(Header { codec, flags, type_fingerprint: u64_at(5), expires_ms: u64_at(13), payload_len })
 }
 
 #[cfg(feature = "zstd")]
@@ -356,7 +352,10 @@ fn decompress_zstd(stored: &[u8], limit: usize) -> Result<Vec<u8>> {
                 .filter(|&size| size <= limit)
                 .ok_or(Error::ValueTooLarge { size: usize::try_from(declared).unwrap_or(usize::MAX), limit })?;
             let mut out = Vec::with_capacity(size);
-            zstd::bulk::Decompressor::new().map_err(corrupt)?.decompress_to_buffer(stored, &mut out).map_err(corrupt)?;
+            zstd::bulk::Decompressor::new()
+                .map_err(corrupt)?
+                .decompress_to_buffer(stored, &mut out)
+                .map_err(corrupt)?;
             out.shrink_to_fit();
             Ok(out)
         }
@@ -628,8 +627,9 @@ mod tests {
             let (_, expires) = format.open("k", &format.seal("k", &Value::new(1u8), Some(far)).unwrap()).unwrap();
             assert_eq!(expires, Some(latest));
         }
-        let (_, expires) =
-            format.open("k", &format.seal("k", &Value::new(1u8), Some(UNIX_EPOCH - Duration::from_secs(5))).unwrap()).unwrap();
+        let (_, expires) = format
+            .open("k", &format.seal("k", &Value::new(1u8), Some(UNIX_EPOCH - Duration::from_secs(5))).unwrap())
+            .unwrap();
         assert!(expires.is_some_and(|t| t <= UNIX_EPOCH + Duration::from_millis(1)), "before the epoch is long past");
         // Hostile expiry fields: clamped to the latest deadline, never a panic or "no expiry".
         let bytes = format.seal("k", &Value::new(1u8), None).unwrap();
