@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub(crate) mod codec;
+mod depth;
 pub(crate) mod envelope;
 mod layout;
 
