@@ -231,6 +231,12 @@ impl CacheUrl {
         Ok(CacheUrl { scheme: scheme.to_ascii_lowercase(), rest, options })
     }
 
+    /// [`CacheUrl::rest`] as errors may show it: credentials hidden.
+    pub fn rest_shown(&self) -> String {
+        let full = redact_url(&format!("{}://{}", self.scheme, self.rest));
+        full.split_once("://").map_or(full.clone(), |(_, rest)| rest.to_string())
+    }
+
     /// Removes and returns option `name`.
     pub fn take(&mut self, name: &str) -> Option<String> {
         self.options.remove(name)
