@@ -219,7 +219,7 @@ proptest! {
         let _ = cachestack::MemcachedConfig::from_url(&text);
         if !["file", "redis", "rediss", "postgres", "postgresql", "memcached", "memcache"]
             .iter()
-            .any(|scheme| text.trim().to_ascii_lowercase().starts_with(&format!("{scheme}")))
+            .any(|scheme| text.trim().to_ascii_lowercase().starts_with(scheme))
         {
             let _ = cachestack::backend_from_url(&text);
         }
@@ -259,13 +259,11 @@ mod keys {
         /// The integer fast path renders exactly what `Display` and `Debug` do.
         #[test]
         fn the_fast_path_renders_what_display_does(n in any::<i64>(), u in any::<u64>(), text in ".{0,20}") {
-            for (value, shown) in [(n.to_string(), format!("{n:?}"))] {
-                let (mut part, mut arg) = (String::new(), String::new());
-                (&&KeyProbe(&n)).__cachestack_push_part(&mut part);
-                (&&KeyProbe(&n)).__cachestack_push_arg(&mut arg);
-                prop_assert_eq!(part, value);
-                prop_assert_eq!(arg, shown);
-            }
+            let (mut part, mut arg) = (String::new(), String::new());
+            (&&KeyProbe(&n)).__cachestack_push_part(&mut part);
+            (&&KeyProbe(&n)).__cachestack_push_arg(&mut arg);
+            prop_assert_eq!(part, n.to_string());
+            prop_assert_eq!(arg, format!("{n:?}"));
             let mut part = String::new();
             (&&KeyProbe(&u)).__cachestack_push_part(&mut part);
             prop_assert_eq!(part, u.to_string());
