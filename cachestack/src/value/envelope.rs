@@ -451,7 +451,6 @@ fn decompress_lz4(_: &[u8], _: usize) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
     use std::time::UNIX_EPOCH;
 
     use super::*;
@@ -522,6 +521,10 @@ mod tests {
             assert_eq!(payload.len(), 2002, "{compression:?}");
             assert_eq!(payload.capacity(), payload.len(), "{compression:?} kept spare capacity");
         }
+    }
+
+    #[test]
+    fn an_uncompressed_value_holds_its_size() {
         let (value, _) = ValueFormat::default().open("k", &sealed(&ValueFormat::default())).unwrap();
         assert_eq!(payload_of(&value).capacity(), payload_of(&value).len());
     }
@@ -565,6 +568,7 @@ mod tests {
     #[cfg(feature = "zstd")]
     #[test]
     fn a_zstd_frame_without_a_declared_size_streams_within_the_limit() {
+        use std::io::Read;
         let raw = Codec::Postcard.serialize(&"y".repeat(5000)).unwrap();
         let frame = zstd::stream::encode_all(raw.as_slice(), 3).unwrap();
         assert!(matches!(zstd::zstd_safe::get_frame_content_size(&frame), Ok(None)));
