@@ -88,14 +88,21 @@ struct Elements<'p, 'h> {
     left: usize,
 }
 
-impl<'de> de::SeqAccess<'de> for Elements<'_, '_> {
-    type Error = Stop;
-    fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, Stop> {
+impl Elements<'_, '_> {
+    /// The next element (or map key), probed, while any are left.
+    fn next<'de, S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, Stop> {
         if self.left == 0 {
             return Ok(None);
         }
         self.left -= 1;
         seed.deserialize(&mut *self.probe).map(Some)
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for Elements<'_, '_> {
+    type Error = Stop;
+    fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, Stop> {
+        self.next(seed)
     }
     fn size_hint(&self) -> Option<usize> {
         Some(self.left)
@@ -105,11 +112,7 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, '_> {
 impl<'de> de::MapAccess<'de> for Elements<'_, '_> {
     type Error = Stop;
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Stop> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        self.left -= 1;
-        seed.deserialize(&mut *self.probe).map(Some)
+        self.next(seed)
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Stop> {
         seed.deserialize(&mut *self.probe)
