@@ -188,6 +188,8 @@ fn is_identifier(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn parse(s: &str) -> syn::Result<Template> {
@@ -239,5 +241,54 @@ mod tests {
         let template = parse("é:<id>").unwrap_or_else(|e| panic!("{e}"));
         let place = template.placeholders().next().map(|p| p.at.suffix());
         assert!(matches!(place.as_deref(), Some("") | Some(" at character 3 of the template")), "{place:?}");
+    }
+
+    fn texts(template: &Template) -> Option<String> {
+        template
+            .pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Text(text) => Some(text.as_str()),
+                Piece::Place(_) => None,
+            })
+            .collect()
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any text is a template or a clear error, never a panic.
+        #[test]
+        fn any_text_parses_or_is_an_error(text in ".{0,40}") {
+            if let Err(err) = parse(&text) {
+                prop_assert!(err.to_string().contains("key template"), "{}", err);
+            }
+        }
+
+        /// `<<` is a literal `<`: text whose every `<` is doubled comes back unchanged.
+        #[test]
+        fn doubled_angle_brackets_are_literal(text in ".{0,30}") {
+            let template = parse(&text.replace('<', "<<")).unwrap();
+            prop_assert_eq!(texts(&template).unwrap_or_default(), text);
+        }
+
+        /// Placeholders between arbitrary text are found in order, with their field paths.
+        #[test]
+        fn placeholders_are_found_in_order(
+            places in proptest::collection::vec("[a-z][a-z0-9_]{0,8}(\\.([a-z][0-9]{0,3}|[0-9]{1,2})){0,2}", 1..4),
+            between in proptest::collection::vec("([^<]|<<){0,6}", 4),
+        ) {
+            let mut text = between[0].clone();
+            for (place, after) in places.iter().zip(&between[1..]) {
+                text.push_str(&format!("<{place}>{after}"));
+            }
+            let template = parse(&text).unwrap();
+            let found: Vec<&str> = template.placeholders().map(|p| p.text.as_str()).collect();
+            prop_assert_eq!(found, places.iter().map(String::as_str).collect::<Vec<_>>());
+        }
     }
 }

@@ -214,14 +214,27 @@ impl CacheUrl {
         if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
             return Err(Error::config(format!("invalid URL scheme {scheme:?} in `{}`", redact_url(text))));
         }
-        let (rest, query) = after.split_once('?').unwrap_or((after, ""));
+        // The query starts after the credentials: a password may hold `?` (or `/`, `#`, `@`).
+        let (userinfo, hosts) = split_userinfo(after);
+        let (hosts, query) = hosts.split_once('?').unwrap_or((hosts, ""));
+        let rest = match userinfo {
+            // Written back percent-encoded, so that the stores' URL parsers see one authority.
+            Some(userinfo) => format!("{}@{hosts}", encode_userinfo(userinfo)),
+            None => hosts.to_string(),
+        };
         let mut options = BTreeMap::new();
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             if options.insert(k.to_string(), v.to_string()).is_some() {
                 return Err(Error::config(format!("option `{k}` is given twice in `{}`", redact_url(text))));
             }
         }
-        Ok(CacheUrl { scheme: scheme.to_ascii_lowercase(), rest: rest.to_string(), options })
+        Ok(CacheUrl { scheme: scheme.to_ascii_lowercase(), rest, options })
+    }
+
+    /// [`CacheUrl::rest`] as errors may show it: credentials hidden.
+    pub fn rest_shown(&self) -> String {
+        let full = redact_url(&format!("{}://{}", self.scheme, self.rest));
+        full.split_once("://").map_or(full.clone(), |(_, rest)| rest.to_string())
     }
 
     /// Removes and returns option `name`.
@@ -301,48 +314,88 @@ impl CacheUrl {
 /// Options every byte store accepts.
 pub(crate) const FORMAT_OPTIONS: &[&str] = &["codec", "compression", "secret", "secret_env", "max_value_bytes"];
 
-/// Hides secrets in a URL for logs and `Debug`: the password of `user:password@`, and the values
-/// of `secret`, `password` and `token` options.
+/// Splits what follows `scheme://` into the credentials (`user:password`, without the `@`) and
+/// the rest (hosts, path, query).
+///
+/// A password often holds characters that URLs reserve (`/`, `?`, `#`, `@`), written without
+/// percent-encoding; a host never holds `@`. So when the authority starts with `user:` (a `:`
+/// before any `/`, `?` or `#`), the password ends at the *last* `@`. A URL without a password
+/// (`redis://user@host`, `redis://host/0?name=a@b`) ends its credentials, if any, at an `@` before
+/// the first `/`, `?` or `#`; a path (`file:///...`) or an IPv6 host (`[::1]`) has none.
+pub(crate) fn split_userinfo(after_scheme: &str) -> (Option<&str>, &str) {
+    if after_scheme.starts_with(['/', '[']) {
+        return (None, after_scheme);
+    }
+    let delimiter = after_scheme.find(['/', '?', '#']).unwrap_or(after_scheme.len());
+    let has_password = after_scheme[..delimiter].contains(':');
+    let searched = if has_password { after_scheme } else { &after_scheme[..delimiter] };
+    match searched.rfind('@') {
+        Some(at) => (Some(&after_scheme[..at]), &after_scheme[at + 1..]),
+        None => (None, after_scheme),
+    }
+}
+
+/// Percent-encodes the characters of credentials that would end them early in a URL (`/`, `?`,
+/// `#`, `@`), so that any URL parser reads the authority [`split_userinfo`] found. The `:`
+/// between user and password stays; `%` stays (credentials may already be encoded).
+pub(crate) fn encode_userinfo(userinfo: &str) -> std::borrow::Cow<'_, str> {
+    if !userinfo.contains(['/', '?', '#', '@']) {
+        return userinfo.into();
+    }
+    let mut out = String::with_capacity(userinfo.len() + 8);
+    for c in userinfo.chars() {
+        match c {
+            '/' => out.push_str("%2F"),
+            '?' => out.push_str("%3F"),
+            '#' => out.push_str("%23"),
+            '@' => out.push_str("%40"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// Hides secrets in a URL for logs and `Debug`: the password of `user:password@` (which may hold
+/// `/`, `?`, `#` and `@`: it ends at the last `@`), and the values of `secret`, `password` and
+/// `token` options.
 ///
 /// ```
 /// assert_eq!(
 ///     cachestack::redact_url("redis://app:hunter2@127.0.0.1/0?secret=abc&ttl=5m"),
 ///     "redis://app:***@127.0.0.1/0?secret=***&ttl=5m"
 /// );
+/// assert_eq!(
+///     cachestack::redact_url("postgres://app:p/a?s#s@w@db:5432/cache?name=x"),
+///     "postgres://app:***@db:5432/cache?name=x"
+/// );
 /// ```
 pub fn redact_url(text: &str) -> String {
-    let (base, query) = match text.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (text, None),
-    };
     let mut out = String::with_capacity(text.len());
-    match base.split_once("://") {
-        Some((scheme, rest)) => {
+    let tail = match text.split_once("://") {
+        Some((scheme, after)) => {
             out.push_str(scheme);
             out.push_str("://");
-            // Multi-host URLs (`h1,h2`) may carry credentials on the first host only.
-            let (authority, path) = match rest.find('/') {
-                Some(i) => rest.split_at(i),
-                None => (rest, ""),
-            };
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    match userinfo.split_once(':') {
-                        Some((user, _)) => {
-                            out.push_str(user);
-                            out.push_str(":***");
-                        }
-                        None => out.push_str(userinfo),
-                    }
-                    out.push('@');
-                    out.push_str(host);
+            let (userinfo, tail) = split_userinfo(after);
+            match userinfo.map(|u| u.split_once(':')) {
+                Some(Some((user, _password))) => {
+                    out.push_str(user);
+                    out.push_str(":***@");
                 }
-                None => out.push_str(authority),
+                Some(None) => {
+                    out.push_str(userinfo.unwrap_or_default());
+                    out.push('@');
+                }
+                None => {}
             }
-            out.push_str(path);
+            tail
         }
-        None => out.push_str(base),
-    }
+        None => text,
+    };
+    let (base, query) = match tail.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (tail, None),
+    };
+    out.push_str(base);
     if let Some(query) = query {
         out.push('?');
         let parts: Vec<String> = query
@@ -369,5 +422,37 @@ mod tests {
         assert_eq!(redact_url("memcached://h1:11211,h2:11211"), "memcached://h1:11211,h2:11211");
         assert_eq!(redact_url("file:///tmp/x?secret=s3&ttl=1h"), "file:///tmp/x?secret=***&ttl=1h");
         assert_eq!(redact_url("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://user@h/0"), "redis://user@h/0");
+        assert_eq!(redact_url("redis://h/0?name=ops@team"), "redis://h/0?name=ops@team");
+        assert_eq!(redact_url("redis://[::1]:6379/0?name=a@b"), "redis://[::1]:6379/0?name=a@b");
+        assert_eq!(redact_url("file:///tmp/a@b?secret=x"), "file:///tmp/a@b?secret=***");
+    }
+
+    /// A password made of the characters URLs reserve, and its pieces (none may be shown).
+    const HOSTILE_PASSWORD: &str = "PW1/PW2?PW3#PW4@PW5:PW6%2FPW7";
+
+    #[test]
+    fn passwords_with_reserved_characters_are_hidden_whole() {
+        for scheme in ["redis", "rediss+cluster", "postgres", "memcached", "mem", "file"] {
+            for tail in ["h", "h:1/0", "h1:1,h2:2/3?ttl=5m&secret=PW8", "[::1]:5/db?name=a#frag"] {
+                let text = format!("{scheme}://app:{HOSTILE_PASSWORD}@{tail}");
+                let shown = redact_url(&text);
+                assert!(!shown.contains("PW"), "{text} -> {shown}");
+                assert!(shown.starts_with(&format!("{scheme}://app:***@")), "{text} -> {shown}");
+                let host = tail.split('?').next().unwrap_or_default();
+                assert!(shown.contains(host), "{text} -> {shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_query_starts_after_the_password() {
+        let url = CacheUrl::parse(&format!("redis://app:{HOSTILE_PASSWORD}@h:1/0?ttl=5m")).unwrap();
+        assert_eq!(url.rest, "app:PW1%2FPW2%3FPW3%23PW4%40PW5:PW6%2FPW7@h:1/0");
+        assert_eq!(url.options.keys().collect::<Vec<_>>(), ["ttl"]);
+        let url = CacheUrl::parse("redis://h/0?name=ops@team").unwrap();
+        assert_eq!((url.rest.as_str(), url.options.get("name").map(String::as_str)), ("h/0", Some("ops@team")));
+        assert_eq!(split_userinfo("u@h/0"), (Some("u"), "h/0"));
+        assert_eq!(split_userinfo("/tmp/x@y"), (None, "/tmp/x@y"));
     }
 }

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::value::depth::Limited;
 
 /// Largest payload a codec decodes; also bounds allocations a hostile length prefix could ask for.
 pub(crate) const MAX_DECODE_BYTES: usize = 256 * 1024 * 1024;
@@ -107,42 +108,54 @@ impl Codec {
 
     /// Deserialises `bytes`, which must hold exactly one value (trailing bytes are an error: they
     /// mean the bytes were written for a different shape of type).
+    ///
+    /// Every codec decodes with the same bounds: at most 256 MiB, and nesting at most 128
+    /// levels deep (a value nested deeper, such as a recursive type read from hostile bytes, is an
+    /// error rather than a stack overflow).
     pub fn deserialize<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
         if bytes.len() > MAX_DECODE_BYTES {
             return Err(Error::ValueTooLarge { size: bytes.len(), limit: MAX_DECODE_BYTES });
         }
-        match self {
+        let Limited(value) = match self {
             Codec::Postcard => {
                 let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| self.err(e))?;
                 if !rest.is_empty() {
                     return Err(self.err(format!("{} trailing bytes after the value", rest.len())));
                 }
-                Ok(value)
+                value
             }
             #[cfg(feature = "json")]
-            Codec::Json => serde_json::from_slice(bytes).map_err(|e| self.err(e)),
+            Codec::Json => serde_json::from_slice(bytes).map_err(|e| self.err(e))?,
             #[cfg(feature = "msgpack")]
             Codec::MessagePack => {
+                use serde::Deserialize as _;
                 let mut cursor = std::io::Cursor::new(bytes);
-                let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut cursor)).map_err(|e| self.err(e))?;
-                let rest = bytes.len() - cursor.position() as usize;
+                let mut deserializer = rmp_serde::Deserializer::new(&mut cursor);
+                // rmp-serde's own limit (1024) is deeper than ours and than a test thread's stack.
+                deserializer.set_max_depth(crate::value::depth::MAX_DECODE_DEPTH + 1);
+                let value = Limited::<T>::deserialize(&mut deserializer).map_err(|e| self.err(e))?;
+                let read = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+                let rest = bytes.len().saturating_sub(read);
                 if rest != 0 {
                     return Err(self.err(format!("{rest} trailing bytes after the value")));
                 }
-                Ok(value)
+                value
             }
             #[cfg(feature = "bincode")]
             Codec::Bincode => {
                 let config = bincode::config::standard().with_limit::<MAX_DECODE_BYTES>();
                 let (value, read) = bincode::serde::decode_from_slice(bytes, config).map_err(|e| self.err(e))?;
                 if read != bytes.len() {
-                    return Err(self.err(format!("{} trailing bytes after the value", bytes.len() - read)));
+                    return Err(
+                        self.err(format!("{} trailing bytes after the value", bytes.len().saturating_sub(read)))
+                    );
                 }
-                Ok(value)
+                value
             }
             #[allow(unreachable_patterns)]
-            other => Err(other.disabled(other.feature())),
-        }
+            other => return Err(other.disabled(other.feature())),
+        };
+        Ok(value)
     }
 
     /// The cargo feature that provides this codec (`""` for postcard, which is always present).
@@ -180,6 +193,7 @@ impl FromStr for Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::depth::MAX_DECODE_DEPTH;
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct V1 {
@@ -232,6 +246,52 @@ mod tests {
                 _ => assert!(removed.is_err(), "{codec} accepted a removed field"),
             }
         }
+    }
+
+    /// A recursive type: each level is a sequence inside a newtype.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Tree(Vec<Tree>);
+
+    fn tree(depth: usize) -> Tree {
+        (0..depth).fold(Tree(Vec::new()), |inner, _| Tree(vec![inner]))
+    }
+
+    /// `depth` nested one-element sequences as `codec` writes them, without building the value
+    /// (which could not even be dropped at such depths).
+    fn nested_bytes(codec: Codec, depth: usize) -> Vec<u8> {
+        match codec {
+            Codec::Json => ["[".repeat(depth + 1), "]".repeat(depth + 1)].concat().into_bytes(),
+            Codec::MessagePack => [vec![0x91; depth], vec![0x90]].concat(),
+            // postcard and bincode: a varint length 1 per level, then an empty sequence.
+            _ => [vec![1; depth], vec![0]].concat(),
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for codec in codecs() {
+            assert_eq!(nested_bytes(codec, 3), codec.serialize(&tree(3)).unwrap(), "{codec}");
+            let fine = codec.serialize(&tree(100)).unwrap();
+            assert_eq!(codec.deserialize::<Tree>(&fine).unwrap(), tree(100), "{codec}");
+            for depth in [MAX_DECODE_DEPTH, 10_000, 1_000_000] {
+                let err = codec.deserialize::<Tree>(&nested_bytes(codec, depth)).unwrap_err();
+                assert!(err.is_invalid_value(), "{codec} at {depth}: {err}");
+            }
+        }
+        // One level per enum: the limit itself is reached without exhausting the stack.
+        for codec in [Codec::Postcard, Codec::Bincode].into_iter().filter(|c| codecs().contains(c)) {
+            for depth in [MAX_DECODE_DEPTH - 1, MAX_DECODE_DEPTH, 1_000_000] {
+                let bytes = [vec![1; depth], vec![0]].concat();
+                let decoded = codec.deserialize::<List>(&bytes);
+                assert_eq!(decoded.is_ok(), depth < MAX_DECODE_DEPTH, "{codec} at {depth}");
+            }
+        }
+    }
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    enum List {
+        Nil,
+        Cons(Box<List>),
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! rejected.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::value::codec::{Codec, MAX_DECODE_BYTES};
@@ -167,11 +167,11 @@ impl Default for ValueFormat {
 }
 
 /// Milliseconds since the Unix epoch for an expiry, 0 for none.
+///
+/// Through [`Deadline::at`](crate::Deadline::at): a time before the epoch is 1 (long past), one
+/// past the latest deadline (end of year 9999) is that deadline, never a truncated small number.
 pub(crate) fn expiry_to_millis(expires: Option<SystemTime>) -> u64 {
-    match expires {
-        None => 0,
-        Some(t) => t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1).max(1),
-    }
+    expires.map_or(0, |t| crate::expiry::Deadline::at(t).unix_millis())
 }
 
 pub(crate) fn millis_to_expiry(ms: u64) -> Option<SystemTime> {
@@ -240,8 +240,10 @@ impl ValueFormat {
                 }
             }
         };
-        let payload_len = u32::try_from(payload.len())
-            .map_err(|_| Error::ValueTooLarge { size: payload.len(), limit: u32::MAX as usize })?;
+        let payload_len = u32::try_from(payload.len()).map_err(|_| Error::ValueTooLarge {
+            size: payload.len(),
+            limit: usize::try_from(u32::MAX).unwrap_or(usize::MAX),
+        })?;
         if self.signer.is_some() {
             flags |= FLAG_SIGNED;
         }
@@ -277,14 +279,18 @@ impl ValueFormat {
     /// is [`Error::InvalidValue`].
     pub fn open_in(&self, namespace: &str, key: &str, bytes: &[u8]) -> Result<(Value, Option<SystemTime>)> {
         let header = read_header(bytes)?;
-        let end = HEADER_LEN + header.payload_len;
         let signed = header.flags & FLAG_SIGNED != 0;
         let trailer = if signed { 32 } else { 0 };
-        if bytes.len() != end + trailer {
+        // The length is read from outside: checked arithmetic (usize may be 32 bits).
+        let end = HEADER_LEN.checked_add(header.payload_len);
+        let total = end.and_then(|end| end.checked_add(trailer));
+        let (Some(end), Some(total)) = (end, total) else {
+            return Err(Error::invalid(format!("payload length {} overflows", header.payload_len)));
+        };
+        if bytes.len() != total {
             return Err(Error::invalid(format!(
-                "length mismatch: {} bytes stored, header announces {}",
-                bytes.len(),
-                end + trailer
+                "length mismatch: {} bytes stored, header announces {total}",
+                bytes.len()
             )));
         }
         match (&self.signer, signed) {
@@ -362,13 +368,9 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<Header> {
     };
     let mut len = [0u8; 4];
     len.copy_from_slice(&bytes[21..25]);
-    Ok(Header {
-        codec,
-        flags,
-        type_fingerprint: u64_at(5),
-        expires_ms: u64_at(13),
-        payload_len: u32::from_le_bytes(len) as usize,
-    })
+    let payload_len = usize::try_from(u32::from_le_bytes(len))
+        .map_err(|_| Error::invalid("payload length does not fit this platform's memory"))?;
+    Ok(Header { codec, flags, type_fingerprint: u64_at(5), expires_ms: u64_at(13), payload_len })
 }
 
 #[cfg(feature = "zstd")]
@@ -378,9 +380,58 @@ fn compress_zstd(raw: &[u8], level: i32) -> Result<Vec<u8>> {
 
 #[cfg(feature = "zstd")]
 fn decompress_zstd(stored: &[u8], limit: usize) -> Result<Vec<u8>> {
-    // `bulk::decompress` fails instead of growing past `limit`: a zip bomb stays a bounded error.
-    zstd::bulk::decompress(stored, limit)
-        .map_err(|e| Error::invalid(format!("zstd payload does not decompress within {limit} bytes: {e}")))
+    let corrupt = |e: std::io::Error| Error::invalid(format!("zstd payload is corrupt: {e}"));
+    // The buffer is sized from the size the frame declares (never more than `limit`), so a value
+    // read back holds what it decodes to, not the limit. A frame that lies about its size fails
+    // to decode: zstd checks the declared size against what it produces.
+    match zstd::zstd_safe::get_frame_content_size(stored) {
+        Ok(Some(declared)) => {
+            let size = usize::try_from(declared)
+                .ok()
+                .filter(|&size| size <= limit)
+                .ok_or(Error::ValueTooLarge { size: usize::try_from(declared).unwrap_or(usize::MAX), limit })?;
+            let mut out = Vec::with_capacity(size);
+            zstd::bulk::Decompressor::new()
+                .map_err(corrupt)?
+                .decompress_to_buffer(stored, &mut out)
+                .map_err(corrupt)?;
+            out.shrink_to_fit();
+            Ok(out)
+        }
+        Ok(None) => decompress_zstd_stream(stored, limit),
+        Err(_) => Err(Error::invalid("zstd payload is corrupt: no valid frame header")),
+    }
+}
+
+/// A frame that does not declare its size (written by a streaming encoder): decoded as a stream
+/// whose output may not grow past `limit`, with the decoder's window bounded by it too.
+#[cfg(feature = "zstd")]
+fn decompress_zstd_stream(stored: &[u8], limit: usize) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let corrupt = |e: std::io::Error| Error::invalid(format!("zstd payload is corrupt: {e}"));
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(stored).map_err(corrupt)?;
+    // zstd's smallest window is 1 KiB (log 10); its default maximum for decoding is 128 MiB.
+    let window_log = usize::BITS - limit.max(1).saturating_sub(1).leading_zeros();
+    decoder.window_log_max(window_log.clamp(10, 27)).map_err(corrupt)?;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = decoder.read(&mut chunk).map_err(corrupt)?;
+        if n == 0 {
+            break;
+        }
+        if out.len().saturating_add(n) > limit {
+            return Err(Error::ValueTooLarge { size: out.len().saturating_add(n), limit });
+        }
+        // Grow by doubling, but never past the limit.
+        if out.capacity() - out.len() < n {
+            let want = out.capacity().saturating_mul(2).max(out.len() + n).min(limit);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    out.shrink_to_fit();
+    Ok(out)
 }
 
 #[cfg(not(feature = "zstd"))]
@@ -400,15 +451,31 @@ fn compress_lz4(raw: &[u8]) -> Result<Vec<u8>> {
 
 #[cfg(feature = "lz4")]
 fn decompress_lz4(stored: &[u8], limit: usize) -> Result<Vec<u8>> {
-    if stored.len() < 4 {
+    let Some((size, block)) = stored.split_first_chunk::<4>() else {
         return Err(Error::invalid("lz4 payload too short"));
-    }
-    let announced = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]) as usize;
+    };
+    let announced = usize::try_from(u32::from_le_bytes(*size)).unwrap_or(usize::MAX);
+    // Checked before allocating: the announced size is read from outside. An LZ4 block expands
+    // at most 255 times (plus a constant), so a size that a block this short cannot produce is a
+    // lie, refused before it costs memory.
     if announced > limit {
         return Err(Error::ValueTooLarge { size: announced, limit });
     }
-    lz4_flex::block::decompress_size_prepended(stored)
-        .map_err(|e| Error::invalid(format!("lz4 payload is corrupt: {e}")))
+    if announced > block.len().saturating_mul(255).saturating_add(64) {
+        return Err(Error::invalid(format!(
+            "lz4 payload announces {announced} bytes, more than its {} bytes can hold",
+            block.len()
+        )));
+    }
+    let mut out = vec![0u8; announced];
+    let written = lz4_flex::block::decompress_into(block, &mut out)
+        .map_err(|e| Error::invalid(format!("lz4 payload is corrupt: {e}")))?;
+    // The writer records the exact size: a shorter block is corrupt (and would leave the value
+    // holding spare capacity).
+    if written != announced {
+        return Err(Error::invalid(format!("lz4 payload decodes to {written} bytes, it announces {announced}")));
+    }
+    Ok(out)
 }
 
 #[cfg(not(feature = "lz4"))]
@@ -423,6 +490,8 @@ fn decompress_lz4(_: &[u8], _: usize) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     fn sealed(format: &ValueFormat) -> Vec<u8> {
@@ -479,6 +548,145 @@ mod tests {
             assert_eq!(format.open("k", &bytes).unwrap().0.get::<String>().unwrap().len(), 2000);
             let tight = ValueFormat { max_value_bytes: 100, ..format };
             assert!(tight.open("k", &bytes).is_err(), "{compression:?} ignored the cap");
+        }
+    }
+
+    /// The decoded payload a value read from bytes holds.
+    fn payload_of(value: &Value) -> &Vec<u8> {
+        &value.0.encoded().get().expect("a value read from bytes has its encoded form").payload
+    }
+
+    #[cfg(all(feature = "zstd", feature = "lz4"))]
+    #[test]
+    fn a_decompressed_value_holds_its_size_not_the_limit() {
+        for compression in [Compression::Zstd { level: 3 }, Compression::Lz4] {
+            let format = ValueFormat { compression, ..Default::default() };
+            let (value, _) = format.open("k", &sealed(&format)).unwrap();
+            let payload = payload_of(&value);
+            assert_eq!(payload.len(), 2002, "{compression:?}");
+            assert_eq!(payload.capacity(), payload.len(), "{compression:?} kept spare capacity");
+        }
+    }
+
+    #[test]
+    fn an_uncompressed_value_holds_its_size() {
+        let (value, _) = ValueFormat::default().open("k", &sealed(&ValueFormat::default())).unwrap();
+        assert_eq!(payload_of(&value).capacity(), payload_of(&value).len());
+    }
+
+    /// Rewrites the content size a zstd frame declares (the frame header's last field).
+    #[cfg(feature = "zstd")]
+    fn declare_zstd_size(frame: &mut [u8], declared: u64) {
+        let descriptor = frame[4];
+        let single_segment = descriptor & 0x20 != 0;
+        let dict_len = [0, 1, 2, 4][usize::from(descriptor & 3)];
+        let size_len = match descriptor >> 6 {
+            0 if single_segment => 1,
+            0 => panic!("frame declares no content size"),
+            1 => 2,
+            2 => 4,
+            _ => 8,
+        };
+        let at = 5 + usize::from(!single_segment) + dict_len;
+        let stored = if size_len == 2 { declared - 256 } else { declared };
+        frame[at..at + size_len].copy_from_slice(&stored.to_le_bytes()[..size_len]);
+    }
+
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn a_zstd_frame_that_lies_about_its_size_is_an_error() {
+        let format = ValueFormat { compression: Compression::Zstd { level: 3 }, ..Default::default() };
+        let bytes = sealed(&format);
+        for declared in [300, 2001, 2003, 60_000] {
+            let mut lying = bytes.clone();
+            declare_zstd_size(&mut lying[HEADER_LEN..], declared);
+            let err = format.open("k", &lying).unwrap_err();
+            assert!(err.is_invalid_value(), "declared {declared}: {err}");
+        }
+        // A frame declaring more than the limit is refused before anything is allocated.
+        let mut huge = bytes.clone();
+        declare_zstd_size(&mut huge[HEADER_LEN..], 60_000);
+        let tight = ValueFormat { max_value_bytes: 10_000, ..format.clone() };
+        assert!(matches!(tight.open("k", &huge), Err(Error::ValueTooLarge { size: 60_000, limit: 10_000 })));
+    }
+
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn a_zstd_frame_without_a_declared_size_streams_within_the_limit() {
+        use std::io::Read;
+        let raw = Codec::Postcard.serialize(&"y".repeat(5000)).unwrap();
+        let frame = zstd::stream::encode_all(raw.as_slice(), 3).unwrap();
+        assert!(matches!(zstd::zstd_safe::get_frame_content_size(&frame), Ok(None)));
+        let envelope = |frame: &[u8]| {
+            let mut out = MAGIC.to_vec();
+            out.extend_from_slice(&[FORMAT_VERSION, Codec::Postcard.id(), FLAG_ZSTD]);
+            out.extend_from_slice(&crate::type_fingerprint::<String>().to_le_bytes());
+            out.extend_from_slice(&0u64.to_le_bytes());
+            out.extend_from_slice(&u32::try_from(frame.len()).unwrap().to_le_bytes());
+            out.extend_from_slice(frame);
+            out
+        };
+        let format = ValueFormat::default();
+        let (value, _) = format.open("k", &envelope(&frame)).unwrap();
+        assert_eq!(payload_of(&value).capacity(), raw.len());
+        assert_eq!(value.get::<String>().unwrap(), "y".repeat(5000));
+        // Past the limit: refused (as too large, or because its window alone is larger).
+        let tight = ValueFormat { max_value_bytes: 4000, ..format.clone() };
+        let err = tight.open("k", &envelope(&frame)).unwrap_err();
+        assert!(matches!(err, Error::ValueTooLarge { .. }) || err.is_invalid_value(), "{err}");
+        // Bombs: 16 MiB of zeros in a few KiB, read with a 1 MiB limit. The output stops at the
+        // limit; a frame whose window alone is past the limit is refused at its header.
+        let small = ValueFormat { max_value_bytes: 1 << 20, ..format };
+        for level in [1, 19] {
+            let bomb = zstd::stream::encode_all(std::io::repeat(0).take(16 << 20), level).unwrap();
+            assert!(bomb.len() < 16 << 10, "{}", bomb.len());
+            let err = small.open("k", &envelope(&bomb)).unwrap_err();
+            match level {
+                1 => assert!(matches!(err, Error::ValueTooLarge { limit: 1_048_576, .. }), "{err}"),
+                _ => assert!(err.is_invalid_value(), "{err}"),
+            }
+        }
+    }
+
+    #[cfg(feature = "lz4")]
+    #[test]
+    fn an_lz4_block_that_lies_about_its_size_is_refused_before_allocating() {
+        let format = ValueFormat { compression: Compression::Lz4, ..Default::default() };
+        let bytes = sealed(&format);
+        let with_size = |size: u32| {
+            let mut lying = bytes.clone();
+            lying[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&size.to_le_bytes());
+            lying
+        };
+        for announced in [0, 1000, 2001, 2003, 5000] {
+            assert!(format.open("k", &with_size(announced)).unwrap_err().is_invalid_value(), "{announced}");
+        }
+        // More than the block could ever hold, or more than the limit: refused up front.
+        assert!(format.open("k", &with_size(50_000_000)).unwrap_err().is_invalid_value());
+        assert!(matches!(format.open("k", &with_size(u32::MAX)), Err(Error::ValueTooLarge { .. })));
+    }
+
+    #[test]
+    fn a_huge_expiry_is_the_latest_deadline_never_a_wrapped_one() {
+        let format = ValueFormat::default();
+        let latest = crate::Deadline::after(Duration::MAX).time();
+        // 2^64 + 384 milliseconds after the epoch: a `SystemTime` can hold it on 64-bit Unix;
+        // truncated to 64 bits it would be 384 ms after the epoch (long expired).
+        if let Some(far) = UNIX_EPOCH.checked_add(Duration::new(18_446_744_073_709_552, 0)) {
+            let (_, expires) = format.open("k", &format.seal("k", &Value::new(1u8), Some(far)).unwrap()).unwrap();
+            assert_eq!(expires, Some(latest));
+        }
+        let (_, expires) = format
+            .open("k", &format.seal("k", &Value::new(1u8), Some(UNIX_EPOCH - Duration::from_secs(5))).unwrap())
+            .unwrap();
+        assert!(expires.is_some_and(|t| t <= UNIX_EPOCH + Duration::from_millis(1)), "before the epoch is long past");
+        // Hostile expiry fields: clamped to the latest deadline, never a panic or "no expiry".
+        let bytes = format.seal("k", &Value::new(1u8), None).unwrap();
+        for ms in [u64::MAX, 1 << 63, u64::MAX / 1000 + 1, 253_402_300_800_000] {
+            let mut hostile = bytes.clone();
+            hostile[13..21].copy_from_slice(&ms.to_le_bytes());
+            assert_eq!(read_header(&hostile).unwrap().expires(), Some(latest), "{ms}");
+            assert_eq!(format.open("k", &hostile).unwrap().1, Some(latest), "{ms}");
         }
     }
 

@@ -14,7 +14,9 @@ use serde::Serialize;
 
 pub(crate) mod codec;
 pub(crate) mod counter;
+mod depth;
 pub(crate) mod envelope;
+mod layout;
 
 use crate::error::{Error, Result};
 use crate::value::codec::Codec;
@@ -43,21 +45,65 @@ pub trait Cacheable: Clone + Serialize + DeserializeOwned + Send + Sync + 'stati
 
 impl<T> Cacheable for T where T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
 
-/// A stable 64-bit fingerprint of a Rust type, stored in every envelope so that bytes written for
-/// one type are never decoded as another.
+/// A stable 64-bit fingerprint of a Rust type and of its layout, stored in every envelope so that
+/// bytes written for one type, or for another layout of the same type, are never decoded as it.
 ///
-/// It hashes the type's path (`std::any::type_name`) with xxh3, which is stable across Rust
-/// versions and platforms. A type whose fields changed but whose name did not keeps its
-/// fingerprint: the codec then rejects bytes that no longer fit, and the `version` option of the
-/// cache or of `#[cached]` retires old entries explicitly.
+/// It hashes (xxh3, stable across Rust versions and platforms) the type's path
+/// (`std::any::type_name`) and its layout: what its `Deserialize` implementation asks for, read
+/// without any value: container names, field names in order, variant names, and the same for
+/// every nested type (to a bounded depth; of an enum, the content of its first variant).
+///
+/// So a struct that gains, loses, renames, reorders or retypes a field gets a new fingerprint:
+/// during a rolling deploy, a new build reading bytes written by an old one sees a miss (and
+/// recomputes), never old bytes decoded into the wrong fields; the old build likewise ignores
+/// the new bytes.
+///
+/// A change the layout cannot show (same fields, new meaning: milliseconds that became seconds,
+/// an enum's later variants) needs an explicit version. Set it on the type, with serde's
+/// container name, which none of the codecs writes into the bytes:
+/// `#[serde(rename = "User@2")]`. The `version` option of the cache or of `#[cached]` retires old
+/// entries by key instead.
 ///
 /// ```
+/// #[derive(serde::Deserialize)]
+/// struct User { id: u64, name: String }
+///
+/// mod v2 {
+///     // Same path and fields as a `User` in its module, marked as a new layout version:
+///     #[derive(serde::Deserialize)]
+///     #[serde(rename = "User@2")]
+///     pub struct User { pub id: u64, pub name: String }
+/// }
+///
 /// let a = cachestack::type_fingerprint::<u64>();
 /// assert_eq!(a, cachestack::type_fingerprint::<u64>());
 /// assert_ne!(a, cachestack::type_fingerprint::<String>());
+/// assert_ne!(cachestack::type_fingerprint::<User>(), cachestack::type_fingerprint::<v2::User>());
 /// ```
-pub fn type_fingerprint<T: ?Sized + 'static>() -> u64 {
-    xxhash_rust::xxh3::xxh3_64(std::any::type_name::<T>().as_bytes())
+pub fn type_fingerprint<T: DeserializeOwned + 'static>() -> u64 {
+    // Probing a layout costs about as much as decoding a small value: each thread keeps the
+    // fingerprints it computed (no lock shared between threads).
+    thread_local! {
+        static KNOWN: std::cell::RefCell<std::collections::HashMap<std::any::TypeId, u64>> = Default::default();
+    }
+    let id = std::any::TypeId::of::<T>();
+    if let Ok(Some(known)) = KNOWN.try_with(|known| known.try_borrow().ok().and_then(|known| known.get(&id).copied())) {
+        return known;
+    }
+    let fingerprint = fingerprint_named::<T>(std::any::type_name::<T>());
+    // Inside a probe of another type's layout (a `Deserialize` that asks for fingerprints), or
+    // while the thread exits, the cache is simply skipped.
+    let _ = KNOWN.try_with(|known| known.try_borrow_mut().map(|mut known| known.insert(id, fingerprint)));
+    fingerprint
+}
+
+/// The fingerprint of `T`'s layout under the path `name` (what another build, whose type at that
+/// path had `T`'s layout, writes).
+pub(crate) fn fingerprint_named<T: DeserializeOwned>(name: &str) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(name.as_bytes());
+    layout::hash_layout::<T>(&mut hasher);
+    hasher.digest()
 }
 
 /// The payload of a value as byte stores keep it: the codec that wrote it, the fingerprint of the
@@ -278,12 +324,12 @@ impl Value {
         let Some(encoded) = self.0.encoded().get() else {
             return Err(Error::invalid("empty value"));
         };
-        if encoded.type_fingerprint != type_fingerprint::<V>() {
+        let expected = type_fingerprint::<V>();
+        if encoded.type_fingerprint != expected {
             return Err(Error::invalid(format!(
-                "stored bytes were written for another type than `{}` (fingerprint {:016x}, expected {:016x})",
+                "stored bytes were written for another type, or another layout of `{}` (fingerprint {:016x}, expected {expected:016x})",
                 std::any::type_name::<V>(),
                 encoded.type_fingerprint,
-                type_fingerprint::<V>()
             )));
         }
         let decoded: V = encoded.codec.deserialize(&encoded.payload)?;
@@ -432,6 +478,68 @@ mod tests {
         assert!(v.get::<u64>().unwrap_err().is_invalid_value());
         let bytes = v.encoded(Codec::Postcard).unwrap();
         assert!(Value::from_encoded(bytes).get::<u64>().unwrap_err().is_invalid_value());
+    }
+
+    /// What an older build wrote: the same path, another layout.
+    mod old_build {
+        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        pub struct Point {
+            pub x: u32,
+            pub y: u32,
+        }
+    }
+
+    /// This build's `Point`: the fields were swapped (postcard would read old bytes into the
+    /// wrong fields without complaint).
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Point {
+        y: u32,
+        x: u32,
+    }
+
+    /// The same fields as `Point`, with its layout version bumped on the type.
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(rename = "Point@2")]
+    struct PointV2 {
+        y: u32,
+        x: u32,
+    }
+
+    /// Bytes of `value` as a build whose type at `path` was a `T` wrote them.
+    fn written_by<T: Cacheable>(path: &str, value: &T) -> Encoded {
+        Encoded {
+            codec: Codec::Postcard,
+            type_fingerprint: fingerprint_named::<T>(path),
+            payload: Codec::Postcard.serialize(value).unwrap(),
+        }
+    }
+
+    #[test]
+    fn another_layout_under_the_same_path_is_refused_not_misread() {
+        let old = written_by(std::any::type_name::<Point>(), &old_build::Point { x: 1, y: 2 });
+        let err = Value::from_encoded(old).get::<Point>().unwrap_err();
+        assert!(err.is_invalid_value(), "{err}");
+        // The same layout under the same path reads back.
+        let same = written_by(std::any::type_name::<Point>(), &Point { y: 2, x: 1 });
+        assert_eq!(Value::from_encoded(same).get::<Point>().unwrap(), Point { y: 2, x: 1 });
+        // A version bumped on the type retires bytes of the same fields.
+        let unversioned = written_by(std::any::type_name::<PointV2>(), &Point { y: 2, x: 1 });
+        assert!(Value::from_encoded(unversioned).get::<PointV2>().unwrap_err().is_invalid_value());
+    }
+
+    #[cfg(feature = "file")]
+    #[tokio::test]
+    async fn a_cache_reading_another_layout_sees_a_miss() {
+        use crate::store::Backend;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::FileStore::new(crate::FileConfig::new(dir.path())).unwrap();
+        let old = written_by(std::any::type_name::<Point>(), &old_build::Point { x: 1, y: 2 });
+        store.set("p", Value::from_encoded(old), crate::Expiry::Never).await.unwrap();
+        let cache = crate::Cache::new(store);
+        assert_eq!(cache.get::<Point>("p").await.unwrap(), None, "old bytes must be a miss, not wrong data");
+        cache.set("p", &Point { y: 2, x: 1 }, None).await.unwrap();
+        assert_eq!(cache.get::<Point>("p").await.unwrap(), Some(Point { y: 2, x: 1 }));
+        assert_eq!(cache.get::<PointV2>("p").await.unwrap(), None);
     }
 
     #[test]

@@ -143,6 +143,13 @@ impl MemcachedConfig {
 
 /// `h1:11211,h2,[::1]:11212` into `host:port` strings.
 fn parse_servers(rest: &str) -> Result<Vec<String>> {
+    // Credentials first, found the way every URL is read (a password may hold `/`, `?`, `#`,
+    // `@`), and never echoed.
+    if let (Some(_), after) = crate::url::split_userinfo(rest) {
+        return Err(Error::config(format!(
+            "memcached URL `***@{after}`: credentials are not supported (the ASCII protocol has no authentication)"
+        )));
+    }
     let hosts = rest.strip_suffix('/').unwrap_or(rest);
     if hosts.contains('/') {
         return Err(Error::config(format!(

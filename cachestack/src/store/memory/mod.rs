@@ -525,7 +525,7 @@ fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend
     if !url.rest.is_empty() && url.rest != "/" {
         return Err(Error::config(format!(
             "mem:// URLs take no host or path (got `{}`); write mem://?max_entries=10000",
-            url.rest
+            url.rest_shown()
         )));
     }
     let mut config = MemoryConfig::default();

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use std::sync::Arc;
 
 use crate::store::Backend;
-use crate::url::{redact_url, CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
+use crate::url::{encode_userinfo, redact_url, split_userinfo, CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
 use crate::value::envelope::ValueFormat;
 
 /// `redis://`, `rediss://` (TLS), `redis+cluster://h1:p1,h2:p2`: the Redis store's entry in the
@@ -271,16 +271,14 @@ pub(crate) fn parse_server_url(text: &str, force_cluster: bool) -> Result<Server
         }
     };
     let cluster = cluster_scheme || force_cluster;
+    // The password may hold `/`, `?`, `#` or `@`: it ends at the last `@` (see `split_userinfo`).
+    let (userinfo, rest) = split_userinfo(rest);
     if rest.contains('?') || rest.contains('#') {
         return fail("the server URL takes no `?options` here; set them as RedisConfig fields, or build the backend from the whole URL with RedisConfig::from_url".into());
     }
-    let (authority, path) = match rest.find('/') {
+    let (hosts, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
-    };
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => (Some(userinfo), hosts),
-        None => (None, authority),
     };
     let db_text = path.trim_matches('/');
     let db: u32 = if db_text.is_empty() {
@@ -305,7 +303,7 @@ pub(crate) fn parse_server_url(text: &str, force_cluster: bool) -> Result<Server
             Err(why) => return fail(why),
         };
         let scheme = if tls { "rediss" } else { "redis" };
-        let credentials = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+        let credentials = userinfo.map(|u| format!("{}@", encode_userinfo(u))).unwrap_or_default();
         let node = format!("{scheme}://{credentials}{name}:{port}/{db}");
         if let Err(e) = url::Url::parse(&node) {
             return fail(format!("host `{host}` does not form a valid URL: {e}"));
@@ -385,6 +383,28 @@ mod tests {
         let forced = parse_server_url("redis://10.0.0.1:7000,10.0.0.2:7001", true).unwrap();
         assert!(forced.cluster);
         assert!(parse_server_url("rediss+cluster://10.0.0.1:7000", false).unwrap().tls);
+    }
+
+    #[test]
+    fn a_password_with_reserved_characters_connects_and_is_never_shown() {
+        let parsed = parse_server_url("redis://app:PW1/PW2?PW3#PW4@PW5@127.0.0.1:6380/3", false).unwrap();
+        assert_eq!(parsed.nodes, ["redis://app:PW1%2FPW2%3FPW3%23PW4%40PW5@127.0.0.1:6380/3"]);
+        let node = url::Url::parse(&parsed.nodes[0]).unwrap();
+        assert_eq!(
+            (node.host_str(), node.port(), node.password()),
+            (Some("127.0.0.1"), Some(6380), Some("PW1%2FPW2%3FPW3%23PW4%40PW5"))
+        );
+        assert_eq!(parsed.display, "redis://app:***@127.0.0.1:6380/3");
+        let config = RedisConfig::from_url("redis://app:PW1/PW2?PW3#PW4@PW5@127.0.0.1:6380/3?namespace=n").unwrap();
+        assert!(!format!("{config:?}").contains("PW"), "{config:?}");
+        for bad in [
+            "redis://app:PW1/PW2?PW3#PW4@PW5@h:notaport/0",
+            "redis://app:PW1/PW2?PW3@h1:1,h2:2",
+            "redis://app:PW1/PW2?PW3@h/0?colour=PW9",
+        ] {
+            let err = RedisConfig::from_url(bad).and_then(|c| parse_server_url(&c.url, false).map(|_| c)).unwrap_err();
+            assert!(!err.to_string().contains("PW1") && !err.to_string().contains("PW3"), "{bad}: {err}");
+        }
     }
 
     #[test]
