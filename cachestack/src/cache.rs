@@ -32,6 +32,8 @@ use crate::value::{Cacheable, Value};
 pub struct Cache {
     backend: Arc<dyn Backend>,
     rejected: Arc<AtomicU64>,
+    /// Single flight, failure throttle, clock and counters of `get_or_compute` (resilience/).
+    pub(crate) compute: Arc<crate::resilience::ComputeState>,
 }
 
 impl fmt::Debug for Cache {
@@ -48,7 +50,7 @@ impl Cache {
 
     /// A cache over a shared backend.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
-        Cache { backend, rejected: Arc::new(AtomicU64::new(0)) }
+        Cache { backend, rejected: Arc::new(AtomicU64::new(0)), compute: crate::resilience::ComputeState::shared() }
     }
 
     /// The backend behind this cache.

@@ -44,6 +44,7 @@ mod error;
 mod expiry;
 pub mod layer;
 pub mod registry;
+mod resilience;
 pub mod rt;
 pub mod singleflight;
 mod stack;
@@ -64,6 +65,10 @@ pub use connect::backend_from_url;
 pub use error::{BoxError, Error, Result};
 pub use expiry::{Deadline, Expiry};
 pub use registry::CacheRegistry;
+pub use resilience::{
+    CallStatus, Clock, ComputeOptions, ComputeOptionsBuilder, ComputeStats, ManualClock, RefreshAhead, SystemClock, Timeout,
+    DEFAULT_STALE_THROTTLE,
+};
 pub use stack::{BreakerConfig, OnFull, TieredCache, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 #[cfg(feature = "file")]
 pub use store::file::{FileBackend, FileConfig, FileStore};
