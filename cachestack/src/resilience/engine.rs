@@ -134,6 +134,8 @@ pub(crate) struct ComputeState {
     counters: Counters,
     running: AtomicUsize,
     idle: tokio::sync::Notify,
+    /// Callers waiting for another caller's computation right now.
+    waiting: AtomicUsize,
 }
 
 impl std::fmt::Debug for ComputeState {
@@ -155,6 +157,7 @@ impl ComputeState {
             counters: Counters::default(),
             running: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -176,6 +179,7 @@ impl ComputeState {
             timeouts: load(&c.timeouts),
             cache_errors: load(&c.cache_errors),
             running: self.running.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
         }
     }
 
@@ -338,6 +342,22 @@ impl Drop for Running {
         if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
+    }
+}
+
+/// Counts a waiting caller until dropped.
+struct Waiting<'a>(&'a ComputeState);
+
+impl<'a> Waiting<'a> {
+    fn enter(state: &'a ComputeState) -> Self {
+        state.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(state)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -546,10 +566,12 @@ impl<H> Call<H> {
                 Join::Waiter(waiter) => {
                     let lock_at = self.options.lock_timeout().and_then(|t| Instant::now().checked_add(t));
                     let until = [lock_at, bounds.soft_at, bounds.hard_at].into_iter().flatten().min();
+                    let waiting = Waiting::enter(&self.state);
                     let outcome = match until {
                         Some(until) => waiter.wait_async_for(until.saturating_duration_since(Instant::now())).await,
                         None => Some(waiter.wait_async().await),
                     };
+                    drop(waiting);
                     match outcome {
                         Some(Outcome::Shared(value)) => match self.hooks.decode(&self.key, &value) {
                             Some((value, _)) => return Ok(self.state.answer(value, CallStatus::Waited)),

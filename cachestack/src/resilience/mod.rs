@@ -152,4 +152,6 @@ pub struct ComputeStats {
     pub cache_errors: u64,
     /// Computations running right now.
     pub running: usize,
+    /// Callers waiting for another caller's computation right now.
+    pub waiting: usize,
 }
