@@ -5,8 +5,11 @@
 //!
 //! Time: freshness is decided by a `ManualClock` that each test moves by hand; timeouts run on
 //! the test's paused tokio clock (`start_paused`), which jumps to the next timer as soon as the
-//! test has nothing else to do. Computations run on cachestack's runtime and are held on gates
-//! the test opens, so "slow" and "hung" are events, never sleeps. The stores check their own
+//! test's runtime has nothing to do. Computations run on cachestack's runtime and are held on
+//! gates the test opens, so "slow" and "hung" are events, never sleeps. Because the paused clock
+//! jumps while the test waits for work on cachestack's runtime, a call with a timeout is always
+//! one whose computation is held on a gate (the timeout is meant to pass); the other calls use
+//! options without timeouts. The stores check their own
 //! deadlines against the real clock: the manual clock starts at the real time and entries live
 //! for their TTL plus a stale window of an hour, so no store deadline passes during a test.
 //!
@@ -294,7 +297,8 @@ async fn soft_timeout(store: Store) {
         .hard_timeout(secs(10))
         .build()
         .unwrap();
-    assert_eq!(value(&f.cache, "k", &options, "old").await, ok("old", CallStatus::Miss));
+    let fill = ComputeOptions::builder().ttl(secs(60)).stale_if_error(secs(3600)).build().unwrap();
+    assert_eq!(value(&f.cache, "k", &fill, "old").await, ok("old", CallStatus::Miss));
     f.clock.advance(secs(61));
 
     let (gate, runs) = (gate(), Arc::new(AtomicUsize::new(0)));
@@ -356,12 +360,22 @@ async fn lock_timeout(store: Store) {
         tokio::task::yield_now().await;
     }
 
-    let unbounded = tokio::time::timeout(secs(3600), value(&f.cache, "k", &plain, "waiter's")).await;
-    assert!(unbounded.is_err(), "without lock_timeout a waiter of a hung leader waits on");
+    // Without lock_timeout: an hour later the waiter still waits.
+    let unbounded = {
+        let (cache, plain) = (f.cache.clone(), plain.clone());
+        tokio::spawn(async move { value(&cache, "k", &plain, "waiter's").await })
+    };
+    while f.cache.compute_stats().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::advance(secs(3600)).await;
+    assert!(!unbounded.is_finished(), "without lock_timeout a waiter of a hung leader waits on");
+    unbounded.abort();
 
+    // With it, the waiter gives up on the leader and computes itself. (Before waiters could
+    // bound their wait, this call never returned.)
     let started = Instant::now();
-    let waiter = tokio::time::timeout(secs(3600), value(&f.cache, "k", &bounded, "waiter's")).await;
-    assert_eq!(waiter.expect("with lock_timeout the waiter computes itself"), ok("waiter's", CallStatus::Miss));
+    assert_eq!(value(&f.cache, "k", &bounded, "waiter's").await, ok("waiter's", CallStatus::Miss));
     assert_eq!(started.elapsed(), secs(5), "the waiter gave up on the leader at lock_timeout (paused clock)");
 
     open(&gate);
