@@ -66,8 +66,8 @@ pub use error::{BoxError, Error, Result};
 pub use expiry::{Deadline, Expiry};
 pub use registry::CacheRegistry;
 pub use resilience::{
-    CallStatus, Clock, ComputeOptions, ComputeOptionsBuilder, ComputeStats, ManualClock, RefreshAhead, SystemClock, Timeout,
-    DEFAULT_STALE_THROTTLE,
+    CallStatus, Clock, ComputeOptions, ComputeOptionsBuilder, ComputeStats, ManualClock, RefreshAhead, SystemClock,
+    Timeout, DEFAULT_STALE_THROTTLE,
 };
 pub use stack::{BreakerConfig, OnFull, TieredCache, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 #[cfg(feature = "file")]

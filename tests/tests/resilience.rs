@@ -148,7 +148,14 @@ fn open(gate: &Semaphore) {
 }
 
 /// A computation that counts itself, waits for `gate`, then returns `v`.
-async fn gated(cache: &Cache, key: &str, options: &ComputeOptions, v: &str, gate: &Arc<Semaphore>, runs: &Arc<AtomicUsize>) -> Served {
+async fn gated(
+    cache: &Cache,
+    key: &str,
+    options: &ComputeOptions,
+    v: &str,
+    gate: &Arc<Semaphore>,
+    runs: &Arc<AtomicUsize>,
+) -> Served {
     let (v, gate, runs) = (v.to_string(), gate.clone(), runs.clone());
     cache
         .get_or_compute(key, options, move || async move {
@@ -195,7 +202,8 @@ on_every_store!(fail_safe, revalidation, refresh_ahead, soft_timeout, hard_timeo
 async fn fail_safe(store: Store) {
     let Some(f) = fixture(store, "fail-safe") else { return };
     let throttle = secs(10);
-    let options = ComputeOptions::builder().ttl(secs(60)).stale_if_error(secs(3600)).stale_throttle(throttle).build().unwrap();
+    let options =
+        ComputeOptions::builder().ttl(secs(60)).stale_if_error(secs(3600)).stale_throttle(throttle).build().unwrap();
     assert_eq!(value(&f.cache, "k", &options, "good").await, ok("good", CallStatus::Miss));
 
     f.clock.advance(secs(61));
@@ -448,7 +456,10 @@ fn blocking(store: Store) {
     assert_eq!(panicked, ok("two", CallStatus::Stale));
 
     f.clock.advance(secs(3600));
-    assert_eq!(f.cache.get_or_compute_blocking("k", &options, || Err::<String, _>(Failed::Dependency)), Err(Failed::Dependency));
+    assert_eq!(
+        f.cache.get_or_compute_blocking("k", &options, || Err::<String, _>(Failed::Dependency)),
+        Err(Failed::Dependency)
+    );
     cachestack::rt::block_on(f.clean_up()).unwrap();
 }
 
@@ -472,7 +483,8 @@ fn a_panic_with_no_stale_value_goes_on_in_the_caller() {
     let cache = Cache::new(MemoryBackend::with_capacity(10));
     let options = ComputeOptions::default();
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        cache.get_or_compute_blocking("k", &options, || -> Result<u8, Failed> { panic!("boom (expected in this test)") })
+        cache
+            .get_or_compute_blocking("k", &options, || -> Result<u8, Failed> { panic!("boom (expected in this test)") })
     }));
     let payload = caught.unwrap_err();
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom (expected in this test)"));

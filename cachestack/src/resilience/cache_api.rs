@@ -206,7 +206,8 @@ impl Cache {
                 }
                 Decision::Compute { fallback } => {
                     let call = self.call(key, options);
-                    crate::rt::block_on(call.compute(seen, fallback, compute)).unwrap_or_else(|e| Err(runtime_failure(e)))
+                    crate::rt::block_on(call.compute(seen, fallback, compute))
+                        .unwrap_or_else(|e| Err(runtime_failure(e)))
                 }
             },
             None => {

@@ -555,7 +555,10 @@ impl<H> Call<H> {
         let leader = loop {
             match self.state.flights.join_shared(&self.key) {
                 Join::Reentrant => {
-                    tracing::debug!(key = &*self.key, "cachestack: nested call with its own key computes without the lock");
+                    tracing::debug!(
+                        key = &*self.key,
+                        "cachestack: nested call with its own key computes without the lock"
+                    );
                     break None;
                 }
                 Join::Leader(leader) if self.state.flights_ended() == seen => break Some(leader),
