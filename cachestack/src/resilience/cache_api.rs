@@ -147,10 +147,7 @@ impl Cache {
         let read = read(self.backend(), key).await;
         let answer = match self.compute.decide::<T>(self, key, options, read) {
             Decision::Answer { value, status, refresh } => {
-                if refresh {
-                    self.call(key, options).refresh(seen, compute);
-                }
-                Ok(self.compute.answer(value, status))
+                Ok(self.answer_now(key, options, seen, (value, status), refresh, compute))
             }
             Decision::Compute { fallback } => self.call(key, options).compute(seen, fallback, compute).await,
         };
@@ -199,10 +196,7 @@ impl Cache {
         let answer = match read_local(self.backend(), key) {
             Some(read) => match self.compute.decide::<T>(self, key, options, Ok(read)) {
                 Decision::Answer { value, status, refresh } => {
-                    if refresh {
-                        self.call(key, options).refresh(seen, compute);
-                    }
-                    Ok(self.compute.answer(value, status))
+                    Ok(self.answer_now(key, options, seen, (value, status), refresh, compute))
                 }
                 Decision::Compute { fallback } => {
                     let call = self.call(key, options);
@@ -242,6 +236,29 @@ impl Cache {
     /// ```
     pub async fn background_idle(&self) {
         self.compute.idle().await;
+    }
+
+    /// A call answered from what it read; `refresh`: start a background refresh with `compute`
+    /// unless one runs already.
+    fn answer_now<T, E, F, Fut>(
+        &self,
+        key: &str,
+        options: &ComputeOptions,
+        seen: u64,
+        (value, status): (T, CallStatus),
+        refresh: bool,
+        compute: F,
+    ) -> (T, CallStatus)
+    where
+        T: Cacheable,
+        E: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Failure<E>>> + Send + 'static,
+    {
+        if let Some(leader) = refresh.then(|| self.compute.try_refresh(key)).flatten() {
+            self.call(key, options).refresh(leader, seen, compute);
+        }
+        self.compute.answer(value, status)
     }
 
     fn call(&self, key: &str, options: &ComputeOptions) -> Call<Cache> {

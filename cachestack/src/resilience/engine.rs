@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
 use crate::singleflight::{Join, Leader, Outcome, SingleFlight};
 use crate::store::{Backend, Entry};
+use crate::striped::StripedCounter;
 use crate::value::Value;
 
 /// How the engine stores a computed value and reads it back: the stored form carries the
@@ -110,7 +111,8 @@ pub(crate) enum Decision<T> {
 
 #[derive(Debug, Default)]
 struct Counters {
-    hits: AtomicU64,
+    /// Striped: bumped on every hit, from every thread.
+    hits: StripedCounter,
     misses: AtomicU64,
     stale: AtomicU64,
     waited: AtomicU64,
@@ -169,7 +171,7 @@ impl ComputeState {
         let c = &self.counters;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         ComputeStats {
-            hits: load(&c.hits),
+            hits: c.hits.get(),
             misses: load(&c.misses),
             stale: load(&c.stale),
             waited: load(&c.waited),
@@ -199,7 +201,10 @@ impl ComputeState {
     fn answered<T>(&self, value: T, status: CallStatus) -> (T, CallStatus) {
         let c = &self.counters;
         bump(match status {
-            CallStatus::Hit => &c.hits,
+            CallStatus::Hit => {
+                c.hits.add(1);
+                return (value, status);
+            }
             CallStatus::Miss => &c.misses,
             CallStatus::Stale => &c.stale,
             CallStatus::Waited => &c.waited,
@@ -242,6 +247,12 @@ impl ComputeState {
             Freshness::Fallback => Decision::Compute { fallback: Some(value) },
             Freshness::Gone => Decision::Compute { fallback: None },
         }
+    }
+
+    /// The leader of a background refresh of `key`, unless one runs already (single flight: of
+    /// many hits that ask at once, one refreshes).
+    pub(crate) fn try_refresh(&self, key: &str) -> Option<Leader<'static>> {
+        self.flights.try_lead(key)
     }
 
     /// Counts and returns an answer decided without computing.
@@ -461,8 +472,8 @@ impl<H> Call<H> {
         let read = read(&self.backend, &self.key).await;
         match self.state.decide(&*self.hooks, &self.key, &self.options, read) {
             Decision::Answer { value, status, refresh } => {
-                if refresh {
-                    self.refresh(seen, compute);
+                if let Some(leader) = refresh.then(|| self.state.try_refresh(&self.key)).flatten() {
+                    self.refresh(leader, seen, compute);
                 }
                 Ok(self.state.answer(value, status))
             }
@@ -470,8 +481,8 @@ impl<H> Call<H> {
         }
     }
 
-    /// Starts one background refresh of the key unless one runs already (single flight).
-    pub(crate) fn refresh<T, E, F, Fut>(&self, seen: u64, compute: F)
+    /// Starts the background refresh `leader` leads (from [`ComputeState::try_refresh`]).
+    pub(crate) fn refresh<T, E, F, Fut>(&self, leader: Leader<'static>, seen: u64, compute: F)
     where
         H: Hooks<T>,
         T: Send + 'static,
@@ -479,7 +490,6 @@ impl<H> Call<H> {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<T, Failure<E>>> + Send + 'static,
     {
-        let Some(leader) = self.state.flights.try_lead(&self.key) else { return };
         let call = self.clone();
         let running = Running::start(&self.state);
         let refresh = async move {
