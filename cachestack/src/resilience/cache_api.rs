@@ -114,8 +114,9 @@ impl Cache {
     ///     .await?;
     /// assert_eq!((user.as_str(), status), ("Ada", CallStatus::Miss));
     ///
+    /// // Fresh in the cache: the computation does not run.
     /// let (user, status) = cache
-    ///     .get_or_compute("user:1", &options, || async { Ok::<_, cachestack::Error>(unreachable!()) })
+    ///     .get_or_compute("user:1", &options, || async { Ok::<String, cachestack::Error>(unreachable!()) })
     ///     .await?;
     /// assert_eq!((user.as_str(), status), ("Ada", CallStatus::Hit));
     /// # Ok::<(), cachestack::Error>(())
