@@ -190,7 +190,16 @@ macro_rules! on_every_store {
     )*};
 }
 
-on_every_store!(fail_safe, revalidation, refresh_ahead, soft_timeout, hard_timeout, lock_timeout, single_flight);
+on_every_store!(
+    fail_safe,
+    fail_safe_waiters,
+    revalidation,
+    refresh_ahead,
+    soft_timeout,
+    hard_timeout,
+    lock_timeout,
+    single_flight
+);
 
 // ------------------------------------------------------------------------------------------------
 // Scenarios
@@ -229,6 +238,58 @@ async fn fail_safe(store: Store) {
     let stats = f.cache.compute_stats();
     assert_eq!(stats.stale, n as u64 + 1);
     assert_eq!(stats.failures_absorbed, ran as u64 + 1);
+    f.clean_up().await;
+}
+
+/// Callers queued behind a leader whose body fails get the stale value too, without running the
+/// body themselves; and waiters of a slow leader get it at the soft timeout.
+async fn fail_safe_waiters(store: Store) {
+    let Some(f) = fixture(store, "fail-safe-waiters") else { return };
+    let fill = ComputeOptions::builder().ttl(secs(60)).stale_if_error(secs(3600)).build().unwrap();
+    assert_eq!(value(&f.cache, "k", &fill, "good").await, ok("good", CallStatus::Miss));
+    f.clock.advance(secs(61));
+
+    let (gate, runs) = (gate(), Arc::new(AtomicUsize::new(0)));
+    let callers: Vec<_> = (0..10)
+        .map(|_| {
+            let (cache, fill, gate, runs) = (f.cache.clone(), fill.clone(), gate.clone(), runs.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_compute("k", &fill, move || async move {
+                        runs.fetch_add(1, SeqCst);
+                        let _permit = gate.acquire().await.unwrap();
+                        Err::<String, _>(Failed::Dependency)
+                    })
+                    .await
+            })
+        })
+        .collect();
+    while f.cache.compute_stats().waiting < 9 {
+        tokio::task::yield_now().await;
+    }
+    open(&gate);
+    for caller in callers {
+        assert_eq!(caller.await.unwrap(), ok("good", CallStatus::Stale));
+    }
+    assert_eq!(runs.load(SeqCst), 1, "the waiters did not run the failing body again");
+
+    // A slow leader: its waiters, like itself, answer stale at the soft timeout.
+    f.clock.advance(secs(60));
+    let slow = ComputeOptions::builder().ttl(secs(60)).stale_if_error(secs(3600)).timeout(secs(1)).build().unwrap();
+    let (gate, runs) = (self::gate(), Arc::new(AtomicUsize::new(0)));
+    let callers: Vec<_> = (0..5)
+        .map(|_| {
+            let (cache, slow, gate, runs) = (f.cache.clone(), slow.clone(), gate.clone(), runs.clone());
+            tokio::spawn(async move { gated(&cache, "k", &slow, "new", &gate, &runs).await })
+        })
+        .collect();
+    for caller in callers {
+        assert_eq!(caller.await.unwrap(), ok("good", CallStatus::Stale));
+    }
+    open(&gate);
+    f.cache.background_idle().await;
+    assert_eq!(runs.load(SeqCst), 1);
+    assert_eq!(cached_only(&f.cache, "k", &fill).await, ok("new", CallStatus::Hit));
     f.clean_up().await;
 }
 
