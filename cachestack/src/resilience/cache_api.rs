@@ -224,9 +224,9 @@ impl Cache {
         self.compute.stats()
     }
 
-    /// Waits until no computation started by `get_or_compute` runs any more: background
-    /// refreshes, and computations whose callers stopped waiting at a timeout. For graceful
-    /// shutdown and for tests.
+    /// Waits until no computation started by `get_or_compute` on this cache runs any more:
+    /// background refreshes, computations whose callers stopped waiting at a timeout, and those
+    /// still awaited. For graceful shutdown and for tests.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
