@@ -33,8 +33,11 @@ use crate::value::{Cacheable, Value};
 pub struct Cache {
     backend: Arc<dyn Backend>,
     rejected: Arc<AtomicU64>,
-    /// Single flight of [`Cache::get_or_set`] and [`Cache::get_or_set_async`], shared by clones.
+    /// Single flight of [`Cache::get_or_set`] and [`Cache::get_or_set_async`], shared by clones
+    /// (apart from `get_or_compute`'s: a flight there shares a value wrapped with its deadline).
     flights: Arc<SingleFlight>,
+    /// Single flight, failure throttle, clock and counters of `get_or_compute` (resilience/).
+    pub(crate) compute: Arc<crate::resilience::ComputeState>,
 }
 
 impl fmt::Debug for Cache {
@@ -51,7 +54,12 @@ impl Cache {
 
     /// A cache over a shared backend.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
-        Cache { backend, rejected: Arc::new(AtomicU64::new(0)), flights: Arc::new(SingleFlight::new()) }
+        Cache {
+            backend,
+            rejected: Arc::new(AtomicU64::new(0)),
+            flights: Arc::new(SingleFlight::new()),
+            compute: crate::resilience::ComputeState::shared(),
+        }
     }
 
     /// The backend behind this cache.

@@ -45,6 +45,7 @@ mod expiry;
 pub mod layer;
 mod pattern;
 pub mod registry;
+mod resilience;
 pub mod rt;
 pub mod singleflight;
 mod stack;
@@ -66,6 +67,10 @@ pub use error::{BoxError, Error, Result};
 pub use expiry::{Deadline, Expiry};
 pub use pattern::KeyPattern;
 pub use registry::CacheRegistry;
+pub use resilience::{
+    CallStatus, Clock, ComputeOptions, ComputeOptionsBuilder, ComputeStats, ManualClock, RefreshAhead, SystemClock,
+    Timeout, DEFAULT_STALE_THROTTLE,
+};
 pub use stack::{BreakerConfig, OnFull, TieredCache, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 #[cfg(feature = "file")]
 pub use store::file::{FileBackend, FileConfig, FileStore};

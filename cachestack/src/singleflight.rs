@@ -16,6 +16,9 @@
 //! - **No one waits forever.** A leader that is dropped before it completes, because its thread
 //!   panicked or its future was cancelled, ends the flight with [`Outcome::Abandoned`]: waiters
 //!   wake up and one of them takes over on its next [`SingleFlight::join`].
+//! - **A waiter can bound its wait.** [`Waiter::wait_for`] and [`Waiter::wait_async_for`] give
+//!   up after a timeout and answer `None`: a leader that hangs (neither finishes nor fails) then
+//!   no longer blocks its waiters, which compute for themselves (`lock_timeout`).
 //! - **Sync waiters inside tokio.** [`Waiter::wait`] on a worker of a multi-thread runtime steps
 //!   out of the worker (`block_in_place`) so the runtime's other tasks, which the leader may
 //!   need, keep running; on a current-thread runtime it blocks the runtime's thread.
@@ -52,6 +55,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::value::Value;
 
@@ -171,18 +175,64 @@ impl SingleFlight {
 
     /// Joins the flight for `key`: as its leader if there is none, else as a waiter.
     pub fn join(&self, key: &str) -> Join<'_> {
+        self.join_as(key, true, || Flights::Borrowed(self)).unwrap_or(Join::Reentrant)
+    }
+
+    /// As [`SingleFlight::join`], for a map shared through an `Arc`: the leader holds its own
+    /// reference to the map, so it can be moved into a spawned task and complete the flight
+    /// there, after the caller that joined has returned.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cachestack::singleflight::{Join, SingleFlight};
+    ///
+    /// let flights = Arc::new(SingleFlight::new());
+    /// let Join::Leader(leader) = flights.join_shared("k") else { unreachable!() };
+    /// std::thread::spawn(move || leader.complete(|| None)).join().unwrap();
+    /// assert_eq!(flights.in_flight(), 0);
+    /// ```
+    pub fn join_shared(self: &Arc<Self>, key: &str) -> Join<'static> {
+        self.join_as(key, true, || Flights::Shared(self.clone())).unwrap_or(Join::Reentrant)
+    }
+
+    /// Leads the flight for `key` if nobody is computing it; `None` (and nothing registered) if
+    /// somebody is, or if the caller itself is (re-entrancy). For work nobody waits for, such as a
+    /// background refresh: of many callers that ask at once, exactly one gets the leader.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cachestack::singleflight::SingleFlight;
+    ///
+    /// let flights = Arc::new(SingleFlight::new());
+    /// let leader = flights.try_lead("k").expect("nobody computes k yet");
+    /// assert!(flights.try_lead("k").is_none(), "one refresh at a time");
+    /// leader.complete(|| None);
+    /// assert!(flights.try_lead("k").is_some());
+    /// ```
+    pub fn try_lead(self: &Arc<Self>, key: &str) -> Option<Leader<'static>> {
+        match self.join_as(key, false, || Flights::Shared(self.clone()))? {
+            Join::Leader(leader) => Some(leader),
+            Join::Waiter(_) | Join::Reentrant => None,
+        }
+    }
+
+    /// Joins `key`; `wait`: register as a waiter when a flight exists (else answer `None`).
+    fn join_as<'a>(&self, key: &str, wait: bool, flights_ref: impl FnOnce() -> Flights<'a>) -> Option<Join<'a>> {
         let mut flights = lock(&self.flights);
         if let Some(flight) = flights.get(key) {
             if leading_here(flight.id()) {
-                return Join::Reentrant;
+                return Some(Join::Reentrant);
+            }
+            if !wait {
+                return None;
             }
             flight.waiters.fetch_add(1, Ordering::Relaxed);
-            return Join::Waiter(Waiter { flight: flight.clone() });
+            return Some(Join::Waiter(Waiter { flight: flight.clone() }));
         }
         let key: Arc<str> = Arc::from(key);
         let flight = Arc::new(Flight::new());
         flights.insert(key.clone(), flight.clone());
-        Join::Leader(Leader { flights: self, key, flight, finished: false })
+        Some(Join::Leader(Leader { flights: flights_ref(), key, flight, finished: false }))
     }
 
     /// How many flights have ended so far. A caller that reads a store *before* joining compares
@@ -198,10 +248,27 @@ impl SingleFlight {
     }
 }
 
+/// The map a leader belongs to: borrowed ([`SingleFlight::join`]) or shared
+/// ([`SingleFlight::join_shared`], a leader that can move into a spawned task).
+enum Flights<'a> {
+    Borrowed(&'a SingleFlight),
+    Shared(Arc<SingleFlight>),
+}
+
+impl std::ops::Deref for Flights<'_> {
+    type Target = SingleFlight;
+    fn deref(&self) -> &SingleFlight {
+        match self {
+            Flights::Borrowed(flights) => flights,
+            Flights::Shared(flights) => flights,
+        }
+    }
+}
+
 /// The caller that computes a key. Dropping it without [`Leader::complete`] (a panic, a cancelled
 /// future) ends the flight as [`Outcome::Abandoned`], so waiters never hang.
 pub struct Leader<'a> {
-    flights: &'a SingleFlight,
+    flights: Flights<'a>,
     key: Arc<str>,
     flight: Arc<Flight>,
     finished: bool,
@@ -311,6 +378,42 @@ impl Waiter {
         }
     }
 
+    /// As [`Waiter::wait`], giving up after `timeout`: `None` when the leader has neither
+    /// finished nor failed by then (it hangs, or is slow). The caller then computes for itself;
+    /// the leader's flight goes on and ends as usual.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cachestack::singleflight::{Join, SingleFlight};
+    ///
+    /// let flights = SingleFlight::new();
+    /// let Join::Leader(_hung) = flights.join("k") else { unreachable!() };
+    /// let Join::Waiter(waiter) = flights.join("k") else { unreachable!() };
+    /// assert!(waiter.wait_for(Duration::from_millis(1)).is_none());
+    /// ```
+    pub fn wait_for(self, timeout: Duration) -> Option<Outcome> {
+        let on_multi_thread_runtime = tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if on_multi_thread_runtime {
+            tokio::task::block_in_place(|| self.block_for(timeout))
+        } else {
+            self.block_for(timeout)
+        }
+    }
+
+    fn block_for(self, timeout: Duration) -> Option<Outcome> {
+        // A timeout too large to add to now is as good as none.
+        let Some(give_up) = Instant::now().checked_add(timeout) else { return Some(self.block()) };
+        let mut outcome = lock(&self.flight.outcome);
+        loop {
+            if let Some(done) = &*outcome {
+                return Some(done.clone());
+            }
+            let left = give_up.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())?;
+            outcome = self.flight.done.wait_timeout(outcome, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
     /// Waits for the end of the flight without blocking the thread (any executor).
     pub async fn wait_async(self) -> Outcome {
         loop {
@@ -323,6 +426,25 @@ impl Waiter {
             }
             notified.await;
         }
+    }
+
+    /// As [`Waiter::wait_async`], giving up after `timeout` (on tokio's timer: call it inside a
+    /// tokio runtime with time enabled): `None` when the leader has neither finished nor failed
+    /// by then. See [`Waiter::wait_for`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cachestack::singleflight::{Join, SingleFlight};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let flights = SingleFlight::new();
+    /// let Join::Leader(_hung) = flights.join("k") else { unreachable!() };
+    /// let Join::Waiter(waiter) = flights.join("k") else { unreachable!() };
+    /// assert!(waiter.wait_async_for(Duration::from_millis(1)).await.is_none());
+    /// # });
+    /// ```
+    pub async fn wait_async_for(self, timeout: Duration) -> Option<Outcome> {
+        tokio::time::timeout(timeout, self.wait_async()).await.ok()
     }
 }
 
@@ -413,5 +535,47 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         });
+    }
+
+    #[test]
+    fn a_waiter_of_a_hung_leader_gives_up_after_its_timeout() {
+        let sf = SingleFlight::new();
+        let hung = leader(sf.join("k"));
+        // The leader never completes: without a bound this wait would never return.
+        assert!(waiter(sf.join("k")).wait_for(Duration::from_millis(5)).is_none());
+        // A leader that finishes in time is still seen by a bounded waiter.
+        let w = waiter(sf.join("k"));
+        hung.complete(|| Some(Value::new(1u8)));
+        assert!(matches!(w.wait_for(Duration::from_secs(3600)), Some(Outcome::Shared(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_async_waiter_of_a_hung_leader_gives_up_after_its_timeout() {
+        let sf = SingleFlight::new();
+        let _hung = leader(sf.join("k"));
+        let started = tokio::time::Instant::now();
+        assert!(waiter(sf.join("k")).wait_async_for(Duration::from_secs(5)).await.is_none());
+        assert_eq!(started.elapsed(), Duration::from_secs(5), "paused time: exactly the timeout");
+    }
+
+    #[test]
+    fn try_lead_leads_once_and_registers_no_waiter() {
+        let sf = Arc::new(SingleFlight::new());
+        let first = sf.try_lead("k").unwrap();
+        assert!(sf.try_lead("k").is_none());
+        assert_eq!(first.flight.waiters.load(Ordering::Relaxed), 0);
+        // A shared leader completes from another thread.
+        std::thread::spawn(move || first.complete(|| panic!("nobody waits: nothing to build"))).join().unwrap();
+        assert_eq!(sf.in_flight(), 0);
+        assert!(sf.try_lead("k").is_some());
+    }
+
+    #[test]
+    fn a_shared_leader_dropped_in_another_thread_abandons() {
+        let sf = Arc::new(SingleFlight::new());
+        let Join::Leader(l) = sf.join_shared("k") else { panic!("expected a leader") };
+        let w = waiter(sf.join("k"));
+        std::thread::spawn(move || drop(l)).join().unwrap();
+        assert!(matches!(w.wait(), Outcome::Abandoned));
     }
 }

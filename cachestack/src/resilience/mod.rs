@@ -1,0 +1,157 @@
+//! Resilience: serve the last good value when a computation fails (`stale_if_error`), answer at
+//! once while it is redone in the background (`stale_while_revalidate`), refresh hot keys before
+//! they expire (`refresh_ahead`), bound the wait (`timeout`, `hard_timeout`, `lock_timeout`) and
+//! spread expiries (`jitter`). See [`Cache::get_or_compute`](crate::Cache::get_or_compute).
+//!
+//! How an entry is kept: the store holds it until its fresh deadline plus the longest stale
+//! window (a deadline fixed when it is written, like every deadline in cachestack), and the
+//! stored value carries its fresh deadline, so that every store, a user-written one included,
+//! keeps stale values without knowing about them.
+//!
+//! - `engine.rs`: the decisions and the computations (single flight, background tasks).
+//! - `options.rs`: [`ComputeOptions`] and their checks.
+//! - `clock.rs`: [`Clock`], the time freshness is decided by ([`ManualClock`] for tests).
+//! - `throttle.rs`: the per-key record of recent failures (`stale_throttle`).
+//! - `cache_api.rs`: the [`Cache`](crate::Cache) methods.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod cache_api;
+mod clock;
+mod engine;
+mod options;
+mod throttle;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub(crate) use engine::ComputeState;
+pub use options::{ComputeOptions, ComputeOptionsBuilder, RefreshAhead, DEFAULT_STALE_THROTTLE};
+
+impl ComputeState {
+    /// A state on the system clock, to share between the clones of one cache.
+    pub(crate) fn shared() -> Arc<Self> {
+        Arc::new(ComputeState::new(Arc::new(SystemClock)))
+    }
+}
+
+/// How a call was served: what an HTTP handler puts in an `x-cache` header.
+///
+/// ```
+/// use cachestack::CallStatus;
+/// assert_eq!(CallStatus::Stale.as_str(), "stale");
+/// assert_eq!(CallStatus::Hit.to_string(), "hit");
+/// assert!(CallStatus::Waited.is_from_cache());
+/// assert!(!CallStatus::Miss.is_from_cache());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallStatus {
+    /// A fresh value from the cache.
+    Hit,
+    /// The computation ran for this caller.
+    Miss,
+    /// A stale value: the computation failed (`stale_if_error`), is being redone in the
+    /// background (`stale_while_revalidate`), or passed the soft timeout.
+    Stale,
+    /// Another caller's computation of the same key was awaited (single flight).
+    Waited,
+}
+
+impl CallStatus {
+    /// `"hit"`, `"miss"`, `"stale"` or `"waited"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Hit => "hit",
+            CallStatus::Miss => "miss",
+            CallStatus::Stale => "stale",
+            CallStatus::Waited => "waited",
+        }
+    }
+
+    /// True unless the computation ran for this caller.
+    pub fn is_from_cache(self) -> bool {
+        self != CallStatus::Miss
+    }
+}
+
+impl fmt::Display for CallStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of a call that passed its hard timeout: the caller stopped waiting (the computation
+/// goes on in the background and stores its value when done).
+///
+/// A computation's error type receives it through `From<Timeout>`; `cachestack::Error` does
+/// (as [`Error::Timeout`](crate::Error::Timeout)), and so does any `Box<dyn Error>`.
+///
+/// ```
+/// use std::time::Duration;
+/// use cachestack::Timeout;
+///
+/// let t = Timeout::after(Duration::from_secs(2));
+/// assert_eq!(t.to_string(), "the computation did not finish within 2s");
+/// let err: cachestack::Error = t.into();
+/// assert!(err.is_unavailable());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timeout {
+    after: Duration,
+}
+
+impl Timeout {
+    /// A timeout after `after`.
+    pub fn after(after: Duration) -> Self {
+        Timeout { after }
+    }
+
+    /// The bound that passed.
+    pub fn duration(&self) -> Duration {
+        self.after
+    }
+}
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the computation did not finish within {}", crate::ttl::format_ttl(self.after))
+    }
+}
+
+impl std::error::Error for Timeout {}
+
+impl From<Timeout> for crate::Error {
+    fn from(timeout: Timeout) -> Self {
+        crate::Error::Timeout { backend: "computation".into(), after: timeout.after }
+    }
+}
+
+/// Counters of [`Cache::get_or_compute`](crate::Cache::get_or_compute) calls, from
+/// [`Cache::compute_stats`](crate::Cache::compute_stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ComputeStats {
+    /// Calls answered with a fresh value.
+    pub hits: u64,
+    /// Calls that ran the computation.
+    pub misses: u64,
+    /// Calls answered with a stale value.
+    pub stale: u64,
+    /// Calls that awaited another caller's computation.
+    pub waited: u64,
+    /// Background refreshes started (`stale_while_revalidate`, `refresh_ahead`).
+    pub refreshes: u64,
+    /// Failed computations answered with a stale value (`stale_if_error`).
+    pub failures_absorbed: u64,
+    /// Computations that failed with nobody waiting: background refreshes, and computations
+    /// whose caller left at a timeout. Each is also logged (`tracing`, warn).
+    pub background_failures: u64,
+    /// Calls that ended at their hard timeout.
+    pub timeouts: u64,
+    /// Cache reads and writes that failed (the call went on as a miss; logged).
+    pub cache_errors: u64,
+    /// Computations running right now.
+    pub running: usize,
+    /// Callers waiting for another caller's computation right now.
+    pub waiting: usize,
+}
