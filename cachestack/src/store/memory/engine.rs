@@ -9,7 +9,7 @@
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, PoisonError};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use quick_cache::sync::Cache as QuickCache;
@@ -137,7 +137,9 @@ where
             MemoryEngine::Moka => {
                 let mut map = MokaMap {
                     // (Replaced right below; `build` needs the settings first.)
-                    cache: RwLock::new(moka::sync::Cache::builder().max_capacity(1).build_with_hasher(Default::default())),
+                    cache: RwLock::new(
+                        moka::sync::Cache::builder().max_capacity(1).build_with_hasher(Default::default()),
+                    ),
                     weighter,
                     evictions,
                     time_to_idle: spec.time_to_idle,
@@ -245,8 +247,7 @@ where
             }
             Map::Moka(map) => {
                 let cache = map.read();
-                let gone: Vec<K> =
-                    cache.iter().filter(|(k, v)| !keep(k, v)).map(|(k, _)| K::clone(&k)).collect();
+                let gone: Vec<K> = cache.iter().filter(|(k, v)| !keep(k, v)).map(|(k, _)| K::clone(&k)).collect();
                 for key in &gone {
                     cache.invalidate(key);
                 }

@@ -328,7 +328,8 @@ impl<V: Cacheable> AnyPartition for Partition<V> {
     fn purge_expired(&self) -> u64 {
         let now = now_ms();
         let epochs = &self.shared.epochs;
-        self.map.retain(|_, slot| (slot.expires == 0 || now < slot.expires) && slot.epoch == epochs.current(slot.stripe))
+        self.map
+            .retain(|_, slot| (slot.expires == 0 || now < slot.expires) && slot.epoch == epochs.current(slot.stripe))
     }
     fn remove(&self, key: &[u8]) -> bool {
         let now = now_ms();

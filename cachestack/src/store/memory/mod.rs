@@ -562,4 +562,87 @@ mod tests {
         assert!(cache.get_value(&"k".repeat(INLINE_KEY + 1)).is_some());
         assert_eq!(std::mem::size_of::<MemKey>(), 64);
     }
+
+    fn moka(max_entries: u64, time_to_idle: Option<Duration>) -> Result<MemoryBackend> {
+        MemoryBackend::new(MemoryConfig {
+            max_entries,
+            engine: MemoryEngine::Moka,
+            time_to_idle,
+            ..MemoryConfig::default()
+        })
+    }
+
+    #[test]
+    fn time_to_idle_needs_moka_and_a_positive_duration() {
+        let quick =
+            MemoryBackend::new(MemoryConfig { time_to_idle: Some(Duration::from_secs(1)), ..MemoryConfig::default() });
+        let err = quick.unwrap_err().to_string();
+        assert!(err.contains("moka"), "{err}");
+        assert!(moka(10, Some(Duration::ZERO)).unwrap_err().to_string().contains("greater than zero"));
+        let cache = moka(10, Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(cache.stats().details["engine"], "moka (TinyLFU)");
+        assert_eq!(cache.stats().details["time_to_idle"], "1m");
+    }
+
+    #[test]
+    fn url_selects_the_engine_and_time_to_idle() {
+        let cache = crate::Cache::from_url("mem://?engine=moka&tti=5m&max_entries=10").unwrap();
+        let memory = cache.backend().as_memory().unwrap();
+        assert_eq!(memory.config().engine, MemoryEngine::Moka);
+        assert_eq!(memory.config().time_to_idle, Some(Duration::from_secs(300)));
+        let quick = crate::Cache::from_url("mem://").unwrap();
+        assert_eq!(quick.backend().as_memory().unwrap().config().engine, MemoryEngine::QuickCache);
+        for bad in
+            ["mem://?engine=lru", "mem://?tti=5m", "mem://?engine=quick_cache&tti=1s", "mem://?engine=moka&tti=x"]
+        {
+            assert!(crate::Cache::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn moka_evictions_are_counted_and_the_bound_holds() {
+        let cache = moka(100, None).unwrap();
+        for i in 0..1000u64 {
+            cache.set_value(&format!("k{i}"), Value::new(i), Expiry::Default);
+        }
+        assert!(cache.len() <= 100, "{} entries held under max_entries = 100", cache.len());
+        assert!(cache.stats().evictions >= 900, "{:?}", cache.stats());
+        // A delete or an overwrite is not an eviction.
+        let before = cache.stats().evictions;
+        let held = (0..1000u64).map(|i| format!("k{i}")).find(|k| cache.get_value(k).is_some()).unwrap();
+        cache.set_value(&held, Value::new(0u64), Expiry::Default);
+        assert!(cache.remove(&held));
+        assert!(cache.get_value(&held).is_none());
+        assert_eq!(cache.stats().evictions, before);
+    }
+
+    #[test]
+    fn moka_time_to_idle_evicts_an_entry_left_unread() {
+        // No timing is asserted: once the idle time has surely passed, the entry must be gone.
+        let idle = Duration::from_millis(30);
+        let cache = moka(10, Some(idle)).unwrap();
+        cache.set_value("idle", Value::new(1u8), Expiry::Default);
+        assert!(cache.get_value("idle").is_some());
+        std::thread::sleep(idle * 3);
+        assert!(cache.get_value("idle").is_none(), "read after more than the time to idle");
+    }
+
+    #[test]
+    fn moka_partitions_keep_their_entries_when_the_capacity_is_split() {
+        let cache = moka(100, None).unwrap();
+        let first = cache.front_partition::<u64>(1);
+        let tag = cache.front_tag("x");
+        for i in 0..40u64 {
+            first.downcast_ref::<Partition<u64>>().unwrap().insert(&i.to_le_bytes(), i, None, tag);
+        }
+        // A second function takes half the capacity: the first's 40 entries still fit in 50.
+        let _second = cache.front_partition::<u64>(2);
+        let kept = (0..40u64).filter(|i| front::get::<u64>(&first, &i.to_le_bytes()) == Some(*i)).count();
+        assert_eq!(kept, 40);
+        // A third: 33 each, so the first keeps at most 33.
+        let _third = cache.front_partition::<u64>(3);
+        let kept = (0..40u64).filter(|i| front::get::<u64>(&first, &i.to_le_bytes()).is_some()).count();
+        assert!(kept <= 33 && kept > 0, "{kept}");
+        assert!(cache.len() <= 100);
+    }
 }
