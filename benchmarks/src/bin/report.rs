@@ -800,9 +800,10 @@ impl Report<'_> {
         } else if gaps.iter().all(|(_, gap)| *gap >= 0.0) {
             format!(
                 "quick_cache also kept more hits on the Zipf trace ({listed}, quick_cache minus moka): \
-                 S3-FIFO holds the hot head of a skewed trace, while moka records reads through a bounded, \
-                 lossy buffer drained by its maintenance, so at a high call rate part of the reads never \
-                 reach its frequency sketch and TinyLFU admits and keeps less well than it would on paper."
+                 S3-FIFO holds the hot head of a skewed trace. A likely cause on moka's side, not isolated \
+                 here: moka records reads through a bounded buffer that drops reads when full and is drained \
+                 by its maintenance, so at a high call rate part of the reads may never reach its frequency \
+                 sketch, and TinyLFU then admits and keeps less well than it would on paper."
             )
         } else {
             format!(

@@ -85,6 +85,30 @@ pub(crate) struct MokaMap<K, V, W> {
     time_to_idle: Option<Duration>,
 }
 
+/// A moka cache holding `capacity` by `weighter`'s weights, counting its evictions.
+fn build_moka<K, V, W>(capacity: u64, weighter: &W, evictions: &Evictions, time_to_idle: Option<Duration>) -> Moka<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    W: Weighter<K, V> + Clone + Send + Sync + 'static,
+{
+    let weighter = weighter.clone();
+    let evictions = evictions.clone();
+    let mut builder = moka::sync::Cache::builder()
+        .max_capacity(capacity.max(1))
+        .weigher(move |k: &K, v: &V| u32::try_from(weighter.weight(k, v)).unwrap_or(u32::MAX))
+        .eviction_listener(move |_k, _v, cause| {
+            // Pushed out by the bound or by time-to-idle; not a delete or an overwrite.
+            if cause.was_evicted() {
+                evictions.0.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    if let Some(idle) = time_to_idle {
+        builder = builder.time_to_idle(idle);
+    }
+    builder.build_with_hasher(DefaultHashBuilder::default())
+}
+
 impl<K, V, W> MokaMap<K, V, W>
 where
     K: Hash + Eq + Send + Sync + 'static,
@@ -92,21 +116,7 @@ where
     W: Weighter<K, V> + Clone + Send + Sync + 'static,
 {
     fn build(&self, capacity: u64) -> Moka<K, V> {
-        let weighter = self.weighter.clone();
-        let evictions = self.evictions.clone();
-        let mut builder = moka::sync::Cache::builder()
-            .max_capacity(capacity.max(1))
-            .weigher(move |k: &K, v: &V| u32::try_from(weighter.weight(k, v)).unwrap_or(u32::MAX))
-            .eviction_listener(move |_k, _v, cause| {
-                // Pushed out by the bound or by time-to-idle; not a delete or an overwrite.
-                if cause.was_evicted() {
-                    evictions.0.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        if let Some(idle) = self.time_to_idle {
-            builder = builder.time_to_idle(idle);
-        }
-        builder.build_with_hasher(DefaultHashBuilder::default())
+        build_moka(capacity, &self.weighter, &self.evictions, self.time_to_idle)
     }
 
     #[inline]
@@ -134,20 +144,12 @@ where
                 DefaultHashBuilder::default(),
                 evictions,
             )),
-            MemoryEngine::Moka => {
-                let mut map = MokaMap {
-                    // (Replaced right below; `build` needs the settings first.)
-                    cache: RwLock::new(
-                        moka::sync::Cache::builder().max_capacity(1).build_with_hasher(Default::default()),
-                    ),
-                    weighter,
-                    evictions,
-                    time_to_idle: spec.time_to_idle,
-                };
-                let cache = map.build(capacity);
-                *map.cache.get_mut().unwrap_or_else(PoisonError::into_inner) = cache;
-                Map::Moka(map)
-            }
+            MemoryEngine::Moka => Map::Moka(MokaMap {
+                cache: RwLock::new(build_moka(capacity, &weighter, &evictions, spec.time_to_idle)),
+                weighter,
+                evictions,
+                time_to_idle: spec.time_to_idle,
+            }),
         }
     }
 
