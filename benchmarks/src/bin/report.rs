@@ -957,6 +957,30 @@ impl Report<'_> {
             chart.panel(title, bars, false);
         }
         let mut bars = Vec::new();
+        for (id, what) in [
+            ("quick_cache", "cachestack on quick_cache"),
+            ("moka", "cachestack on moka"),
+            ("cached", "cached #[cached]"),
+        ] {
+            for threads in [1u32, 2, 4] {
+                let Some(m) = self.results.get("engine_hit", id, Some(&format!("{threads}t"))) else { continue };
+                let mcalls = f64::from(threads) * 1e3 / m.median;
+                bars.push(Bar {
+                    label: format!("{what}, {threads} thread{}", if threads == 1 { "" } else { "s" }),
+                    value: mcalls,
+                    text: format!("{mcalls:.2} M/s"),
+                    ours: id != "cached",
+                });
+            }
+        }
+        if !bars.is_empty() {
+            chart.panel(
+                "Memory engines, u64 hits on 1, 2 and 4 threads: million calls/s (higher is better)",
+                bars,
+                false,
+            );
+        }
+        let mut bars = Vec::new();
         for (group, f, what) in [
             ("hit_latency_uniform", "cachestack", "cachestack, uniform"),
             ("hit_latency_uniform", "quick_cache", "quick_cache, uniform"),
