@@ -7,7 +7,8 @@
 # Options:
 #   --servers       start (or find) Redis, PostgreSQL and Memcached with tests/servers.sh and run
 #                   the network backends' benchmarks against them
-#   --no-callgrind  skip the instruction counts (they need valgrind; skipped in --quick mode)
+#   --no-callgrind  skip the instruction counts (they need valgrind; counted in every mode:
+#                   callgrind is deterministic and 100 000 hits take seconds)
 #   --report-only   measure nothing: write BENCHMARKS.md again from the last run's results (after a
 #                   change to the report generator)
 #
@@ -78,7 +79,6 @@ commands=()
 if [ "$quick" = 1 ]; then
   mode="quick (warm-up 0.3 s, measurement 1 s per benchmark)"
   criterion_args=(--warm-up-time 0.3 --measurement-time 1 --noplot)
-  callgrind=0
 else
   mode="full (warm-up 2 s, measurement 4 s per benchmark; stampedes 10 samples)"
   criterion_args=(--warm-up-time 2 --measurement-time 4 --noplot)
@@ -146,22 +146,24 @@ if ! run cargo bench -p cachestack "${feature_args[@]}" "${benches[@]}" -- "${cr
 fi
 
 # 3. Instruction counts per hit (repeatable on a loaded machine), when valgrind is there.
+hits=100000
 counts="target/cachestack-bench/callgrind.tsv"
 if [ "$callgrind" = 1 ] && command -v valgrind >/dev/null 2>&1; then
   run cargo build --release -p cachestack-benchmarks --example profile_hit
   mkdir -p target/cachestack-bench
   : >"$counts.tmp"
-  for lib in cachestack_u64 cached_u64 quick_cache_u64 cachestack_string cachestack_str cached_string quick_cache_string; do
+  for lib in cachestack_u64 cachestack_u64_moka cached_u64 quick_cache_u64 moka_u64 cachestack_string \
+    cachestack_string_moka cachestack_str cached_string quick_cache_string; do
     out="target/cachestack-bench/callgrind.$lib.out"
     log "callgrind: $lib"
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured*' --callgrind-out-file="$out" \
-      target/release/examples/profile_hit "$lib" 100000 >/dev/null 2>&1
+      target/release/examples/profile_hit "$lib" "$hits" >/dev/null 2>&1
     total=$(grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}')
-    printf '%s\t%s\n' "$lib" "$(awk "BEGIN{print $total / 100000}")" >>"$counts.tmp"
+    printf '%s\t%s\n' "$lib" "$(awk "BEGIN{print $total / $hits}")" >>"$counts.tmp"
   done
   mv "$counts.tmp" "$counts"
-  commands+=("valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured*' target/release/examples/profile_hit <library> 100000")
-elif [ "$quick" = 0 ] && [ "$callgrind" = 1 ]; then
+  commands+=("valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured*' target/release/examples/profile_hit <library> $hits")
+elif [ "$callgrind" = 1 ]; then
   notes+=("Instruction counts skipped: valgrind is not installed.")
 fi
 

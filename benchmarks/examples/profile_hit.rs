@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Libraries: `cachestack_u64`, `cached_u64`, `quick_cache_u64`, `cachestack_string`,
-//! `cachestack_str`, `cached_string`, `quick_cache_string`; and two experiments on the store's
+//! `cachestack_str`, `cached_string`, `quick_cache_string`, `moka_u64`; a cachestack library
+//! with the suffix `_moka` (`cachestack_u64_moka`) runs on a moka memory cache; and two experiments on the store's
 //! shape: `quick_cache_arc_u64` (values behind an `Arc`, cloned out) and `sharded_unsync_arc_u64`
 //! (the same read under a shard lock without cloning the `Arc`).
 //!
@@ -20,7 +21,7 @@
 
 use std::hint::black_box;
 
-use cachestack::{Cache, CacheRegistry, MemoryBackend};
+use cachestack::{Cache, CacheRegistry, MemoryBackend, MemoryConfig, MemoryEngine};
 use cachestack_benchmarks::{shuffled_ids, shuffled_text_keys, Cycle, Payload, KEYS};
 
 #[cachestack::cached(cache = "profile")]
@@ -103,7 +104,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "cachestack_u64".into());
     let calls: usize = args.next().map_or(100_000, |n| n.parse().expect("calls: a number"));
-    CacheRegistry::global().register("profile", Cache::new(MemoryBackend::with_capacity(4 * KEYS as u64)));
+    let (which, engine) = match which.strip_suffix("_moka") {
+        Some(lib) if lib.starts_with("cachestack") => (lib.to_string(), MemoryEngine::Moka),
+        _ => (which, MemoryEngine::QuickCache),
+    };
+    let config = MemoryConfig { max_entries: 4 * KEYS as u64, engine, ..MemoryConfig::default() };
+    CacheRegistry::global().register("profile", Cache::new(MemoryBackend::new(config).unwrap()));
     let ids = shuffled_ids(KEYS);
     let texts = shuffled_text_keys(KEYS);
     match which.as_str() {
@@ -113,6 +119,11 @@ fn main() {
             let qc = quick_cache::sync::Cache::<u64, Payload>::new(2 * KEYS);
             ids.iter().for_each(|&k| qc.insert(k, Payload::new(k)));
             run(&ids, calls, |k| qc.get(k).unwrap());
+        }
+        "moka_u64" => {
+            let cache = moka::sync::Cache::<u64, Payload>::new(2 * KEYS as u64);
+            ids.iter().for_each(|&k| cache.insert(k, Payload::new(k)));
+            run(&ids, calls, |k| cache.get(k).unwrap());
         }
         // Experiments on the store's shape (values behind an `Arc`, read with or without cloning it).
         "quick_cache_arc_u64" => {

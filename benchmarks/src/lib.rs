@@ -167,9 +167,18 @@ pub fn on_two_threads<F>(iters: u64, call: F) -> Duration
 where
     F: Fn(usize, u64) + Sync,
 {
-    let barrier = Barrier::new(2);
+    on_threads(2, iters, call)
+}
+
+/// Runs `call` on `threads` threads at once, each `iters` times, released together by a barrier;
+/// returns the wall time of the slowest thread: the time for `threads * iters` calls in aggregate.
+pub fn on_threads<F>(threads: usize, iters: u64, call: F) -> Duration
+where
+    F: Fn(usize, u64) + Sync,
+{
+    let barrier = Barrier::new(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2)
+        let handles: Vec<_> = (0..threads)
             .map(|thread| {
                 let (barrier, call) = (&barrier, &call);
                 s.spawn(move || {
@@ -182,6 +191,38 @@ where
             .collect();
         handles.into_iter().map(|h| h.join().expect("benchmark thread panicked")).max().unwrap_or_default()
     })
+}
+
+/// A Zipf-distributed trace: `len` draws of keys `0..keys` where the key of rank `k` (1-based) is
+/// drawn with probability proportional to `1 / k^s`; ranks are mapped to keys through
+/// [`shuffled_ids`], so hot keys are not neighbours. Deterministic for a given `seed` (inverse
+/// CDF over the precomputed cumulative weights, drawn with [`XorShift`]).
+///
+/// ```
+/// let trace = cachestack_benchmarks::zipf_trace(1000, 10_000, 1.0, 7);
+/// assert_eq!(trace, cachestack_benchmarks::zipf_trace(1000, 10_000, 1.0, 7));
+/// assert!(trace.iter().all(|&k| k < 1000));
+/// // The hottest key is drawn far more often than the average (10 per key here).
+/// let hottest = cachestack_benchmarks::shuffled_ids(1000)[0];
+/// assert!(trace.iter().filter(|&&k| k == hottest).count() > 500);
+/// ```
+pub fn zipf_trace(keys: usize, len: usize, s: f64, seed: u64) -> Vec<u64> {
+    let mut cumulative = Vec::with_capacity(keys);
+    let mut total = 0.0;
+    for rank in 1..=keys {
+        total += 1.0 / (rank as f64).powf(s);
+        cumulative.push(total);
+    }
+    let ids = shuffled_ids(keys);
+    let mut rng = XorShift::new(seed);
+    (0..len)
+        .map(|_| {
+            // 53 random bits as a uniform number in [0, total).
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+            let rank = cumulative.partition_point(|&c| c <= u).min(keys - 1);
+            ids[rank]
+        })
+        .collect()
 }
 
 /// A crowd of `CALLERS` parked threads that call one function with the same key at the same

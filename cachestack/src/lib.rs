@@ -77,7 +77,7 @@ pub use store::file::{FileBackend, FileConfig, FileStore};
 #[cfg(feature = "memcached")]
 pub use store::memcached::{MemcachedBackend, MemcachedConfig, MemcachedStore};
 #[cfg(feature = "memory")]
-pub use store::memory::{MemoryBackend, MemoryConfig};
+pub use store::memory::{MemoryBackend, MemoryConfig, MemoryEngine};
 pub use store::null::NullBackend;
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresBackend, PostgresConfig, PostgresStore};

@@ -12,15 +12,20 @@ use cachestack::{
 };
 use cachestack_tests::conformance::Harness;
 
-cachestack_tests::conformance_suite!(memory, || {
-    let mut h = Harness::new(|_namespace| {
-        Arc::new(MemoryBackend::new(MemoryConfig { max_entries: 100_000, ..MemoryConfig::default() }).unwrap())
+/// The memory backend's harness on `engine`.
+fn memory_harness(engine: cachestack::MemoryEngine) -> Harness {
+    let mut h = Harness::new(move |_namespace| {
+        Arc::new(MemoryBackend::new(MemoryConfig { max_entries: 100_000, engine, ..MemoryConfig::default() }).unwrap())
     });
     h.stores_bytes = false;
     h.ttl_unit = Duration::from_millis(20);
     h.max_value_bytes = 4 * 1024 * 1024;
     h
-});
+}
+
+cachestack_tests::conformance_suite!(memory, || super::memory_harness(cachestack::MemoryEngine::QuickCache));
+
+cachestack_tests::conformance_suite!(memory_moka, || super::memory_harness(cachestack::MemoryEngine::Moka));
 
 /// A byte store written the way a user would: a map of sealed envelopes shared by namespaces.
 #[derive(Debug)]

@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use quick_cache::sync::Cache as QuickCache;
-use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
+use quick_cache::{Equivalent, Lifecycle, Weighter};
+
+use super::engine::{EngineSpec, Map};
 
 use crate::expiry::Deadline;
 use crate::striped::StripedCounter;
@@ -261,7 +262,7 @@ pub(crate) struct FrontShared {
 
 /// One function's typed entries in a memory cache.
 pub struct Partition<V> {
-    map: QuickCache<FastKey, Slot<V>, SlotWeighter, DefaultHashBuilder, Evictions>,
+    map: Map<FastKey, Slot<V>, SlotWeighter>,
     shared: Arc<FrontShared>,
 }
 
@@ -272,9 +273,8 @@ impl<V: Cacheable> std::fmt::Debug for Partition<V> {
 }
 
 impl<V: Cacheable> Partition<V> {
-    pub(crate) fn new(capacity: u64, bytes: bool, shared: Arc<FrontShared>, evictions: Evictions) -> Self {
-        let options = engine_options(capacity, bytes);
-        let map = QuickCache::with_options(options, SlotWeighter { bytes }, DefaultHashBuilder::default(), evictions);
+    pub(crate) fn new(spec: EngineSpec, capacity: u64, shared: Arc<FrontShared>, evictions: Evictions) -> Self {
+        let map = Map::new(spec, capacity, SlotWeighter { bytes: spec.bytes }, evictions);
         Partition { map, shared }
     }
 
@@ -323,24 +323,17 @@ impl<V: Cacheable> AnyPartition for Partition<V> {
         self.map.clear();
     }
     fn set_capacity(&self, capacity: u64) {
-        self.map.set_capacity(share_for(capacity, self.map.num_shards()));
+        self.map.set_capacity(capacity);
     }
     fn purge_expired(&self) -> u64 {
         let now = now_ms();
-        let removed = AtomicU64::new(0);
         let epochs = &self.shared.epochs;
-        self.map.retain(|_, slot| {
-            let keep = (slot.expires == 0 || now < slot.expires) && slot.epoch == epochs.current(slot.stripe);
-            if !keep {
-                removed.fetch_add(1, Ordering::Relaxed);
-            }
-            keep
-        });
-        removed.into_inner()
+        self.map
+            .retain(|_, slot| (slot.expires == 0 || now < slot.expires) && slot.epoch == epochs.current(slot.stripe))
     }
     fn remove(&self, key: &[u8]) -> bool {
         let now = now_ms();
-        self.map.remove(&FastRef::new(key)).is_some_and(|(_, slot)| {
+        self.map.remove(&FastRef::new(key)).is_some_and(|slot| {
             (slot.expires == 0 || now < slot.expires) && slot.epoch == self.shared.epochs.current(slot.stripe)
         })
     }
@@ -348,7 +341,8 @@ impl<V: Cacheable> AnyPartition for Partition<V> {
         let now = now_ms();
         let epochs = &self.shared.epochs;
         self.map
-            .iter()
+            .entries()
+            .into_iter()
             .filter(|(_, slot)| (slot.expires == 0 || now < slot.expires) && slot.epoch == epochs.current(slot.stripe))
             .map(|(_, slot)| (slot.expires != 0).then(|| std::time::Duration::from_millis(slot.expires - now)))
             .collect()

@@ -1,9 +1,12 @@
-//! In-process memory backend on quick_cache (S3-FIFO eviction, sharded locks).
+//! In-process memory backend on quick_cache (S3-FIFO eviction, sharded locks; the default) or
+//! moka (TinyLFU admission, time-to-idle), chosen per cache by [`MemoryConfig::engine`]
+//! (`mem://?engine=moka`). Both sit behind the same typed front and text-keyed map
+//! ([`engine`]); BENCHMARKS.md ("Memory engines") compares their hit ratio and hit cost and says
+//! why quick_cache is the default.
 //!
-//! Why quick_cache: a hit measured here costs tens of nanoseconds, against about half a
-//! microsecond for moka; the memoized hit path must beat the `cached` crate (see BENCHMARKS.md).
-//! quick_cache has no per-entry TTL, so every entry carries its deadline and a read that finds it
-//! passed removes it and reports a miss; [`Backend::purge_expired`] sweeps the rest.
+//! Neither engine's expiry is used for TTLs: every entry carries its deadline and a read that
+//! finds it passed reports a miss (quick_cache: and removes it); [`Backend::purge_expired`]
+//! sweeps the rest. moka's time-to-idle ([`MemoryConfig::time_to_idle`]) applies on top.
 //!
 //! Two kinds of entries share the cache and its capacity: text-keyed entries (the [`Backend`]
 //! API: `Cache::set`, a stack's writes and backfills) and, in [`front`], one typed partition per
@@ -11,19 +14,21 @@
 //! `max_bytes`) is split equally between the partitions in use (the text-keyed entries count as
 //! one once written), and split again when a function first uses the cache.
 
+pub(crate) mod engine;
 pub(crate) mod front;
 
 use std::any::TypeId;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+pub use engine::MemoryEngine;
+use engine::{EngineSpec, Map};
 use front::{AnyPartition, Epochs, Evictions, FrontHandle, FrontShared, FrontTag, Partition};
 
 use async_trait::async_trait;
-use quick_cache::sync::Cache as QuickCache;
-use quick_cache::{DefaultHashBuilder, Equivalent, Weighter};
+use quick_cache::{Equivalent, Weighter};
 
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
@@ -59,11 +64,23 @@ pub struct MemoryConfig {
     pub default_ttl: Option<Duration>,
     /// Name shown in stats and logs.
     pub name: String,
+    /// The engine holding the entries (URL `engine=quick_cache|moka`). Default quick_cache.
+    pub engine: MemoryEngine,
+    /// moka only (URL `tti=10m`): an entry not read or written for this long is evicted,
+    /// whatever its TTL. Set with quick_cache, [`MemoryBackend::new`] refuses the config.
+    pub time_to_idle: Option<Duration>,
 }
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        MemoryConfig { max_entries: 10_000, max_bytes: None, default_ttl: None, name: "memory".into() }
+        MemoryConfig {
+            max_entries: 10_000,
+            max_bytes: None,
+            default_ttl: None,
+            name: "memory".into(),
+            engine: MemoryEngine::default(),
+            time_to_idle: None,
+        }
     }
 }
 
@@ -193,7 +210,8 @@ impl Weighter<MemKey, Slot> for SlotWeighter {
 /// # });
 /// ```
 pub struct MemoryBackend {
-    map: QuickCache<MemKey, Slot, SlotWeighter, DefaultHashBuilder, Evictions>,
+    map: Map<MemKey, Slot, SlotWeighter>,
+    spec: EngineSpec,
     evictions: Evictions,
     counters: Counters,
     config: MemoryConfig,
@@ -234,11 +252,24 @@ impl MemoryBackend {
             }
             None => config.max_entries,
         };
+        match (config.engine, config.time_to_idle) {
+            (MemoryEngine::QuickCache, Some(_)) => {
+                return Err(Error::config(
+                    "memory cache: time_to_idle (`tti`) needs the moka engine (`engine=moka`); quick_cache has none",
+                ))
+            }
+            (_, Some(idle)) if idle.is_zero() => {
+                return Err(Error::config("memory cache: time_to_idle must be greater than zero"))
+            }
+            _ => {}
+        }
+        let spec =
+            EngineSpec { engine: config.engine, bytes: config.max_bytes.is_some(), time_to_idle: config.time_to_idle };
         let evictions = Evictions(Arc::default());
-        let options = front::engine_options(weight, config.max_bytes.is_some());
-        let map = QuickCache::with_options(options, SlotWeighter, DefaultHashBuilder::default(), evictions.clone());
+        let map = Map::new(spec, weight, SlotWeighter, evictions.clone());
         Ok(MemoryBackend {
             map,
+            spec,
             evictions,
             counters: Counters::default(),
             config,
@@ -259,7 +290,7 @@ impl MemoryBackend {
         let shares = fronts.len() as u64 + u64::from(self.text_active.load(Relaxed));
         let share = (self.capacity / shares.max(1)).max(1);
         // (Text-keyed entries not yet in use hold nothing; their first write rebalances.)
-        self.map.set_capacity(front::share_for(share, self.map.num_shards()));
+        self.map.set_capacity(share);
         for front in fronts {
             front.part.set_capacity(share);
         }
@@ -272,12 +303,8 @@ impl MemoryBackend {
         if let Some(front) = fronts.iter().find(|f| f.id == id && f.value_type == value_type) {
             return front.handle.clone();
         }
-        let partition = Arc::new(Partition::<V>::new(
-            self.capacity,
-            self.config.max_bytes.is_some(),
-            self.shared.clone(),
-            self.evictions.clone(),
-        ));
+        let partition =
+            Arc::new(Partition::<V>::new(self.spec, self.capacity, self.shared.clone(), self.evictions.clone()));
         let handle: FrontHandle = partition.clone();
         fronts.push(Front { id, value_type, handle: handle.clone(), part: partition });
         self.rebalance(&fronts);
@@ -450,17 +477,10 @@ impl Backend for MemoryBackend {
 
     async fn purge_expired(&self) -> Result<u64> {
         let now = Instant::now();
-        let removed = AtomicU64::new(0);
-        self.map.retain(|_, slot| {
-            let keep = slot.live(|| now);
-            if !keep {
-                removed.fetch_add(1, Relaxed);
-            }
-            keep
-        });
+        let removed = self.map.retain(|_, slot| slot.live(|| now));
         let fronts: Vec<Arc<dyn AnyPartition>> = self.fronts().iter().map(|f| f.part.clone()).collect();
         let purged: u64 = fronts.iter().map(|p| p.purge_expired()).sum();
-        Ok(removed.into_inner() + purged)
+        Ok(removed + purged)
     }
 
     fn default_ttl(&self) -> Option<Duration> {
@@ -472,7 +492,12 @@ impl Backend for MemoryBackend {
         stats.hits = stats.hits.wrapping_add(self.shared.hits.get());
         stats.evictions = self.evictions.0.load(Relaxed);
         stats.entries = Some(self.len() as u64);
-        let stats = stats.with_detail("engine", "quick_cache (S3-FIFO)").with_detail("partitions", self.fronts().len());
+        let stats =
+            stats.with_detail("engine", self.config.engine.describe()).with_detail("partitions", self.fronts().len());
+        let stats = match self.config.time_to_idle {
+            Some(idle) => stats.with_detail("time_to_idle", humantime::format_duration(idle)),
+            None => stats,
+        };
         match self.config.max_bytes {
             Some(bytes) => stats.with_detail("max_bytes", bytes).with_detail("weight", self.weight()),
             None => stats.with_detail("max_entries", self.config.max_entries),
@@ -512,12 +537,12 @@ impl Backend for MemoryBackend {
     }
 }
 
-/// `mem://?max_entries=10000&max_bytes=...&ttl=5m` (or `memory://`).
+/// `mem://?max_entries=10000&max_bytes=...&ttl=5m&engine=moka&tti=10m` (or `memory://`).
 pub(crate) const SCHEME: Scheme = Scheme {
     names: super::MEMORY_NAMES,
     feature: "memory",
     shared: &[Shared::Ttl, Shared::Name],
-    options: &["max_entries", "max_bytes"],
+    options: &["max_entries", "max_bytes", "engine", "tti"],
     open: Some(open_url),
 };
 
@@ -533,6 +558,10 @@ fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend
         config.max_entries = n;
     }
     config.max_bytes = url.take_parsed::<u64>("max_bytes")?;
+    if let Some(engine) = url.take_parsed::<MemoryEngine>("engine")? {
+        config.engine = engine;
+    }
+    config.time_to_idle = url.take_ttl("tti")?;
     shared.apply(SharedFields {
         namespace: None,
         name: Some(&mut config.name),
@@ -569,5 +598,88 @@ mod tests {
         assert!(cache.get_value(&"k".repeat(INLINE_KEY)).is_none());
         assert!(cache.get_value(&"k".repeat(INLINE_KEY + 1)).is_some());
         assert_eq!(std::mem::size_of::<MemKey>(), 64);
+    }
+
+    fn moka(max_entries: u64, time_to_idle: Option<Duration>) -> Result<MemoryBackend> {
+        MemoryBackend::new(MemoryConfig {
+            max_entries,
+            engine: MemoryEngine::Moka,
+            time_to_idle,
+            ..MemoryConfig::default()
+        })
+    }
+
+    #[test]
+    fn time_to_idle_needs_moka_and_a_positive_duration() {
+        let quick =
+            MemoryBackend::new(MemoryConfig { time_to_idle: Some(Duration::from_secs(1)), ..MemoryConfig::default() });
+        let err = quick.unwrap_err().to_string();
+        assert!(err.contains("moka"), "{err}");
+        assert!(moka(10, Some(Duration::ZERO)).unwrap_err().to_string().contains("greater than zero"));
+        let cache = moka(10, Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(cache.stats().details["engine"], "moka (TinyLFU)");
+        assert_eq!(cache.stats().details["time_to_idle"], "1m");
+    }
+
+    #[test]
+    fn url_selects_the_engine_and_time_to_idle() {
+        let cache = crate::Cache::from_url("mem://?engine=moka&tti=5m&max_entries=10").unwrap();
+        let memory = cache.backend().as_memory().unwrap();
+        assert_eq!(memory.config().engine, MemoryEngine::Moka);
+        assert_eq!(memory.config().time_to_idle, Some(Duration::from_secs(300)));
+        let quick = crate::Cache::from_url("mem://").unwrap();
+        assert_eq!(quick.backend().as_memory().unwrap().config().engine, MemoryEngine::QuickCache);
+        for bad in
+            ["mem://?engine=lru", "mem://?tti=5m", "mem://?engine=quick_cache&tti=1s", "mem://?engine=moka&tti=x"]
+        {
+            assert!(crate::Cache::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn moka_evictions_are_counted_and_the_bound_holds() {
+        let cache = moka(100, None).unwrap();
+        for i in 0..1000u64 {
+            cache.set_value(&format!("k{i}"), Value::new(i), Expiry::Default);
+        }
+        assert!(cache.len() <= 100, "{} entries held under max_entries = 100", cache.len());
+        assert!(cache.stats().evictions >= 900, "{:?}", cache.stats());
+        // A delete or an overwrite is not an eviction.
+        let before = cache.stats().evictions;
+        let held = (0..1000u64).map(|i| format!("k{i}")).find(|k| cache.get_value(k).is_some()).unwrap();
+        cache.set_value(&held, Value::new(0u64), Expiry::Default);
+        assert!(cache.remove(&held));
+        assert!(cache.get_value(&held).is_none());
+        assert_eq!(cache.stats().evictions, before);
+    }
+
+    #[test]
+    fn moka_time_to_idle_evicts_an_entry_left_unread() {
+        // No timing is asserted: once the idle time has surely passed, the entry must be gone.
+        let idle = Duration::from_millis(30);
+        let cache = moka(10, Some(idle)).unwrap();
+        cache.set_value("idle", Value::new(1u8), Expiry::Default);
+        assert!(cache.get_value("idle").is_some());
+        std::thread::sleep(idle * 3);
+        assert!(cache.get_value("idle").is_none(), "read after more than the time to idle");
+    }
+
+    #[test]
+    fn moka_partitions_keep_their_entries_when_the_capacity_is_split() {
+        let cache = moka(100, None).unwrap();
+        let first = cache.front_partition::<u64>(1);
+        let tag = cache.front_tag("x");
+        for i in 0..40u64 {
+            first.downcast_ref::<Partition<u64>>().unwrap().insert(&i.to_le_bytes(), i, None, tag);
+        }
+        // A second function takes half the capacity: the first's 40 entries still fit in 50.
+        let _second = cache.front_partition::<u64>(2);
+        let kept = (0..40u64).filter(|i| front::get::<u64>(&first, &i.to_le_bytes()) == Some(*i)).count();
+        assert_eq!(kept, 40);
+        // A third: 33 each, so the first keeps at most 33.
+        let _third = cache.front_partition::<u64>(3);
+        let kept = (0..40u64).filter(|i| front::get::<u64>(&first, &i.to_le_bytes()).is_some()).count();
+        assert!(kept <= 33 && kept > 0, "{kept}");
+        assert!(cache.len() <= 100);
     }
 }
