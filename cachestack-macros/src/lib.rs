@@ -224,8 +224,29 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// assert_eq!(user_name_stats().misses, 2);
 /// ```
 ///
-/// Attributes: `key = "..."` (required, several allowed; the template language of
-/// [`macro@cached`], checked the same way), `cache = "name"`, `namespace`, `version` (the same
+/// With `pattern = "..."` instead of `key`, every key the pattern matches is removed
+/// ([`Cache::delete_matching`](../cachestack/struct.Cache.html#method.delete_matching): `*` any
+/// run, `?` one character, `\` escapes). Placeholders render as in keys, glob-escaped, so an
+/// argument holding `*` matches only itself:
+///
+/// ```
+/// use cachestack::{cached, invalidate};
+///
+/// #[cached(key = "user:<id>:<field>")]
+/// fn user_field(id: u64, field: &str) -> String { format!("{id}.{field}") }
+///
+/// #[invalidate(pattern = "user:<id>:*")]
+/// fn forget_user(id: u64) {}
+///
+/// user_field(1, "name");
+/// forget_user(1);
+/// user_field(1, "name"); // runs the body again
+/// assert_eq!(user_field_stats().misses, 2);
+/// ```
+///
+/// Attributes: `key = "..."` or `pattern = "..."` (one of them required, several allowed, not
+/// both; the template language of [`macro@cached`], checked the same way; in a pattern a lone
+/// `\` before a placeholder or at the end is an error), `cache = "name"`, `namespace`, `version` (the same
 /// prefixes as the cached function's), `before = true`, `on_cache_error = "propagate"` (for
 /// `Result` functions: a failed removal becomes the function's `Err`; by default it is logged and
 /// ignored), `crate = path`. Works on sync and async functions.

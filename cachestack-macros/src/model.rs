@@ -31,8 +31,11 @@ pub struct Cached {
 /// An `#[invalidate]` function.
 pub struct Invalidate {
     pub func: Function,
-    /// The keys to remove (at least one).
+    /// The keys to remove, or (with `patterns`) the patterns whose keys to remove: at least one.
     pub keys: Vec<Template>,
+    /// True when `keys` are glob patterns (`pattern = "user:<id>:*"`): their text is a
+    /// [`KeyPattern`](https://docs.rs/cachestack) and placeholder values are escaped in them.
+    pub patterns: bool,
     /// Remove them before the body runs instead of after.
     pub before: bool,
     pub common: Common,

@@ -41,6 +41,9 @@ pub struct InvalidateAttr {
     /// `key = "..."`, given once per key to remove.
     #[darling(multiple)]
     pub key: Vec<Arg<Template>>,
+    /// `pattern = "user:<id>:*"`, given once per pattern whose keys to remove.
+    #[darling(multiple)]
+    pub pattern: Vec<Arg<Template>>,
     pub before: Option<Arg<bool>>,
     #[darling(flatten)]
     pub common: CommonAttr,
@@ -93,8 +96,8 @@ pub const CACHED: Spec = Spec {
 
 pub const INVALIDATE: Spec = Spec {
     name: "invalidate",
-    args: &["key", "cache", "namespace", "version", "before", "on_cache_error", "crate", "in_impl"],
-    repeatable: &["key"],
+    args: &["key", "pattern", "cache", "namespace", "version", "before", "on_cache_error", "crate", "in_impl"],
+    repeatable: &["key", "pattern"],
 };
 
 /// An example of each argument, for messages.
@@ -102,6 +105,7 @@ fn example(name: &str) -> &'static str {
     match name {
         "ttl" => "ttl = \"5m\"",
         "key" => "key = \"user:<id>\"",
+        "pattern" => "pattern = \"user:<id>:*\"",
         "condition" => "condition = |value| ...",
         "cache" => "cache = \"users\"",
         "namespace" => "namespace = \"users\"",
@@ -130,7 +134,7 @@ impl InvalidateAttr {
     pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Self {
         let (items, suggested) = arguments(tokens, &INVALIDATE, errors);
         let mut attr = Self::from_list(&items).map_err(|e| errors.push(e)).unwrap_or_default();
-        attr.key_misspelled = suggested.contains(&"key");
+        attr.key_misspelled = suggested.contains(&"key") || suggested.contains(&"pattern");
         attr
     }
 }

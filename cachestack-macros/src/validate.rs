@@ -35,7 +35,7 @@ use syn::{FnArg, LitStr, Pat, Receiver, ReturnType, Type};
 use crate::errors::Errors;
 use crate::model::{Cached, Common, Function, Invalidate, Param, Ttl};
 use crate::parse::{self, Arg, CachedAttr, CommonAttr, Func, InvalidateAttr};
-use crate::template::Template;
+use crate::template::{Piece, Template};
 
 /// Checks `#[cached]` on `func`; `None` when the function cannot be wrapped.
 pub fn cached(func: &Func, attr: CachedAttr, errors: &mut Errors) -> Option<Cached> {
@@ -53,20 +53,54 @@ pub fn cached(func: &Func, attr: CachedAttr, errors: &mut Errors) -> Option<Cach
 
 /// Checks `#[invalidate]` on `func`; `None` when there is nothing to generate.
 pub fn invalidate(func: &Func, attr: InvalidateAttr, errors: &mut Errors) -> Option<Invalidate> {
-    let given = !attr.key.is_empty() || attr.key_misspelled;
-    let keys: Vec<Template> = attr.key.into_iter().filter_map(|arg| errors.take(arg.value)).collect();
+    let given = !attr.key.is_empty() || !attr.pattern.is_empty() || attr.key_misspelled;
+    let patterns = !attr.pattern.is_empty();
+    if patterns && !attr.key.is_empty() {
+        errors.at(
+            attr.pattern[0].name,
+            "#[invalidate] takes either `key` or `pattern`, not both: use two `#[invalidate]` attributes \
+             (a key is removed as it is; a pattern removes every key it matches)",
+        );
+        return None;
+    }
+    let args = if patterns { attr.pattern } else { attr.key };
+    let keys: Vec<Template> = args.into_iter().filter_map(|arg| errors.take(arg.value)).collect();
     let before = value(attr.before, errors).unwrap_or(false);
     let (common, in_impl) = common(attr.common, errors);
     if !given {
         errors.at(
             Span::call_site(),
             "#[invalidate] needs at least one key to remove, e.g. `#[invalidate(key = \"user:<id>\")]` \
-             (give `key` several times to remove several keys)",
+             or `#[invalidate(pattern = \"user:<id>:*\")]` (give `key` or `pattern` several times to remove more)",
         );
     }
     let func = function(func, Purpose::Invalidate, in_impl, errors)?;
-    let keys: Vec<Template> = keys.into_iter().filter(|template| placeholders(&func, template, errors)).collect();
-    (!keys.is_empty()).then_some(Invalidate { func, keys, before, common })
+    let keys: Vec<Template> = keys
+        .into_iter()
+        .filter(|template| placeholders(&func, template, errors) && (!patterns || pattern_escapes(template, errors)))
+        .collect();
+    (!keys.is_empty()).then_some(Invalidate { func, keys, patterns, before, common })
+}
+
+/// Checks a pattern's literal text: a `\` escapes the next character of the text, so one may
+/// not end the pattern or stand before a placeholder (whose value is escaped already).
+fn pattern_escapes(template: &Template, errors: &mut Errors) -> bool {
+    let mut ok = true;
+    let mut pieces = template.pieces.iter().peekable();
+    while let Some(piece) = pieces.next() {
+        let Piece::Text(text) = piece else { continue };
+        if text.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1 {
+            let (span, what) = match pieces.peek() {
+                Some(Piece::Place(place)) => {
+                    (place.at.span, format!("placeholder `<{}>`{}", place.text, place.at.suffix()))
+                }
+                _ => (Span::call_site(), "the end of the pattern".to_string()),
+            };
+            errors.at(span, format!("a lone `\\` before {what} escapes nothing: write `\\\\` for a literal backslash"));
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// The value of an argument that was given and could be read.

@@ -51,6 +51,7 @@ pub mod singleflight;
 mod stack;
 mod store;
 mod striped;
+mod switches;
 mod ttl;
 mod url;
 mod value;
@@ -94,3 +95,4 @@ pub use __private::FnStats;
 #[cfg(feature = "macros")]
 pub use cachestack_macros::{cached, invalidate};
 pub use singleflight::SingleFlight;
+pub use switches::{bypass, bypass_async, Commands};

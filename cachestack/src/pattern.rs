@@ -104,6 +104,23 @@ impl KeyPattern {
         Ok(KeyPattern { text: pattern.to_owned(), tokens })
     }
 
+    /// Appends `text` to `pattern` escaped, so that it matches itself literally: `*`, `?` and
+    /// `\` get a `\` in front. `#[invalidate(pattern = ...)]` renders placeholder values with it.
+    ///
+    /// ```
+    /// use cachestack::KeyPattern;
+    ///
+    /// let mut text = String::from("user:");
+    /// KeyPattern::escape_into(&mut text, "a*b");
+    /// text.push_str(":*");
+    /// let p = KeyPattern::new(&text).unwrap();
+    /// assert!(p.matches("user:a*b:name"));
+    /// assert!(!p.matches("user:aXb:name"), "the argument's `*` is literal");
+    /// ```
+    pub fn escape_into(pattern: &mut String, text: &str) {
+        escape_into(pattern, text, &['*', '?', '\\']);
+    }
+
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -202,7 +219,6 @@ enum Piece {
     Any,
 }
 
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 fn escape_into(out: &mut String, text: &str, special: &[char]) {
     for c in text.chars() {
         if special.contains(&c) {

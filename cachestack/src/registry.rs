@@ -10,6 +10,7 @@ use crate::cache::Cache;
 use crate::connect::backend_from_url;
 use crate::error::{Error, Result};
 use crate::store::Backend;
+use crate::switches::Commands;
 use crate::url::redact_url;
 
 /// Environment variable read for the default cache's URL.
@@ -37,6 +38,10 @@ struct Registered {
 struct State {
     named: HashMap<String, Registered>,
     default: Option<Registered>,
+    /// Runtime switches: per named cache, for the default cache, for all caches.
+    switches: HashMap<String, Commands>,
+    default_switch: Commands,
+    global_switch: Commands,
 }
 
 /// Named caches and a default cache.
@@ -114,6 +119,90 @@ impl CacheRegistry {
     #[inline]
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// Sets which commands `#[cached]` functions using the cache `name` may use (registered or
+    /// not yet): [`Commands::NONE`] makes them run their body and neither read nor write,
+    /// [`Commands::READS`] / [`Commands::WRITES`] allow one of the two (like cashews'
+    /// `disable(Command.GET)`), [`Commands::ALL`] is the default. Takes effect on the next call
+    /// of every thread. Direct use of the [`Cache`] is not affected.
+    ///
+    /// ```
+    /// use cachestack::{CacheRegistry, Commands};
+    ///
+    /// let registry = CacheRegistry::global();
+    /// registry.set_commands("reports", Commands::READS);
+    /// assert_eq!(registry.commands(Some("reports")), Commands::READS);
+    /// registry.disable_all();
+    /// assert_eq!(registry.commands(Some("reports")), Commands::NONE);
+    /// registry.enable_all();
+    /// registry.enable("reports");
+    /// assert_eq!(registry.commands(Some("reports")), Commands::ALL);
+    /// ```
+    pub fn set_commands(&self, name: &str, commands: Commands) {
+        let mut state = self.write();
+        if commands == Commands::ALL {
+            state.switches.remove(name);
+        } else {
+            state.switches.insert(name.to_string(), commands);
+        }
+        drop(state);
+        self.bump();
+    }
+
+    /// [`CacheRegistry::set_commands`] for the default cache (functions that name no cache).
+    pub fn set_default_commands(&self, commands: Commands) {
+        self.write().default_switch = commands;
+        self.bump();
+    }
+
+    /// [`CacheRegistry::set_commands`] for every cache: a command is allowed when this switch and
+    /// the cache's own both allow it.
+    pub fn set_global_commands(&self, commands: Commands) {
+        self.write().global_switch = commands;
+        self.bump();
+    }
+
+    /// `#[cached]` functions using the cache `name` run their body and neither read nor write.
+    pub fn disable(&self, name: &str) {
+        self.set_commands(name, Commands::NONE);
+    }
+
+    /// Undoes [`CacheRegistry::disable`] (and any [`CacheRegistry::set_commands`]) for `name`.
+    pub fn enable(&self, name: &str) {
+        self.set_commands(name, Commands::ALL);
+    }
+
+    /// [`CacheRegistry::disable`] for the default cache.
+    pub fn disable_default(&self) {
+        self.set_default_commands(Commands::NONE);
+    }
+
+    /// [`CacheRegistry::enable`] for the default cache.
+    pub fn enable_default(&self) {
+        self.set_default_commands(Commands::ALL);
+    }
+
+    /// Disables every cache for `#[cached]` functions (the per-cache switches are kept for
+    /// [`CacheRegistry::enable_all`]).
+    pub fn disable_all(&self) {
+        self.set_global_commands(Commands::NONE);
+    }
+
+    /// Undoes [`CacheRegistry::disable_all`].
+    pub fn enable_all(&self) {
+        self.set_global_commands(Commands::ALL);
+    }
+
+    /// The commands `#[cached]` functions using the cache `name` (`None`: the default cache) may
+    /// use now: the global switch and the cache's own, combined.
+    pub fn commands(&self, name: Option<&str>) -> Commands {
+        let state = self.read();
+        let own = match name {
+            Some(name) => state.switches.get(name).copied().unwrap_or_default(),
+            None => state.default_switch,
+        };
+        own.and(state.global_switch)
     }
 
     /// Registers (or replaces) the cache `name`.

@@ -1,5 +1,5 @@
 //! `#[invalidate]`: the function keeps its signature; its body renders the keys, runs the user's
-//! body, and removes the keys before or after it.
+//! body, and removes the keys (or the keys matching the patterns) before or after it.
 
 use proc_macro2::{TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
@@ -17,7 +17,11 @@ pub fn invalidate(model: &Invalidate) -> TokenStream {
     let prefix = model.common.key_prefix();
     let count = model.keys.len();
     let renders = model.keys.iter().map(|t| {
-        let body = key::template_body(t, &prefix, &names, func, Access::Direct);
+        let body = if model.patterns {
+            key::pattern_body(t, &prefix, &names, func)
+        } else {
+            key::template_body(t, &prefix, &names, func, Access::Direct)
+        };
         quote!(#rt::render_key(|#buf| { #body }))
     });
     let (assertions, handle) = removal(model, &names);
@@ -67,10 +71,15 @@ fn removal(model: &Invalidate, names: &Names) -> (TokenStream, TokenStream) {
     let cache_name = cache_name(&model.common);
     let propagate = model.common.propagate();
     let flag = propagate.is_some();
-    let remove = if model.func.sig.asyncness.is_some() {
-        quote!(#rt::invalidate_keys_async(#function, #cache_name, &#keys, #flag).await)
+    let (sync, async_) = if model.patterns {
+        (quote!(invalidate_patterns_sync), quote!(invalidate_patterns_async))
     } else {
-        quote!(#rt::invalidate_keys_sync(#function, #cache_name, &#keys, #flag))
+        (quote!(invalidate_keys_sync), quote!(invalidate_keys_async))
+    };
+    let remove = if model.func.sig.asyncness.is_some() {
+        quote!(#rt::#async_(#function, #cache_name, &#keys, #flag).await)
+    } else {
+        quote!(#rt::#sync(#function, #cache_name, &#keys, #flag))
     };
     let Some(span) = propagate else {
         return (TokenStream::new(), quote!(let _ = #remove;));

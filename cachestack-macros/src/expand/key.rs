@@ -29,12 +29,37 @@ pub(super) fn template_body(
     func: &Function,
     access: Access,
 ) -> TokenStream {
+    render(template, prefix.to_string(), names, func, access, false)
+}
+
+/// Statements appending a pattern's rendering (`#[invalidate(pattern = ...)]`) to `buf`: as
+/// [`template_body`], but the prefix and the placeholder values are glob-escaped, so that they
+/// match only themselves; the template's own text is the pattern.
+pub(super) fn pattern_body(template: &Template, prefix: &str, names: &Names, func: &Function) -> TokenStream {
+    let mut escaped = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    render(template, escaped, names, func, Access::Direct, true)
+}
+
+fn render(
+    template: &Template,
+    prefix: String,
+    names: &Names,
+    func: &Function,
+    access: Access,
+    pattern: bool,
+) -> TokenStream {
     let Names { rt, buf, .. } = names;
     let mut out = quote! {
         #[allow(unused_imports)]
         use #rt::{KeyAny as _, KeyFast as _};
     };
-    let mut text = prefix.to_string();
+    let mut text = prefix;
     for piece in &template.pieces {
         match piece {
             Piece::Text(t) => text.push_str(t),
@@ -44,7 +69,8 @@ pub(super) fn template_body(
                     text.clear();
                 }
                 let value = placeholder_value(place, func, access);
-                out.extend(probe_call(rt, value, "__cachestack_push_part", buf, place.at.span));
+                let push = probe_call(rt, value, "__cachestack_push_part", buf, place.at.span);
+                out.extend(if pattern { quote!(#rt::push_pattern_part(#buf, |#buf| { #push });) } else { push });
             }
         }
     }

@@ -30,6 +30,8 @@ enum Plan<R> {
     Compute(Cache),
     /// Read the remote cache first.
     Read(Cache),
+    /// Read the remote cache, compute without storing (a switch allows reads only).
+    ReadOnly(Cache),
 }
 
 fn plan<R>(site: &Site<R>, key: &str, target: Target) -> Plan<R> {
@@ -41,6 +43,8 @@ fn plan<R>(site: &Site<R>, key: &str, target: Target) -> Plan<R> {
         Target::Refresh(cache) => Plan::Refresh(cache),
         Target::Local(cache) => Plan::Compute(cache),
         Target::Remote(cache) => Plan::Read(cache),
+        Target::Off => Plan::Uncached,
+        Target::ReadOnly(cache) => Plan::ReadOnly(cache),
     }
 }
 
@@ -260,6 +264,7 @@ pub fn miss_sync<R>(site: &Site<R>, miss: Miss, body: impl FnOnce() -> R, condit
     let (cache, seen) = match plan(site, &key, target) {
         Plan::Return(failed) => return failed,
         Plan::Uncached => return body(),
+        Plan::ReadOnly(cache) => return answered(site, &cache, &key, read_sync(&cache, &key)).unwrap_or_else(body),
         Plan::Refresh(cache) => return compute_sync(site, &cache, &key, fill, body, condition),
         Plan::Compute(cache) => (cache, None),
         Plan::Read(cache) => {
@@ -383,6 +388,13 @@ where
     let (cache, seen) = match plan(site, &key, target) {
         Plan::Return(failed) => return failed,
         Plan::Uncached => return body.await,
+        Plan::ReadOnly(cache) => {
+            let read = cache.backend().get(&key).await;
+            return match answered(site, &cache, &key, read) {
+                Some(answer) => answer,
+                None => body.await,
+            };
+        }
         Plan::Refresh(cache) => return compute_async(site, &cache, &key, fill, body, condition).await,
         Plan::Compute(cache) => (cache, None),
         Plan::Read(cache) => {

@@ -7,6 +7,7 @@ use super::front::{front_remove, FastKeyBuf};
 use super::state::{resolve, CachedFn};
 use super::{Cache, Result};
 use crate::error::Error;
+use crate::KeyPattern;
 
 // ---------------------------------------------------------------------------------------------
 // Shared decisions (no I/O)
@@ -34,6 +35,11 @@ fn invalidation_outcome(
             propagate.then_some(err)
         }
     }
+}
+
+/// The patterns `#[invalidate(pattern = ...)]` rendered, parsed.
+fn parse_patterns(patterns: &[String]) -> Result<Vec<KeyPattern>> {
+    patterns.iter().map(|p| KeyPattern::new(p)).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -77,6 +83,30 @@ pub fn invalidate_keys_sync(
     invalidation_outcome(function, keys, deleted, propagate)
 }
 
+fn delete_matching_sync(cache: &Cache, patterns: &[String]) -> Result<u64> {
+    let patterns = parse_patterns(patterns)?;
+    let backend = cache.backend().clone();
+    crate::rt::block_on(async move {
+        let mut deleted = 0u64;
+        for pattern in &patterns {
+            deleted = deleted.saturating_add(backend.delete_matching(pattern).await?);
+        }
+        Ok(deleted)
+    })?
+}
+
+/// `#[invalidate(pattern = ...)]` on a synchronous function: removes the keys matching
+/// `patterns`; a failure is logged and, when `propagate` is set, returned.
+pub fn invalidate_patterns_sync(
+    function: &'static str,
+    cache: Option<&'static str>,
+    patterns: &[String],
+    propagate: bool,
+) -> Option<Error> {
+    let deleted = resolve(cache).and_then(|cache| delete_matching_sync(&cache, patterns));
+    invalidation_outcome(function, patterns, deleted, propagate)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Asynchronous twin
 // ---------------------------------------------------------------------------------------------
@@ -112,4 +142,26 @@ pub async fn invalidate_keys_async(
         Err(err) => Err(err),
     };
     invalidation_outcome(function, keys, deleted, propagate)
+}
+
+async fn delete_matching_async(cache: &Cache, patterns: &[String]) -> Result<u64> {
+    let mut deleted = 0u64;
+    for pattern in parse_patterns(patterns)? {
+        deleted = deleted.saturating_add(cache.backend().delete_matching(&pattern).await?);
+    }
+    Ok(deleted)
+}
+
+/// `#[invalidate(pattern = ...)]` on an asynchronous function.
+pub async fn invalidate_patterns_async(
+    function: &'static str,
+    cache: Option<&'static str>,
+    patterns: &[String],
+    propagate: bool,
+) -> Option<Error> {
+    let deleted = match resolve(cache) {
+        Ok(cache) => delete_matching_async(&cache, patterns).await,
+        Err(err) => Err(err),
+    };
+    invalidation_outcome(function, patterns, deleted, propagate)
 }

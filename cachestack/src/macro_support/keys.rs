@@ -266,6 +266,15 @@ pub fn render_key(write: impl FnOnce(&mut String)) -> String {
     key
 }
 
+/// Appends what `write` renders to `pattern`, glob-escaped (see [`crate::KeyPattern::escape_into`]):
+/// `#[invalidate(pattern = ...)]` renders its placeholders with it, so that an argument holding
+/// `*` matches only itself.
+pub fn push_pattern_part(pattern: &mut String, write: impl FnOnce(&mut String)) {
+    let mut part = String::new();
+    write(&mut part);
+    crate::KeyPattern::escape_into(pattern, &part);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use super::state::{copy_error, CacheSlot, CachedFn, Resolved};
 use super::{Cache, CacheRegistry, LocalKey, Value};
 use crate::error::Error;
 use crate::store::LocalRead;
+use crate::switches::{bypassed, Commands};
 
 /// How the generated function was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +112,10 @@ pub(super) enum Target {
     Refresh(Cache),
     /// The cache could not be resolved.
     Unavailable(Box<Error>),
+    /// Switched off (or bypassed): call the function uncached.
+    Off,
+    /// Reads only: read the remote cache, compute without storing.
+    ReadOnly(Cache),
 }
 
 /// The synchronous part of every call: resolves the cache (one atomic load when nothing changed
@@ -128,15 +133,19 @@ pub fn lookup<R>(
     fast: impl FnOnce(&mut FastKeyBuf) -> bool,
 ) -> Lookup<R> {
     let generation = CacheRegistry::global().generation();
+    let bypass = bypassed();
     let mut args = FastKeyBuf::new();
     let encoded = fast(&mut args);
     // The hit: the thread's resolution borrowed in place (nothing moved), one probe of the
-    // function's typed partition.
-    if let (true, Mode::Call, Some(ops)) = (encoded, mode, site.policy.front) {
+    // function's typed partition. (A switch changed moves the generation; `reads` is the
+    // cache's switch as resolved.)
+    if let (true, Mode::Call, Some(ops), false) = (encoded, mode, site.policy.front, bypass) {
         let hit = slot.try_with(|slot| {
             let resolved = slot.0.try_borrow().ok()?;
             match &*resolved {
-                Some(Resolved { generation: seen, front: Some(front), .. }) if *seen == generation => {
+                Some(Resolved { generation: seen, front: Some(front), commands, .. })
+                    if *seen == generation && commands.reads() =>
+                {
                     (ops.get)(front, args.as_bytes())
                 }
                 _ => None,
@@ -163,6 +172,52 @@ pub fn lookup<R>(
             fill: None,
         });
     };
+    let commands = if bypass { Commands::NONE } else { resolved.commands };
+    if commands != Commands::ALL && resolved.cache.is_ok() {
+        return switched(site, resolved, mode, key, &args, encoded, commands);
+    }
+    answer(site, resolved, mode, key, &args, encoded)
+}
+
+/// A call under a switch that does not allow every command (or inside a bypass).
+#[cold]
+#[inline(never)]
+fn switched<R>(
+    site: &Site<R>,
+    resolved: &Resolved,
+    mode: Mode,
+    key: impl FnOnce(&mut String),
+    args: &FastKeyBuf,
+    encoded: bool,
+    commands: Commands,
+) -> Lookup<R> {
+    let off = || Lookup::Miss(Miss { key: String::new(), target: Target::Off, fill: None });
+    match (commands.reads(), commands.writes()) {
+        // Writes only: compute and store without reading, as `<fn>_refresh` does.
+        (false, true) => answer(site, resolved, Mode::Refresh, key, args, encoded),
+        // Reads only: a normal lookup, whose miss computes without storing.
+        (true, false) if mode == Mode::Call => match answer(site, resolved, mode, key, args, encoded) {
+            Lookup::Miss(Miss { key, target: Target::Remote(cache), .. }) => {
+                Lookup::Miss(Miss { key, target: Target::ReadOnly(cache), fill: None })
+            }
+            Lookup::Miss(_) => off(),
+            hit => hit,
+        },
+        _ => off(),
+    }
+}
+
+/// Answers from the resolved cache (the typed partition, the in-process store) or says what the
+/// miss must do.
+#[inline]
+fn answer<R>(
+    site: &Site<R>,
+    resolved: &Resolved,
+    mode: Mode,
+    key: impl FnOnce(&mut String),
+    args: &FastKeyBuf,
+    encoded: bool,
+) -> Lookup<R> {
     match (&resolved.front, site.policy.front) {
         (Some(front), Some(ops)) if encoded => {
             // Just resolved (a new thread, or the registry changed): look once more.
@@ -172,7 +227,7 @@ pub fn lookup<R>(
                     return Lookup::Hit(hit);
                 }
             }
-            front_miss(site, &resolved.cache, mode, key, front, &args)
+            front_miss(site, &resolved.cache, mode, key, front, args)
         }
         _ => probe(site, &resolved.cache, mode, key),
     }
@@ -185,7 +240,8 @@ fn resolve<R>(site: &Site<R>, generation: u64, encoded: bool) -> Resolved {
         (Ok(cache), Some(ops)) if encoded => (ops.partition)(cache, site.state as *const CachedFn as usize),
         _ => None,
     };
-    Resolved { generation, cache, front }
+    let commands = CacheRegistry::global().commands(site.state.cache);
+    Resolved { generation, cache, front, commands }
 }
 
 /// A call that its typed partition did not answer (or `<fn>_refresh`): renders the key, takes

@@ -37,8 +37,13 @@ pub use std::thread_local;
 
 pub use call::{miss_async, miss_sync};
 pub use front::{FastKeyBuf, FastNone, FastPart, FastProbe};
-pub use invalidate::{invalidate_async, invalidate_keys_async, invalidate_keys_sync, invalidate_sync};
-pub use keys::{push_fn_path, push_type, render_key, type_name_of, KeyAny, KeyArg, KeyFast, KeyPart, KeyProbe};
+pub use invalidate::{
+    invalidate_async, invalidate_keys_async, invalidate_keys_sync, invalidate_patterns_async, invalidate_patterns_sync,
+    invalidate_sync,
+};
+pub use keys::{
+    push_fn_path, push_pattern_part, push_type, render_key, type_name_of, KeyAny, KeyArg, KeyFast, KeyPart, KeyProbe,
+};
 pub use lookup::{lookup, Lookup, Miss, Mode, Site};
 pub use policy::{
     always, assert_cache_err_applies, assert_cache_none_applies, assert_propagate_applies, condition, CacheErrApplies,

@@ -10,6 +10,7 @@ use super::{Cache, CacheRegistry, Result};
 use crate::error::Error;
 use crate::singleflight::SingleFlight;
 use crate::striped::StripedCounter;
+use crate::switches::Commands;
 
 /// Counters of one `#[cached]` function, returned by its generated `<fn>_stats()` companion.
 ///
@@ -58,7 +59,7 @@ impl FnStats {
 /// its single-flight map.
 pub struct CachedFn {
     pub(super) name: &'static str,
-    cache: Option<&'static str>,
+    pub(super) cache: Option<&'static str>,
     /// Striped: bumped on every hit, from every thread.
     pub(super) hits: StripedCounter,
     pub(super) misses: AtomicU64,
@@ -147,6 +148,8 @@ pub(super) struct Resolved {
     /// The function's typed partition, when the cache is a memory cache and the function's key
     /// parts have an encoding.
     pub(super) front: Option<FrontHandle>,
+    /// The cache's switches when resolved (a change moves the generation).
+    pub(super) commands: Commands,
 }
 
 /// A per-thread, per-function slot holding the resolved cache, so a hit costs one atomic load

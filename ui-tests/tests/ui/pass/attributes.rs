@@ -72,6 +72,12 @@ fn invalidate_propagating(id: u64) -> Result<(), AppError> {
     Ok(())
 }
 
+#[invalidate(pattern = "all:<id>:*", pattern = r"x:\*<id>?", on_cache_error = "propagate", namespace = "app")]
+async fn invalidate_pattern(id: u64) -> Result<(), AppError> {
+    let _ = id;
+    Ok(())
+}
+
 fn main() {
     cachestack::CacheRegistry::global().register_url("custom", "mem://").unwrap();
     assert_eq!(everything(1).unwrap(), 1);
@@ -81,4 +87,6 @@ fn main() {
     assert_eq!(string_version(1), 1);
     invalidate_everything(1).unwrap();
     invalidate_propagating(1).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(invalidate_pattern(1)).unwrap();
 }
