@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::store::Backend;
+#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+use crate::store::{ServerTimeouts, StoreSettings};
 use crate::value::envelope::{Compression, Signer, ValueFormat};
 
 /// How a store opens from a URL whose shared options were taken out (and are given).
@@ -189,6 +191,31 @@ pub(crate) struct SharedFields<'a> {
     pub timeout: Option<&'a mut Duration>,
     pub connect_timeout: Option<&'a mut Duration>,
     pub format: Option<&'a mut ValueFormat>,
+}
+
+#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+impl<'a> SharedFields<'a> {
+    /// The fields of a byte store's [`StoreSettings`] (and no timeouts: see
+    /// [`SharedFields::with_timeouts`]).
+    pub fn settings(settings: &'a mut StoreSettings) -> Self {
+        SharedFields {
+            namespace: Some(&mut settings.namespace),
+            name: Some(&mut settings.name),
+            default_ttl: &mut settings.default_ttl,
+            silent: Some(&mut settings.silent),
+            timeout: None,
+            connect_timeout: None,
+            format: Some(&mut settings.format),
+        }
+    }
+
+    /// Adds the fields of a server store's [`ServerTimeouts`].
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(dead_code))]
+    pub fn with_timeouts(mut self, timeouts: &'a mut ServerTimeouts) -> Self {
+        self.timeout = Some(&mut timeouts.operation);
+        self.connect_timeout = Some(&mut timeouts.connect);
+        self
+    }
 }
 
 /// The parts of a cache URL: scheme, the text between `://` and `?`, and the query options.

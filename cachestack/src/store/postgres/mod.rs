@@ -44,15 +44,15 @@
 //! cachestack's runtime, aborted when the caller's future is dropped), while sealing and opening
 //! envelopes stay on the caller's side. A statement whose operation is aborted has its
 //! connection closed rather than returned to the pool (sqlx is not cancel-safe mid-statement),
-//! and the server stops it at `statement_timeout` ([`PostgresConfig::timeout`]) at the latest.
+//! and the server stops it at `statement_timeout` ([`timeouts.operation`](crate::ServerTimeouts::operation)) at the latest.
 //! A statement that fails on a connection the server has closed (after a restart) is retried on
 //! another connection. When operations in a row get no answer at all (half-open connections
 //! after a silent failover, or connections stuck in sqlx's ping), the whole pool is replaced
 //! by a new one (see `conn.rs`), so the cache recovers after a couple of timeouts.
 //!
 //! [`PostgresBackend`] is that store behind its [layers](crate::layer): [`Timeout`] bounds each
-//! operation by [`PostgresConfig::timeout`], and [`Silent`] counts failures and, with
-//! [`PostgresConfig::silent`], turns them into misses and no-ops. What is special to PostgreSQL
+//! operation by [`timeouts.operation`](crate::ServerTimeouts::operation), and [`Silent`] counts failures and, with
+//! [`settings.silent`](crate::StoreSettings::silent), turns them into misses and no-ops. What is special to PostgreSQL
 //! ([`PostgresStore::trim`], [`PostgresStore::config`]) is reached through `Deref`, without the
 //! layers.
 //!
@@ -75,7 +75,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
-use crate::layer::{within, Layered, Layers};
+use crate::layer::{within, Layered};
 use crate::store::recycle::{self, Recycler};
 use crate::store::Counters;
 use crate::url::{redact_url, CacheUrl};
@@ -85,8 +85,6 @@ pub(crate) use config::SCHEME;
 use sql::Sql;
 use table::Ready;
 use trim::{trim_loop, Trimmer};
-
-const NAME: &str = "postgres";
 
 /// A cache in a PostgreSQL table behind its layers (timeout, silent mode): what
 /// [`PostgresBackend::new`], [`PostgresBackend::connect`] and `postgres://` URLs build. The
@@ -163,8 +161,13 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// The store's name in stats, logs and errors.
+    fn name(&self) -> &str {
+        &self.config.settings.name
+    }
+
     fn err(&self, err: sqlx::Error) -> Error {
-        errors::map_err(err, self.config.timeout)
+        errors::map_err(self.name(), err, self.config.timeouts.operation)
     }
 }
 
@@ -174,8 +177,8 @@ fn lock_key(what: &str) -> i64 {
 }
 
 impl Layered<PostgresStore> {
-    /// A backend for `config`, behind its layers (timeout [`PostgresConfig::timeout`], silent
-    /// mode [`PostgresConfig::silent`]), without any I/O: the pool connects and the table is
+    /// A backend for `config`, behind its layers (timeout [`timeouts.operation`](crate::ServerTimeouts::operation), silent
+    /// mode [`settings.silent`](crate::StoreSettings::silent)), without any I/O: the pool connects and the table is
     /// prepared on first use. Fails with [`Error::Config`] for invalid settings (a bad table
     /// name, a TLS `sslmode` without the `postgres-tls` feature, ...).
     ///
@@ -191,7 +194,7 @@ impl Layered<PostgresStore> {
     /// assert!(matches!(err, cachestack::Error::Config { .. }));
     /// ```
     pub fn new(config: PostgresConfig) -> Result<Self> {
-        let layers = Layers { silent: config.silent, timeout: Some(config.timeout), breaker: None };
+        let layers = config.settings.layers(Some(config.timeouts.operation));
         Ok(Layered::wrap(PostgresStore::new(config)?, layers))
     }
 
@@ -200,7 +203,8 @@ impl Layered<PostgresStore> {
     /// same name fail here (also in silent mode).
     pub async fn connect(config: PostgresConfig) -> Result<Self> {
         let backend = Self::new(config)?;
-        within(NAME, backend.config().timeout, backend.store().prepare()).await?;
+        let config = backend.config();
+        within(&config.settings.name, config.timeouts.operation, backend.store().prepare()).await?;
         Ok(backend)
     }
 
@@ -229,7 +233,7 @@ impl PostgresStore {
         let sql = Sql::new(&config);
         let inner = Arc::new(Inner {
             create_lock: lock_key(&format!("cachestack:create:{}", sql.table)),
-            trim_lock: lock_key(&format!("cachestack:trim:{}:{}", sql.table, config.namespace)),
+            trim_lock: lock_key(&format!("cachestack:trim:{}:{}", sql.table, config.settings.namespace)),
             sql,
             pool,
             ready: OnceCell::new(),
@@ -247,7 +251,7 @@ impl PostgresStore {
     /// Connects and prepares the table (creating it if needed) unless that was done already.
     pub async fn prepare(&self) -> Result<()> {
         let inner = self.inner.clone();
-        crate::rt::io(NAME, async move { inner.ready().await.map(|_| ()) }).await
+        crate::rt::io(self.inner.name(), async move { inner.ready().await.map(|_| ()) }).await
     }
 
     /// The settings this store runs with.
@@ -257,11 +261,11 @@ impl PostgresStore {
 
     /// Deletes this namespace's expired rows, then, when a size bound is set, its oldest rows
     /// until the bound holds; returns how many rows were deleted. The background task does the
-    /// same on its own; this runs it now. Each batch is bounded by [`PostgresConfig::timeout`];
+    /// same on its own; this runs it now. Each batch is bounded by [`timeouts.operation`](crate::ServerTimeouts::operation);
     /// errors are returned (this method is the store's own, not behind the silent layer).
     pub async fn trim(&self) -> Result<u64> {
         let inner = self.inner.clone();
-        crate::rt::io(NAME, async move { inner.trim_pass(true).await }).await
+        crate::rt::io(self.inner.name(), async move { inner.trim_pass(true).await }).await
     }
 }
 
@@ -272,7 +276,7 @@ fn open_pool(config: &PostgresConfig, options: PgConnectOptions, rt: &tokio::run
     PgPoolOptions::new()
         .max_connections(config.pool_max)
         .min_connections(config.pool_min)
-        .acquire_timeout(config.connect_timeout)
+        .acquire_timeout(config.timeouts.connect)
         .idle_timeout(config.idle_timeout)
         // No ping before every use (it would double the round trips of every hit): a
         // statement that fails on a connection the server closed is retried on another
@@ -286,10 +290,11 @@ fn open_pool(config: &PostgresConfig, options: PgConnectOptions, rt: &tokio::run
 /// stuck after it, waiting on a dead peer, no longer count against the new pool).
 fn recycled_pool(config: &PostgresConfig, options: PgConnectOptions, rt: tokio::runtime::Handle) -> Recycler<PgPool> {
     let pool = open_pool(config, options.clone(), &rt);
+    let name = config.settings.name.clone();
     let config = config.clone();
-    Recycler::new(NAME, pool, move |old: &PgPool| {
+    Recycler::new(&name, pool, move |old: &PgPool| {
         let old = old.clone();
-        let timeout = config.timeout;
+        let timeout = config.timeouts.operation;
         rt.spawn(async move {
             let _ = tokio::time::timeout(timeout, old.close()).await;
         });
@@ -335,7 +340,7 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
             "the URL asks for TLS (sslmode=require/verify-ca/verify-full), which needs the `postgres-tls` cargo feature of cachestack",
         ));
     }
-    let statement_timeout = config.timeout.as_millis().max(1).to_string();
+    let statement_timeout = config.timeouts.operation.as_millis().max(1).to_string();
     let keepalive = [
         recycle::KEEPALIVE_IDLE.as_secs().to_string(),
         recycle::KEEPALIVE_INTERVAL.as_secs().to_string(),
