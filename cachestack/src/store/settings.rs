@@ -22,7 +22,9 @@ use crate::value::envelope::ValueFormat;
 /// use cachestack::{FileConfig, StoreSettings};
 ///
 /// // Fluent:
-/// let config = FileConfig::new("/var/cache/app").with_namespace("reports").with_default_ttl(Duration::from_secs(3600));
+/// let config = FileConfig::new("/var/cache/app")
+///     .with_namespace("reports")
+///     .with_default_ttl(Duration::from_secs(3600));
 /// assert_eq!(config.settings.namespace, "reports");
 ///
 /// // Or assign the fields, starting from the store's defaults:

@@ -30,11 +30,13 @@ pub use store::MemcachedStore;
 /// use cachestack::{Cache, MemcachedBackend, MemcachedConfig};
 ///
 /// # async fn demo() -> cachestack::Result<()> {
-/// let backend = MemcachedBackend::connect(MemcachedConfig {
-///     servers: vec!["127.0.0.1:11211".into(), "127.0.0.1:11212".into()],
-///     namespace: "app".into(),
-///     ..MemcachedConfig::default()
-/// })
+/// let backend = MemcachedBackend::connect(
+///     MemcachedConfig {
+///         servers: vec!["127.0.0.1:11211".into(), "127.0.0.1:11212".into()],
+///         ..MemcachedConfig::default()
+///     }
+///     .with_namespace("app"),
+/// )
 /// .await?;
 /// let cache = Cache::new(backend);
 /// cache.set("user:1", &"Ada".to_string(), None).await?;

@@ -34,7 +34,7 @@ const GEN_MAX_AGE: Duration = Duration::from_secs(1);
 /// ```
 /// use cachestack::{Backend, MemcachedConfig, MemcachedStore};
 ///
-/// let store = MemcachedStore::new(MemcachedConfig { namespace: "app".into(), ..Default::default() }).unwrap();
+/// let store = MemcachedStore::new(MemcachedConfig::default().with_namespace("app")).unwrap();
 /// assert_eq!(store.name(), "memcached");
 /// assert_eq!(store.wire_key("user:1"), "cs:app:user:1");
 /// ```
@@ -97,7 +97,7 @@ impl MemcachedStore {
     ///
     /// ```
     /// use cachestack::{MemcachedBackend, MemcachedConfig};
-    /// let backend = MemcachedBackend::new(MemcachedConfig { namespace: "app".into(), ..Default::default() }).unwrap();
+    /// let backend = MemcachedBackend::new(MemcachedConfig::default().with_namespace("app")).unwrap();
     /// assert_eq!(backend.wire_key("user:1"), "cs:app:user:1");
     /// assert!(backend.wire_key("a key\r\nflush_all").starts_with("cs:app:#"));
     /// ```

@@ -44,15 +44,17 @@
 //! cachestack's runtime, aborted when the caller's future is dropped), while sealing and opening
 //! envelopes stay on the caller's side. A statement whose operation is aborted has its
 //! connection closed rather than returned to the pool (sqlx is not cancel-safe mid-statement),
-//! and the server stops it at `statement_timeout` ([`timeouts.operation`](crate::ServerTimeouts::operation)) at the latest.
-//! A statement that fails on a connection the server has closed (after a restart) is retried on
-//! another connection. When operations in a row get no answer at all (half-open connections
-//! after a silent failover, or connections stuck in sqlx's ping), the whole pool is replaced
-//! by a new one (see `conn.rs`), so the cache recovers after a couple of timeouts.
+//! and the server stops it at `statement_timeout` (the operation timeout,
+//! [`timeouts.operation`](crate::ServerTimeouts::operation)) at the latest. A statement that fails
+//! on a connection the server has closed (after a restart) is retried on another connection.
+//! When operations in a row get no answer at all (half-open connections after a silent
+//! failover, or connections stuck in sqlx's ping), the whole pool is replaced by a new one (see
+//! `conn.rs`), so the cache recovers after a couple of timeouts.
 //!
 //! [`PostgresBackend`] is that store behind its [layers](crate::layer): [`Timeout`] bounds each
-//! operation by [`timeouts.operation`](crate::ServerTimeouts::operation), and [`Silent`] counts failures and, with
-//! [`settings.silent`](crate::StoreSettings::silent), turns them into misses and no-ops. What is special to PostgreSQL
+//! operation by [`timeouts.operation`](crate::ServerTimeouts::operation), and [`Silent`] counts failures
+//! and, with [`settings.silent`](crate::StoreSettings::silent), turns them into misses and no-ops.
+//! What is special to PostgreSQL
 //! ([`PostgresStore::trim`], [`PostgresStore::config`]) is reached through `Deref`, without the
 //! layers.
 //!
@@ -100,12 +102,11 @@ use trim::{trim_loop, Trimmer};
 /// use cachestack::{Cache, PostgresBackend, PostgresConfig};
 ///
 /// # async fn demo() -> cachestack::Result<()> {
-/// let backend = PostgresBackend::connect(PostgresConfig {
-///     table: "app_cache".into(),
-///     namespace: "users".into(),
-///     max_entries: Some(100_000),
-///     ..PostgresConfig::new("postgres://app@127.0.0.1/app")
-/// })
+/// let backend = PostgresBackend::connect(
+///     PostgresConfig { max_entries: Some(100_000), ..PostgresConfig::new("postgres://app@127.0.0.1/app") }
+///         .with_table("app_cache")
+///         .with_namespace("users"),
+/// )
 /// .await?;
 /// assert_eq!(backend.config().table, "app_cache"); // the store's own methods, through Deref
 /// let cache = Cache::new(backend);
@@ -177,8 +178,9 @@ fn lock_key(what: &str) -> i64 {
 }
 
 impl Layered<PostgresStore> {
-    /// A backend for `config`, behind its layers (timeout [`timeouts.operation`](crate::ServerTimeouts::operation), silent
-    /// mode [`settings.silent`](crate::StoreSettings::silent)), without any I/O: the pool connects and the table is
+    /// A backend for `config`, behind its layers (timeout
+    /// [`timeouts.operation`](crate::ServerTimeouts::operation), silent mode
+    /// [`settings.silent`](crate::StoreSettings::silent)), without any I/O: the pool connects and the table is
     /// prepared on first use. Fails with [`Error::Config`] for invalid settings (a bad table
     /// name, a TLS `sslmode` without the `postgres-tls` feature, ...).
     ///
@@ -261,8 +263,9 @@ impl PostgresStore {
 
     /// Deletes this namespace's expired rows, then, when a size bound is set, its oldest rows
     /// until the bound holds; returns how many rows were deleted. The background task does the
-    /// same on its own; this runs it now. Each batch is bounded by [`timeouts.operation`](crate::ServerTimeouts::operation);
-    /// errors are returned (this method is the store's own, not behind the silent layer).
+    /// same on its own; this runs it now. Each batch is bounded by
+    /// [`timeouts.operation`](crate::ServerTimeouts::operation); errors are returned (this method
+    /// is the store's own, not behind the silent layer).
     pub async fn trim(&self) -> Result<u64> {
         let inner = self.inner.clone();
         crate::rt::io(self.inner.name(), async move { inner.trim_pass(true).await }).await

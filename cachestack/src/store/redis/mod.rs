@@ -52,8 +52,9 @@ use conn::{recycled_connection, Conn, Link};
 const KEY_PREFIX: &str = "cachestack:";
 
 /// A cache in Redis: a single server, a TLS server (`rediss://`, feature `redis-tls`), or a Redis
-/// Cluster (`redis+cluster://`), behind its layers: silent mode ([`settings.silent`](crate::StoreSettings::silent)) and
-/// the operation timeout ([`timeouts.operation`](crate::ServerTimeouts::operation)). The store's own methods
+/// Cluster (`redis+cluster://`), behind its layers: silent mode
+/// ([`settings.silent`](crate::StoreSettings::silent)) and the operation timeout
+/// ([`timeouts.operation`](crate::ServerTimeouts::operation)). The store's own methods
 /// ([`RedisStore::redis_key`], [`RedisStore::ping`], ...) are reachable through it.
 ///
 /// Construction never blocks and never fails because the server is down: the connection is
@@ -72,11 +73,9 @@ const KEY_PREFIX: &str = "cachestack:";
 /// use cachestack::{Cache, RedisBackend, RedisConfig};
 ///
 /// # async fn demo() -> cachestack::Result<()> {
-/// let backend = RedisBackend::new(RedisConfig {
-///     namespace: "users".into(),
-///     default_ttl: Some(Duration::from_secs(600)),
-///     ..RedisConfig::new("redis://127.0.0.1:6379/0")
-/// })?;
+/// let backend = RedisBackend::new(
+///     RedisConfig::new("redis://127.0.0.1:6379/0").with_namespace("users").with_default_ttl(Duration::from_secs(600)),
+/// )?;
 /// let cache = Cache::new(backend);
 /// cache.set("user:1", &"Ada".to_string(), None).await?;
 /// assert_eq!(cache.get::<String>("user:1").await?.as_deref(), Some("Ada"));
@@ -134,7 +133,8 @@ impl fmt::Debug for RedisStore {
 
 impl Layered<RedisStore> {
     /// The store for the server or cluster `config` names, behind its layers (silent mode if
-    /// [`settings.silent`](crate::StoreSettings::silent), and [`timeouts.operation`](crate::ServerTimeouts::operation) per operation). Checks the
+    /// [`settings.silent`](crate::StoreSettings::silent), and
+    /// [`timeouts.operation`](crate::ServerTimeouts::operation) per operation). Checks the
     /// configuration and returns at once: the connection opens on first use.
     ///
     /// Fails with [`Error::Config`] for a bad URL or setting, and with
@@ -215,7 +215,7 @@ impl RedisStore {
     ///
     /// ```
     /// let backend = cachestack::RedisBackend::from_url("redis://127.0.0.1:6379/0?namespace=docs").unwrap();
-    /// assert_eq!(backend.config().namespace, "docs");
+    /// assert_eq!(backend.config().settings.namespace, "docs");
     /// ```
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
@@ -231,7 +231,8 @@ impl RedisStore {
         self.inner.redis_key(key)
     }
 
-    /// Sends `PING` (to every master of a cluster), within [`timeouts.operation`](crate::ServerTimeouts::operation).
+    /// Sends `PING` (to every master of a cluster), within
+    /// [`timeouts.operation`](crate::ServerTimeouts::operation).
     ///
     /// ```no_run
     /// # async fn demo() -> cachestack::Result<()> {
