@@ -88,7 +88,7 @@ pub use store::{Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend
 #[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
 pub use store::{ServerTimeouts, StoreSettings};
 pub use ttl::{format_ttl, parse_ttl};
-pub use url::redact_url;
+pub use url::{redact_url, ConnectionUrl};
 pub use value::codec::Codec;
 pub use value::envelope::{remaining, Compression, Signer, ValueFormat};
 pub use value::{type_fingerprint, Cacheable, Encoded, Value};

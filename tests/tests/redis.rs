@@ -481,8 +481,11 @@ async fn tls_verifies_the_server_certificate() {
     let err = open(&untrusted, "tls").get("k").await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
     // Plain text against the TLS port fails too.
-    let plain =
-        RedisConfig { url: config.url.replacen("rediss://", "redis://", 1), tls: Default::default(), ..untrusted };
+    let plain = RedisConfig {
+        url: config.url.replacen("rediss://", "redis://", 1).into(),
+        tls: Default::default(),
+        ..untrusted
+    };
     assert!(open(&plain, "tls").get("k").await.is_err());
 }
 

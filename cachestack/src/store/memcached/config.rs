@@ -275,14 +275,6 @@ mod tests {
             ("memcached://h1?silent=maybe", "silent=maybe"),
             ("memcached://h1,h1:11211", "listed twice"),
         ];
-        for (url, expected) in cases {
-            let err = match crate::backend_from_url(url) {
-                Ok(b) => panic!("{url} was accepted: {b:?}"),
-                Err(e) => e,
-            };
-            assert!(matches!(err, Error::Config { .. }), "{url}: {err:?}");
-            assert!(err.to_string().contains(expected), "{url}: {err}");
-            assert!(!err.to_string().contains("pw@"), "{url}: password shown in {err}");
-        }
+        crate::url::assert_config_errors(&cases, crate::backend_from_url);
     }
 }

@@ -1,13 +1,12 @@
 //! [`PostgresConfig`]: what the PostgreSQL backend connects to and how it stores entries.
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
 use crate::store::{Backend, ServerTimeouts, StoreSettings};
-use crate::url::{redact_url, CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
+use crate::url::{CacheUrl, ConnectionUrl, Scheme, Shared, SharedFields, SharedOptions};
 
 /// Longest identifier PostgreSQL keeps without truncating it (`NAMEDATALEN - 1`).
 pub(crate) const MAX_IDENTIFIER_BYTES: usize = 63;
@@ -96,13 +95,14 @@ fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend
 ///
 /// The same settings as a URL (see [`PostgresConfig::from_url`]):
 /// `postgres://app@127.0.0.1/app?table=app_cache&namespace=users&pool_max=8`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct PostgresConfig {
     /// The connection URL, `postgres://user:password@host:port/database`. Connection parameters
     /// sqlx understands (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `application_name`,
     /// `options`, ...) may follow after `?`; anything else there is a configuration error. TLS
     /// (`sslmode=require`, `verify-ca`, `verify-full`) needs the `postgres-tls` feature.
-    pub url: String,
+    /// `Debug` shows it without the password.
+    pub url: ConnectionUrl,
     /// Schema of the cache table; `None` uses the connection's `search_path` (normally `public`).
     /// Created if missing (when [`create_table`](Self::create_table) is set).
     pub schema: Option<String>,
@@ -167,27 +167,6 @@ impl Default for PostgresConfig {
     }
 }
 
-impl fmt::Debug for PostgresConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("url", &redact_url(&self.url))
-            .field("schema", &self.schema)
-            .field("table", &self.table)
-            .field("unlogged", &self.unlogged)
-            .field("create_table", &self.create_table)
-            .field("settings", &self.settings)
-            .field("timeouts", &self.timeouts)
-            .field("pool_max", &self.pool_max)
-            .field("pool_min", &self.pool_min)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("max_entries", &self.max_entries)
-            .field("max_bytes", &self.max_bytes)
-            .field("trim_interval", &self.trim_interval)
-            .field("batch_size", &self.batch_size)
-            .finish()
-    }
-}
-
 crate::store::settings_setters!(PostgresConfig, timeouts);
 
 impl PostgresConfig {
@@ -198,7 +177,7 @@ impl PostgresConfig {
     /// assert_eq!(config.table, "cachestack");
     /// ```
     pub fn new(url: impl Into<String>) -> Self {
-        PostgresConfig { url: url.into(), ..Default::default() }
+        PostgresConfig { url: url.into().into(), ..Default::default() }
     }
 
     /// Sets [`PostgresConfig::table`].
@@ -324,11 +303,12 @@ pub(crate) fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Resu
             any = true;
         }
     }
-    config.url = format!("{}://{}", url.scheme, url.rest);
+    let mut connection = format!("{}://{}", url.scheme, url.rest);
     if any {
-        config.url.push('?');
-        config.url.push_str(&query.finish());
+        connection.push('?');
+        connection.push_str(&query.finish());
     }
+    config.url = connection.into();
     config.validate()?;
     Ok(config)
 }
@@ -425,11 +405,7 @@ mod tests {
             ("postgres://h/db?colour=blue", "valid options: namespace, ttl"),
             ("redis://h/0", "is not a postgres://"),
         ];
-        for (url, expected) in cases {
-            let err = PostgresConfig::from_url(url).unwrap_err();
-            assert!(matches!(err, Error::Config { .. }), "{url}: {err:?}");
-            assert!(err.to_string().contains(expected), "{url}: {err}");
-        }
+        crate::url::assert_config_errors(&cases, PostgresConfig::from_url);
         let long = format!("postgres://h/db?table={}", "t".repeat(100));
         assert!(PostgresConfig::from_url(&long).unwrap_err().to_string().contains("100 bytes long"));
     }

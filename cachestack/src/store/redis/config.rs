@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 use std::sync::Arc;
 
 use crate::store::{Backend, ServerTimeouts, StoreSettings};
-use crate::url::{encode_userinfo, redact_url, split_userinfo, CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
+use crate::url::{
+    encode_userinfo, redact_url, split_userinfo, CacheUrl, ConnectionUrl, Scheme, Shared, SharedFields, SharedOptions,
+};
 
 /// `redis://`, `rediss://` (TLS), `redis+cluster://h1:p1,h2:p2`: the Redis store's entry in the
 /// scheme table.
@@ -72,13 +74,13 @@ pub struct RedisTlsConfig {
 ///
 /// The same settings as a URL (see [`RedisConfig::from_url`]):
 /// `redis://:secret@127.0.0.1:6379/2?namespace=users&ttl=5m&timeout=250ms`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// The server: `redis://[user:password@]host[:port][/db]`, `rediss://...` for TLS (feature
     /// `redis-tls`), `redis+cluster://[user:password@]host1:port1,host2:port2` (or
     /// `rediss+cluster://`) for a Redis Cluster given by some of its nodes. No `?options` here:
-    /// they are fields of this struct.
-    pub url: String,
+    /// they are fields of this struct. `Debug` shows it without the password.
+    pub url: ConnectionUrl,
     /// Treat the URL's hosts as Redis Cluster seed nodes even with a plain `redis://` scheme.
     pub cluster: bool,
     /// Namespace, name (default `redis`), default TTL, value format, silent mode. Every key is
@@ -108,19 +110,6 @@ impl Default for RedisConfig {
     }
 }
 
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
-            .field("cluster", &self.cluster)
-            .field("settings", &self.settings)
-            .field("timeouts", &self.timeouts)
-            .field("scan_batch", &self.scan_batch)
-            .field("tls", &self.tls)
-            .finish()
-    }
-}
-
 crate::store::settings_setters!(RedisConfig, timeouts);
 
 impl RedisConfig {
@@ -131,7 +120,7 @@ impl RedisConfig {
     /// assert_eq!(config.settings.namespace, "default");
     /// ```
     pub fn new(url: impl Into<String>) -> Self {
-        RedisConfig { url: url.into(), ..Default::default() }
+        RedisConfig { url: url.into().into(), ..Default::default() }
     }
 
     /// Reads a cache URL: the server URL with cache options after `?`: the shared ones
@@ -190,7 +179,7 @@ impl RedisConfig {
 /// The configuration a URL describes, its shared options already parsed, checked: the store's
 /// own options are taken out of `url`, and the server URL is left in `config.url`.
 pub(crate) fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<RedisConfig> {
-    let mut config = RedisConfig { url: format!("{}://{}", url.scheme, url.rest), ..RedisConfig::default() };
+    let mut config = RedisConfig { url: format!("{}://{}", url.scheme, url.rest).into(), ..RedisConfig::default() };
     shared.apply(SharedFields::settings(&mut config.settings).with_timeouts(&mut config.timeouts));
     if let Some(cluster) = url.take_bool("cluster")? {
         config.cluster = cluster;
@@ -398,13 +387,7 @@ mod tests {
             ("redis://h?namespace=x", "takes no `?options`"),
             ("redis://:secret@h:1,h:2", "redis+cluster://"),
         ];
-        for (url, expected) in cases {
-            let err = parse_server_url(url, false).unwrap_err();
-            assert!(matches!(err, Error::Config { .. }), "{url}: {err:?}");
-            let text = err.to_string();
-            assert!(text.contains(expected), "{url}: {text}");
-            assert!(!text.contains("secret"), "{url}: password shown in {text}");
-        }
+        crate::url::assert_config_errors(&cases, |url| parse_server_url(url, false));
     }
 
     #[test]
@@ -442,10 +425,6 @@ mod tests {
             ("redis://h?colour=blue", "valid options: namespace, ttl"),
             ("memcached://h", "is not a redis://"),
         ];
-        for (url, expected) in cases {
-            let err = RedisConfig::from_url(url).unwrap_err();
-            assert!(matches!(err, Error::Config { .. }), "{url}: {err:?}");
-            assert!(err.to_string().contains(expected), "{url}: {err}");
-        }
+        crate::url::assert_config_errors(&cases, RedisConfig::from_url);
     }
 }
