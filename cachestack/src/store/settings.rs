@@ -187,3 +187,31 @@ macro_rules! settings_setters {
 }
 #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(unused_imports))]
 pub(crate) use settings_setters;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_timeouts_are_config_errors_naming_the_option() {
+        let ok = ServerTimeouts::new(Duration::from_secs(1), Duration::from_secs(2));
+        ok.validate("redis").unwrap();
+        let cases = [
+            (ServerTimeouts { operation: Duration::ZERO, ..ok }, "redis: timeout must be greater than zero"),
+            (ServerTimeouts { connect: Duration::ZERO, ..ok }, "redis: connect_timeout must be greater than zero"),
+        ];
+        for (timeouts, expected) in cases {
+            let err = timeouts.validate("redis").unwrap_err();
+            assert!(matches!(err, Error::Config { .. }) && err.to_string().contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn settings_select_their_layers() {
+        let settings = StoreSettings { silent: true, ..StoreSettings::new("x") };
+        let layers = settings.layers(Some(Duration::from_secs(1)));
+        assert!(layers.silent && layers.breaker.is_none());
+        assert_eq!(layers.timeout, Some(Duration::from_secs(1)));
+        assert!(!StoreSettings::new("x").layers(None).silent);
+    }
+}

@@ -364,6 +364,7 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Backend;
 
     #[test]
     fn urls_build_backends_without_io() {
@@ -392,7 +393,7 @@ mod tests {
 
     #[test]
     fn the_server_probes_idle_connections_and_bounds_statements() {
-        let config = PostgresConfig { timeout: std::time::Duration::from_millis(1500), ..PostgresConfig::default() };
+        let config = PostgresConfig::default().with_timeout(std::time::Duration::from_millis(1500));
         let options = connect_options(&config).unwrap();
         let sent = options.get_options().unwrap_or_default();
         for wanted in
@@ -400,6 +401,17 @@ mod tests {
         {
             assert!(sent.contains(wanted), "{wanted} missing from {sent}");
         }
+    }
+
+    #[test]
+    fn the_name_setting_names_the_store_in_stats_and_errors() {
+        let backend =
+            PostgresBackend::from_url("postgres://127.0.0.1:1/db?name=sessions&connect_timeout=200ms").unwrap();
+        assert_eq!(backend.name(), "sessions");
+        assert_eq!(backend.stats().name, "sessions");
+        let err = crate::rt::block_on(async move { backend.get("k").await }).unwrap().unwrap_err();
+        assert!(err.is_unavailable() && err.to_string().contains("sessions"), "{err}");
+        assert_eq!(PostgresBackend::new(PostgresConfig::default()).unwrap().name(), "postgres");
     }
 
     #[test]

@@ -320,6 +320,7 @@ fn split_host_port(host: &str) -> std::result::Result<(&str, u16), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Signer, ValueFormat};
 
     #[test]
     fn server_urls_are_taken_apart() {
@@ -410,6 +411,30 @@ mod tests {
         assert!(!debug.contains("pw") && debug.contains("u:***@"), "{debug}");
 
         assert!(RedisConfig::from_url("redis://h1:1,h2:2?cluster=true").unwrap().cluster);
+    }
+
+    #[test]
+    fn setters_fill_the_shared_settings_and_debug_hides_every_secret() {
+        let format = ValueFormat { signer: Signer::new("0123456789abcdef-secret").ok(), ..ValueFormat::default() };
+        let config = RedisConfig::new("redis://app:hunter2@127.0.0.1:6379/1")
+            .with_namespace("users")
+            .with_name("sessions")
+            .with_default_ttl(Duration::from_secs(60))
+            .with_format(format)
+            .with_silent(true)
+            .with_timeout(Duration::from_millis(250))
+            .with_connect_timeout(Duration::from_millis(750));
+        let settings = &config.settings;
+        assert_eq!((settings.namespace.as_str(), settings.name.as_str()), ("users", "sessions"));
+        assert_eq!(settings.default_ttl, Some(Duration::from_secs(60)));
+        assert!(settings.silent);
+        assert_eq!(config.timeouts, ServerTimeouts::new(Duration::from_millis(250), Duration::from_millis(750)));
+        let debug = format!("{config:?}");
+        assert!(debug.contains("app:***@127.0.0.1"), "{debug}");
+        assert!(!debug.contains("hunter2") && !debug.contains("abcdef-secret"), "{debug}");
+
+        let err = crate::RedisBackend::new(config.with_connect_timeout(Duration::ZERO)).unwrap_err();
+        assert!(err.to_string().contains("redis: connect_timeout must be greater than zero"), "{err}");
     }
 
     #[test]
