@@ -660,13 +660,15 @@ async fn with_failover_a_key_deleted_during_an_outage_does_not_come_back_with_it
     let b = OwnServer::start(free_port());
     let mut link = Partition::new(b.addr()).await;
     let retry_interval = Duration::from_millis(100);
-    let backend = MemcachedBackend::new(MemcachedConfig {
-        servers: vec![a.addr(), link.addr()],
-        namespace: unique_namespace("failover-delete"),
-        failover: true,
-        retry_interval,
-        ..MemcachedConfig::default()
-    })
+    let backend = MemcachedBackend::new(
+        MemcachedConfig {
+            servers: vec![a.addr(), link.addr()],
+            failover: true,
+            retry_interval,
+            ..MemcachedConfig::default()
+        }
+        .with_namespace(unique_namespace("failover-delete")),
+    )
     .unwrap();
     let key = (0..).map(|i| format!("key:{i}")).find(|k| backend.server_for(k) == link.addr()).unwrap();
     let other = (0..).map(|i| format!("other:{i}")).find(|k| backend.server_for(k) == link.addr()).unwrap();
