@@ -2,11 +2,12 @@
 //! store: file, Redis, PostgreSQL, Memcached) and [`ServerTimeouts`] (the stores on a server),
 //! with the fluent setters each configuration gets from them.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::layer::Layers;
 use crate::value::envelope::ValueFormat;
+use crate::value::Value;
 
 /// The settings every byte store's configuration holds in its `settings` field
 /// ([`FileConfig`](crate::FileConfig), [`RedisConfig`](crate::RedisConfig),
@@ -71,6 +72,18 @@ impl StoreSettings {
             format: ValueFormat::default(),
             silent: false,
         }
+    }
+
+    /// Seals `value` for `key` in this cache's namespace (a signature covers both).
+    #[cfg_attr(not(any(feature = "file", feature = "redis", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn seal(&self, key: &str, value: &Value, expires: Option<SystemTime>) -> Result<Vec<u8>> {
+        self.format.seal_in(&self.namespace, key, value, expires)
+    }
+
+    /// Opens what [`StoreSettings::seal`] sealed for `key` in this cache's namespace.
+    #[cfg_attr(not(any(feature = "file", feature = "redis", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn open(&self, key: &str, bytes: &[u8]) -> Result<(Value, Option<SystemTime>)> {
+        self.format.open_in(&self.namespace, key, bytes)
     }
 
     /// The layers these settings select, with `timeout` as the operation bound.

@@ -94,7 +94,7 @@ impl Inner {
             return Ok(None);
         }
         // The deadline served is the one `open` has checked (HMAC included).
-        let (value, sealed) = self.config.settings.format.open_in(&self.config.settings.namespace, key, envelope)?;
+        let (value, sealed) = self.config.settings.open(key, envelope)?;
         let expires = sealed.map(Deadline::at);
         if expires.is_some_and(|deadline| deadline.has_passed_at(now)) {
             return Ok(None);

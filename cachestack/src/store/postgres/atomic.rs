@@ -181,12 +181,7 @@ impl Inner {
 impl PostgresStore {
     pub(super) async fn set_nx(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
         let deadline = table_deadline(expiry.resolve(self.inner.config.settings.default_ttl));
-        let bytes = self.inner.config.settings.format.seal_in(
-            &self.inner.config.settings.namespace,
-            key,
-            &value,
-            deadline.map(Deadline::time),
-        )?;
+        let bytes = self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?;
         let (inner, owned, expires_ms) = (self.inner.clone(), key.to_owned(), expires_param(deadline));
         let stored =
             rt::io(self.inner.name(), async move { inner.insert_if_absent(&owned, &bytes, expires_ms).await }).await?;
@@ -218,12 +213,7 @@ impl PostgresStore {
             } else {
                 let stored = Stored { bytes: bytes.clone(), expires_ms: None };
                 let Some(entry) = self.decode(key, stored) else { return Ok(false) };
-                self.inner.config.settings.format.seal_in(
-                    &self.inner.config.settings.namespace,
-                    key,
-                    &entry.value,
-                    deadline.map(Deadline::time),
-                )?
+                self.inner.config.settings.seal(key, &entry.value, deadline.map(Deadline::time))?
             };
             let (inner, owned, expires_ms) = (self.inner.clone(), key.to_owned(), expires_param(deadline));
             if rt::io(self.inner.name(), async move { inner.swap(&owned, &bytes, &new, expires_ms).await }).await? {

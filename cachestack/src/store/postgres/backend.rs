@@ -36,9 +36,7 @@ impl PostgresStore {
         let opened = match counter::parse(&stored.bytes) {
             // A counter: its deadline is the row's.
             Some(n) => Ok((Value::new(n), None)),
-            None => {
-                self.inner.config.settings.format.open_in(&self.inner.config.settings.namespace, key, &stored.bytes)
-            }
+            None => self.inner.config.settings.open(key, &stored.bytes),
         };
         let (value, sealed) = match opened {
             Ok(opened) => opened,
@@ -81,12 +79,7 @@ impl Backend for PostgresStore {
     async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
         // The deadline is fixed here, once; the envelope and the row carry the same one.
         let deadline = table_deadline(expiry.resolve(self.inner.config.settings.default_ttl));
-        let bytes = self.inner.config.settings.format.seal_in(
-            &self.inner.config.settings.namespace,
-            key,
-            &value,
-            deadline.map(Deadline::time),
-        )?;
+        let bytes = self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?;
         let (inner, owned, expires_ms) = (self.inner.clone(), key.to_owned(), expires_param(deadline));
         rt::io(self.inner.name(), async move { inner.store(&owned, &bytes, expires_ms).await }).await?;
         self.note_writes(1);
@@ -126,12 +119,7 @@ impl Backend for PostgresStore {
         let rows = entries
             .iter()
             .map(|(key, value)| {
-                let sealed = self.inner.config.settings.format.seal_in(
-                    &self.inner.config.settings.namespace,
-                    key,
-                    value,
-                    sealed_until,
-                )?;
+                let sealed = self.inner.config.settings.seal(key, value, sealed_until)?;
                 Ok(((*key).to_owned(), sealed))
             })
             .collect::<Result<Vec<(String, Vec<u8>)>>>()?;

@@ -55,12 +55,7 @@ impl RedisStore {
     pub(super) async fn set_nx(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
         let deadline = expiry.resolve(self.inner.config.settings.default_ttl);
         let full = self.inner.redis_key(key);
-        let bytes = self.inner.config.settings.format.seal_in(
-            &self.inner.config.settings.namespace,
-            key,
-            &value,
-            deadline.map(Deadline::time),
-        )?;
+        let bytes = self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?;
         let ms = expiry_ms(deadline);
         let inner = self.inner.clone();
         let stored = self
@@ -114,13 +109,10 @@ impl RedisStore {
             let resealed = if counter::parse(&current).is_some() {
                 Vec::new()
             } else {
-                match self.inner.config.settings.format.open_in(&self.inner.config.settings.namespace, key, &current) {
-                    Ok((value, expires)) if expires.is_none_or(|t| t > SystemTime::now()) => self
-                        .inner
-                        .config
-                        .settings
-                        .format
-                        .seal_in(&self.inner.config.settings.namespace, key, &value, deadline.map(Deadline::time))?,
+                match self.inner.config.settings.open(key, &current) {
+                    Ok((value, expires)) if expires.is_none_or(|t| t > SystemTime::now()) => {
+                        self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?
+                    }
                     // Past its deadline or unusable: not a live entry.
                     _ => return Ok(false),
                 }

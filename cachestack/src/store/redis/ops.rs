@@ -85,12 +85,7 @@ impl Backend for RedisStore {
     async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
         let deadline = expiry.resolve(self.inner.config.settings.default_ttl);
         let full = self.inner.redis_key(key);
-        let bytes = self.inner.config.settings.format.seal_in(
-            &self.inner.config.settings.namespace,
-            key,
-            &value,
-            deadline.map(Deadline::time),
-        )?;
+        let bytes = self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?;
         let write = Write::for_deadline(deadline, SystemTime::now());
         let inner = self.inner.clone();
         self.io(async move {
@@ -155,12 +150,7 @@ impl Backend for RedisStore {
             .iter()
             .map(|(key, value)| {
                 let full = self.inner.redis_key(key);
-                let bytes = self.inner.config.settings.format.seal_in(
-                    &self.inner.config.settings.namespace,
-                    key,
-                    value,
-                    expires,
-                )?;
+                let bytes = self.inner.config.settings.seal(key, value, expires)?;
                 Ok((full, bytes))
             })
             .collect::<Result<Vec<(String, Vec<u8>)>>>()?;
@@ -283,7 +273,7 @@ impl Inner {
     /// miss (absent, past its deadline, or unusable: counted as an error).
     fn read(&self, key: &str, bytes: Option<Vec<u8>>, exists: bool) -> Option<Entry> {
         match bytes {
-            Some(bytes) => match self.config.settings.format.open_in(&self.config.settings.namespace, key, &bytes) {
+            Some(bytes) => match self.config.settings.open(key, &bytes) {
                 Ok((value, expires)) => Entry::new(value, expires.map(Deadline::at)).live(),
                 Err(err) => {
                     self.counters.record_invalid(&self.config.settings.name, key, &err);
