@@ -34,7 +34,7 @@ use crate::value::Value;
 /// assert_eq!(config.settings.name, "file");
 /// ```
 ///
-/// `Debug` shows the [signing secret](crate::Signer) of `format` as `***`, never the secret.
+/// `Debug` never shows the [signing secret](crate::Signer) of `format` (it reads `Signer(<redacted>)`).
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     /// This cache's part of a medium that several caches may share: the keys (or rows, or
