@@ -40,10 +40,7 @@ fn memcached(c: &mut Criterion) {
         eprintln!("memcached benchmark skipped: set CACHESTACK_TEST_MEMCACHED_URL (bash tests/servers.sh starts one)");
         return;
     };
-    let config = MemcachedConfig {
-        namespace: format!("bench-{}", std::process::id()),
-        ..MemcachedConfig::from_url(&url).unwrap()
-    };
+    let config = MemcachedConfig::from_url(&url).unwrap().with_namespace(format!("bench-{}", std::process::id()));
     let addr = config.servers[0].clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let backend = MemcachedBackend::new(config).unwrap();

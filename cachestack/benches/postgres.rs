@@ -29,8 +29,7 @@ fn postgres(c: &mut Criterion) {
     let url = server_url();
     let table = format!("cachestack_bench_{}", std::process::id());
     let namespace = "bench";
-    let config =
-        PostgresConfig { table: table.clone(), namespace: namespace.into(), ..PostgresConfig::new(url.as_str()) };
+    let config = PostgresConfig::new(url.as_str()).with_table(table.clone()).with_namespace(namespace);
     // The caller's runtime, as in an application: operations hop to cachestack's runtime.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let backend = match rt.block_on(PostgresBackend::connect(config)) {

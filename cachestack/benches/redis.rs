@@ -27,8 +27,7 @@ fn server_url() -> String {
 
 fn redis(c: &mut Criterion) {
     let url = server_url();
-    let config =
-        RedisConfig { namespace: format!("bench-{}", std::process::id()), ..RedisConfig::from_url(&url).unwrap() };
+    let config = RedisConfig::from_url(&url).unwrap().with_namespace(format!("bench-{}", std::process::id()));
     // The caller's runtime, as in an application: operations hop to cachestack's runtime.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let backend = RedisBackend::new(config.clone()).unwrap();

@@ -85,8 +85,10 @@ pub use store::postgres::{PostgresBackend, PostgresConfig, PostgresStore};
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisBackend, RedisConfig, RedisStore, RedisTlsConfig};
 pub use store::{Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH};
+#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+pub use store::{ServerTimeouts, StoreSettings};
 pub use ttl::{format_ttl, parse_ttl};
-pub use url::redact_url;
+pub use url::{redact_url, ConnectionUrl};
 pub use value::codec::Codec;
 pub use value::envelope::{remaining, Compression, Signer, ValueFormat};
 pub use value::{type_fingerprint, Cacheable, Encoded, Value};

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::store::Backend;
+#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+use crate::store::{ServerTimeouts, StoreSettings};
 use crate::value::envelope::{Compression, Signer, ValueFormat};
 
 /// How a store opens from a URL whose shared options were taken out (and are given).
@@ -191,6 +193,31 @@ pub(crate) struct SharedFields<'a> {
     pub format: Option<&'a mut ValueFormat>,
 }
 
+#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+impl<'a> SharedFields<'a> {
+    /// The fields of a byte store's [`StoreSettings`] (and no timeouts: see
+    /// [`SharedFields::with_timeouts`]).
+    pub fn settings(settings: &'a mut StoreSettings) -> Self {
+        SharedFields {
+            namespace: Some(&mut settings.namespace),
+            name: Some(&mut settings.name),
+            default_ttl: &mut settings.default_ttl,
+            silent: Some(&mut settings.silent),
+            timeout: None,
+            connect_timeout: None,
+            format: Some(&mut settings.format),
+        }
+    }
+
+    /// Adds the fields of a server store's [`ServerTimeouts`].
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(dead_code))]
+    pub fn with_timeouts(mut self, timeouts: &'a mut ServerTimeouts) -> Self {
+        self.timeout = Some(&mut timeouts.operation);
+        self.connect_timeout = Some(&mut timeouts.connect);
+        self
+    }
+}
+
 /// The parts of a cache URL: scheme, the text between `://` and `?`, and the query options.
 /// (Parts of it go unused when every backend feature is off.)
 #[derive(Clone)]
@@ -355,6 +382,72 @@ pub(crate) fn encode_userinfo(userinfo: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// A server's connection URL, which may hold a password: `Debug` and `Display` show it as
+/// [`redact_url`] does, so a configuration that holds one can derive `Debug`. It dereferences to
+/// the whole URL (`&str`), which is what connecting needs.
+///
+/// ```
+/// use cachestack::ConnectionUrl;
+///
+/// let url = ConnectionUrl::from("redis://app:hunter2@127.0.0.1:6379/0");
+/// assert_eq!(format!("{url:?}"), "\"redis://app:***@127.0.0.1:6379/0\"");
+/// assert_eq!(url.to_string(), "redis://app:***@127.0.0.1:6379/0");
+/// assert_eq!(url, "redis://app:hunter2@127.0.0.1:6379/0");
+/// assert!(url.starts_with("redis://"));
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct ConnectionUrl(String);
+
+impl ConnectionUrl {
+    /// The whole URL, password included.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ConnectionUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for ConnectionUrl {
+    fn from(url: String) -> Self {
+        ConnectionUrl(url)
+    }
+}
+
+impl From<&str> for ConnectionUrl {
+    fn from(url: &str) -> Self {
+        ConnectionUrl(url.to_owned())
+    }
+}
+
+impl PartialEq<str> for ConnectionUrl {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ConnectionUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::fmt::Debug for ConnectionUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&redact_url(&self.0), f)
+    }
+}
+
+impl std::fmt::Display for ConnectionUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
 /// Hides secrets in a URL for logs and `Debug`: the password of `user:password@` (which may hold
 /// `/`, `?`, `#` and `@`: it ends at the last `@`), and the values of `secret`, `password` and
 /// `token` options.
@@ -410,6 +503,23 @@ pub fn redact_url(text: &str) -> String {
         out.push_str(&parts.join("&"));
     }
     out
+}
+
+/// For tests: each `(input, expected)` case fails in `parse` with an [`Error::Config`] whose
+/// message contains `expected` and not the password of the input's `user:password@`.
+#[cfg(test)]
+#[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(dead_code))]
+pub(crate) fn assert_config_errors<T>(cases: &[(&str, &str)], parse: impl Fn(&str) -> Result<T>) {
+    for &(input, expected) in cases {
+        let Err(err) = parse(input) else { panic!("{input} was accepted") };
+        assert!(matches!(err, Error::Config { .. }), "{input}: {err:?}");
+        let text = err.to_string();
+        assert!(text.contains(expected), "{input}: {text}");
+        let userinfo = input.split_once("://").and_then(|(_, rest)| rest.split_once('@')).map(|(u, _)| u);
+        if let Some((_, password)) = userinfo.and_then(|u| u.split_once(':')).filter(|(_, p)| !p.is_empty()) {
+            assert!(!text.contains(password), "{input}: password shown in {text}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cachestack::{
     Backend, Error, Expiry, MemcachedBackend, MemcachedConfig, PostgresBackend, PostgresConfig, RedisBackend,
-    RedisConfig, Value,
+    RedisConfig, ServerTimeouts, Value,
 };
 use cachestack_tests::conformance::unique_namespace;
 use cachestack_tests::proxy::Proxy;
@@ -126,13 +126,14 @@ async fn redis_recycles_half_open_connections() {
         Ok(run) if !run.is_empty() => format!("{run}-{}", unique_namespace("half-open")),
         _ => unique_namespace("half-open"),
     };
-    let backend = RedisBackend::new(RedisConfig {
-        namespace,
-        timeout: Duration::from_secs(1),
-        connect_timeout: Duration::from_secs(1),
-        default_ttl: Some(Duration::from_secs(600)),
-        ..RedisConfig::new(via)
-    })
+    let backend = RedisBackend::new(
+        RedisConfig {
+            timeouts: ServerTimeouts::new(Duration::from_secs(1), Duration::from_secs(1)),
+            ..RedisConfig::new(via)
+        }
+        .with_namespace(namespace)
+        .with_default_ttl(Duration::from_secs(600)),
+    )
     .unwrap();
     survives_half_open_connections(&backend, &proxy, Duration::from_millis(50)).await;
 }
@@ -143,15 +144,16 @@ async fn postgres_recycles_half_open_connections() {
     let (proxy, via) = proxied(&url).await;
     // A pool full of connections, all of which the failover leaves half-open.
     let pool = 10;
-    let backend = PostgresBackend::new(PostgresConfig {
-        table: "cachestack_test_half_open".into(),
-        namespace: unique_namespace("half-open"),
-        timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(2),
-        pool_max: pool,
-        default_ttl: Some(Duration::from_secs(600)),
-        ..PostgresConfig::new(via)
-    })
+    let backend = PostgresBackend::new(
+        PostgresConfig {
+            table: "cachestack_test_half_open".into(),
+            timeouts: ServerTimeouts::new(Duration::from_secs(2), Duration::from_secs(2)),
+            pool_max: pool,
+            ..PostgresConfig::new(via)
+        }
+        .with_namespace(unique_namespace("half-open"))
+        .with_default_ttl(Duration::from_secs(600)),
+    )
     .unwrap();
     round(&backend, 0).await.unwrap();
     // Concurrent reads until the pool holds all its connections.
@@ -172,15 +174,16 @@ async fn memcached_recycles_half_open_connections() {
     let url = cachestack_tests::require_server!("CACHESTACK_TEST_MEMCACHED_URL", "memcached");
     let (proxy, via) = proxied(&url).await;
     let retry_interval = Duration::from_millis(100);
-    let backend = MemcachedBackend::new(MemcachedConfig {
-        namespace: unique_namespace("half-open"),
-        timeout: Duration::from_secs(1),
-        connect_timeout: Duration::from_secs(1),
-        retry_interval,
-        pool_size: 4,
-        default_ttl: Some(Duration::from_secs(600)),
-        ..MemcachedConfig::from_url(&via).unwrap()
-    })
+    let backend = MemcachedBackend::new(
+        MemcachedConfig {
+            timeouts: ServerTimeouts::new(Duration::from_secs(1), Duration::from_secs(1)),
+            retry_interval,
+            pool_size: 4,
+            ..MemcachedConfig::from_url(&via).unwrap()
+        }
+        .with_namespace(unique_namespace("half-open"))
+        .with_default_ttl(Duration::from_secs(600)),
+    )
     .unwrap();
     survives_half_open_connections(&backend, &proxy, retry_interval).await;
 }

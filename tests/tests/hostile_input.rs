@@ -225,11 +225,7 @@ fn redis_store() {
     run_matrix(&Store {
         name: "redis",
         open: Box::new(move |ns, format| {
-            let config = cachestack::RedisConfig {
-                namespace: format!("{run}-{ns}"),
-                format,
-                ..cachestack::RedisConfig::new(&url)
-            };
+            let config = cachestack::RedisConfig::new(&url).with_namespace(format!("{run}-{ns}")).with_format(format);
             Arc::new(cachestack::RedisBackend::new(config).unwrap())
         }),
         read: Box::new(move |ns, key| {
@@ -276,12 +272,8 @@ fn postgres_store() {
     run_matrix(&Store {
         name: "postgres",
         open: Box::new(move |ns, format| {
-            let config = cachestack::PostgresConfig {
-                table: TABLE.into(),
-                namespace: ns.into(),
-                format,
-                ..cachestack::PostgresConfig::new(&open_url)
-            };
+            let config =
+                cachestack::PostgresConfig::new(&open_url).with_table(TABLE).with_namespace(ns).with_format(format);
             Arc::new(cachestack::PostgresBackend::new(config).unwrap())
         }),
         read: Box::new(move |ns, key| {
@@ -337,7 +329,7 @@ fn memcached_store() {
     run_matrix(&Store {
         name: "memcached",
         open: Box::new(move |ns, format| {
-            let config = MemcachedConfig { namespace: ns.into(), format, ..base.clone() };
+            let config = base.clone().with_namespace(ns).with_format(format);
             Arc::new(cachestack::MemcachedBackend::new(config).unwrap())
         }),
         read: Box::new(move |ns, key| mc_get(&a1, &format!("cs:{ns}:{key}"))),

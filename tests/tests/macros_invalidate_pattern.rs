@@ -140,8 +140,7 @@ fn redis() -> bool {
     *READY.get_or_init(|| {
         let Some(url) = cachestack_tests::server_url("CACHESTACK_TEST_REDIS_URL", "redis") else { return false };
         let run = std::env::var("CACHESTACK_TEST_REDIS_RUN").unwrap_or_else(|_| "run".into());
-        let config =
-            cachestack::RedisConfig { namespace: format!("{run}-pattern"), ..cachestack::RedisConfig::new(&url) };
+        let config = cachestack::RedisConfig::new(&url).with_namespace(format!("{run}-pattern"));
         let cache = Cache::new(cachestack::RedisBackend::new(config).unwrap());
         // Left over by an earlier run without `CACHESTACK_TEST_REDIS_RUN`.
         cache.delete_matching_blocking("*").unwrap();

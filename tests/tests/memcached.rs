@@ -28,7 +28,7 @@ fn test_config(var: &str) -> Option<MemcachedConfig> {
 }
 
 fn open(config: &MemcachedConfig, namespace: &str) -> MemcachedBackend {
-    MemcachedBackend::new(MemcachedConfig { namespace: namespace.to_string(), ..config.clone() }).unwrap()
+    MemcachedBackend::new(config.clone().with_namespace(namespace)).unwrap()
 }
 
 /// A raw memcache-async connection, below the backend.
@@ -175,7 +175,7 @@ async fn oversized_values_are_refused_without_breaking_the_connection() {
     assert!(matches!(backend.set_many(&batch, cachestack::Expiry::Default).await, Err(Error::ValueTooLarge { .. })));
 
     // Silent mode: skipped and counted.
-    let silent = open(&MemcachedConfig { silent: true, ..config.clone() }, &unique_namespace("large-silent"));
+    let silent = open(&config.clone().with_silent(true), &unique_namespace("large-silent"));
     silent.set("k", Value::new(big.clone()), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(silent.stats().errors, 1);
     assert!(silent.get("k").await.unwrap().is_none());
@@ -225,8 +225,7 @@ async fn ttls_follow_memcached_rules_and_report_what_is_left() {
         assert!(left <= ttl && left > ttl - Duration::from_secs(60), "{ttl:?}: {left:?} left");
     }
     // The default TTL applies to writes without one.
-    let with_default =
-        open(&MemcachedConfig { default_ttl: Some(Duration::from_secs(3600)), ..config.clone() }, "ttl-default");
+    let with_default = open(&config.clone().with_default_ttl(Duration::from_secs(3600)), "ttl-default");
     with_default.set("d", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
     assert!(with_default.get("d").await.unwrap().unwrap().ttl().unwrap() <= Duration::from_secs(3600));
 
@@ -439,15 +438,15 @@ async fn a_killed_server_costs_only_its_keys_and_is_used_again_after_a_restart()
     let timeout = Duration::from_secs(2);
     let config = MemcachedConfig {
         servers: vec![a.addr(), b.addr()],
-        namespace: unique_namespace("kill"),
-        timeout,
-        connect_timeout: timeout,
         retry_interval: Duration::from_millis(100),
         pool_size: 4,
         ..MemcachedConfig::default()
-    };
+    }
+    .with_namespace(unique_namespace("kill"))
+    .with_timeout(timeout)
+    .with_connect_timeout(timeout);
     let backend = Arc::new(MemcachedBackend::new(config.clone()).unwrap());
-    let silent = MemcachedBackend::new(MemcachedConfig { silent: true, ..config.clone() }).unwrap();
+    let silent = MemcachedBackend::new(config.clone().with_silent(true)).unwrap();
     let keys: Vec<String> = (0..200).map(|i| format!("key:{i}")).collect();
     let on_b: Vec<bool> = keys.iter().map(|k| backend.server_for(k) == b.addr()).collect();
     assert!(on_b.iter().any(|&x| x) && on_b.iter().any(|&x| !x));
@@ -566,14 +565,16 @@ async fn with_failover_a_dead_servers_keys_move_to_the_next_server() {
     }
     let a = OwnServer::start(free_port());
     let mut b = OwnServer::start(free_port());
-    let backend = MemcachedBackend::new(MemcachedConfig {
-        servers: vec![a.addr(), b.addr()],
-        namespace: unique_namespace("failover"),
-        failover: true,
-        // B stays down for the whole test once it is found dead.
-        retry_interval: Duration::from_secs(600),
-        ..MemcachedConfig::default()
-    })
+    let backend = MemcachedBackend::new(
+        MemcachedConfig {
+            servers: vec![a.addr(), b.addr()],
+            failover: true,
+            // B stays down for the whole test once it is found dead.
+            retry_interval: Duration::from_secs(600),
+            ..MemcachedConfig::default()
+        }
+        .with_namespace(unique_namespace("failover")),
+    )
     .unwrap();
     let b_key = (0..).map(|i| format!("key:{i}")).find(|k| backend.server_for(k) == b.addr()).unwrap();
     backend.set(&b_key, Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
@@ -659,13 +660,15 @@ async fn with_failover_a_key_deleted_during_an_outage_does_not_come_back_with_it
     let b = OwnServer::start(free_port());
     let mut link = Partition::new(b.addr()).await;
     let retry_interval = Duration::from_millis(100);
-    let backend = MemcachedBackend::new(MemcachedConfig {
-        servers: vec![a.addr(), link.addr()],
-        namespace: unique_namespace("failover-delete"),
-        failover: true,
-        retry_interval,
-        ..MemcachedConfig::default()
-    })
+    let backend = MemcachedBackend::new(
+        MemcachedConfig {
+            servers: vec![a.addr(), link.addr()],
+            failover: true,
+            retry_interval,
+            ..MemcachedConfig::default()
+        }
+        .with_namespace(unique_namespace("failover-delete")),
+    )
     .unwrap();
     let key = (0..).map(|i| format!("key:{i}")).find(|k| backend.server_for(k) == link.addr()).unwrap();
     let other = (0..).map(|i| format!("other:{i}")).find(|k| backend.server_for(k) == link.addr()).unwrap();

@@ -27,7 +27,7 @@ fn unique_table(tag: &str) -> String {
 }
 
 fn config(url: &str, table: &str, namespace: &str) -> PostgresConfig {
-    PostgresConfig { table: table.into(), namespace: namespace.into(), ..PostgresConfig::new(url) }
+    PostgresConfig::new(url).with_table(table).with_namespace(namespace)
 }
 
 /// Runs one statement on a fresh connection (below the backend's API).
@@ -84,11 +84,9 @@ fn harness(
     let open = {
         let url = url.clone();
         let format = format.clone();
-        move |namespace: &str| PostgresConfig {
-            schema: schema.map(str::to_owned),
-            unlogged,
-            format: format.clone(),
-            ..config(&url, table, namespace)
+        move |namespace: &str| {
+            PostgresConfig { schema: schema.map(str::to_owned), unlogged, ..config(&url, table, namespace) }
+                .with_format(format.clone())
         }
     };
     let first = {
@@ -211,11 +209,10 @@ async fn sixteen_pools_creating_while_another_session_creates_the_schema() {
     sqlx::raw_sql(&format!("BEGIN; CREATE SCHEMA \"{schema}\"")).execute(&mut holder).await.unwrap();
     let tasks: Vec<_> = (0..16)
         .map(|i| {
-            let backend = PostgresBackend::new(PostgresConfig {
-                schema: Some(schema.clone()),
-                timeout: Duration::from_secs(60),
-                ..config(&client_url, &table, "race")
-            })
+            let backend = PostgresBackend::new(
+                PostgresConfig { schema: Some(schema.clone()), ..config(&client_url, &table, "race") }
+                    .with_timeout(Duration::from_secs(60)),
+            )
             .unwrap();
             tokio::spawn(async move { backend.set(&format!("k{i}"), Value::new(i), cachestack::Expiry::Default).await })
         })
@@ -404,9 +401,7 @@ async fn reads_return_the_deadline_the_writer_fixed() {
     let url = cachestack_tests::require_server!(VAR, WHAT);
     let namespace = unique_namespace("deadline");
     let ttl = Duration::from_secs(600);
-    let backend =
-        PostgresBackend::new(PostgresConfig { default_ttl: Some(ttl), ..config(&url, CONFORMANCE_TABLE, &namespace) })
-            .unwrap();
+    let backend = PostgresBackend::new(config(&url, CONFORMANCE_TABLE, &namespace).with_default_ttl(ttl)).unwrap();
 
     let fixed = Deadline::after(Duration::from_secs(3600));
     backend.set("fixed", Value::new(1u8), Expiry::At(fixed)).await.unwrap();
@@ -630,11 +625,10 @@ async fn an_abandoned_statement_closes_its_connection() {
     let sep = if url.contains('?') { '&' } else { '?' };
     let client_url = format!("{url}{sep}application_name={application}");
     let backend = Arc::new(
-        PostgresBackend::new(PostgresConfig {
-            pool_max: 1,
-            timeout: Duration::from_secs(60),
-            ..config(&client_url, CONFORMANCE_TABLE, &namespace)
-        })
+        PostgresBackend::new(
+            PostgresConfig { pool_max: 1, ..config(&client_url, CONFORMANCE_TABLE, &namespace) }
+                .with_timeout(Duration::from_secs(60)),
+        )
         .unwrap(),
     );
     backend.set("k", Value::new(1u8), Expiry::Never).await.unwrap();
@@ -682,11 +676,11 @@ fn closed_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_an_error_or_in_silent_mode_a_miss() {
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port());
-    let quick = |silent| PostgresConfig {
-        silent,
-        connect_timeout: Duration::from_millis(300),
-        timeout: Duration::from_millis(500),
-        ..PostgresConfig::new(url.as_str())
+    let quick = |silent| {
+        PostgresConfig::new(url.as_str())
+            .with_silent(silent)
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_timeout(Duration::from_millis(500))
     };
     let hang = Duration::from_secs(10);
     let loud = PostgresBackend::new(quick(false)).unwrap();
@@ -807,12 +801,11 @@ async fn restart_under_load_degrades_to_misses_and_recovers() {
     let cluster = Arc::new(cluster);
     let timeout = Duration::from_secs(1);
     let hang = timeout * 10;
-    let settings = |silent| PostgresConfig {
-        silent,
-        pool_max: 4,
-        timeout,
-        connect_timeout: Duration::from_millis(500),
-        ..config(&cluster.url(), "cachestack_test_restart", "restart")
+    let settings = |silent| {
+        PostgresConfig { pool_max: 4, ..config(&cluster.url(), "cachestack_test_restart", "restart") }
+            .with_silent(silent)
+            .with_timeout(timeout)
+            .with_connect_timeout(Duration::from_millis(500))
     };
     let backend = Arc::new(PostgresBackend::connect(settings(true)).await.unwrap());
     let loud = PostgresBackend::connect(settings(false)).await.unwrap();

@@ -28,7 +28,7 @@ const TLS_URL_VAR: &str = "CACHESTACK_TEST_REDISS_URL";
 fn test_config(var: &str, what: &str) -> Option<RedisConfig> {
     let url = cachestack_tests::server_url(var, what)?;
     // Generous deadlines: 10 MB values and many parallel tests share two cores.
-    Some(RedisConfig { timeout: Duration::from_secs(5), ..RedisConfig::from_url(&url).unwrap() })
+    Some(RedisConfig::from_url(&url).unwrap().with_timeout(Duration::from_secs(5)))
 }
 
 /// The namespace for `namespace` in this test run: prefixed with `CACHESTACK_TEST_REDIS_RUN`
@@ -41,7 +41,7 @@ fn run_namespace(namespace: &str) -> String {
 }
 
 fn open(config: &RedisConfig, namespace: &str) -> RedisBackend {
-    RedisBackend::new(RedisConfig { namespace: run_namespace(namespace), ..config.clone() }).unwrap()
+    RedisBackend::new(config.clone().with_namespace(run_namespace(namespace))).unwrap()
 }
 
 /// A plain (synchronous) redis-rs client below the backend, for planting and inspecting keys.
@@ -144,7 +144,7 @@ async fn hostile_keys_and_values(config: &RedisConfig) {
 
     // A value over the configured limit is a clear error, and nothing is written.
     let small = open(
-        &RedisConfig { format: ValueFormat { max_value_bytes: 1024, ..ValueFormat::default() }, ..config.clone() },
+        &config.clone().with_format(ValueFormat { max_value_bytes: 1024, ..ValueFormat::default() }),
         &unique_namespace("limit"),
     );
     let err = small.set("big", Value::new(vec![0u8; 4096]), cachestack::Expiry::Default).await.unwrap_err();
@@ -237,13 +237,10 @@ async fn planted_values_are_misses(config: &RedisConfig) {
     assert!(cache.stats().errors > backend.stats().errors);
 
     // Signed caches also reject valid envelopes written without (or with another) secret.
-    let signed_config = RedisConfig {
-        format: ValueFormat {
-            signer: Some(cachestack::Signer::new("0123456789abcdef-secret").unwrap()),
-            ..ValueFormat::default()
-        },
-        ..config.clone()
-    };
+    let signed_config = config.clone().with_format(ValueFormat {
+        signer: Some(cachestack::Signer::new("0123456789abcdef-secret").unwrap()),
+        ..ValueFormat::default()
+    });
     let signed = Cache::new(open(&signed_config, &namespace));
     raw.set(
         &backend.redis_key("unsigned"),
@@ -291,10 +288,7 @@ async fn planted_values_are_misses_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttls_have_millisecond_precision() {
     let Some(config) = test_config(URL_VAR, "redis") else { return };
-    let backend = open(
-        &RedisConfig { default_ttl: Some(Duration::from_millis(90_500)), ..config.clone() },
-        &unique_namespace("ttl"),
-    );
+    let backend = open(&config.clone().with_default_ttl(Duration::from_millis(90_500)), &unique_namespace("ttl"));
     let mut raw = Raw::connect(&config);
 
     backend.set("ms", Value::new(1u8), cachestack::Expiry::after(Duration::from_millis(1500))).await.unwrap();
@@ -483,12 +477,15 @@ async fn tls_verifies_the_server_certificate() {
     let good = open(&config, &unique_namespace("tls"));
     good.ping().await.unwrap();
     assert_eq!(good.stats().details["tls"], "true");
-    let untrusted = RedisConfig { tls: Default::default(), timeout: Duration::from_secs(2), ..config.clone() };
+    let untrusted = RedisConfig { tls: Default::default(), ..config.clone() }.with_timeout(Duration::from_secs(2));
     let err = open(&untrusted, "tls").get("k").await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
     // Plain text against the TLS port fails too.
-    let plain =
-        RedisConfig { url: config.url.replacen("rediss://", "redis://", 1), tls: Default::default(), ..untrusted };
+    let plain = RedisConfig {
+        url: config.url.replacen("rediss://", "redis://", 1).into(),
+        tls: Default::default(),
+        ..untrusted
+    };
     assert!(open(&plain, "tls").get("k").await.is_err());
 }
 
@@ -581,13 +578,13 @@ async fn restart_under_load(silent: bool) -> Vec<Error> {
     let port = OwnServer::free_port();
     let server = OwnServer::start(port);
     let backend = Arc::new(
-        RedisBackend::new(RedisConfig {
-            namespace: unique_namespace("restart"),
-            silent,
-            timeout,
-            connect_timeout: Duration::from_millis(300),
-            ..RedisConfig::new(format!("redis://127.0.0.1:{port}/0"))
-        })
+        RedisBackend::new(
+            RedisConfig::new(format!("redis://127.0.0.1:{port}/0"))
+                .with_namespace(unique_namespace("restart"))
+                .with_silent(silent)
+                .with_timeout(timeout)
+                .with_connect_timeout(Duration::from_millis(300)),
+        )
         .unwrap(),
     );
 

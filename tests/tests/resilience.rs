@@ -66,7 +66,7 @@ fn fixture(store: Store, tag: &str) -> Option<Fixture> {
                 Ok(run) if !run.is_empty() => format!("{run}-{}", unique_namespace(tag)),
                 _ => unique_namespace(tag),
             };
-            let config = RedisConfig { namespace, timeout: secs(5), ..RedisConfig::from_url(&url).unwrap() };
+            let config = RedisConfig::from_url(&url).unwrap().with_namespace(namespace).with_timeout(secs(5));
             let redis = Arc::new(RedisBackend::new(config).unwrap());
             let stack = TieredCache::builder()
                 .layer(MemoryBackend::with_capacity(10_000))

@@ -53,11 +53,7 @@ fn run_namespace(namespace: &str) -> String {
 }
 
 fn redis_config(url: &str, namespace: &str) -> RedisConfig {
-    RedisConfig {
-        namespace: run_namespace(namespace),
-        timeout: Duration::from_secs(5),
-        ..RedisConfig::from_url(url).unwrap()
-    }
+    RedisConfig::from_url(url).unwrap().with_namespace(run_namespace(namespace)).with_timeout(Duration::from_secs(5))
 }
 
 fn redis(servers: &Servers, namespace: &str) -> Arc<RedisBackend> {
@@ -65,8 +61,7 @@ fn redis(servers: &Servers, namespace: &str) -> Arc<RedisBackend> {
 }
 
 fn postgres(servers: &Servers, namespace: &str) -> Arc<PostgresBackend> {
-    let config =
-        PostgresConfig { table: TABLE.into(), namespace: namespace.into(), ..PostgresConfig::new(&servers.postgres) };
+    let config = PostgresConfig::new(&servers.postgres).with_table(TABLE).with_namespace(namespace);
     Arc::new(PostgresBackend::new(config).unwrap())
 }
 

@@ -17,11 +17,17 @@ pub(crate) mod postgres;
 mod recycle;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+mod settings;
 
 pub use backend::{
     Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
 };
 pub(crate) use forward::forward_backend;
+#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+pub(crate) use settings::settings_setters;
+#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+pub use settings::{ServerTimeouts, StoreSettings};
 
 use crate::url::Scheme;
 

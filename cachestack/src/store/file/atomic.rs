@@ -78,7 +78,7 @@ impl Inner {
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                Err(Error::unsupported("set_if_absent", &self.config.name))
+                Err(Error::unsupported("set_if_absent", &self.config.settings.name))
             }
             Err(e) => Err(self.io("cannot link a temporary file to", &path, e)),
         }
@@ -204,7 +204,7 @@ impl Inner {
     }
 
     fn changing(&self, op: &str) -> Error {
-        Error::contended(&self.config.name, op, ATTEMPTS)
+        Error::contended(&self.config.settings.name, op, ATTEMPTS)
     }
 }
 

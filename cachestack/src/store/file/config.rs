@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::value::envelope::ValueFormat;
+use crate::store::StoreSettings;
 
 /// Settings of a [`FileBackend`](super::FileBackend).
 ///
@@ -36,17 +36,10 @@ pub struct FileConfig {
     /// `$HOME/.cache/cachestack`, else `cachestack-<uid>` under the system temporary directory
     /// (on Windows `%LOCALAPPDATA%\cachestack`, else `cachestack` under the temporary directory).
     pub directory: PathBuf,
-    /// Subdirectory of `directory` holding this cache's entries; [`Backend::clear`](crate::Backend::clear) empties only
-    /// it. 1 to 64 characters from `A-Z a-z 0-9 _ - .`, not starting with a dot. Default
-    /// `"default"`.
-    pub namespace: String,
-    /// TTL for writes that give none. `None`: entries never expire.
-    pub default_ttl: Option<Duration>,
-    /// Codec, compression, signing and size limit of stored values.
-    pub format: ValueFormat,
-    /// Selects the [`Silent`](crate::layer::Silent) layer: failures become misses and no-ops
-    /// (counted in stats and logged) instead of errors.
-    pub silent: bool,
+    /// Namespace, name (default `file`), default TTL, value format, silent mode. The namespace
+    /// is the subdirectory of `directory` holding this cache's entries: 1 to 64 characters from
+    /// `A-Z a-z 0-9 _ - .`, not starting with a dot.
+    pub settings: StoreSettings,
     /// Passive purge: a write that finds this much time passed since the last purge runs
     /// [`Backend::purge_expired`](crate::Backend::purge_expired) inline (only one purge runs at a time; a write that finds one
     /// running skips it). `None`: purge only when asked. `Some(Duration::ZERO)` purges after
@@ -61,60 +54,32 @@ pub struct FileConfig {
     /// Temporary files older than this are leftovers of crashed writers and are removed by
     /// purges and [`Backend::clear`](crate::Backend::clear). Default 10 minutes.
     pub temp_max_age: Duration,
-    /// Name shown in stats and logs. Default `"file"`.
-    pub name: String,
 }
 
 impl Default for FileConfig {
     fn default() -> Self {
         FileConfig {
             directory: super::secure::default_directory(),
-            namespace: "default".into(),
-            default_ttl: None,
-            format: ValueFormat::default(),
-            silent: false,
+            settings: StoreSettings::new("file"),
             auto_purge_interval: None,
             max_bytes: None,
             max_entries: None,
             temp_max_age: Duration::from_secs(600),
-            name: "file".into(),
         }
     }
 }
+
+crate::store::settings_setters!(FileConfig);
 
 impl FileConfig {
     /// Default settings with `directory` as the root.
     ///
     /// ```
     /// let config = cachestack::FileConfig::new("/var/cache/app");
-    /// assert_eq!(config.namespace, "default");
+    /// assert_eq!(config.settings.namespace, "default");
     /// ```
     pub fn new(directory: impl Into<PathBuf>) -> Self {
         FileConfig { directory: directory.into(), ..FileConfig::default() }
-    }
-
-    /// Sets [`FileConfig::namespace`].
-    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// Sets [`FileConfig::default_ttl`].
-    pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
-        self.default_ttl = Some(ttl);
-        self
-    }
-
-    /// Sets [`FileConfig::format`].
-    pub fn with_format(mut self, format: ValueFormat) -> Self {
-        self.format = format;
-        self
-    }
-
-    /// Sets [`FileConfig::silent`].
-    pub fn with_silent(mut self, silent: bool) -> Self {
-        self.silent = silent;
-        self
     }
 
     /// Sets [`FileConfig::auto_purge_interval`].
@@ -138,12 +103,6 @@ impl FileConfig {
     /// Sets [`FileConfig::temp_max_age`].
     pub fn with_temp_max_age(mut self, age: Duration) -> Self {
         self.temp_max_age = age;
-        self
-    }
-
-    /// Sets [`FileConfig::name`].
-    pub fn with_name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
         self
     }
 }

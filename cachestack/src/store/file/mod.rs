@@ -2,7 +2,7 @@
 //!
 //! [`FileStore`] does the file I/O and nothing else; [`FileBackend`] is that store behind its
 //! [layers](crate::layer) (the [`Silent`](crate::layer::Silent) layer counts failed operations
-//! and, with [`FileConfig::silent`], absorbs them). The layout, the file format and the
+//! and, with `settings.silent`, absorbs them). The layout, the file format and the
 //! concurrency rules are documented on [`FileStore`].
 //!
 //! # The one I/O rule, for files
@@ -18,7 +18,7 @@
 //! # Expiry
 //!
 //! A write's [`Expiry`] becomes a [`Deadline`] when the write reaches the store
-//! ([`Expiry::Default`] resolves to [`FileConfig::default_ttl`] from then); the deadline is sealed
+//! ([`Expiry::Default`] resolves to `settings.default_ttl` from then); the deadline is sealed
 //! in the value envelope and read back unchanged: [`Backend::get`] returns the writer's deadline
 //! (same Unix millisecond), never a recomputed TTL, and never an entry whose deadline has passed.
 
@@ -45,7 +45,7 @@ pub(crate) use url::SCHEME;
 
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
-use crate::layer::{Layered, Layers};
+use crate::layer::Layered;
 use crate::pattern::KeyPattern;
 use crate::store::{Backend, BackendStats, Counters, Entry, KeyVisitor};
 use crate::value::Value;
@@ -53,7 +53,7 @@ use config::validate_namespace;
 use paths::TEMP_PREFIX;
 
 /// A file cache: a [`FileStore`] behind its layers (silent mode when
-/// [`FileConfig::silent`] is set). The store's own methods ([`FileStore::path_for`],
+/// `settings.silent` is set). The store's own methods ([`FileStore::path_for`],
 /// [`FileStore::directory`]...) are reachable through `Deref`.
 ///
 /// # Example
@@ -73,7 +73,7 @@ pub type FileBackend = Layered<FileStore>;
 
 impl Layered<FileStore> {
     /// A file cache with the given settings: the [`FileStore`] (see [`FileStore::new`]) behind
-    /// the [`Silent`](crate::layer::Silent) layer, silent when [`FileConfig::silent`] is set.
+    /// the [`Silent`](crate::layer::Silent) layer, silent when `settings.silent` is set.
     ///
     /// Fails with [`Error::Config`] for an invalid namespace, an empty directory path or a zero
     /// bound, and with [`Error::Io`] (naming the directory) when the directory cannot be created
@@ -90,7 +90,7 @@ impl Layered<FileStore> {
     /// assert!(cache.layers().silent);
     /// ```
     pub fn new(config: FileConfig) -> Result<Self> {
-        let layers = Layers { silent: config.silent, timeout: None, breaker: None };
+        let layers = config.settings.layers(None);
         Ok(Layered::wrap(FileStore::new(config)?, layers))
     }
 
@@ -182,7 +182,7 @@ impl Layered<FileStore> {
 /// A failed operation is returned as an error; counting it and silent mode are the layers'
 /// business ([`FileBackend`]). Unusable stored files are this store's: a miss, removed, and
 /// counted in `errors`. A write's [`Expiry`] becomes a [`Deadline`] when it reaches the store
-/// ([`Expiry::Default`]: [`FileConfig::default_ttl`] from then), sealed in the file and returned
+/// ([`Expiry::Default`]: `settings.default_ttl` from then), sealed in the file and returned
 /// unchanged by reads, which never serve it once passed.
 ///
 /// ```
@@ -227,7 +227,7 @@ impl std::fmt::Debug for FileStore {
 impl FileStore {
     /// The store alone, without layers (most code wants [`FileBackend::new`]): validates the
     /// settings, creates the namespace directory if needed, checks it is writable, and counts
-    /// the entries already there. [`FileConfig::silent`] is ignored here: it selects a layer.
+    /// the entries already there. `settings.silent` is ignored here: it selects a layer.
     ///
     /// Fails with [`Error::Config`] for an invalid namespace, an empty directory path or a zero
     /// bound, and with [`Error::Io`] (naming the directory) when the directory cannot be created
@@ -239,7 +239,7 @@ impl FileStore {
     /// assert!(store.root().is_absolute());
     /// ```
     pub fn new(config: FileConfig) -> Result<Self> {
-        validate_namespace(&config.namespace)?;
+        validate_namespace(&config.settings.namespace)?;
         if config.directory.as_os_str().is_empty() {
             return Err(Error::config("file cache: the directory must not be empty"));
         }
@@ -252,21 +252,22 @@ impl FileStore {
         let root = std::path::absolute(&config.directory).map_err(|e| {
             Error::config(format!("file cache: cannot resolve directory {}: {e}", config.directory.display()))
         })?;
-        let dir = root.join(&config.namespace);
+        let dir = root.join(&config.settings.namespace);
         // Created 0700; refused if another local user could control it (see `secure.rs`).
-        secure::prepare_directories(&config.name, &root, &dir)?;
+        secure::prepare_directories(&config.settings.name, &root, &dir)?;
         // Resolve `..` and symlinks once the directory exists. (On Windows `canonicalize` returns
         // verbatim `\\?\` paths, so the absolute path is kept as it is.)
         #[cfg(not(windows))]
         let (root, dir) = {
             let canonical = |p: &Path| {
-                std::fs::canonicalize(p).map_err(|e| io_error(&config.name, "cannot resolve cache directory", p, e))
+                std::fs::canonicalize(p)
+                    .map_err(|e| io_error(&config.settings.name, "cannot resolve cache directory", p, e))
             };
             (canonical(&root)?, canonical(&dir)?)
         };
         let probe = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(&dir);
         if let Err(e) = probe {
-            return Err(io_error(&config.name, "cache directory is not writable", &dir, e));
+            return Err(io_error(&config.settings.name, "cache directory is not writable", &dir, e));
         }
         let inner = Inner {
             root,
@@ -314,7 +315,7 @@ impl FileStore {
 
     /// The deadline a write with `expiry` made now gets in this store.
     fn deadline(&self, expiry: Expiry) -> Option<Deadline> {
-        expiry.resolve(self.inner.config.default_ttl)
+        expiry.resolve(self.inner.config.settings.default_ttl)
     }
 
     /// Runs the blocking `f` on tokio's blocking pool (inline outside a runtime). If the caller's
@@ -329,7 +330,7 @@ impl FileStore {
         match handle.spawn_blocking(move || f(&inner)).await {
             Ok(result) => result,
             Err(join) => Err(Error::Generic {
-                backend: self.inner.config.name.clone(),
+                backend: self.inner.config.settings.name.clone(),
                 source: format!("file cache operation `{op}` did not complete: {join}").into(),
             }),
         }
@@ -339,7 +340,7 @@ impl FileStore {
 #[async_trait]
 impl Backend for FileStore {
     fn name(&self) -> &str {
-        &self.inner.config.name
+        &self.inner.config.settings.name
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
@@ -447,21 +448,21 @@ impl Backend for FileStore {
 
     fn stats(&self) -> BackendStats {
         let s = &self.inner;
-        let mut stats = s.counters.snapshot(&s.config.name);
+        let mut stats = s.counters.snapshot(&s.config.settings.name);
         stats.entries = Some(s.entries.load(Relaxed));
         let mut stats = stats
             .with_detail("directory", s.dir.display())
-            .with_detail("namespace", &s.config.namespace)
+            .with_detail("namespace", &s.config.settings.namespace)
             .with_detail("bytes_on_disk", s.bytes.load(Relaxed))
-            .with_detail("codec", s.config.format.codec.name())
-            .with_detail("signed", s.config.format.signer.is_some());
+            .with_detail("codec", s.config.settings.format.codec.name())
+            .with_detail("signed", s.config.settings.format.signer.is_some());
         if let Some(max) = s.config.max_entries {
             stats = stats.with_detail("max_entries", max);
         }
         if let Some(max) = s.config.max_bytes {
             stats = stats.with_detail("max_bytes", max);
         }
-        if let Some(ttl) = s.config.default_ttl {
+        if let Some(ttl) = s.config.settings.default_ttl {
             stats = stats.with_detail("default_ttl", crate::ttl::format_ttl(ttl));
         }
         if let Some(interval) = s.config.auto_purge_interval {
@@ -471,17 +472,17 @@ impl Backend for FileStore {
     }
 
     fn default_ttl(&self) -> Option<Duration> {
-        self.inner.config.default_ttl
+        self.inner.config.settings.default_ttl
     }
 
     fn signing(&self) -> crate::store::Signing {
-        crate::store::Signing::of(&self.inner.config.format)
+        crate::store::Signing::of(&self.inner.config.settings.format)
     }
 }
 
 impl Inner {
     fn io(&self, what: &str, path: &Path, err: io::Error) -> Error {
-        io_error(&self.config.name, what, path, err)
+        io_error(&self.config.settings.name, what, path, err)
     }
 
     fn limited(&self) -> bool {

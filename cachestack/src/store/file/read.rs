@@ -94,7 +94,7 @@ impl Inner {
             return Ok(None);
         }
         // The deadline served is the one `open` has checked (HMAC included).
-        let (value, sealed) = self.config.format.open_in(&self.config.namespace, key, envelope)?;
+        let (value, sealed) = self.config.settings.open(key, envelope)?;
         let expires = sealed.map(Deadline::at);
         if expires.is_some_and(|deadline| deadline.has_passed_at(now)) {
             return Ok(None);
@@ -104,13 +104,13 @@ impl Inner {
 
     /// Counts and logs an unusable file, then removes it.
     fn reject(&self, key: &str, path: &Path, meta: &Metadata, err: &Error) {
-        self.counters.record_invalid(&self.config.name, key, err);
+        self.counters.record_invalid(&self.config.settings.name, key, err);
         self.remove_if_same(path, meta);
     }
 
     /// Largest entry file a value for `key` can produce under the configured value limit.
     fn max_file_len(&self, key: &str) -> u64 {
-        let value = self.config.format.max_value_bytes as u64;
+        let value = self.config.settings.format.max_value_bytes as u64;
         // Headers, key, HMAC, plus the worst-case growth of compressing incompressible data.
         ((FILE_HEADER_LEN + ENVELOPE_HEADER_LEN + 32 + 1024) as u64)
             .saturating_add(key.len() as u64)

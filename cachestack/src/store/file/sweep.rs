@@ -37,7 +37,7 @@ impl Inner {
         let swept = self.sweep_locked(&guard, purge_due);
         if let Err(err) = swept {
             self.counters.record_error();
-            tracing::warn!(backend = %self.config.name, error = %err, "cachestack: file cache sweep failed");
+            tracing::warn!(backend = %self.config.settings.name, error = %err, "cachestack: file cache sweep failed");
         }
     }
 
@@ -76,11 +76,11 @@ impl Inner {
                 Err(ReadError::Invalid(err)) => {
                     if remove_same(&path, &meta) {
                         unreadable += 1;
-                        self.counters.record_invalid(&self.config.name, &path.display().to_string(), &err);
+                        self.counters.record_invalid(&self.config.settings.name, &path.display().to_string(), &err);
                     }
                 }
                 Err(ReadError::Io(err)) => {
-                    tracing::debug!(backend = %self.config.name, path = %path.display(), error = %err, "cachestack: file cache sweep skipped a file");
+                    tracing::debug!(backend = %self.config.settings.name, path = %path.display(), error = %err, "cachestack: file cache sweep skipped a file");
                     live.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), path, meta));
                 }
             },
@@ -114,7 +114,7 @@ impl Inner {
         self.bytes.store(bytes, Relaxed);
         if report.expired + report.evicted + stale_temps + unreadable > 0 {
             tracing::debug!(
-                backend = %self.config.name,
+                backend = %self.config.settings.name,
                 expired = report.expired,
                 evicted = report.evicted,
                 stale_temps,

@@ -19,15 +19,7 @@ pub(crate) const SCHEME: Scheme = Scheme {
 
 fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend>> {
     let mut config = FileConfig::new(file_url_path(&url.rest)?);
-    shared.apply(SharedFields {
-        namespace: Some(&mut config.namespace),
-        name: Some(&mut config.name),
-        default_ttl: &mut config.default_ttl,
-        silent: Some(&mut config.silent),
-        timeout: None,
-        connect_timeout: None,
-        format: Some(&mut config.format),
-    });
+    shared.apply(SharedFields::settings(&mut config.settings));
     config.max_entries = url.take_parsed::<u64>("max_entries")?.or(config.max_entries);
     config.max_bytes = url.take_parsed::<u64>("max_bytes")?.or(config.max_bytes);
     config.auto_purge_interval = url.take_ttl("auto_purge")?.or(config.auto_purge_interval);

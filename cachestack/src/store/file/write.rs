@@ -20,7 +20,7 @@ impl Inner {
     /// encoding, compression, signing). Fails if the value cannot be encoded or exceeds a bound.
     /// A deadline that has already passed is written as it is: reads never serve it.
     pub(super) fn record(&self, key: &str, value: &Value, deadline: Option<Deadline>) -> Result<Vec<u8>> {
-        let envelope = self.config.format.seal_in(&self.config.namespace, key, value, deadline.map(Deadline::time))?;
+        let envelope = self.config.settings.seal(key, value, deadline.map(Deadline::time))?;
         let bytes = encode_file(key, &envelope)?;
         if let Some(max) = self.config.max_bytes {
             if bytes.len() as u64 > max {

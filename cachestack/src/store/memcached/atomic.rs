@@ -113,11 +113,11 @@ impl MemcachedStore {
                 return Ok(answer);
             }
         }
-        Err(Error::contended(&self.config.name, op, ATTEMPTS))
+        Err(Error::contended(&self.config.settings.name, op, ATTEMPTS))
     }
 
     pub(super) async fn set_nx(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
-        let deadline = expiry.resolve(self.config.default_ttl);
+        let deadline = expiry.resolve(self.config.settings.default_ttl);
         self.update("set_if_absent", key, |live| {
             Ok(match live {
                 Some(_) => Decision::Keep(false),
@@ -128,7 +128,7 @@ impl MemcachedStore {
     }
 
     pub(super) async fn incr_by(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
-        let deadline = expiry.resolve(self.config.default_ttl);
+        let deadline = expiry.resolve(self.config.settings.default_ttl);
         self.update("incr", key, |live| match live {
             None => Ok(Decision::Write(Value::new(delta), deadline, delta)),
             Some(entry) => {
@@ -144,7 +144,7 @@ impl MemcachedStore {
     }
 
     pub(super) async fn expire_at(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        let deadline = expiry.resolve(self.config.default_ttl);
+        let deadline = expiry.resolve(self.config.settings.default_ttl);
         self.update("expire", key, |live| {
             Ok(match live {
                 None => Decision::Keep(false),

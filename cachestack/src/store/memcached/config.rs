@@ -5,9 +5,8 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
-use crate::store::Backend;
+use crate::store::{Backend, ServerTimeouts, StoreSettings};
 use crate::url::{CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
-use crate::value::envelope::ValueFormat;
 
 use super::keys;
 
@@ -15,42 +14,45 @@ const DEFAULT_PORT: u16 = 11211;
 
 /// Settings of a [`MemcachedBackend`](super::MemcachedBackend).
 ///
+/// Start from `Default` and chain the setters, or assign the public fields:
+///
 /// ```
 /// use std::time::Duration;
-/// use cachestack::MemcachedConfig;
+/// use cachestack::{MemcachedConfig, StoreSettings};
 ///
 /// let config = MemcachedConfig {
 ///     servers: vec!["10.0.0.1:11211".into(), "10.0.0.2:11211".into()],
-///     namespace: "app".into(),
-///     default_ttl: Some(Duration::from_secs(600)),
-///     silent: true,
 ///     ..MemcachedConfig::default()
-/// };
+/// }
+/// .with_namespace("app")
+/// .with_default_ttl(Duration::from_secs(600))
+/// .with_silent(true);
 /// assert_eq!(config.max_item_bytes, 1024 * 1024);
+///
+/// // Struct update, the shared settings included:
+/// let defaults = MemcachedConfig::default();
+/// let same = MemcachedConfig {
+///     servers: config.servers.clone(),
+///     settings: StoreSettings { namespace: "app".into(), silent: true, ..defaults.settings },
+///     ..defaults
+/// };
+/// assert_eq!(same.settings.name, "memcached");
 ///
 /// // The same from a URL:
 /// let from_url = MemcachedConfig::from_url("memcached://10.0.0.1,10.0.0.2?namespace=app&ttl=10m&silent=true").unwrap();
 /// assert_eq!(from_url.servers, config.servers);
-/// assert_eq!(from_url.default_ttl, config.default_ttl);
+/// assert_eq!(from_url.settings.default_ttl, config.settings.default_ttl);
 /// ```
 #[derive(Debug, Clone)]
 pub struct MemcachedConfig {
     /// Servers as `host:port` (`[v6addr]:port` for IPv6). Default `127.0.0.1:11211`.
     pub servers: Vec<String>,
-    /// Keys live under this namespace; [`Backend::clear`](crate::Backend::clear) empties only it. Default `default`.
-    pub namespace: String,
-    /// TTL for writes that give none. `None`: entries live until evicted.
-    pub default_ttl: Option<Duration>,
-    /// Codec, compression and signing of stored values.
-    pub format: ValueFormat,
-    /// Failures become misses and no-ops (counted and logged) instead of errors: the
-    /// [`Silent`](crate::layer::Silent) layer.
-    pub silent: bool,
-    /// Deadline for opening a connection. Default 1 s.
-    pub connect_timeout: Duration,
-    /// Bound on one operation (the [`Timeout`](crate::layer::Timeout) layer): waiting for pooled
-    /// connections, connecting if needed, every request and response it involves. Default 1 s.
-    pub timeout: Duration,
+    /// Namespace, name (default `memcached`), default TTL, value format, silent mode. Entries
+    /// without a TTL live until evicted; the namespace is at most 1024 bytes.
+    pub settings: StoreSettings,
+    /// Per operation (default 1 s): waiting for pooled connections, connecting if needed, every
+    /// request and response it involves. And per connection opened (default 1 s).
+    pub timeouts: ServerTimeouts,
     /// Most connections held open to each server. Default 8.
     pub pool_size: usize,
     /// The servers' item size limit (memcached's `-I`, 1 MiB by default): larger values are
@@ -66,36 +68,32 @@ pub struct MemcachedConfig {
     pub failover: bool,
     /// How long a failed server is left alone before one request probes it. Default 1 s.
     pub retry_interval: Duration,
-    /// Name shown in stats and logs. Default `memcached`.
-    pub name: String,
 }
 
 impl Default for MemcachedConfig {
     fn default() -> Self {
         MemcachedConfig {
             servers: vec![format!("127.0.0.1:{DEFAULT_PORT}")],
-            namespace: "default".into(),
-            default_ttl: None,
-            format: ValueFormat::default(),
-            silent: false,
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
+            settings: StoreSettings::new("memcached"),
+            timeouts: ServerTimeouts::new(Duration::from_secs(1), Duration::from_secs(1)),
             pool_size: 8,
             max_item_bytes: 1024 * 1024,
             failover: false,
             retry_interval: Duration::from_secs(1),
-            name: "memcached".into(),
         }
     }
 }
+
+crate::store::settings_setters!(MemcachedConfig, timeouts);
 
 impl MemcachedConfig {
     /// Settings from a `memcached://host1:port,host2:port?options` URL (`memcache://` too; the
     /// port defaults to 11211).
     ///
-    /// Options: `namespace`, `ttl`, `silent`, `pool_size`, `connect_timeout`, `timeout`,
-    /// `max_item_bytes`, `failover`, `retry_interval`, and the byte-store options `codec`,
-    /// `compression`, `secret` / `secret_env`, `max_value_bytes`. Unknown options are errors.
+    /// Options: the shared ones (`namespace`, `name`, `ttl`, `silent`, `codec`, `compression`,
+    /// `secret` / `secret_env`, `max_value_bytes`: [`StoreSettings`]; `timeout`,
+    /// `connect_timeout`: [`ServerTimeouts`]) and Memcached's own `pool_size`,
+    /// `max_item_bytes`, `failover`, `retry_interval`. Unknown options are errors.
     ///
     /// ```
     /// use cachestack::MemcachedConfig;
@@ -118,19 +116,17 @@ impl MemcachedConfig {
                 return Err(Error::config(format!("memcached: server `{server}` is listed twice")));
             }
         }
-        if self.namespace.len() > keys::MAX_NAMESPACE_BYTES {
+        if self.settings.namespace.len() > keys::MAX_NAMESPACE_BYTES {
             return Err(Error::config(format!(
                 "memcached: the namespace is {} bytes long; at most {} are allowed",
-                self.namespace.len(),
+                self.settings.namespace.len(),
                 keys::MAX_NAMESPACE_BYTES
             )));
         }
         if self.pool_size == 0 {
             return Err(Error::config("memcached: pool_size must be greater than zero"));
         }
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(Error::config("memcached: timeout and connect_timeout must be greater than zero"));
-        }
+        self.timeouts.validate("memcached")?;
         if self.max_item_bytes < 1024 {
             return Err(Error::config(format!(
                 "memcached: max_item_bytes={} is below memcached's smallest item limit (1 KiB)",
@@ -219,18 +215,10 @@ fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend
     Ok(Arc::new(crate::store::memcached::MemcachedBackend::new(config_from_url(url, shared)?)?))
 }
 
-/// The configuration a URL describes, its shared options already parsed.
+/// The configuration a URL describes, its shared options already parsed, checked.
 fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<MemcachedConfig> {
     let mut config = MemcachedConfig { servers: parse_servers(&url.rest)?, ..MemcachedConfig::default() };
-    shared.apply(SharedFields {
-        namespace: Some(&mut config.namespace),
-        name: Some(&mut config.name),
-        default_ttl: &mut config.default_ttl,
-        silent: Some(&mut config.silent),
-        timeout: Some(&mut config.timeout),
-        connect_timeout: Some(&mut config.connect_timeout),
-        format: Some(&mut config.format),
-    });
+    shared.apply(SharedFields::settings(&mut config.settings).with_timeouts(&mut config.timeouts));
     if let Some(n) = url.take_parsed::<usize>("pool_size")? {
         config.pool_size = n;
     }
@@ -243,6 +231,7 @@ fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Memcache
     if let Some(d) = url.take_ttl("retry_interval")? {
         config.retry_interval = d;
     }
+    config.validate()?;
     Ok(config)
 }
 
@@ -257,12 +246,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.servers, ["h1:11211", "h2:11211", "[::1]:11300"]);
-        assert_eq!(c.namespace, "app");
-        assert_eq!(c.default_ttl, Some(Duration::from_secs(300)));
-        assert!(c.silent && c.failover);
+        assert_eq!(c.settings.namespace, "app");
+        assert_eq!(c.settings.default_ttl, Some(Duration::from_secs(300)));
+        assert!(c.settings.silent && c.failover);
         assert_eq!(c.pool_size, 3);
-        assert_eq!(c.connect_timeout, Duration::from_millis(200));
-        assert_eq!(c.timeout, Duration::from_millis(300));
+        assert_eq!(c.timeouts, ServerTimeouts::new(Duration::from_millis(300), Duration::from_millis(200)));
         assert_eq!(c.max_item_bytes, 2 * 1024 * 1024);
         assert_eq!(c.retry_interval, Duration::from_secs(2));
         assert!(MemcachedConfig::from_url("memcache://localhost").is_ok());
@@ -287,14 +275,6 @@ mod tests {
             ("memcached://h1?silent=maybe", "silent=maybe"),
             ("memcached://h1,h1:11211", "listed twice"),
         ];
-        for (url, expected) in cases {
-            let err = match crate::backend_from_url(url) {
-                Ok(b) => panic!("{url} was accepted: {b:?}"),
-                Err(e) => e,
-            };
-            assert!(matches!(err, Error::Config { .. }), "{url}: {err:?}");
-            assert!(err.to_string().contains(expected), "{url}: {err}");
-            assert!(!err.to_string().contains("pw@"), "{url}: password shown in {err}");
-        }
+        crate::url::assert_config_errors(&cases, crate::backend_from_url);
     }
 }

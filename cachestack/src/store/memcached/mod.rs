@@ -13,7 +13,7 @@ mod server;
 mod store;
 
 use crate::error::Result;
-use crate::layer::{Layered, Layers};
+use crate::layer::Layered;
 use crate::store::Backend;
 
 pub use config::MemcachedConfig;
@@ -30,11 +30,13 @@ pub use store::MemcachedStore;
 /// use cachestack::{Cache, MemcachedBackend, MemcachedConfig};
 ///
 /// # async fn demo() -> cachestack::Result<()> {
-/// let backend = MemcachedBackend::connect(MemcachedConfig {
-///     servers: vec!["127.0.0.1:11211".into(), "127.0.0.1:11212".into()],
-///     namespace: "app".into(),
-///     ..MemcachedConfig::default()
-/// })
+/// let backend = MemcachedBackend::connect(
+///     MemcachedConfig {
+///         servers: vec!["127.0.0.1:11211".into(), "127.0.0.1:11212".into()],
+///         ..MemcachedConfig::default()
+///     }
+///     .with_namespace("app"),
+/// )
 /// .await?;
 /// let cache = Cache::new(backend);
 /// cache.set("user:1", &"Ada".to_string(), None).await?;
@@ -108,14 +110,14 @@ pub type MemcachedBackend = Layered<MemcachedStore>;
 impl Layered<MemcachedStore> {
     /// A backend over `config.servers`, connecting lazily. Fails only on invalid settings.
     pub fn new(config: MemcachedConfig) -> Result<Self> {
-        let layers = Layers { silent: config.silent, timeout: Some(config.timeout), breaker: None };
+        let layers = config.settings.layers(Some(config.timeouts.operation));
         Ok(Layered::wrap(MemcachedStore::new(config)?, layers))
     }
 
     /// A backend whose servers all answered a `version` request within `timeout`: fails
     /// with the first server that does not. Use [`MemcachedBackend::new`] to start without them.
     pub async fn connect(config: MemcachedConfig) -> Result<Self> {
-        let timeout = config.timeout;
+        let timeout = config.timeouts.operation;
         let backend = Self::new(config)?;
         crate::layer::within(backend.name(), timeout, backend.store().ping()).await?;
         Ok(backend)
@@ -144,11 +146,9 @@ mod tests {
 
     #[test]
     fn silent_mode_turns_an_unreachable_server_into_misses() {
-        let backend = MemcachedBackend::new(MemcachedConfig {
-            servers: vec!["127.0.0.1:1".into()],
-            silent: true,
-            ..Default::default()
-        })
+        let backend = MemcachedBackend::new(
+            MemcachedConfig { servers: vec!["127.0.0.1:1".into()], ..Default::default() }.with_silent(true),
+        )
         .unwrap();
         let backend = Arc::new(backend);
         let b = backend.clone();

@@ -34,7 +34,7 @@ const GEN_MAX_AGE: Duration = Duration::from_secs(1);
 /// ```
 /// use cachestack::{Backend, MemcachedConfig, MemcachedStore};
 ///
-/// let store = MemcachedStore::new(MemcachedConfig { namespace: "app".into(), ..Default::default() }).unwrap();
+/// let store = MemcachedStore::new(MemcachedConfig::default().with_namespace("app")).unwrap();
 /// assert_eq!(store.name(), "memcached");
 /// assert_eq!(store.wire_key("user:1"), "cs:app:user:1");
 /// ```
@@ -49,7 +49,7 @@ impl fmt::Debug for MemcachedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemcachedStore")
             .field("servers", &self.servers)
-            .field("namespace", &self.config.namespace)
+            .field("namespace", &self.config.settings.namespace)
             .finish_non_exhaustive()
     }
 }
@@ -65,14 +65,19 @@ impl MemcachedStore {
                 Server::new(
                     parse_server(s)?,
                     config.pool_size,
-                    config.connect_timeout,
-                    config.timeout,
+                    config.timeouts.connect,
+                    config.timeouts.operation,
                     config.retry_interval,
                 )
                 .map(Arc::new)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(MemcachedStore { keys: Keyspace::new(&config.namespace), config, servers, counters: Counters::default() })
+        Ok(MemcachedStore {
+            keys: Keyspace::new(&config.settings.namespace),
+            config,
+            servers,
+            counters: Counters::default(),
+        })
     }
 
     /// Asks every server for its version, all at once: the first server (in the configured
@@ -92,7 +97,7 @@ impl MemcachedStore {
     ///
     /// ```
     /// use cachestack::{MemcachedBackend, MemcachedConfig};
-    /// let backend = MemcachedBackend::new(MemcachedConfig { namespace: "app".into(), ..Default::default() }).unwrap();
+    /// let backend = MemcachedBackend::new(MemcachedConfig::default().with_namespace("app")).unwrap();
     /// assert_eq!(backend.wire_key("user:1"), "cs:app:user:1");
     /// assert!(backend.wire_key("a key\r\nflush_all").starts_with("cs:app:#"));
     /// ```
@@ -199,7 +204,11 @@ impl MemcachedStore {
         };
         // The signature covers the generation too: a record whose generation field was edited
         // (to bring back what a clear() retired) fails it.
-        match self.config.format.open_in(&keys::signed_scope(self.keys.namespace(), generation), key, record.envelope) {
+        match self.config.settings.format.open_in(
+            &keys::signed_scope(self.keys.namespace(), generation),
+            key,
+            record.envelope,
+        ) {
             Ok((value, expires)) => {
                 let deadline = expires.map(Deadline::at);
                 match deadline {
@@ -248,7 +257,7 @@ impl MemcachedStore {
     /// here and now.
     fn target(&self, key: &str, expiry: Expiry) -> Target {
         let now = SystemTime::now();
-        let deadline = expiry.resolve_from(now, self.config.default_ttl);
+        let deadline = expiry.resolve_from(now, self.config.settings.default_ttl);
         Target { wire: self.keys.wire(key), deadline, exptime: keys::exptime(deadline, now) }
     }
 
@@ -258,7 +267,7 @@ impl MemcachedStore {
     fn record(&self, generation: u64, key: &str, value: &Value, target: &Target) -> Result<Vec<u8>> {
         let namespace = self.keys.namespace();
         let scope = keys::signed_scope(namespace, generation);
-        let envelope = self.config.format.seal_in(&scope, key, value, target.deadline.map(Deadline::time))?;
+        let envelope = self.config.settings.format.seal_in(&scope, key, value, target.deadline.map(Deadline::time))?;
         let size = keys::record_overhead(namespace, key).saturating_add(envelope.len());
         let limit = self.config.max_item_bytes.saturating_sub(target.wire.len().saturating_add(ITEM_OVERHEAD));
         if size > limit {
@@ -504,7 +513,7 @@ struct Target {
 #[async_trait]
 impl Backend for MemcachedStore {
     fn name(&self) -> &str {
-        &self.config.name
+        &self.config.settings.name
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
@@ -564,11 +573,11 @@ impl Backend for MemcachedStore {
     }
 
     fn default_ttl(&self) -> Option<Duration> {
-        self.config.default_ttl
+        self.config.settings.default_ttl
     }
 
     fn signing(&self) -> crate::store::Signing {
-        crate::store::Signing::of(&self.config.format)
+        crate::store::Signing::of(&self.config.settings.format)
     }
 
     fn stats(&self) -> BackendStats {
@@ -577,7 +586,7 @@ impl Backend for MemcachedStore {
             .snapshot(self.name())
             .with_detail("servers", self.servers.iter().map(|s| s.addr()).collect::<Vec<_>>().join(","))
             .with_detail("servers_up", self.servers.iter().filter(|s| s.is_up()).count())
-            .with_detail("namespace", &self.config.namespace)
+            .with_detail("namespace", &self.config.settings.namespace)
             .with_detail("max_item_bytes", self.config.max_item_bytes)
             .with_detail("pool_size", self.config.pool_size)
             .with_detail("failover", self.config.failover);

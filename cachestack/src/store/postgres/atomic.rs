@@ -15,7 +15,7 @@ use sqlx::Row as _;
 use super::backend::{expires_param, table_deadline};
 use super::ops::Stored;
 use super::sql::storage_key;
-use super::{Inner, PostgresStore, NAME};
+use super::{Inner, PostgresStore};
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
 use crate::pattern::KeyPattern;
@@ -42,7 +42,7 @@ impl Inner {
              expires_at = EXCLUDED.expires_at, written_at = EXCLUDED.written_at WHERE NOT ({KEEP}) RETURNING true",
             t = self.sql.table
         );
-        let (sql, namespace, row_key, full) = (&sql, &self.config.namespace, &*stored.key, stored.full);
+        let (sql, namespace, row_key, full) = (&sql, &self.config.settings.namespace, &*stored.key, stored.full);
         // Idempotent: a retry after a dropped reply finds its own row and answers false, which
         // only errs on the side of "not stored by this call".
         let stored: Option<bool> = self
@@ -77,7 +77,7 @@ impl Inner {
         );
         let initial = delta.to_string().into_bytes();
         let (sql, namespace, row_key, full, initial) =
-            (&sql, &self.config.namespace, &*stored.key, stored.full, &initial);
+            (&sql, &self.config.settings.namespace, &*stored.key, stored.full, &initial);
         // Not retried: an increment is not idempotent. A value that is not a counter (22P02,
         // 22021: an envelope) or a sum out of range (22003) is the server's answer, not a failure
         // of the connection: it comes back as `Ok(Err(message))`.
@@ -122,7 +122,7 @@ impl Inner {
              AND (expires_at IS NULL OR expires_at > now()) RETURNING true",
             t = self.sql.table
         );
-        let (sql, namespace, row_key, full) = (&sql, &self.config.namespace, &*stored.key, stored.full);
+        let (sql, namespace, row_key, full) = (&sql, &self.config.settings.namespace, &*stored.key, stored.full);
         let done: Option<bool> = self
             .retry(|mut conn| async move {
                 let row = sqlx::query_scalar(sql)
@@ -150,7 +150,7 @@ impl Inner {
             t = self.sql.table
         );
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
-        let (sql, namespace) = (&sql, &self.config.namespace);
+        let (sql, namespace) = (&sql, &self.config.settings.namespace);
         let rows = self
             .retry(|mut conn| async move {
                 let rows = sqlx::query(sql)
@@ -180,15 +180,11 @@ impl Inner {
 
 impl PostgresStore {
     pub(super) async fn set_nx(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
-        let deadline = table_deadline(expiry.resolve(self.inner.config.default_ttl));
-        let bytes = self.inner.config.format.seal_in(
-            &self.inner.config.namespace,
-            key,
-            &value,
-            deadline.map(Deadline::time),
-        )?;
+        let deadline = table_deadline(expiry.resolve(self.inner.config.settings.default_ttl));
+        let bytes = self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?;
         let (inner, owned, expires_ms) = (self.inner.clone(), key.to_owned(), expires_param(deadline));
-        let stored = rt::io(NAME, async move { inner.insert_if_absent(&owned, &bytes, expires_ms).await }).await?;
+        let stored =
+            rt::io(self.inner.name(), async move { inner.insert_if_absent(&owned, &bytes, expires_ms).await }).await?;
         if stored {
             self.note_writes(1);
         }
@@ -196,18 +192,20 @@ impl PostgresStore {
     }
 
     pub(super) async fn incr_by(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
-        let deadline = table_deadline(expiry.resolve(self.inner.config.default_ttl));
+        let deadline = table_deadline(expiry.resolve(self.inner.config.settings.default_ttl));
         let (inner, owned, expires_ms) = (self.inner.clone(), key.to_owned(), expires_param(deadline));
-        let n = rt::io(NAME, async move { inner.add(&owned, delta, expires_ms).await }).await?;
+        let n = rt::io(self.inner.name(), async move { inner.add(&owned, delta, expires_ms).await }).await?;
         self.note_writes(1);
         Ok(n)
     }
 
     pub(super) async fn expire_at(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        let deadline = table_deadline(expiry.resolve(self.inner.config.default_ttl));
+        let deadline = table_deadline(expiry.resolve(self.inner.config.settings.default_ttl));
         for _ in 0..EXPIRE_ATTEMPTS {
             let (inner, owned) = (self.inner.clone(), key.to_owned());
-            let Some(Stored { bytes, .. }) = rt::io(NAME, async move { inner.fetch(&owned).await }).await? else {
+            let Some(Stored { bytes, .. }) =
+                rt::io(self.inner.name(), async move { inner.fetch(&owned).await }).await?
+            else {
                 return Ok(false);
             };
             let new = if counter::parse(&bytes).is_some() {
@@ -215,20 +213,15 @@ impl PostgresStore {
             } else {
                 let stored = Stored { bytes: bytes.clone(), expires_ms: None };
                 let Some(entry) = self.decode(key, stored) else { return Ok(false) };
-                self.inner.config.format.seal_in(
-                    &self.inner.config.namespace,
-                    key,
-                    &entry.value,
-                    deadline.map(Deadline::time),
-                )?
+                self.inner.config.settings.seal(key, &entry.value, deadline.map(Deadline::time))?
             };
             let (inner, owned, expires_ms) = (self.inner.clone(), key.to_owned(), expires_param(deadline));
-            if rt::io(NAME, async move { inner.swap(&owned, &bytes, &new, expires_ms).await }).await? {
+            if rt::io(self.inner.name(), async move { inner.swap(&owned, &bytes, &new, expires_ms).await }).await? {
                 self.note_writes(1);
                 return Ok(true);
             }
         }
-        Err(Error::contended(NAME, "expire", EXPIRE_ATTEMPTS))
+        Err(Error::contended(self.inner.name(), "expire", EXPIRE_ATTEMPTS))
     }
 
     /// The next page of keys matching `pattern` after `after` (moved on to the page's last key),
@@ -242,7 +235,7 @@ impl PostgresStore {
     ) -> Result<Option<(Vec<String>, bool)>> {
         let batch = batch.max(1);
         let (inner, like, from) = (self.inner.clone(), like.to_owned(), after.clone());
-        let page = rt::io(NAME, async move { inner.page(&like, from.as_deref(), batch).await }).await?;
+        let page = rt::io(self.inner.name(), async move { inner.page(&like, from.as_deref(), batch).await }).await?;
         let Some((last, _, _)) = page.last() else { return Ok(None) };
         *after = Some(last.clone());
         let more = page.len() >= batch;
@@ -272,7 +265,8 @@ impl PostgresStore {
             if !keys.is_empty() {
                 self.inner.counters.record_deletes(keys.len() as u64);
                 let inner = self.inner.clone();
-                removed = removed.saturating_add(rt::io(NAME, async move { inner.remove_many(&keys).await }).await?);
+                removed = removed
+                    .saturating_add(rt::io(self.inner.name(), async move { inner.remove_many(&keys).await }).await?);
             }
             if !more {
                 break;

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::ops::Stored;
-use super::{PostgresStore, NAME};
+use super::PostgresStore;
 use crate::error::Result;
 use crate::expiry::{Deadline, Expiry};
 use crate::pattern::KeyPattern;
@@ -36,12 +36,12 @@ impl PostgresStore {
         let opened = match counter::parse(&stored.bytes) {
             // A counter: its deadline is the row's.
             Some(n) => Ok((Value::new(n), None)),
-            None => self.inner.config.format.open_in(&self.inner.config.namespace, key, &stored.bytes),
+            None => self.inner.config.settings.open(key, &stored.bytes),
         };
         let (value, sealed) = match opened {
             Ok(opened) => opened,
             Err(err) => {
-                self.inner.counters.record_invalid(NAME, key, &err);
+                self.inner.counters.record_invalid(self.inner.name(), key, &err);
                 return None;
             }
         };
@@ -65,12 +65,12 @@ impl PostgresStore {
 #[async_trait]
 impl Backend for PostgresStore {
     fn name(&self) -> &str {
-        NAME
+        self.inner.name()
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         let (inner, owned) = (self.inner.clone(), key.to_owned());
-        let stored = rt::io(NAME, async move { inner.fetch(&owned).await }).await?;
+        let stored = rt::io(self.inner.name(), async move { inner.fetch(&owned).await }).await?;
         let found = stored.and_then(|stored| self.decode(key, stored));
         self.inner.counters.record_lookup(found.is_some());
         Ok(found)
@@ -78,15 +78,10 @@ impl Backend for PostgresStore {
 
     async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
         // The deadline is fixed here, once; the envelope and the row carry the same one.
-        let deadline = table_deadline(expiry.resolve(self.inner.config.default_ttl));
-        let bytes = self.inner.config.format.seal_in(
-            &self.inner.config.namespace,
-            key,
-            &value,
-            deadline.map(Deadline::time),
-        )?;
+        let deadline = table_deadline(expiry.resolve(self.inner.config.settings.default_ttl));
+        let bytes = self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?;
         let (inner, owned, expires_ms) = (self.inner.clone(), key.to_owned(), expires_param(deadline));
-        rt::io(NAME, async move { inner.store(&owned, &bytes, expires_ms).await }).await?;
+        rt::io(self.inner.name(), async move { inner.store(&owned, &bytes, expires_ms).await }).await?;
         self.note_writes(1);
         Ok(())
     }
@@ -94,12 +89,12 @@ impl Backend for PostgresStore {
     async fn delete(&self, key: &str) -> Result<bool> {
         self.inner.counters.record_delete();
         let (inner, owned) = (self.inner.clone(), key.to_owned());
-        rt::io(NAME, async move { inner.remove(&owned).await }).await
+        rt::io(self.inner.name(), async move { inner.remove(&owned).await }).await
     }
 
     async fn clear(&self) -> Result<()> {
         let inner = self.inner.clone();
-        rt::io(NAME, async move { inner.delete_all(|sql| &sql.clear_batch).await.map(|_| ()) }).await
+        rt::io(self.inner.name(), async move { inner.delete_all(|sql| &sql.clear_batch).await.map(|_| ()) }).await
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
@@ -107,7 +102,7 @@ impl Backend for PostgresStore {
             return Ok(Vec::new());
         }
         let (inner, owned) = (self.inner.clone(), keys.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>());
-        let stored = rt::io(NAME, async move { inner.fetch_many(&owned).await }).await?;
+        let stored = rt::io(self.inner.name(), async move { inner.fetch_many(&owned).await }).await?;
         let found: Vec<Option<Entry>> =
             keys.iter().zip(stored).map(|(key, stored)| stored.and_then(|s| self.decode(key, s))).collect();
         let hits = found.iter().filter(|e| e.is_some()).count();
@@ -119,18 +114,17 @@ impl Backend for PostgresStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let deadline = table_deadline(expiry.resolve(self.inner.config.default_ttl));
+        let deadline = table_deadline(expiry.resolve(self.inner.config.settings.default_ttl));
         let sealed_until = deadline.map(Deadline::time);
         let rows = entries
             .iter()
             .map(|(key, value)| {
-                let sealed =
-                    self.inner.config.format.seal_in(&self.inner.config.namespace, key, value, sealed_until)?;
+                let sealed = self.inner.config.settings.seal(key, value, sealed_until)?;
                 Ok(((*key).to_owned(), sealed))
             })
             .collect::<Result<Vec<(String, Vec<u8>)>>>()?;
         let (inner, expires_ms) = (self.inner.clone(), expires_param(deadline));
-        rt::io(NAME, async move { inner.store_many(&rows, expires_ms).await }).await?;
+        rt::io(self.inner.name(), async move { inner.store_many(&rows, expires_ms).await }).await?;
         self.note_writes(entries.len() as u64);
         Ok(())
     }
@@ -141,12 +135,12 @@ impl Backend for PostgresStore {
         }
         self.inner.counters.record_deletes(keys.len() as u64);
         let (inner, owned) = (self.inner.clone(), keys.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>());
-        rt::io(NAME, async move { inner.remove_many(&owned).await }).await
+        rt::io(self.inner.name(), async move { inner.remove_many(&owned).await }).await
     }
 
     async fn purge_expired(&self) -> Result<u64> {
         let inner = self.inner.clone();
-        rt::io(NAME, async move { inner.delete_all(|sql| &sql.purge_batch).await }).await
+        rt::io(self.inner.name(), async move { inner.delete_all(|sql| &sql.purge_batch).await }).await
     }
 
     async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
@@ -175,10 +169,10 @@ impl Backend for PostgresStore {
         let pool = inner.pool.current();
         let mut stats = inner
             .counters
-            .snapshot(NAME)
+            .snapshot(inner.name())
             .with_detail("server", &inner.server)
             .with_detail("table", &inner.sql.table)
-            .with_detail("namespace", &config.namespace)
+            .with_detail("namespace", &config.settings.namespace)
             .with_detail("unlogged", config.unlogged)
             .with_detail("table_ready", inner.ready.initialized())
             .with_detail("pool_size", pool.size())
@@ -191,18 +185,18 @@ impl Backend for PostgresStore {
         if let Some(n) = config.max_bytes {
             stats = stats.with_detail("max_bytes", n);
         }
-        if let Some(ttl) = config.default_ttl {
+        if let Some(ttl) = config.settings.default_ttl {
             stats = stats.with_detail("ttl", crate::ttl::format_ttl(ttl));
         }
         stats
     }
 
     fn default_ttl(&self) -> Option<std::time::Duration> {
-        self.inner.config.default_ttl
+        self.inner.config.settings.default_ttl
     }
 
     fn signing(&self) -> crate::store::Signing {
-        crate::store::Signing::of(&self.inner.config.format)
+        crate::store::Signing::of(&self.inner.config.settings.format)
     }
 }
 

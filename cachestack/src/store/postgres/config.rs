@@ -1,14 +1,12 @@
 //! [`PostgresConfig`]: what the PostgreSQL backend connects to and how it stores entries.
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
-use crate::store::Backend;
-use crate::url::{redact_url, CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
-use crate::value::envelope::ValueFormat;
+use crate::store::{Backend, ServerTimeouts, StoreSettings};
+use crate::url::{CacheUrl, ConnectionUrl, Scheme, Shared, SharedFields, SharedOptions};
 
 /// Longest identifier PostgreSQL keeps without truncating it (`NAMEDATALEN - 1`).
 pub(crate) const MAX_IDENTIFIER_BYTES: usize = 63;
@@ -43,8 +41,7 @@ pub(crate) const CONNECTION_OPTIONS: &[&str] = &[
 pub(crate) const SCHEME: Scheme = Scheme {
     names: crate::store::POSTGRES_NAMES,
     feature: "postgres",
-    // No `name`: a PostgreSQL cache is named by its table.
-    shared: &[Shared::Namespace, Shared::Ttl, Shared::Silent, Shared::Timeouts, Shared::Format],
+    shared: Shared::NETWORK,
     options: &[
         "table",
         "schema",
@@ -67,32 +64,45 @@ fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend
 
 /// Settings of a [`PostgresBackend`](crate::PostgresBackend).
 ///
-/// Every field is public and the struct has a `Default`, so set what you need and take the rest:
+/// Start from [`PostgresConfig::new`] (or `Default`) and chain the setters, or assign the public
+/// fields; `Debug` never shows the password:
 ///
 /// ```
 /// use std::time::Duration;
 /// use cachestack::PostgresConfig;
 ///
-/// let config = PostgresConfig {
-///     table: "app_cache".into(),
-///     namespace: "users".into(),
-///     default_ttl: Some(Duration::from_secs(300)),
-///     pool_max: 8,
-///     ..PostgresConfig::new("postgres://app:secret@127.0.0.1:5432/app")
-/// };
-/// // `Debug` never shows the password.
+/// let config = PostgresConfig::new("postgres://app:secret@127.0.0.1:5432/app")
+///     .with_table("app_cache")
+///     .with_namespace("users")
+///     .with_default_ttl(Duration::from_secs(300));
 /// assert!(!format!("{config:?}").contains("secret"));
 /// ```
 ///
+/// Struct update works too, the shared [`StoreSettings`] included:
+///
+/// ```
+/// use cachestack::{PostgresConfig, StoreSettings};
+///
+/// let defaults = PostgresConfig::new("postgres://app@127.0.0.1:5432/app");
+/// let config = PostgresConfig {
+///     table: "app_cache".into(),
+///     pool_max: 8,
+///     settings: StoreSettings { namespace: "users".into(), ..defaults.settings },
+///     ..defaults
+/// };
+/// assert_eq!((config.settings.name.as_str(), config.pool_max), ("postgres", 8));
+/// ```
+///
 /// The same settings as a URL (see [`PostgresConfig::from_url`]):
-/// `postgres://app:secret@127.0.0.1/app?table=app_cache&namespace=users&ttl=5m&pool_max=8`.
-#[derive(Clone)]
+/// `postgres://app@127.0.0.1/app?table=app_cache&namespace=users&pool_max=8`.
+#[derive(Debug, Clone)]
 pub struct PostgresConfig {
     /// The connection URL, `postgres://user:password@host:port/database`. Connection parameters
     /// sqlx understands (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `application_name`,
     /// `options`, ...) may follow after `?`; anything else there is a configuration error. TLS
     /// (`sslmode=require`, `verify-ca`, `verify-full`) needs the `postgres-tls` feature.
-    pub url: String,
+    /// `Debug` shows it without the password.
+    pub url: ConnectionUrl,
     /// Schema of the cache table; `None` uses the connection's `search_path` (normally `public`).
     /// Created if missing (when [`create_table`](Self::create_table) is set).
     pub schema: Option<String>,
@@ -107,28 +117,20 @@ pub struct PostgresConfig {
     /// Create the schema, table and indexes on first use if they are missing (default). When
     /// false, a missing table is an [`Error::Config`].
     pub create_table: bool,
-    /// This cache's namespace: a column of every row. Several caches can share one table; each
-    /// sees, clears and trims only its own namespace.
-    pub namespace: String,
-    /// TTL of writes that give none (`None`: such entries never expire).
-    pub default_ttl: Option<Duration>,
-    /// Codec, compression, signing and size limit of stored values.
-    pub format: ValueFormat,
-    /// Turn errors into misses and no-ops (counted and logged) instead of returning them: the
-    /// [`Silent`](crate::layer::Silent) layer of [`PostgresBackend`](super::PostgresBackend).
-    pub silent: bool,
+    /// Namespace, name (default `postgres`), default TTL, value format, silent mode. The
+    /// namespace is a column of every row (at most 256 bytes, no NUL): several caches can share
+    /// one table, and each sees, clears and trims only its own namespace.
+    pub settings: StoreSettings,
+    /// Per operation (default 2 s), waiting for a connection and preparing the table included;
+    /// also the bound of each batch of `purge_expired` and trimming, and sent to the server as
+    /// `statement_timeout` (so a statement whose connection was closed stops there too). And
+    /// for getting a connection from the pool, opening one included (default 2 s).
+    pub timeouts: ServerTimeouts,
     /// Most connections in the pool.
     pub pool_max: u32,
     /// Connections the pool keeps open even when idle, once it has opened them (connections
     /// are opened on demand; sqlx's idle reaper then keeps this many).
     pub pool_min: u32,
-    /// Longest wait for a connection from the pool, including opening a new one.
-    pub connect_timeout: Duration,
-    /// Bound of each operation, waiting for a connection and preparing the table included: the
-    /// [`Timeout`](crate::layer::Timeout) layer of [`PostgresBackend`](super::PostgresBackend).
-    /// Also the bound of each batch of `purge_expired` and trimming, and sent to the server as
-    /// `statement_timeout` (so a statement whose connection was closed stops there too).
-    pub timeout: Duration,
     /// Idle connections above `pool_min` are closed after this long (`None`: never).
     pub idle_timeout: Option<Duration>,
     /// Bound on the entries of this namespace. Above it, a background task deletes the oldest
@@ -152,14 +154,10 @@ impl Default for PostgresConfig {
             table: "cachestack".into(),
             unlogged: false,
             create_table: true,
-            namespace: "default".into(),
-            default_ttl: None,
-            format: ValueFormat::default(),
-            silent: false,
+            settings: StoreSettings::new("postgres"),
+            timeouts: ServerTimeouts::new(Duration::from_secs(2), Duration::from_secs(2)),
             pool_max: 10,
             pool_min: 0,
-            connect_timeout: Duration::from_secs(2),
-            timeout: Duration::from_secs(2),
             idle_timeout: Some(Duration::from_secs(600)),
             max_entries: None,
             max_bytes: None,
@@ -169,30 +167,7 @@ impl Default for PostgresConfig {
     }
 }
 
-impl fmt::Debug for PostgresConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("url", &redact_url(&self.url))
-            .field("schema", &self.schema)
-            .field("table", &self.table)
-            .field("unlogged", &self.unlogged)
-            .field("create_table", &self.create_table)
-            .field("namespace", &self.namespace)
-            .field("default_ttl", &self.default_ttl)
-            .field("format", &self.format)
-            .field("silent", &self.silent)
-            .field("pool_max", &self.pool_max)
-            .field("pool_min", &self.pool_min)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("timeout", &self.timeout)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("max_entries", &self.max_entries)
-            .field("max_bytes", &self.max_bytes)
-            .field("trim_interval", &self.trim_interval)
-            .field("batch_size", &self.batch_size)
-            .finish()
-    }
-}
+crate::store::settings_setters!(PostgresConfig, timeouts);
 
 impl PostgresConfig {
     /// Default settings for the server at `url`.
@@ -202,7 +177,7 @@ impl PostgresConfig {
     /// assert_eq!(config.table, "cachestack");
     /// ```
     pub fn new(url: impl Into<String>) -> Self {
-        PostgresConfig { url: url.into(), ..Default::default() }
+        PostgresConfig { url: url.into().into(), ..Default::default() }
     }
 
     /// Sets [`PostgresConfig::table`].
@@ -217,21 +192,16 @@ impl PostgresConfig {
         self
     }
 
-    /// Sets [`PostgresConfig::namespace`].
-    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// Reads a cache URL: the connection URL with cache options after `?`.
+    /// Reads a cache URL: the connection URL with cache options after `?`: the shared ones
+    /// (`namespace`, `name`, `ttl`, `silent`, `codec`, `compression`, `secret`, `secret_env`,
+    /// `max_value_bytes`: [`StoreSettings`]; `timeout`, `connect_timeout`: [`ServerTimeouts`])
+    /// and PostgreSQL's own:
     ///
     /// | option | field |
     /// |---|---|
-    /// | `table`, `schema`, `namespace`, `unlogged`, `create_table`, `silent` | same name |
-    /// | `ttl` | `default_ttl` (`30s`, `5m`, `1h30m`) |
+    /// | `table`, `schema`, `unlogged`, `create_table` | same name |
     /// | `pool_max`, `pool_min`, `batch_size`, `max_entries`, `max_bytes` | same name |
-    /// | `connect_timeout`, `timeout`, `idle_timeout`, `trim_interval` | durations |
-    /// | `codec`, `compression`, `secret`, `secret_env`, `max_value_bytes` | `format` |
+    /// | `idle_timeout`, `trim_interval` | durations (`500ms`, `10m`) |
     ///
     /// Connection parameters (`sslmode`, `application_name`, ...) stay in [`PostgresConfig::url`].
     /// An unknown option is an [`Error::Config`] that lists the valid ones.
@@ -247,9 +217,7 @@ impl PostgresConfig {
     /// assert!(err.to_string().contains("table name"));
     /// ```
     pub fn from_url(text: &str) -> Result<Self> {
-        let config = SCHEME.config_from_text(text, config_from_url)?;
-        config.validate()?;
-        Ok(config)
+        SCHEME.config_from_text(text, config_from_url)
     }
 
     /// Checks every setting; the backend calls this before connecting.
@@ -258,13 +226,14 @@ impl PostgresConfig {
             validate_identifier("schema", schema)?;
         }
         validate_identifier("table", &self.table)?;
-        if self.namespace.len() > MAX_NAMESPACE_BYTES {
+        let namespace = &self.settings.namespace;
+        if namespace.len() > MAX_NAMESPACE_BYTES {
             return Err(Error::config(format!(
                 "namespace is {} bytes long; the limit is {MAX_NAMESPACE_BYTES}",
-                self.namespace.len()
+                namespace.len()
             )));
         }
-        if self.namespace.contains('\0') {
+        if namespace.contains('\0') {
             return Err(Error::config("namespace contains a NUL character, which PostgreSQL text cannot hold"));
         }
         if self.pool_max == 0 {
@@ -276,14 +245,9 @@ impl PostgresConfig {
                 self.pool_min, self.pool_max
             )));
         }
-        for (name, value) in [
-            ("connect_timeout", self.connect_timeout),
-            ("timeout", self.timeout),
-            ("trim_interval", self.trim_interval),
-        ] {
-            if value.is_zero() {
-                return Err(Error::config(format!("{name} must be greater than zero")));
-            }
+        self.timeouts.validate("postgres")?;
+        if self.trim_interval.is_zero() {
+            return Err(Error::config("trim_interval must be greater than zero"));
         }
         if self.batch_size == 0 {
             return Err(Error::config("batch_size must be at least 1"));
@@ -297,20 +261,12 @@ impl PostgresConfig {
     }
 }
 
-/// The configuration a URL describes, its shared options already parsed: the store's own
-/// options are taken out of `url`, and the connection URL with sqlx's own parameters is left in
-/// `config.url`.
+/// The configuration a URL describes, its shared options already parsed, checked: the store's
+/// own options are taken out of `url`, and the connection URL with sqlx's own parameters is left
+/// in `config.url`.
 pub(crate) fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<PostgresConfig> {
     let mut config = PostgresConfig::default();
-    shared.apply(SharedFields {
-        namespace: Some(&mut config.namespace),
-        name: None,
-        default_ttl: &mut config.default_ttl,
-        silent: Some(&mut config.silent),
-        timeout: Some(&mut config.timeout),
-        connect_timeout: Some(&mut config.connect_timeout),
-        format: Some(&mut config.format),
-    });
+    shared.apply(SharedFields::settings(&mut config.settings).with_timeouts(&mut config.timeouts));
     if let Some(table) = url.take("table") {
         config.table = table;
     }
@@ -347,11 +303,13 @@ pub(crate) fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Resu
             any = true;
         }
     }
-    config.url = format!("{}://{}", url.scheme, url.rest);
+    let mut connection = format!("{}://{}", url.scheme, url.rest);
     if any {
-        config.url.push('?');
-        config.url.push_str(&query.finish());
+        connection.push('?');
+        connection.push_str(&query.finish());
     }
+    config.url = connection.into();
+    config.validate()?;
     Ok(config)
 }
 
@@ -421,13 +379,12 @@ mod tests {
         assert_eq!(config.table, "cache");
         assert_eq!(config.schema.as_deref(), Some("caching"));
         assert_eq!((config.pool_max, config.pool_min, config.batch_size), (8, 2, 10));
-        assert_eq!(config.default_ttl, Some(Duration::from_secs(300)));
-        assert!(config.unlogged && config.silent);
-        assert_eq!(config.namespace, "users");
-        assert_eq!(config.timeout, Duration::from_millis(250));
-        assert_eq!(config.connect_timeout, Duration::from_secs(1));
+        assert_eq!(config.settings.default_ttl, Some(Duration::from_secs(300)));
+        assert!(config.unlogged && config.settings.silent);
+        assert_eq!(config.settings.namespace, "users");
+        assert_eq!(config.timeouts, ServerTimeouts::new(Duration::from_millis(250), Duration::from_secs(1)));
         assert_eq!(config.max_entries, Some(1000));
-        assert_eq!(config.format.codec, crate::Codec::Json);
+        assert_eq!(config.settings.format.codec, crate::Codec::Json);
         assert_eq!(config.url, "postgresql://app:pw@127.0.0.1:5433/db?sslmode=prefer&application_name=svc");
         assert!(!format!("{config:?}").contains("pw"));
     }
@@ -448,11 +405,7 @@ mod tests {
             ("postgres://h/db?colour=blue", "valid options: namespace, ttl"),
             ("redis://h/0", "is not a postgres://"),
         ];
-        for (url, expected) in cases {
-            let err = PostgresConfig::from_url(url).unwrap_err();
-            assert!(matches!(err, Error::Config { .. }), "{url}: {err:?}");
-            assert!(err.to_string().contains(expected), "{url}: {err}");
-        }
+        crate::url::assert_config_errors(&cases, PostgresConfig::from_url);
         let long = format!("postgres://h/db?table={}", "t".repeat(100));
         assert!(PostgresConfig::from_url(&long).unwrap_err().to_string().contains("100 bytes long"));
     }

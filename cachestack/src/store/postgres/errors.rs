@@ -4,36 +4,35 @@ use std::time::Duration;
 
 use crate::error::Error;
 
-use super::NAME;
-
-pub(super) fn unavailable(source: impl Into<crate::error::BoxError>) -> Error {
-    Error::BackendUnavailable { backend: NAME.into(), source: source.into() }
+pub(super) fn unavailable(backend: &str, source: impl Into<crate::error::BoxError>) -> Error {
+    Error::BackendUnavailable { backend: backend.into(), source: source.into() }
 }
 
-/// Maps a sqlx error: connection trouble is [`Error::BackendUnavailable`], a server-side
-/// statement timeout (after `timeout`) is [`Error::Timeout`], the rest [`Error::Generic`].
-pub(super) fn map_err(err: sqlx::Error, timeout: Duration) -> Error {
+/// Maps a sqlx error of the store named `backend`: connection trouble is
+/// [`Error::BackendUnavailable`], a server-side statement timeout (after `timeout`) is
+/// [`Error::Timeout`], the rest [`Error::Generic`].
+pub(super) fn map_err(backend: &str, err: sqlx::Error, timeout: Duration) -> Error {
     match &err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => unavailable(err),
+        | sqlx::Error::WorkerCrashed => unavailable(backend, err),
         sqlx::Error::Configuration(_) => Error::config(format!("PostgreSQL connection settings: {err}")),
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             // 08: connection exception; 57P01-3: shutdown, crash, cannot connect now;
             // 53300: too many connections.
             if code.starts_with("08") || code.starts_with("57P") || code == "53300" {
-                unavailable(err)
+                unavailable(backend, err)
             } else if code == "57014" {
-                Error::Timeout { backend: NAME.into(), after: timeout }
+                Error::Timeout { backend: backend.into(), after: timeout }
             } else {
-                Error::Generic { backend: NAME.into(), source: Box::new(err) }
+                Error::Generic { backend: backend.into(), source: Box::new(err) }
             }
         }
-        _ => Error::Generic { backend: NAME.into(), source: Box::new(err) },
+        _ => Error::Generic { backend: backend.into(), source: Box::new(err) },
     }
 }
 

@@ -44,15 +44,17 @@
 //! cachestack's runtime, aborted when the caller's future is dropped), while sealing and opening
 //! envelopes stay on the caller's side. A statement whose operation is aborted has its
 //! connection closed rather than returned to the pool (sqlx is not cancel-safe mid-statement),
-//! and the server stops it at `statement_timeout` ([`PostgresConfig::timeout`]) at the latest.
-//! A statement that fails on a connection the server has closed (after a restart) is retried on
-//! another connection. When operations in a row get no answer at all (half-open connections
-//! after a silent failover, or connections stuck in sqlx's ping), the whole pool is replaced
-//! by a new one (see `conn.rs`), so the cache recovers after a couple of timeouts.
+//! and the server stops it at `statement_timeout` (the operation timeout,
+//! [`timeouts.operation`](crate::ServerTimeouts::operation)) at the latest. A statement that fails
+//! on a connection the server has closed (after a restart) is retried on another connection.
+//! When operations in a row get no answer at all (half-open connections after a silent
+//! failover, or connections stuck in sqlx's ping), the whole pool is replaced by a new one (see
+//! `conn.rs`), so the cache recovers after a couple of timeouts.
 //!
 //! [`PostgresBackend`] is that store behind its [layers](crate::layer): [`Timeout`] bounds each
-//! operation by [`PostgresConfig::timeout`], and [`Silent`] counts failures and, with
-//! [`PostgresConfig::silent`], turns them into misses and no-ops. What is special to PostgreSQL
+//! operation by [`timeouts.operation`](crate::ServerTimeouts::operation), and [`Silent`] counts failures
+//! and, with [`settings.silent`](crate::StoreSettings::silent), turns them into misses and no-ops.
+//! What is special to PostgreSQL
 //! ([`PostgresStore::trim`], [`PostgresStore::config`]) is reached through `Deref`, without the
 //! layers.
 //!
@@ -75,7 +77,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
-use crate::layer::{within, Layered, Layers};
+use crate::layer::{within, Layered};
 use crate::store::recycle::{self, Recycler};
 use crate::store::Counters;
 use crate::url::{redact_url, CacheUrl};
@@ -85,8 +87,6 @@ pub(crate) use config::SCHEME;
 use sql::Sql;
 use table::Ready;
 use trim::{trim_loop, Trimmer};
-
-const NAME: &str = "postgres";
 
 /// A cache in a PostgreSQL table behind its layers (timeout, silent mode): what
 /// [`PostgresBackend::new`], [`PostgresBackend::connect`] and `postgres://` URLs build. The
@@ -102,12 +102,11 @@ const NAME: &str = "postgres";
 /// use cachestack::{Cache, PostgresBackend, PostgresConfig};
 ///
 /// # async fn demo() -> cachestack::Result<()> {
-/// let backend = PostgresBackend::connect(PostgresConfig {
-///     table: "app_cache".into(),
-///     namespace: "users".into(),
-///     max_entries: Some(100_000),
-///     ..PostgresConfig::new("postgres://app@127.0.0.1/app")
-/// })
+/// let backend = PostgresBackend::connect(
+///     PostgresConfig { max_entries: Some(100_000), ..PostgresConfig::new("postgres://app@127.0.0.1/app") }
+///         .with_table("app_cache")
+///         .with_namespace("users"),
+/// )
 /// .await?;
 /// assert_eq!(backend.config().table, "app_cache"); // the store's own methods, through Deref
 /// let cache = Cache::new(backend);
@@ -163,8 +162,13 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// The store's name in stats, logs and errors.
+    fn name(&self) -> &str {
+        &self.config.settings.name
+    }
+
     fn err(&self, err: sqlx::Error) -> Error {
-        errors::map_err(err, self.config.timeout)
+        errors::map_err(self.name(), err, self.config.timeouts.operation)
     }
 }
 
@@ -174,8 +178,9 @@ fn lock_key(what: &str) -> i64 {
 }
 
 impl Layered<PostgresStore> {
-    /// A backend for `config`, behind its layers (timeout [`PostgresConfig::timeout`], silent
-    /// mode [`PostgresConfig::silent`]), without any I/O: the pool connects and the table is
+    /// A backend for `config`, behind its layers (timeout
+    /// [`timeouts.operation`](crate::ServerTimeouts::operation), silent mode
+    /// [`settings.silent`](crate::StoreSettings::silent)), without any I/O: the pool connects and the table is
     /// prepared on first use. Fails with [`Error::Config`] for invalid settings (a bad table
     /// name, a TLS `sslmode` without the `postgres-tls` feature, ...).
     ///
@@ -191,7 +196,7 @@ impl Layered<PostgresStore> {
     /// assert!(matches!(err, cachestack::Error::Config { .. }));
     /// ```
     pub fn new(config: PostgresConfig) -> Result<Self> {
-        let layers = Layers { silent: config.silent, timeout: Some(config.timeout), breaker: None };
+        let layers = config.settings.layers(Some(config.timeouts.operation));
         Ok(Layered::wrap(PostgresStore::new(config)?, layers))
     }
 
@@ -200,7 +205,8 @@ impl Layered<PostgresStore> {
     /// same name fail here (also in silent mode).
     pub async fn connect(config: PostgresConfig) -> Result<Self> {
         let backend = Self::new(config)?;
-        within(NAME, backend.config().timeout, backend.store().prepare()).await?;
+        let config = backend.config();
+        within(&config.settings.name, config.timeouts.operation, backend.store().prepare()).await?;
         Ok(backend)
     }
 
@@ -229,7 +235,7 @@ impl PostgresStore {
         let sql = Sql::new(&config);
         let inner = Arc::new(Inner {
             create_lock: lock_key(&format!("cachestack:create:{}", sql.table)),
-            trim_lock: lock_key(&format!("cachestack:trim:{}:{}", sql.table, config.namespace)),
+            trim_lock: lock_key(&format!("cachestack:trim:{}:{}", sql.table, config.settings.namespace)),
             sql,
             pool,
             ready: OnceCell::new(),
@@ -247,7 +253,7 @@ impl PostgresStore {
     /// Connects and prepares the table (creating it if needed) unless that was done already.
     pub async fn prepare(&self) -> Result<()> {
         let inner = self.inner.clone();
-        crate::rt::io(NAME, async move { inner.ready().await.map(|_| ()) }).await
+        crate::rt::io(self.inner.name(), async move { inner.ready().await.map(|_| ()) }).await
     }
 
     /// The settings this store runs with.
@@ -257,11 +263,12 @@ impl PostgresStore {
 
     /// Deletes this namespace's expired rows, then, when a size bound is set, its oldest rows
     /// until the bound holds; returns how many rows were deleted. The background task does the
-    /// same on its own; this runs it now. Each batch is bounded by [`PostgresConfig::timeout`];
-    /// errors are returned (this method is the store's own, not behind the silent layer).
+    /// same on its own; this runs it now. Each batch is bounded by
+    /// [`timeouts.operation`](crate::ServerTimeouts::operation); errors are returned (this method
+    /// is the store's own, not behind the silent layer).
     pub async fn trim(&self) -> Result<u64> {
         let inner = self.inner.clone();
-        crate::rt::io(NAME, async move { inner.trim_pass(true).await }).await
+        crate::rt::io(self.inner.name(), async move { inner.trim_pass(true).await }).await
     }
 }
 
@@ -272,7 +279,7 @@ fn open_pool(config: &PostgresConfig, options: PgConnectOptions, rt: &tokio::run
     PgPoolOptions::new()
         .max_connections(config.pool_max)
         .min_connections(config.pool_min)
-        .acquire_timeout(config.connect_timeout)
+        .acquire_timeout(config.timeouts.connect)
         .idle_timeout(config.idle_timeout)
         // No ping before every use (it would double the round trips of every hit): a
         // statement that fails on a connection the server closed is retried on another
@@ -286,10 +293,11 @@ fn open_pool(config: &PostgresConfig, options: PgConnectOptions, rt: &tokio::run
 /// stuck after it, waiting on a dead peer, no longer count against the new pool).
 fn recycled_pool(config: &PostgresConfig, options: PgConnectOptions, rt: tokio::runtime::Handle) -> Recycler<PgPool> {
     let pool = open_pool(config, options.clone(), &rt);
+    let name = config.settings.name.clone();
     let config = config.clone();
-    Recycler::new(NAME, pool, move |old: &PgPool| {
+    Recycler::new(&name, pool, move |old: &PgPool| {
         let old = old.clone();
-        let timeout = config.timeout;
+        let timeout = config.timeouts.operation;
         rt.spawn(async move {
             let _ = tokio::time::timeout(timeout, old.close()).await;
         });
@@ -335,7 +343,7 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
             "the URL asks for TLS (sslmode=require/verify-ca/verify-full), which needs the `postgres-tls` cargo feature of cachestack",
         ));
     }
-    let statement_timeout = config.timeout.as_millis().max(1).to_string();
+    let statement_timeout = config.timeouts.operation.as_millis().max(1).to_string();
     let keepalive = [
         recycle::KEEPALIVE_IDLE.as_secs().to_string(),
         recycle::KEEPALIVE_INTERVAL.as_secs().to_string(),
@@ -356,6 +364,7 @@ fn connect_options(config: &PostgresConfig) -> Result<PgConnectOptions> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Backend;
 
     #[test]
     fn urls_build_backends_without_io() {
@@ -384,7 +393,7 @@ mod tests {
 
     #[test]
     fn the_server_probes_idle_connections_and_bounds_statements() {
-        let config = PostgresConfig { timeout: std::time::Duration::from_millis(1500), ..PostgresConfig::default() };
+        let config = PostgresConfig::default().with_timeout(std::time::Duration::from_millis(1500));
         let options = connect_options(&config).unwrap();
         let sent = options.get_options().unwrap_or_default();
         for wanted in
@@ -392,6 +401,17 @@ mod tests {
         {
             assert!(sent.contains(wanted), "{wanted} missing from {sent}");
         }
+    }
+
+    #[test]
+    fn the_name_setting_names_the_store_in_stats_and_errors() {
+        let backend =
+            PostgresBackend::from_url("postgres://127.0.0.1:1/db?name=sessions&connect_timeout=200ms").unwrap();
+        assert_eq!(backend.name(), "sessions");
+        assert_eq!(backend.stats().name, "sessions");
+        let err = crate::rt::block_on(async move { backend.get("k").await }).unwrap().unwrap_err();
+        assert!(err.is_unavailable() && err.to_string().contains("sessions"), "{err}");
+        assert_eq!(PostgresBackend::new(PostgresConfig::default()).unwrap().name(), "postgres");
     }
 
     #[test]

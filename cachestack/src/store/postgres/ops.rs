@@ -36,7 +36,7 @@ impl Inner {
     pub(super) async fn fetch(&self, key: &str) -> Result<Option<Stored>> {
         let ready = self.ready().await?;
         let stored = storage_key(key, ready.ascii_keys);
-        let (sql, namespace, row_key) = (&self.sql.get, &self.config.namespace, &*stored.key);
+        let (sql, namespace, row_key) = (&self.sql.get, &self.config.settings.namespace, &*stored.key);
         let row: Option<Row> = self
             .retry(|mut conn| async move {
                 let row = sqlx::query_as(sql).bind(namespace).bind(row_key).fetch_optional(&mut *conn).await;
@@ -52,7 +52,7 @@ impl Inner {
         let mut wanted: Vec<&str> = stored.iter().map(|s| &*s.key).collect();
         wanted.sort_unstable();
         wanted.dedup();
-        let (sql, namespace, wanted) = (&self.sql.get_many, &self.config.namespace, &wanted);
+        let (sql, namespace, wanted) = (&self.sql.get_many, &self.config.settings.namespace, &wanted);
         let rows: Vec<KeyedRow> = self
             .retry(|mut conn| async move {
                 let rows = sqlx::query_as(sql).bind(namespace).bind(wanted).fetch_all(&mut *conn).await;
@@ -87,7 +87,8 @@ impl Inner {
     pub(super) async fn store(&self, key: &str, bytes: &[u8], expires_ms: Option<i64>) -> Result<()> {
         let ready = self.ready().await?;
         let stored = storage_key(key, ready.ascii_keys);
-        let (sql, namespace, row_key, full) = (&self.sql.set, &self.config.namespace, &*stored.key, stored.full);
+        let (sql, namespace, row_key, full) =
+            (&self.sql.set, &self.config.settings.namespace, &*stored.key, stored.full);
         self.retry(|mut conn| async move {
             let done = sqlx::query(sql)
                 .bind(namespace)
@@ -116,7 +117,7 @@ impl Inner {
         }
         let mut latest: Vec<_> = latest.into_iter().collect();
         latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let (sql, namespace) = (&self.sql.set_many, &self.config.namespace);
+        let (sql, namespace) = (&self.sql.set_many, &self.config.settings.namespace);
         for chunk in latest.chunks(SET_MANY_CHUNK) {
             let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
             let fulls: Vec<Option<&[u8]>> = chunk.iter().map(|(_, (f, _))| *f).collect();
@@ -141,7 +142,8 @@ impl Inner {
     pub(super) async fn remove(&self, key: &str) -> Result<bool> {
         let ready = self.ready().await?;
         let stored = storage_key(key, ready.ascii_keys);
-        let (sql, namespace, row_key, full) = (&self.sql.delete, &self.config.namespace, &*stored.key, stored.full);
+        let (sql, namespace, row_key, full) =
+            (&self.sql.delete, &self.config.settings.namespace, &*stored.key, stored.full);
         let present: Option<Option<bool>> = self
             .retry(|mut conn| async move {
                 let row =
@@ -156,7 +158,7 @@ impl Inner {
         let ready = self.ready().await?;
         let stored: Vec<_> = keys.iter().map(|k| storage_key(k, ready.ascii_keys)).collect();
         let wanted: Vec<&str> = stored.iter().map(|s| &*s.key).collect();
-        let (sql, namespace, wanted) = (&self.sql.delete_many, &self.config.namespace, &wanted);
+        let (sql, namespace, wanted) = (&self.sql.delete_many, &self.config.settings.namespace, &wanted);
         let rows: Vec<(String, Option<Vec<u8>>, Option<bool>)> = self
             .retry(|mut conn| async move {
                 let rows = sqlx::query_as(sql).bind(namespace).bind(wanted).fetch_all(&mut *conn).await;

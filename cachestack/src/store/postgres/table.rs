@@ -6,7 +6,7 @@ use sqlx::Connection;
 use super::conn::Checkout;
 use super::errors::is_duplicate;
 use super::sql::REQUIRED_COLUMNS;
-use super::{Inner, NAME};
+use super::Inner;
 use crate::error::{Error, Result};
 
 /// What table preparation learned.
@@ -63,7 +63,7 @@ impl Inner {
             probe = self.probe().await?;
             if missing(&probe) {
                 return Err(Error::Generic {
-                    backend: NAME.into(),
+                    backend: self.name().into(),
                     source: format!("table {} is still missing after creating it", self.sql.table).into(),
                 });
             }

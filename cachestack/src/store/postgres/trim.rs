@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::conn::Checkout;
 use super::sql::Sql;
-use super::{Inner, NAME};
+use super::Inner;
 use crate::error::Result;
 use crate::layer::within;
 
@@ -68,7 +68,7 @@ pub(super) async fn trim_loop(inner: Weak<Inner>, trimmer: Arc<Trimmer>, interva
 impl Inner {
     /// One batch of `sql` (`$1` namespace, `$2` limit); returns the rows deleted.
     async fn delete_batch(&self, sql: &str) -> Result<u64> {
-        let (namespace, limit) = (&self.config.namespace, i64::from(self.config.batch_size));
+        let (namespace, limit) = (&self.config.settings.namespace, i64::from(self.config.batch_size));
         let done = self
             .retry(|mut conn| async move {
                 let done = sqlx::query(sql).bind(namespace).bind(limit).execute(&mut *conn).await;
@@ -83,7 +83,7 @@ impl Inner {
     pub(super) async fn delete_all(&self, which: fn(&Sql) -> &str) -> Result<u64> {
         let mut total: u64 = 0;
         loop {
-            let n = within(NAME, self.config.timeout, async {
+            let n = within(self.name(), self.config.timeouts.operation, async {
                 self.ready().await?;
                 self.delete_batch(which(&self.sql)).await
             })
@@ -105,7 +105,7 @@ impl Inner {
         }
         let mut evicted: u64 = 0;
         loop {
-            let n = within(NAME, self.config.timeout, async {
+            let n = within(self.name(), self.config.timeouts.operation, async {
                 self.ready().await?;
                 self.trim_batch(wait).await
             })
@@ -118,7 +118,7 @@ impl Inner {
         }
         self.counters.record_evictions(evicted);
         if evicted > 0 {
-            tracing::debug!(table = %self.sql.table, namespace = %self.config.namespace, evicted, "cachestack: trimmed to the size bound");
+            tracing::debug!(table = %self.sql.table, namespace = %self.config.settings.namespace, evicted, "cachestack: trimmed to the size bound");
         }
         Ok(purged.saturating_add(evicted))
     }
@@ -140,7 +140,7 @@ impl Inner {
                 return Ok(None);
             }
             let done = sqlx::query(&self.sql.trim_batch)
-                .bind(&self.config.namespace)
+                .bind(&self.config.settings.namespace)
                 .bind(to_i64(self.config.max_entries))
                 .bind(to_i64(self.config.max_bytes))
                 .bind(i64::from(self.config.batch_size))

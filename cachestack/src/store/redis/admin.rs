@@ -16,7 +16,7 @@ use super::Inner;
 impl Inner {
     /// Runs one step of a multi-step operation within the per-round-trip timeout.
     async fn step<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
-        crate::layer::within(&self.config.name, self.config.timeout, fut).await
+        crate::layer::within(&self.config.settings.name, self.config.timeouts.operation, fut).await
     }
 
     pub(super) async fn clear_namespace(&self) -> Result<()> {
@@ -119,7 +119,7 @@ impl Inner {
         if let Some(size) = size {
             if masters.len() < size {
                 return Err(Error::BackendUnavailable {
-                    backend: self.config.name.clone(),
+                    backend: self.config.settings.name.clone(),
                     source: format!("reached {} of the cluster's {size} masters", masters.len()).into(),
                 });
             }

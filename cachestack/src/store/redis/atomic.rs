@@ -53,14 +53,9 @@ impl RedisStore {
     }
 
     pub(super) async fn set_nx(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
-        let deadline = expiry.resolve(self.inner.config.default_ttl);
+        let deadline = expiry.resolve(self.inner.config.settings.default_ttl);
         let full = self.inner.redis_key(key);
-        let bytes = self.inner.config.format.seal_in(
-            &self.inner.config.namespace,
-            key,
-            &value,
-            deadline.map(Deadline::time),
-        )?;
+        let bytes = self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?;
         let ms = expiry_ms(deadline);
         let inner = self.inner.clone();
         let stored = self
@@ -80,7 +75,7 @@ impl RedisStore {
     }
 
     pub(super) async fn incr_by(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
-        let ms = expiry_ms(expiry.resolve(self.inner.config.default_ttl));
+        let ms = expiry_ms(expiry.resolve(self.inner.config.settings.default_ttl));
         let full = self.inner.redis_key(key);
         let inner = self.inner.clone();
         let key = key.to_owned();
@@ -103,7 +98,7 @@ impl RedisStore {
     }
 
     pub(super) async fn expire_at(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        let deadline = expiry.resolve(self.inner.config.default_ttl);
+        let deadline = expiry.resolve(self.inner.config.settings.default_ttl);
         let full = self.inner.redis_key(key);
         for _ in 0..EXPIRE_ATTEMPTS {
             let inner = self.inner.clone();
@@ -111,20 +106,17 @@ impl RedisStore {
             let current =
                 self.io(async move { inner.query::<Option<Vec<u8>>>(::redis::cmd("GET").arg(&read)).await }).await?;
             let Some(current) = current else { return Ok(false) };
-            let resealed =
-                if counter::parse(&current).is_some() {
-                    Vec::new()
-                } else {
-                    match self.inner.config.format.open_in(&self.inner.config.namespace, key, &current) {
-                        Ok((value, expires)) if expires.is_none_or(|t| t > SystemTime::now()) => self
-                            .inner
-                            .config
-                            .format
-                            .seal_in(&self.inner.config.namespace, key, &value, deadline.map(Deadline::time))?,
-                        // Past its deadline or unusable: not a live entry.
-                        _ => return Ok(false),
+            let resealed = if counter::parse(&current).is_some() {
+                Vec::new()
+            } else {
+                match self.inner.config.settings.open(key, &current) {
+                    Ok((value, expires)) if expires.is_none_or(|t| t > SystemTime::now()) => {
+                        self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?
                     }
-                };
+                    // Past its deadline or unusable: not a live entry.
+                    _ => return Ok(false),
+                }
+            };
             let ms = expiry_ms(deadline);
             let inner = self.inner.clone();
             let target = full.clone();
@@ -140,7 +132,7 @@ impl RedisStore {
                 return Ok(true);
             }
         }
-        Err(Error::contended(&self.inner.config.name, "expire", EXPIRE_ATTEMPTS))
+        Err(Error::contended(&self.inner.config.settings.name, "expire", EXPIRE_ATTEMPTS))
     }
 
     pub(super) async fn scan_matching(

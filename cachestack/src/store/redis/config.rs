@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
-use crate::store::Backend;
-use crate::url::{encode_userinfo, redact_url, split_userinfo, CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
-use crate::value::envelope::ValueFormat;
+use crate::store::{Backend, ServerTimeouts, StoreSettings};
+use crate::url::{
+    encode_userinfo, redact_url, split_userinfo, CacheUrl, ConnectionUrl, Scheme, Shared, SharedFields, SharedOptions,
+};
 
 /// `redis://`, `rediss://` (TLS), `redis+cluster://h1:p1,h2:p2`: the Redis store's entry in the
 /// scheme table.
@@ -43,56 +44,57 @@ pub struct RedisTlsConfig {
 
 /// Settings of a [`RedisBackend`](crate::RedisBackend).
 ///
-/// Every field is public and the struct has a `Default`, so set what you need and take the rest:
+/// Start from [`RedisConfig::new`] (or `Default`) and chain the setters, or assign the public
+/// fields; `Debug` never shows the password:
 ///
 /// ```
 /// use std::time::Duration;
 /// use cachestack::RedisConfig;
 ///
-/// let config = RedisConfig {
-///     namespace: "users".into(),
-///     default_ttl: Some(Duration::from_secs(300)),
-///     timeout: Duration::from_millis(250),
-///     ..RedisConfig::new("redis://:secret@127.0.0.1:6379/2")
-/// };
-/// // `Debug` never shows the password.
+/// let config = RedisConfig::new("redis://:secret@127.0.0.1:6379/2")
+///     .with_namespace("users")
+///     .with_default_ttl(Duration::from_secs(300))
+///     .with_timeout(Duration::from_millis(250));
 /// assert!(!format!("{config:?}").contains("secret"));
+/// ```
+///
+/// Struct update works too, the shared [`StoreSettings`] included:
+///
+/// ```
+/// use cachestack::{RedisConfig, StoreSettings};
+///
+/// let defaults = RedisConfig::new("redis://127.0.0.1:6379/2");
+/// let config = RedisConfig {
+///     scan_batch: 100,
+///     settings: StoreSettings { namespace: "users".into(), silent: true, ..defaults.settings },
+///     ..defaults
+/// };
+/// assert_eq!((config.settings.name.as_str(), config.scan_batch), ("redis", 100));
 /// ```
 ///
 /// The same settings as a URL (see [`RedisConfig::from_url`]):
 /// `redis://:secret@127.0.0.1:6379/2?namespace=users&ttl=5m&timeout=250ms`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// The server: `redis://[user:password@]host[:port][/db]`, `rediss://...` for TLS (feature
     /// `redis-tls`), `redis+cluster://[user:password@]host1:port1,host2:port2` (or
     /// `rediss+cluster://`) for a Redis Cluster given by some of its nodes. No `?options` here:
-    /// they are fields of this struct.
-    pub url: String,
+    /// they are fields of this struct. `Debug` shows it without the password.
+    pub url: ConnectionUrl,
     /// Treat the URL's hosts as Redis Cluster seed nodes even with a plain `redis://` scheme.
     pub cluster: bool,
-    /// This cache's namespace: every key is stored as `cachestack:<namespace>:<key>`, and
-    /// [`clear`](crate::Backend::clear) removes exactly the keys under that prefix. Must not be
-    /// empty nor contain `:` (which would let `a` and `a:b` overlap).
-    pub namespace: String,
-    /// TTL of writes that give none (`None`: such entries never expire).
-    pub default_ttl: Option<Duration>,
-    /// Codec, compression, signing and size limit of stored values.
-    pub format: ValueFormat,
-    /// Turn errors into misses and no-ops (counted and logged) instead of returning them: the
-    /// [`Silent`](crate::layer::Silent) layer of [`RedisBackend`](crate::RedisBackend).
-    pub silent: bool,
-    /// Deadline for opening a connection to a server (each attempt).
-    pub connect_timeout: Duration,
-    /// Deadline of each operation, waiting for a connection included: a call returns within it
-    /// with [`Error::Timeout`] at the latest (the [`Timeout`](crate::layer::Timeout) layer of
-    /// [`RedisBackend`](crate::RedisBackend)). `clear` also applies it to each of its round trips.
-    pub timeout: Duration,
+    /// Namespace, name (default `redis`), default TTL, value format, silent mode. Every key is
+    /// stored as `cachestack:<namespace>:<key>`, and [`clear`](crate::Backend::clear) removes
+    /// exactly the keys under that prefix, so the namespace must not be empty nor contain `:`
+    /// (which would let `a` and `a:b` overlap).
+    pub settings: StoreSettings,
+    /// Per operation (default 1 s) and per connection attempt (default 2 s). `clear` also
+    /// applies the operation bound to each of its round trips.
+    pub timeouts: ServerTimeouts,
     /// Keys asked for per `SCAN` round trip (and deleted per `UNLINK`) by `clear`.
     pub scan_batch: usize,
     /// Certificates for `rediss://`.
     pub tls: RedisTlsConfig,
-    /// Name shown in stats and logs.
-    pub name: String,
 }
 
 impl Default for RedisConfig {
@@ -100,63 +102,36 @@ impl Default for RedisConfig {
         RedisConfig {
             url: "redis://127.0.0.1:6379/0".into(),
             cluster: false,
-            namespace: "default".into(),
-            default_ttl: None,
-            format: ValueFormat::default(),
-            silent: false,
-            connect_timeout: Duration::from_secs(2),
-            timeout: Duration::from_secs(1),
+            settings: StoreSettings::new("redis"),
+            timeouts: ServerTimeouts::new(Duration::from_secs(1), Duration::from_secs(2)),
             scan_batch: 1000,
             tls: RedisTlsConfig::default(),
-            name: "redis".into(),
         }
     }
 }
 
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
-            .field("cluster", &self.cluster)
-            .field("namespace", &self.namespace)
-            .field("default_ttl", &self.default_ttl)
-            .field("format", &self.format)
-            .field("silent", &self.silent)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("timeout", &self.timeout)
-            .field("scan_batch", &self.scan_batch)
-            .field("tls", &self.tls)
-            .field("name", &self.name)
-            .finish()
-    }
-}
+crate::store::settings_setters!(RedisConfig, timeouts);
 
 impl RedisConfig {
     /// Default settings for the server (or cluster) at `url`.
     ///
     /// ```
     /// let config = cachestack::RedisConfig::new("redis+cluster://10.0.0.1:7000,10.0.0.2:7000");
-    /// assert_eq!(config.namespace, "default");
+    /// assert_eq!(config.settings.namespace, "default");
     /// ```
     pub fn new(url: impl Into<String>) -> Self {
-        RedisConfig { url: url.into(), ..Default::default() }
+        RedisConfig { url: url.into().into(), ..Default::default() }
     }
 
-    /// Sets [`RedisConfig::namespace`].
-    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// Reads a cache URL: the server URL with cache options after `?`.
+    /// Reads a cache URL: the server URL with cache options after `?`: the shared ones
+    /// (`namespace`, `name`, `ttl`, `silent`, `codec`, `compression`, `secret`, `secret_env`,
+    /// `max_value_bytes`: [`StoreSettings`]; `timeout`, `connect_timeout`: [`ServerTimeouts`])
+    /// and Redis's own:
     ///
     /// | option | field |
     /// |---|---|
-    /// | `namespace`, `silent`, `cluster`, `scan_batch`, `name` | same name |
-    /// | `ttl` | `default_ttl` (`30s`, `5m`, `1h30m`) |
-    /// | `connect_timeout`, `timeout` | durations (`500ms`, `2s`) |
+    /// | `cluster`, `scan_batch` | same name |
     /// | `tls_ca`, `tls_cert`, `tls_key` | [`RedisTlsConfig`] files |
-    /// | `codec`, `compression`, `secret`, `secret_env`, `max_value_bytes` | `format` |
     ///
     /// An unknown option is an [`Error::Config`] that lists the valid ones.
     ///
@@ -165,7 +140,7 @@ impl RedisConfig {
     ///
     /// let config = RedisConfig::from_url("redis://:pw@127.0.0.1:6380/3?namespace=users&ttl=5m&silent=true").unwrap();
     /// assert_eq!(config.url, "redis://:pw@127.0.0.1:6380/3");
-    /// assert_eq!((config.namespace.as_str(), config.silent), ("users", true));
+    /// assert_eq!((config.settings.namespace.as_str(), config.settings.silent), ("users", true));
     ///
     /// let cluster = RedisConfig::from_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7001").unwrap();
     /// assert_eq!(cluster.url, "redis+cluster://10.0.0.1:7000,10.0.0.2:7001");
@@ -174,27 +149,21 @@ impl RedisConfig {
     /// assert!(err.to_string().contains("valid options: namespace"));
     /// ```
     pub fn from_url(text: &str) -> Result<Self> {
-        let config = SCHEME.config_from_text(text, config_from_url)?;
-        config.validate()?;
-        Ok(config)
+        SCHEME.config_from_text(text, config_from_url)
     }
 
     /// Checks the settings that do not need the server URL parsed.
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.namespace.is_empty() {
+        let namespace = &self.settings.namespace;
+        if namespace.is_empty() {
             return Err(Error::config("redis: the namespace must not be empty"));
         }
-        if self.namespace.contains(':') {
+        if namespace.contains(':') {
             return Err(Error::config(format!(
-                "redis: namespace {:?} contains `:`, which separates the namespace from keys (namespaces `a` and `a:b` would overlap); use `.`, `-` or `_` instead",
-                self.namespace
+                "redis: namespace {namespace:?} contains `:`, which separates the namespace from keys (namespaces `a` and `a:b` would overlap); use `.`, `-` or `_` instead"
             )));
         }
-        for (name, value) in [("connect_timeout", self.connect_timeout), ("timeout", self.timeout)] {
-            if value.is_zero() {
-                return Err(Error::config(format!("redis: {name} must be greater than zero")));
-            }
-        }
+        self.timeouts.validate("redis")?;
         if self.scan_batch == 0 {
             return Err(Error::config("redis: scan_batch must be at least 1"));
         }
@@ -207,19 +176,11 @@ impl RedisConfig {
     }
 }
 
-/// The configuration a URL describes, its shared options already parsed: the store's own
-/// options are taken out of `url`, and the server URL is left in `config.url`.
+/// The configuration a URL describes, its shared options already parsed, checked: the store's
+/// own options are taken out of `url`, and the server URL is left in `config.url`.
 pub(crate) fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<RedisConfig> {
-    let mut config = RedisConfig { url: format!("{}://{}", url.scheme, url.rest), ..RedisConfig::default() };
-    shared.apply(SharedFields {
-        namespace: Some(&mut config.namespace),
-        name: Some(&mut config.name),
-        default_ttl: &mut config.default_ttl,
-        silent: Some(&mut config.silent),
-        timeout: Some(&mut config.timeout),
-        connect_timeout: Some(&mut config.connect_timeout),
-        format: Some(&mut config.format),
-    });
+    let mut config = RedisConfig { url: format!("{}://{}", url.scheme, url.rest).into(), ..RedisConfig::default() };
+    shared.apply(SharedFields::settings(&mut config.settings).with_timeouts(&mut config.timeouts));
     if let Some(cluster) = url.take_bool("cluster")? {
         config.cluster = cluster;
     }
@@ -229,6 +190,7 @@ pub(crate) fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Resu
     config.tls.ca_file = url.take("tls_ca").map(PathBuf::from);
     config.tls.client_cert_file = url.take("tls_cert").map(PathBuf::from);
     config.tls.client_key_file = url.take("tls_key").map(PathBuf::from);
+    config.validate()?;
     Ok(config)
 }
 
@@ -358,6 +320,7 @@ fn split_host_port(host: &str) -> std::result::Result<(&str, u16), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Signer, ValueFormat};
 
     #[test]
     fn server_urls_are_taken_apart() {
@@ -425,13 +388,7 @@ mod tests {
             ("redis://h?namespace=x", "takes no `?options`"),
             ("redis://:secret@h:1,h:2", "redis+cluster://"),
         ];
-        for (url, expected) in cases {
-            let err = parse_server_url(url, false).unwrap_err();
-            assert!(matches!(err, Error::Config { .. }), "{url}: {err:?}");
-            let text = err.to_string();
-            assert!(text.contains(expected), "{url}: {text}");
-            assert!(!text.contains("secret"), "{url}: password shown in {text}");
-        }
+        crate::url::assert_config_errors(&cases, |url| parse_server_url(url, false));
     }
 
     #[test]
@@ -442,18 +399,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.url, "rediss://u:pw@127.0.0.1:6390/2");
-        assert_eq!(config.namespace, "users");
-        assert_eq!(config.name, "sessions");
-        assert_eq!(config.default_ttl, Some(Duration::from_secs(300)));
-        assert!(config.silent);
-        assert_eq!((config.timeout, config.connect_timeout), (Duration::from_millis(250), Duration::from_secs(1)));
+        assert_eq!(config.settings.namespace, "users");
+        assert_eq!(config.settings.name, "sessions");
+        assert_eq!(config.settings.default_ttl, Some(Duration::from_secs(300)));
+        assert!(config.settings.silent);
+        assert_eq!(config.timeouts, ServerTimeouts::new(Duration::from_millis(250), Duration::from_secs(1)));
         assert_eq!(config.scan_batch, 10);
         assert_eq!(config.tls.ca_file.as_deref(), Some(std::path::Path::new("/tmp/ca.pem")));
-        assert_eq!(config.format.codec, crate::Codec::Json);
+        assert_eq!(config.settings.format.codec, crate::Codec::Json);
         let debug = format!("{config:?}");
         assert!(!debug.contains("pw") && debug.contains("u:***@"), "{debug}");
 
         assert!(RedisConfig::from_url("redis://h1:1,h2:2?cluster=true").unwrap().cluster);
+    }
+
+    #[test]
+    fn setters_fill_the_shared_settings_and_debug_hides_every_secret() {
+        let format = ValueFormat { signer: Signer::new("0123456789abcdef-secret").ok(), ..ValueFormat::default() };
+        let config = RedisConfig::new("redis://app:hunter2@127.0.0.1:6379/1")
+            .with_namespace("users")
+            .with_name("sessions")
+            .with_default_ttl(Duration::from_secs(60))
+            .with_format(format)
+            .with_silent(true)
+            .with_timeout(Duration::from_millis(250))
+            .with_connect_timeout(Duration::from_millis(750));
+        let settings = &config.settings;
+        assert_eq!((settings.namespace.as_str(), settings.name.as_str()), ("users", "sessions"));
+        assert_eq!(settings.default_ttl, Some(Duration::from_secs(60)));
+        assert!(settings.silent);
+        assert_eq!(config.timeouts, ServerTimeouts::new(Duration::from_millis(250), Duration::from_millis(750)));
+        let debug = format!("{config:?}");
+        assert!(debug.contains("app:***@127.0.0.1"), "{debug}");
+        assert!(!debug.contains("hunter2") && !debug.contains("abcdef-secret"), "{debug}");
+
+        let err = crate::RedisBackend::new(config.with_connect_timeout(Duration::ZERO)).unwrap_err();
+        assert!(err.to_string().contains("redis: connect_timeout must be greater than zero"), "{err}");
     }
 
     #[test]
@@ -469,10 +450,6 @@ mod tests {
             ("redis://h?colour=blue", "valid options: namespace, ttl"),
             ("memcached://h", "is not a redis://"),
         ];
-        for (url, expected) in cases {
-            let err = RedisConfig::from_url(url).unwrap_err();
-            assert!(matches!(err, Error::Config { .. }), "{url}: {err:?}");
-            assert!(err.to_string().contains(expected), "{url}: {err}");
-        }
+        crate::url::assert_config_errors(&cases, RedisConfig::from_url);
     }
 }

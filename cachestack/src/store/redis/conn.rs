@@ -68,9 +68,9 @@ impl Link {
 
 impl Inner {
     pub(super) fn map_err(&self, err: RedisError) -> Error {
-        let backend = self.config.name.clone();
+        let backend = self.config.settings.name.clone();
         if err.is_timeout() {
-            return Error::Timeout { backend, after: self.config.timeout };
+            return Error::Timeout { backend, after: self.config.timeouts.operation };
         }
         let unavailable = err.is_io_error()
             || err.is_connection_refusal()
@@ -94,7 +94,7 @@ impl Inner {
     }
 
     pub(super) fn generic(&self, message: String) -> Error {
-        Error::Generic { backend: self.config.name.clone(), source: message.into() }
+        Error::Generic { backend: self.config.settings.name.clone(), source: message.into() }
     }
 
     pub(super) fn parse<T: FromRedisValue>(&self, reply: Reply) -> Result<T> {
@@ -177,7 +177,7 @@ pub(super) fn recycled_connection(
 ) -> Result<Recycler<Conn>> {
     let conn = open_connection(server, config, rt)?;
     let (server, config, rt) = (server.clone(), config.clone(), rt.clone());
-    Ok(Recycler::new(&config.name.clone(), conn, move |_old| open_connection(&server, &config, &rt)))
+    Ok(Recycler::new(&config.settings.name.clone(), conn, move |_old| open_connection(&server, &config, &rt)))
 }
 
 /// Keepalive probes on idle connections and, on Linux, `TCP_USER_TIMEOUT` on busy ones: the
@@ -199,8 +199,8 @@ fn open_connection(server: &ServerUrl, config: &RedisConfig, rt: &tokio::runtime
     let _entered = rt.enter();
     if server.cluster {
         let builder = ClusterClientBuilder::new(server.nodes.clone())
-            .connection_timeout(config.connect_timeout)
-            .response_timeout(config.timeout)
+            .connection_timeout(config.timeouts.connect)
+            .response_timeout(config.timeouts.operation)
             .retries(3)
             .min_retry_wait(10)
             .max_retry_wait(200)
@@ -211,8 +211,9 @@ fn open_connection(server: &ServerUrl, config: &RedisConfig, rt: &tokio::runtime
             None => builder,
         };
         let client = builder.build().map_err(config_error)?;
-        let cluster_config =
-            ClusterConfig::new().set_connection_timeout(config.connect_timeout).set_response_timeout(config.timeout);
+        let cluster_config = ClusterConfig::new()
+            .set_connection_timeout(config.timeouts.connect)
+            .set_response_timeout(config.timeouts.operation);
         Ok(Conn::Cluster(client.get_pending_async_connection_with_config(cluster_config)))
     } else {
         let node = server.nodes.first().ok_or_else(|| Error::config("redis: no host given"))?;
@@ -226,8 +227,8 @@ fn open_connection(server: &ServerUrl, config: &RedisConfig, rt: &tokio::runtime
         let client = ::redis::Client::open(node);
         let client = client.map_err(config_error)?;
         let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.timeout))
+            .set_connection_timeout(Some(config.timeouts.connect))
+            .set_response_timeout(Some(config.timeouts.operation))
             // A failed reconnection is retried once after a short pause, then the next operation
             // starts a new one: a restarted server is picked up within a fraction of a second.
             .set_number_of_retries(1)

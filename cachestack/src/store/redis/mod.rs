@@ -40,7 +40,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::layer::{within, Layered, Layers};
+use crate::layer::{within, Layered};
 use crate::store::{BackendStats, Counters};
 
 use crate::store::recycle::Recycler;
@@ -52,8 +52,9 @@ use conn::{recycled_connection, Conn, Link};
 const KEY_PREFIX: &str = "cachestack:";
 
 /// A cache in Redis: a single server, a TLS server (`rediss://`, feature `redis-tls`), or a Redis
-/// Cluster (`redis+cluster://`), behind its layers: silent mode ([`RedisConfig::silent`]) and
-/// the operation timeout ([`RedisConfig::timeout`]). The store's own methods
+/// Cluster (`redis+cluster://`), behind its layers: silent mode
+/// ([`settings.silent`](crate::StoreSettings::silent)) and the operation timeout
+/// ([`timeouts.operation`](crate::ServerTimeouts::operation)). The store's own methods
 /// ([`RedisStore::redis_key`], [`RedisStore::ping`], ...) are reachable through it.
 ///
 /// Construction never blocks and never fails because the server is down: the connection is
@@ -65,18 +66,16 @@ const KEY_PREFIX: &str = "cachestack:";
 /// the kernel notices a dead peer within seconds too. Use [`RedisBackend::connect`] to check the
 /// server up front instead.
 ///
-/// Every operation returns within [`RedisConfig::timeout`].
+/// Every operation returns within [`timeouts.operation`](crate::ServerTimeouts::operation).
 ///
 /// ```no_run
 /// use std::time::Duration;
 /// use cachestack::{Cache, RedisBackend, RedisConfig};
 ///
 /// # async fn demo() -> cachestack::Result<()> {
-/// let backend = RedisBackend::new(RedisConfig {
-///     namespace: "users".into(),
-///     default_ttl: Some(Duration::from_secs(600)),
-///     ..RedisConfig::new("redis://127.0.0.1:6379/0")
-/// })?;
+/// let backend = RedisBackend::new(
+///     RedisConfig::new("redis://127.0.0.1:6379/0").with_namespace("users").with_default_ttl(Duration::from_secs(600)),
+/// )?;
 /// let cache = Cache::new(backend);
 /// cache.set("user:1", &"Ada".to_string(), None).await?;
 /// assert_eq!(cache.get::<String>("user:1").await?.as_deref(), Some("Ada"));
@@ -124,17 +123,18 @@ struct Inner {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("name", &self.inner.config.name)
+            .field("name", &self.inner.config.settings.name)
             .field("url", &self.inner.server.display)
             .field("cluster", &self.inner.server.cluster)
-            .field("namespace", &self.inner.config.namespace)
+            .field("namespace", &self.inner.config.settings.namespace)
             .finish()
     }
 }
 
 impl Layered<RedisStore> {
     /// The store for the server or cluster `config` names, behind its layers (silent mode if
-    /// [`RedisConfig::silent`], and [`RedisConfig::timeout`] per operation). Checks the
+    /// [`settings.silent`](crate::StoreSettings::silent), and
+    /// [`timeouts.operation`](crate::ServerTimeouts::operation) per operation). Checks the
     /// configuration and returns at once: the connection opens on first use.
     ///
     /// Fails with [`Error::Config`] for a bad URL or setting, and with
@@ -144,10 +144,10 @@ impl Layered<RedisStore> {
     /// use cachestack::{RedisBackend, RedisConfig};
     ///
     /// let backend = RedisBackend::new(RedisConfig::new("redis://127.0.0.1:6379/0").with_namespace("docs")).unwrap();
-    /// assert_eq!(backend.layers().timeout, Some(backend.config().timeout));
+    /// assert_eq!(backend.layers().timeout, Some(backend.config().timeouts.operation));
     /// ```
     pub fn new(config: RedisConfig) -> Result<Self> {
-        let layers = Layers { silent: config.silent, timeout: Some(config.timeout), breaker: None };
+        let layers = config.settings.layers(Some(config.timeouts.operation));
         Ok(Layered::wrap(RedisStore::new(config)?, layers))
     }
 
@@ -194,7 +194,7 @@ impl RedisStore {
         }
         let rt = crate::rt::handle()?;
         let conn = recycled_connection(&server, &config, &rt)?;
-        let prefix = format!("{KEY_PREFIX}{}:", config.namespace);
+        let prefix = format!("{KEY_PREFIX}{}:", config.settings.namespace);
         let pattern = format!("{}*", escape_glob(&prefix));
         Ok(RedisStore {
             inner: Arc::new(Inner {
@@ -215,7 +215,7 @@ impl RedisStore {
     ///
     /// ```
     /// let backend = cachestack::RedisBackend::from_url("redis://127.0.0.1:6379/0?namespace=docs").unwrap();
-    /// assert_eq!(backend.config().namespace, "docs");
+    /// assert_eq!(backend.config().settings.namespace, "docs");
     /// ```
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
@@ -231,7 +231,8 @@ impl RedisStore {
         self.inner.redis_key(key)
     }
 
-    /// Sends `PING` (to every master of a cluster), within [`RedisConfig::timeout`].
+    /// Sends `PING` (to every master of a cluster), within
+    /// [`timeouts.operation`](crate::ServerTimeouts::operation).
     ///
     /// ```no_run
     /// # async fn demo() -> cachestack::Result<()> {
@@ -246,12 +247,12 @@ impl RedisStore {
                 true => inner.masters().await.map(drop),
             }
         });
-        within(&self.inner.config.name, self.inner.config.timeout, ping).await
+        within(&self.inner.config.settings.name, self.inner.config.timeouts.operation, ping).await
     }
 
     /// Asks the server for the details shown in [`Backend::stats`](crate::Backend::stats)
     /// (server version and mode; for a cluster its state, masters and known nodes), stores them
-    /// for `stats`, and returns them; within [`RedisConfig::timeout`].
+    /// for `stats`, and returns them; within [`timeouts.operation`](crate::ServerTimeouts::operation).
     ///
     /// ```no_run
     /// # async fn demo() -> cachestack::Result<()> {
@@ -262,13 +263,13 @@ impl RedisStore {
     pub async fn server_info(&self) -> Result<BTreeMap<String, String>> {
         let inner = self.inner.clone();
         let info = self.io(async move { inner.refresh_details().await });
-        within(&self.inner.config.name, self.inner.config.timeout, info).await
+        within(&self.inner.config.settings.name, self.inner.config.timeouts.operation, info).await
     }
 
     /// Runs the network part `op` of an operation on cachestack's runtime ([`crate::rt::io`]:
     /// dropping the returned future cancels it), and notes whether the server answered.
     async fn io<T: Send + 'static>(&self, op: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-        let result = crate::rt::io(&self.inner.config.name, op).await;
+        let result = crate::rt::io(&self.inner.config.settings.name, op).await;
         match &result {
             Ok(_) => self.inner.answered(),
             Err(err) if err.is_unavailable() => self.inner.link.down(),
@@ -279,18 +280,18 @@ impl RedisStore {
 
     fn stats_snapshot(&self) -> BackendStats {
         let inner = &self.inner;
-        let mut stats = inner.counters.snapshot(&inner.config.name);
+        let mut stats = inner.counters.snapshot(&inner.config.settings.name);
         stats.details.insert("backend".into(), "redis".into());
         stats.details.insert("url".into(), inner.server.display.clone());
         stats.details.insert("mode".into(), if inner.server.cluster { "cluster" } else { "single" }.into());
         stats.details.insert("tls".into(), inner.server.tls.to_string());
-        stats.details.insert("namespace".into(), inner.config.namespace.clone());
+        stats.details.insert("namespace".into(), inner.config.settings.namespace.clone());
         stats.details.insert("connected".into(), inner.link.label().into());
         stats.details.insert("connections_replaced".into(), inner.conn.replacements().to_string());
-        if let Some(ttl) = inner.config.default_ttl {
+        if let Some(ttl) = inner.config.settings.default_ttl {
             stats.details.insert("default_ttl".into(), crate::ttl::format_ttl(ttl));
         }
-        stats.details.insert("codec".into(), inner.config.format.codec.name().into());
+        stats.details.insert("codec".into(), inner.config.settings.format.codec.name().into());
         if let Ok(details) = inner.details.lock() {
             stats.details.extend(details.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
@@ -312,7 +313,8 @@ impl Inner {
         if self.link.up() {
             let inner = self.clone();
             self.rt.spawn(async move {
-                let _ = within(&inner.config.name, inner.config.timeout, inner.refresh_details()).await;
+                let _ =
+                    within(&inner.config.settings.name, inner.config.timeouts.operation, inner.refresh_details()).await;
             });
         }
     }

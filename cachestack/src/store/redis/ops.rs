@@ -55,7 +55,7 @@ impl Write {
 #[async_trait]
 impl Backend for RedisStore {
     fn name(&self) -> &str {
-        &self.inner.config.name
+        &self.inner.config.settings.name
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
@@ -83,14 +83,9 @@ impl Backend for RedisStore {
     }
 
     async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
-        let deadline = expiry.resolve(self.inner.config.default_ttl);
+        let deadline = expiry.resolve(self.inner.config.settings.default_ttl);
         let full = self.inner.redis_key(key);
-        let bytes = self.inner.config.format.seal_in(
-            &self.inner.config.namespace,
-            key,
-            &value,
-            deadline.map(Deadline::time),
-        )?;
+        let bytes = self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?;
         let write = Write::for_deadline(deadline, SystemTime::now());
         let inner = self.inner.clone();
         self.io(async move {
@@ -119,7 +114,7 @@ impl Backend for RedisStore {
     }
 
     /// `SCAN MATCH` + `UNLINK` over the namespace (on every master of a cluster), each round
-    /// trip bounded by [`RedisConfig::timeout`](super::RedisConfig::timeout).
+    /// trip bounded by [`timeouts.operation`](crate::ServerTimeouts::operation).
     async fn clear(&self) -> Result<()> {
         let inner = self.inner.clone();
         self.io(async move { inner.clear_namespace().await }).await
@@ -149,13 +144,13 @@ impl Backend for RedisStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let deadline = expiry.resolve(self.inner.config.default_ttl);
+        let deadline = expiry.resolve(self.inner.config.settings.default_ttl);
         let expires = deadline.map(Deadline::time);
         let sealed = entries
             .iter()
             .map(|(key, value)| {
                 let full = self.inner.redis_key(key);
-                let bytes = self.inner.config.format.seal_in(&self.inner.config.namespace, key, value, expires)?;
+                let bytes = self.inner.config.settings.seal(key, value, expires)?;
                 Ok((full, bytes))
             })
             .collect::<Result<Vec<(String, Vec<u8>)>>>()?;
@@ -228,11 +223,11 @@ impl Backend for RedisStore {
     }
 
     fn default_ttl(&self) -> Option<Duration> {
-        self.inner.config.default_ttl
+        self.inner.config.settings.default_ttl
     }
 
     fn signing(&self) -> crate::store::Signing {
-        crate::store::Signing::of(&self.inner.config.format)
+        crate::store::Signing::of(&self.inner.config.settings.format)
     }
 }
 
@@ -278,17 +273,17 @@ impl Inner {
     /// miss (absent, past its deadline, or unusable: counted as an error).
     fn read(&self, key: &str, bytes: Option<Vec<u8>>, exists: bool) -> Option<Entry> {
         match bytes {
-            Some(bytes) => match self.config.format.open_in(&self.config.namespace, key, &bytes) {
+            Some(bytes) => match self.config.settings.open(key, &bytes) {
                 Ok((value, expires)) => Entry::new(value, expires.map(Deadline::at)).live(),
                 Err(err) => {
-                    self.counters.record_invalid(&self.config.name, key, &err);
+                    self.counters.record_invalid(&self.config.settings.name, key, &err);
                     None
                 }
             },
             // Nil from MGET while the key exists: it holds another Redis type.
             None if exists => {
                 let err = Error::invalid("the key holds a value of another Redis type, not a string");
-                self.counters.record_invalid(&self.config.name, key, &err);
+                self.counters.record_invalid(&self.config.settings.name, key, &err);
                 None
             }
             None => None,
