@@ -84,7 +84,9 @@ pub use store::null::NullBackend;
 pub use store::postgres::{PostgresBackend, PostgresConfig, PostgresStore};
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisBackend, RedisConfig, RedisStore, RedisTlsConfig};
-pub use store::{Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH};
+pub use store::{
+    AtomicOps, Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
+};
 #[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
 pub use store::{ServerTimeouts, StoreSettings};
 pub use ttl::{format_ttl, parse_ttl};

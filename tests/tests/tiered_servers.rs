@@ -546,7 +546,12 @@ fn stack_harness(write_back_queue: Option<usize>) -> Option<Harness> {
             .layer_arc(redis(&open, namespace))
             .layer_arc(postgres(&open, namespace));
         let builder = match write_back_queue {
-            Some(capacity) => builder.write_back(WriteBackConfig::new(capacity)),
+            // A small queue, so that writers meet backpressure; but a writer waits for room
+            // rather than dropping its write (the default after 100 ms, tested on its own):
+            // the suite checks that every write reaches every layer, on a loaded machine too.
+            Some(capacity) => {
+                builder.write_back(WriteBackConfig::new(capacity).with_max_wait(Duration::from_secs(120)))
+            }
             None => builder,
         };
         Arc::new(builder.build().unwrap())

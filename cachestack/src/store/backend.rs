@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::AtomicOps;
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
 use crate::pattern::KeyPattern;
@@ -150,10 +151,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Atomic: among callers racing on one key, exactly one wins. An entry past its deadline is
     /// absent.
     ///
-    /// The default is [`Error::Unsupported`]: a read followed by a write is not atomic.
+    /// The default calls [`AtomicOps::set_if_absent`] of [`Backend::atomic`], or answers
+    /// [`Error::Unsupported`] when there is none: a read followed by a write is not atomic.
     async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
-        let _ = (key, value, expiry);
-        Err(Error::unsupported("set_if_absent", self.name()))
+        match self.atomic() {
+            Some(ops) => ops.set_if_absent(key, value, expiry).await,
+            None => Err(Error::unsupported("set_if_absent", self.name())),
+        }
     }
 
     /// Adds `delta` to the counter under `key` and returns the new value. An absent key is
@@ -164,21 +168,27 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Counters are `i64` values: read one with `Cache::get::<i64>`. Stores with a native
     /// counter (Redis, PostgreSQL, Memcached) keep it as a plain decimal number.
     ///
-    /// The default is [`Error::Unsupported`].
+    /// The default calls [`AtomicOps::incr`] of [`Backend::atomic`], or answers
+    /// [`Error::Unsupported`].
     async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
-        let _ = (key, delta, expiry);
-        Err(Error::unsupported("incr", self.name()))
+        match self.atomic() {
+            Some(ops) => ops.incr(key, delta, expiry).await,
+            None => Err(Error::unsupported("incr", self.name())),
+        }
     }
 
     /// Gives the live entry under `key` the deadline `expiry` resolves to now
     /// ([`Expiry::Never`] removes its deadline; a deadline already past removes the entry);
     /// true if `key` held a live entry. The value is not changed.
     ///
-    /// The default is [`Error::Unsupported`]: a read followed by a write could bring back an
-    /// entry deleted in between.
+    /// The default calls [`AtomicOps::expire`] of [`Backend::atomic`], or answers
+    /// [`Error::Unsupported`]: a read followed by a write could bring back an entry deleted in
+    /// between.
     async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        let _ = (key, expiry);
-        Err(Error::unsupported("expire", self.name()))
+        match self.atomic() {
+            Some(ops) => ops.expire(key, expiry).await,
+            None => Err(Error::unsupported("expire", self.name())),
+        }
     }
 
     /// The deadline of the live entry under `key`: `None` when there is none, `Some(None)` when
@@ -193,19 +203,26 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// a key present for the whole walk is listed at least once (Redis `SCAN` may list a key
     /// twice). No order is promised.
     ///
-    /// The default is [`Error::Unsupported`].
+    /// The default calls [`AtomicOps::keys_matching`] of [`Backend::atomic`], or answers
+    /// [`Error::Unsupported`].
     async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
-        let _ = (pattern, batch, visit);
-        Err(Error::unsupported("keys_matching", self.name()))
+        match self.atomic() {
+            Some(ops) => ops.keys_matching(pattern, batch, visit).await,
+            None => Err(Error::unsupported("keys_matching", self.name())),
+        }
     }
 
     /// Removes every key of this cache's namespace that matches `pattern` (see [`KeyPattern`]);
     /// returns how many were removed. Never touches another namespace. Not atomic: a key written
     /// during the call may survive it.
     ///
-    /// The default lists the keys with [`Backend::keys_matching`] and removes them with
+    /// The default calls [`AtomicOps::delete_matching`] of [`Backend::atomic`]; without one it
+    /// lists the keys with [`Backend::keys_matching`] and removes them with
     /// [`Backend::delete_many`] in batches.
     async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        if let Some(ops) = self.atomic() {
+            return ops.delete_matching(pattern).await;
+        }
         let mut keys: Vec<String> = Vec::new();
         let listed = self
             .keys_matching(pattern, PATTERN_BATCH, &mut |batch| {
@@ -223,6 +240,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
             removed = removed.saturating_add(self.delete_many(&refs).await?);
         }
         Ok(removed)
+    }
+
+    /// The store's native atomic and pattern operations, if it has them (see [`AtomicOps`]).
+    /// `None` by default. A wrapper (a layer) leaves this `None` and forwards the operations
+    /// themselves, so that it sees them.
+    fn atomic(&self) -> Option<&dyn AtomicOps> {
+        None
     }
 
     /// Removes expired entries that the store keeps until someone looks (files, SQL rows);

@@ -2,6 +2,7 @@
 //! and maps its errors into [`crate::Error`]; every concern shared by all stores (silent mode,
 //! timeouts, circuit breaking) is a [layer](crate::layer) around it.
 
+mod atomic;
 mod backend;
 #[cfg(feature = "file")]
 pub(crate) mod file;
@@ -20,6 +21,7 @@ pub(crate) mod redis;
 #[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
 mod settings;
 
+pub use atomic::AtomicOps;
 pub use backend::{
     Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
 };

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub(crate) mod codec;
+mod compression;
 pub(crate) mod counter;
 mod depth;
 pub(crate) mod envelope;

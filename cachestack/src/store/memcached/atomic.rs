@@ -12,18 +12,20 @@
 //! - `expire` re-seals the live value with the new deadline (the envelope's deadline is the one
 //!   reads obey; memcached's `touch` alone would only move the server's).
 //! - Key patterns: memcached cannot list keys, so `keys_matching` and `delete_matching` answer
-//!   [`Error::Unsupported`](crate::Error::Unsupported) (the trait's defaults).
+//!   [`Error::Unsupported`](crate::Error::Unsupported) (the text protocol has no way to list keys).
 
 use std::io;
 use std::time::SystemTime;
 
+use async_trait::async_trait;
 use memcache_async::ascii::Protocol;
 
 use super::super::ops::{Item, Op, Wire};
 use super::MemcachedStore;
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
-use crate::store::Entry;
+use crate::pattern::KeyPattern;
+use crate::store::{AtomicOps, Entry, KeyVisitor};
 use crate::value::counter::overflow;
 use crate::value::Value;
 
@@ -115,8 +117,11 @@ impl MemcachedStore {
         }
         Err(Error::contended(&self.config.settings.name, op, ATTEMPTS))
     }
+}
 
-    pub(super) async fn set_nx(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+#[async_trait]
+impl AtomicOps for MemcachedStore {
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
         let deadline = expiry.resolve(self.config.settings.default_ttl);
         self.update("set_if_absent", key, |live| {
             Ok(match live {
@@ -127,7 +132,7 @@ impl MemcachedStore {
         .await
     }
 
-    pub(super) async fn incr_by(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
         let deadline = expiry.resolve(self.config.settings.default_ttl);
         self.update("incr", key, |live| match live {
             None => Ok(Decision::Write(Value::new(delta), deadline, delta)),
@@ -143,7 +148,7 @@ impl MemcachedStore {
         .await
     }
 
-    pub(super) async fn expire_at(&self, key: &str, expiry: Expiry) -> Result<bool> {
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         let deadline = expiry.resolve(self.config.settings.default_ttl);
         self.update("expire", key, |live| {
             Ok(match live {
@@ -152,5 +157,13 @@ impl MemcachedStore {
             })
         })
         .await
+    }
+
+    async fn keys_matching(&self, _: &KeyPattern, _: usize, _: &mut KeyVisitor<'_>) -> Result<()> {
+        Err(Error::unsupported("keys_matching", crate::Backend::name(self)))
+    }
+
+    async fn delete_matching(&self, _: &KeyPattern) -> Result<u64> {
+        Err(Error::unsupported("delete_matching", crate::Backend::name(self)))
     }
 }

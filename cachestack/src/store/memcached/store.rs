@@ -560,16 +560,8 @@ impl Backend for MemcachedStore {
         self.remove_many(keys).await
     }
 
-    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
-        self.set_nx(key, value, expiry).await
-    }
-
-    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
-        self.incr_by(key, delta, expiry).await
-    }
-
-    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        self.expire_at(key, expiry).await
+    fn atomic(&self) -> Option<&dyn crate::store::AtomicOps> {
+        Some(self)
     }
 
     fn default_ttl(&self) -> Option<Duration> {

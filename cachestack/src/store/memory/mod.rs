@@ -18,7 +18,6 @@ pub(crate) mod engine;
 pub(crate) mod front;
 
 use std::any::TypeId;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -28,7 +27,6 @@ use engine::{EngineSpec, Map};
 use front::{AnyPartition, Epochs, Evictions, FrontHandle, FrontShared, FrontTag, Partition};
 
 use async_trait::async_trait;
-use quick_cache::{Equivalent, Weighter};
 
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
@@ -39,6 +37,9 @@ use crate::url::{CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
 use crate::value::{Cacheable, Value};
 
 mod ops;
+mod slot;
+
+use slot::{KeyRef, MemKey, Slot, SlotWeighter};
 
 /// Settings of a [`MemoryBackend`].
 ///
@@ -81,109 +82,6 @@ impl Default for MemoryConfig {
             engine: MemoryEngine::default(),
             time_to_idle: None,
         }
-    }
-}
-
-/// Keys up to this many bytes are stored inline in the map's entry, so a hit compares the key
-/// without following a pointer (one dependent cache miss fewer on a cold entry). The default keys
-/// of `#[cached]` (`module::function(arguments)`) mostly fit; longer keys are boxed.
-const INLINE_KEY: usize = 62;
-
-/// A stored key: 64 bytes, inline up to [`INLINE_KEY`] bytes.
-#[derive(Clone)]
-enum MemKey {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Boxed(Box<[u8]>),
-}
-
-impl MemKey {
-    fn new(key: &str) -> Self {
-        let key = key.as_bytes();
-        if key.len() <= INLINE_KEY {
-            let mut bytes = [0; INLINE_KEY];
-            bytes[..key.len()].copy_from_slice(key);
-            MemKey::Inline { len: key.len() as u8, bytes }
-        } else {
-            MemKey::Boxed(key.into())
-        }
-    }
-
-    #[inline]
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            MemKey::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
-            MemKey::Boxed(bytes) => bytes,
-        }
-    }
-}
-
-impl PartialEq for MemKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for MemKey {}
-
-/// Hashes the key's bytes, exactly as [`KeyRef`] does.
-impl Hash for MemKey {
-    #[inline]
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(self.as_bytes());
-    }
-}
-
-/// A borrowed key for lookups: hashes and compares like the stored [`MemKey`].
-struct KeyRef<'a>(&'a [u8]);
-
-impl<'a> KeyRef<'a> {
-    #[inline]
-    fn new(key: &'a str) -> Self {
-        KeyRef(key.as_bytes())
-    }
-}
-
-impl Hash for KeyRef<'_> {
-    #[inline]
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(self.0);
-    }
-}
-
-impl Equivalent<MemKey> for KeyRef<'_> {
-    #[inline]
-    fn equivalent(&self, key: &MemKey) -> bool {
-        self.0 == key.as_bytes()
-    }
-}
-
-#[derive(Clone)]
-struct Slot {
-    value: Value,
-    /// The deadline on the monotonic clock, for the hit path.
-    expires: Option<Instant>,
-    /// The deadline as written, in Unix milliseconds (0: none), returned with the entry. A bare
-    /// number keeps the slot small: quick_cache copies it out on every hit.
-    deadline_ms: u64,
-    weight: u64,
-}
-
-impl Slot {
-    #[inline]
-    fn live(&self, now: impl FnOnce() -> Instant) -> bool {
-        match self.expires {
-            None => true,
-            Some(deadline) => now() < deadline,
-        }
-    }
-}
-
-#[derive(Clone)]
-struct SlotWeighter;
-
-impl Weighter<MemKey, Slot> for SlotWeighter {
-    fn weight(&self, _key: &MemKey, slot: &Slot) -> u64 {
-        slot.weight
     }
 }
 
@@ -576,6 +474,7 @@ fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend
 
 #[cfg(test)]
 mod tests {
+    use super::slot::INLINE_KEY;
     use super::*;
 
     #[test]

@@ -10,6 +10,7 @@
 //!   order; hashed keys (long or unusual keys, whose column holds a hash) are matched on their
 //!   full key by the client.
 
+use async_trait::async_trait;
 use sqlx::Row as _;
 
 use super::backend::{expires_param, table_deadline};
@@ -20,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
 use crate::pattern::KeyPattern;
 use crate::rt;
-use crate::store::KeyVisitor;
+use crate::store::{AtomicOps, KeyVisitor};
 use crate::value::{counter, Value};
 
 /// A deadline in Unix milliseconds (`$5`) as a timestamptz; NULL stays NULL (no expiry).
@@ -179,7 +180,29 @@ impl Inner {
 }
 
 impl PostgresStore {
-    pub(super) async fn set_nx(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+    /// The next page of keys matching `pattern` after `after` (moved on to the page's last key),
+    /// and whether more may follow; `None` at the end.
+    async fn next_page(
+        &self,
+        pattern: &KeyPattern,
+        like: &str,
+        after: &mut Option<String>,
+        batch: usize,
+    ) -> Result<Option<(Vec<String>, bool)>> {
+        let batch = batch.max(1);
+        let (inner, like, from) = (self.inner.clone(), like.to_owned(), after.clone());
+        let page = rt::io(self.inner.name(), async move { inner.page(&like, from.as_deref(), batch).await }).await?;
+        let Some((last, _, _)) = page.last() else { return Ok(None) };
+        *after = Some(last.clone());
+        let more = page.len() >= batch;
+        let keys = page.into_iter().filter(|(_, key, hashed)| !hashed || pattern.matches(key)).map(|(_, k, _)| k);
+        Ok(Some((keys.collect(), more)))
+    }
+}
+
+#[async_trait]
+impl AtomicOps for PostgresStore {
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
         let deadline = table_deadline(expiry.resolve(self.inner.config.settings.default_ttl));
         let bytes = self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?;
         let (inner, owned, expires_ms) = (self.inner.clone(), key.to_owned(), expires_param(deadline));
@@ -191,7 +214,7 @@ impl PostgresStore {
         Ok(stored)
     }
 
-    pub(super) async fn incr_by(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
         let deadline = table_deadline(expiry.resolve(self.inner.config.settings.default_ttl));
         let (inner, owned, expires_ms) = (self.inner.clone(), key.to_owned(), expires_param(deadline));
         let n = rt::io(self.inner.name(), async move { inner.add(&owned, delta, expires_ms).await }).await?;
@@ -199,7 +222,7 @@ impl PostgresStore {
         Ok(n)
     }
 
-    pub(super) async fn expire_at(&self, key: &str, expiry: Expiry) -> Result<bool> {
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         let deadline = table_deadline(expiry.resolve(self.inner.config.settings.default_ttl));
         for _ in 0..EXPIRE_ATTEMPTS {
             let (inner, owned) = (self.inner.clone(), key.to_owned());
@@ -224,31 +247,7 @@ impl PostgresStore {
         Err(Error::contended(self.inner.name(), "expire", EXPIRE_ATTEMPTS))
     }
 
-    /// The next page of keys matching `pattern` after `after` (moved on to the page's last key),
-    /// and whether more may follow; `None` at the end.
-    async fn next_page(
-        &self,
-        pattern: &KeyPattern,
-        like: &str,
-        after: &mut Option<String>,
-        batch: usize,
-    ) -> Result<Option<(Vec<String>, bool)>> {
-        let batch = batch.max(1);
-        let (inner, like, from) = (self.inner.clone(), like.to_owned(), after.clone());
-        let page = rt::io(self.inner.name(), async move { inner.page(&like, from.as_deref(), batch).await }).await?;
-        let Some((last, _, _)) = page.last() else { return Ok(None) };
-        *after = Some(last.clone());
-        let more = page.len() >= batch;
-        let keys = page.into_iter().filter(|(_, key, hashed)| !hashed || pattern.matches(key)).map(|(_, k, _)| k);
-        Ok(Some((keys.collect(), more)))
-    }
-
-    pub(super) async fn scan_matching(
-        &self,
-        pattern: &KeyPattern,
-        batch: usize,
-        visit: &mut KeyVisitor<'_>,
-    ) -> Result<()> {
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
         let (like, mut after) = (pattern.to_like(), None);
         while let Some((keys, more)) = self.next_page(pattern, &like, &mut after, batch).await? {
             if (!keys.is_empty() && !visit(keys)) || !more {
@@ -259,7 +258,7 @@ impl PostgresStore {
     }
 
     /// Lists a page (in key order, so removals do not disturb the walk), removes it, and so on.
-    pub(super) async fn remove_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
         let (like, mut after, mut removed) = (pattern.to_like(), None, 0u64);
         while let Some((keys, more)) = self.next_page(pattern, &like, &mut after, crate::store::PATTERN_BATCH).await? {
             if !keys.is_empty() {

@@ -7,13 +7,14 @@
 
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
 use futures_util::future::join_all;
 
 use super::{Inner, RedisStore};
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
 use crate::pattern::KeyPattern;
-use crate::store::{Entry, KeyVisitor};
+use crate::store::{AtomicOps, Entry, KeyVisitor};
 use crate::value::{counter, Value};
 
 /// The latest expiry Redis is given (see `ops::MAX_PXAT_MS`).
@@ -51,8 +52,31 @@ impl RedisStore {
             _ => None,
         })
     }
+}
 
-    pub(super) async fn set_nx(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+impl Inner {
+    /// The key a Redis key of this namespace stands for (`None`: not this namespace's, or not
+    /// UTF-8).
+    fn user_key(&self, full: &[u8]) -> Option<String> {
+        let rest = full.strip_prefix(self.prefix.as_bytes())?;
+        String::from_utf8(rest.to_vec()).ok()
+    }
+}
+
+/// A script error about the stored value (not a counter, or the sum overflows) as
+/// [`Error::InvalidValue`]; anything else as it is.
+fn not_a_counter(key: &str, err: Error) -> Error {
+    let text = err.to_string();
+    if text.contains("not an integer") || text.contains("overflow") {
+        Error::invalid(format!("`incr` of `{key}`: the key does not hold a counter, or the sum overflows i64 ({text})"))
+    } else {
+        err
+    }
+}
+
+#[async_trait]
+impl AtomicOps for RedisStore {
+    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
         let deadline = expiry.resolve(self.inner.config.settings.default_ttl);
         let full = self.inner.redis_key(key);
         let bytes = self.inner.config.settings.seal(key, &value, deadline.map(Deadline::time))?;
@@ -74,7 +98,7 @@ impl RedisStore {
         Ok(stored)
     }
 
-    pub(super) async fn incr_by(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
         let ms = expiry_ms(expiry.resolve(self.inner.config.settings.default_ttl));
         let full = self.inner.redis_key(key);
         let inner = self.inner.clone();
@@ -97,7 +121,7 @@ impl RedisStore {
         Ok(n)
     }
 
-    pub(super) async fn expire_at(&self, key: &str, expiry: Expiry) -> Result<bool> {
+    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         let deadline = expiry.resolve(self.inner.config.settings.default_ttl);
         let full = self.inner.redis_key(key);
         for _ in 0..EXPIRE_ATTEMPTS {
@@ -135,12 +159,7 @@ impl RedisStore {
         Err(Error::contended(&self.inner.config.settings.name, "expire", EXPIRE_ATTEMPTS))
     }
 
-    pub(super) async fn scan_matching(
-        &self,
-        pattern: &KeyPattern,
-        batch: usize,
-        visit: &mut KeyVisitor<'_>,
-    ) -> Result<()> {
+    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
         let glob = pattern.to_redis_glob(&self.inner.prefix);
         let inner = self.inner.clone();
         let nodes = self.io(async move { inner.scan_nodes().await }).await?;
@@ -163,7 +182,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(super) async fn unlink_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
         let glob = pattern.to_redis_glob(&self.inner.prefix);
         let inner = self.inner.clone();
         let removed = self
@@ -175,25 +194,5 @@ impl RedisStore {
             .await?;
         self.inner.counters.record_deletes(removed);
         Ok(removed)
-    }
-}
-
-impl Inner {
-    /// The key a Redis key of this namespace stands for (`None`: not this namespace's, or not
-    /// UTF-8).
-    fn user_key(&self, full: &[u8]) -> Option<String> {
-        let rest = full.strip_prefix(self.prefix.as_bytes())?;
-        String::from_utf8(rest.to_vec()).ok()
-    }
-}
-
-/// A script error about the stored value (not a counter, or the sum overflows) as
-/// [`Error::InvalidValue`]; anything else as it is.
-fn not_a_counter(key: &str, err: Error) -> Error {
-    let text = err.to_string();
-    if text.contains("not an integer") || text.contains("overflow") {
-        Error::invalid(format!("`incr` of `{key}`: the key does not hold a counter, or the sum overflows i64 ({text})"))
-    } else {
-        err
     }
 }

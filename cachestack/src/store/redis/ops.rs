@@ -11,8 +11,7 @@ use futures_util::future::join_all;
 
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
-use crate::pattern::KeyPattern;
-use crate::store::{Backend, BackendStats, Entry, KeyVisitor};
+use crate::store::{Backend, BackendStats, Entry};
 use crate::value::counter;
 use crate::value::Value;
 
@@ -198,24 +197,8 @@ impl Backend for RedisStore {
         .await
     }
 
-    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
-        self.set_nx(key, value, expiry).await
-    }
-
-    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
-        self.incr_by(key, delta, expiry).await
-    }
-
-    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        self.expire_at(key, expiry).await
-    }
-
-    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
-        self.scan_matching(pattern, batch, visit).await
-    }
-
-    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
-        self.unlink_matching(pattern).await
+    fn atomic(&self) -> Option<&dyn crate::store::AtomicOps> {
+        Some(self)
     }
 
     fn stats(&self) -> BackendStats {
