@@ -184,7 +184,8 @@ mod tests {
         for (p, n) in routes {
             r.route(*p, *n).unwrap();
         }
-        r.read().routes.clone()
+        let routes = r.read().routes.clone();
+        routes
     }
 
     #[test]
