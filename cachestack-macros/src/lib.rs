@@ -48,7 +48,7 @@ use parse::{CachedAttr, Func, InvalidateAttr};
 /// | `ttl = "5m"` | time to live: `"30s"`, `"2h30m"`, `"1d"`... checked at compile time; or any `Duration` expression (`ttl = Duration::from_secs(60)`, `ttl = TTL_CONST`). Without it, the cache's default TTL applies. |
 /// | `key = "user:<id>"` | the key template (see *Keys*). Without it, the default key. |
 /// | `condition = \|v\| ...` | a closure `FnOnce(&ReturnType) -> bool`: the result is stored only when it returns true. It sees its argument only (the function's arguments have moved into the body). |
-/// | `cache = "name"` | a cache of [`CacheRegistry::global()`](../cachestack/registry/struct.CacheRegistry.html), looked up by name. Without it, the registry's default cache. |
+/// | `cache = "name"` | a cache of [`CacheRegistry::global()`](../cachestack/registry/struct.CacheRegistry.html), looked up by name. Without it, the cache the key's [prefix route](../cachestack/registry/struct.CacheRegistry.html#method.route) names, else the registry's default cache (routes are matched against the literal start of the key template, once per registry change; a route longer than that start makes each call route its rendered key). |
 /// | `namespace = "users"`, `version = 2` | key prefixes (`users:v2:...`); bump `version` when the return type's shape changes, so old entries are never read. |
 /// | `lock = false` | turns single flight off (see *Single flight*). |
 /// | `cache_none = false` | for `Option` returns: do not store `None`. |

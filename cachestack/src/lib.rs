@@ -46,6 +46,7 @@ pub mod layer;
 mod pattern;
 pub mod registry;
 mod resilience;
+mod routes;
 pub mod rt;
 pub mod singleflight;
 mod stack;

@@ -139,6 +139,11 @@ impl KeyPattern {
         }
     }
 
+    /// True if the pattern has no wildcard: it matches exactly one key.
+    pub(crate) fn is_literal(&self) -> bool {
+        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+    }
+
     /// True if `key` matches the whole pattern.
     pub fn matches(&self, key: &str) -> bool {
         // Iterative glob matching with one backtrack point (the last `*`): linear in practice,

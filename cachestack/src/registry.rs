@@ -35,8 +35,10 @@ struct Registered {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     named: HashMap<String, Registered>,
+    /// Prefix routes (`"user:"` -> `"users"`), see `routes.rs`.
+    pub(crate) routes: crate::routes::Routes,
     default: Option<Registered>,
     /// Runtime switches: per named cache, for the default cache, for all caches.
     switches: HashMap<String, Commands>,
@@ -99,21 +101,22 @@ impl CacheRegistry {
         GLOBAL.get_or_init(CacheRegistry::new)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // A panic while holding the lock cannot leave `State` half-updated (every write is a
         // single insert or replace), so a poisoned lock is safe to keep using.
         self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// A number that changes whenever a cache is registered, replaced or removed. Generated code
+    /// A number that changes whenever a cache is registered, replaced or removed, a switch is
+    /// flipped or a [route](CacheRegistry::route) changes. Generated code
     /// keeps the `Cache` it resolved together with this number and resolves again only when the
     /// number has moved, so a hit costs one atomic load instead of a map lookup.
     #[inline]

@@ -93,7 +93,8 @@ pub(crate) enum Shared {
     Silent,
     /// `timeout`: the [`Timeout`](crate::layer::Timeout) layer; `connect_timeout`.
     Timeouts,
-    /// `codec`, `compression`, `secret`/`secret_env`, `max_value_bytes`: the envelope of byte stores.
+    /// `codec`, `compression`, `compress_min_bytes`, `secret`/`secret_env`, `max_value_bytes`:
+    /// the envelope of byte stores.
     Format,
 }
 
@@ -311,6 +312,9 @@ impl CacheUrl {
         if let Some(limit) = self.take_parsed::<usize>("max_value_bytes")? {
             format.max_value_bytes = limit;
         }
+        if let Some(threshold) = self.take_parsed::<usize>("compress_min_bytes")? {
+            format.compress_min_bytes = threshold;
+        }
         let secret = match (self.take("secret"), self.take("secret_env")) {
             (Some(_), Some(_)) => return Err(Error::config("give either `secret` or `secret_env`, not both")),
             (Some(secret), None) => Some(secret),
@@ -339,7 +343,8 @@ impl CacheUrl {
 }
 
 /// Options every byte store accepts.
-pub(crate) const FORMAT_OPTIONS: &[&str] = &["codec", "compression", "secret", "secret_env", "max_value_bytes"];
+pub(crate) const FORMAT_OPTIONS: &[&str] =
+    &["codec", "compression", "compress_min_bytes", "secret", "secret_env", "max_value_bytes"];
 
 /// Splits what follows `scheme://` into the credentials (`user:password`, without the `@`) and
 /// the rest (hosts, path, query).

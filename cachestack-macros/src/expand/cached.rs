@@ -266,13 +266,18 @@ fn state_fn(parts: &Parts) -> TokenStream {
     let rt = &names.rt;
     let name_str = func.sig.ident.to_string();
     let cache_name = cache_name(&model.common);
+    let (key_start, key_exact) = key::key_start(model.key.as_ref(), &model.common.key_prefix(), func);
     quote! {
         #[doc(hidden)]
         #[allow(dead_code)]
         #[inline]
         fn #state_fn() -> &'static #rt::CachedFn {
-            static __CACHESTACK_STATE: #rt::CachedFn =
-                #rt::CachedFn::new(::core::concat!(::core::module_path!(), "::", #name_str), #cache_name);
+            static __CACHESTACK_STATE: #rt::CachedFn = #rt::CachedFn::new(
+                ::core::concat!(::core::module_path!(), "::", #name_str),
+                #cache_name,
+                #key_start,
+                #key_exact,
+            );
             &__CACHESTACK_STATE
         }
     }

@@ -124,6 +124,31 @@ fn probe_call(rt: &TokenStream, value: TokenStream, method: &str, buf: &Ident, s
     quote!(#probe.#method(#buf);)
 }
 
+/// The literal start of every key the function renders, as a `&'static str` expression, and
+/// whether the key is exactly that (a template without placeholders): what prefix routes are
+/// matched against when the function's cache is resolved. A default key starts with the
+/// module path of a free function; a method's starts with its type's path, not known here.
+pub(super) fn key_start(template: Option<&Template>, prefix: &str, func: &Function) -> (TokenStream, bool) {
+    match template {
+        Some(template) => {
+            let mut start = prefix.to_string();
+            let mut exact = true;
+            for piece in &template.pieces {
+                match piece {
+                    Piece::Text(t) => start.push_str(t),
+                    Piece::Place(_) => {
+                        exact = false;
+                        break;
+                    }
+                }
+            }
+            (quote!(#start), exact)
+        }
+        None if func.in_impl => (quote!(#prefix), false),
+        None => (quote!(::core::concat!(#prefix, ::core::module_path!(), "::")), false),
+    }
+}
+
 /// The default key: `[prefix]<path>::<fn>[::<T,...>](<arg>,...)`, each argument by `Debug`.
 /// `state_fn` is the function holding the cached function's state.
 pub(super) fn default_key_body(func: &Function, prefix: &str, names: &Names, state_fn: &Ident) -> TokenStream {

@@ -3,9 +3,11 @@
 //! As in `call`, the synchronous and asynchronous twins share their decisions (the in-process
 //! fast path, what a failure means) and keep only their I/O.
 
+use std::sync::Arc;
+
 use super::front::{front_remove, FastKeyBuf};
-use super::state::{resolve, CachedFn};
-use super::{Cache, Result};
+use super::state::CachedFn;
+use super::{Cache, CacheRegistry, Result};
 use crate::error::Error;
 use crate::KeyPattern;
 
@@ -37,9 +39,38 @@ fn invalidation_outcome(
     }
 }
 
-/// The patterns `#[invalidate(pattern = ...)]` rendered, parsed.
-fn parse_patterns(patterns: &[String]) -> Result<Vec<KeyPattern>> {
-    patterns.iter().map(|p| KeyPattern::new(p)).collect()
+/// The caches `keys` belong to, each with its keys: the cache `cache` names, else each key's
+/// [route](CacheRegistry::route) (or the default cache).
+fn keys_by_cache(cache: Option<&str>, keys: &[String]) -> Result<Vec<(Cache, Vec<String>)>> {
+    let registry = CacheRegistry::global();
+    let mut groups: Vec<(Cache, Vec<String>)> = Vec::new();
+    for key in keys {
+        let target = match cache {
+            Some(name) => registry.get(name)?,
+            None => registry.cache_for_key(key)?,
+        };
+        match groups.iter_mut().find(|(c, _)| Arc::ptr_eq(c.backend(), target.backend())) {
+            Some((_, group)) => group.push(key.clone()),
+            None => groups.push((target, vec![key.clone()])),
+        }
+    }
+    Ok(groups)
+}
+
+/// The patterns `#[invalidate(pattern = ...)]` rendered, parsed, each with the caches that may
+/// hold matching keys: the cache `cache` names, else those the pattern's routes reach.
+fn patterns_by_cache(cache: Option<&str>, patterns: &[String]) -> Result<Vec<(Cache, KeyPattern)>> {
+    let registry = CacheRegistry::global();
+    let mut targets = Vec::with_capacity(patterns.len());
+    for pattern in patterns {
+        let pattern = KeyPattern::new(pattern)?;
+        let caches = match cache {
+            Some(name) => vec![registry.get(name)?],
+            None => registry.caches_for_pattern(&pattern)?,
+        };
+        targets.extend(caches.into_iter().map(|c| (c, pattern.clone())));
+    }
+    Ok(targets)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -65,7 +96,7 @@ pub fn invalidate_sync(
     key: String,
     fast: impl FnOnce(&mut FastKeyBuf) -> bool,
 ) -> Result<bool> {
-    let cache = state.cache()?;
+    let cache = state.cache_for_key(&key)?;
     // The typed entry first: the key's delete then makes anything computed meanwhile stale.
     let typed = front_remove(&cache, state as *const CachedFn as usize, fast);
     Ok(delete_sync(&cache, &[key])? > 0 || typed)
@@ -79,20 +110,14 @@ pub fn invalidate_keys_sync(
     keys: &[String],
     propagate: bool,
 ) -> Option<Error> {
-    let deleted = resolve(cache).and_then(|cache| delete_sync(&cache, keys));
+    let deleted = keys_by_cache(cache, keys).and_then(|groups| {
+        groups.iter().try_fold(0u64, |sum, (cache, keys)| Ok(sum.saturating_add(delete_sync(cache, keys)?)))
+    });
     invalidation_outcome(function, keys, deleted, propagate)
 }
 
-fn delete_matching_sync(cache: &Cache, patterns: &[String]) -> Result<u64> {
-    let patterns = parse_patterns(patterns)?;
-    let backend = cache.backend().clone();
-    crate::rt::block_on(async move {
-        let mut deleted = 0u64;
-        for pattern in &patterns {
-            deleted = deleted.saturating_add(backend.delete_matching(pattern).await?);
-        }
-        Ok(deleted)
-    })?
+fn delete_matching_sync(targets: Vec<(Cache, KeyPattern)>) -> Result<u64> {
+    crate::rt::block_on(delete_matching_async(targets))?
 }
 
 /// `#[invalidate(pattern = ...)]` on a synchronous function: removes the keys matching
@@ -103,7 +128,7 @@ pub fn invalidate_patterns_sync(
     patterns: &[String],
     propagate: bool,
 ) -> Option<Error> {
-    let deleted = resolve(cache).and_then(|cache| delete_matching_sync(&cache, patterns));
+    let deleted = patterns_by_cache(cache, patterns).and_then(delete_matching_sync);
     invalidation_outcome(function, patterns, deleted, propagate)
 }
 
@@ -125,7 +150,7 @@ pub async fn invalidate_async(
     key: String,
     fast: impl FnOnce(&mut FastKeyBuf) -> bool,
 ) -> Result<bool> {
-    let cache = state.cache()?;
+    let cache = state.cache_for_key(&key)?;
     let typed = front_remove(&cache, state as *const CachedFn as usize, fast);
     Ok(delete_async(&cache, &[key]).await? > 0 || typed)
 }
@@ -137,16 +162,20 @@ pub async fn invalidate_keys_async(
     keys: &[String],
     propagate: bool,
 ) -> Option<Error> {
-    let deleted = match resolve(cache) {
-        Ok(cache) => delete_async(&cache, keys).await,
-        Err(err) => Err(err),
-    };
+    let deleted = async {
+        let mut deleted = 0u64;
+        for (cache, keys) in keys_by_cache(cache, keys)? {
+            deleted = deleted.saturating_add(delete_async(&cache, &keys).await?);
+        }
+        Ok(deleted)
+    }
+    .await;
     invalidation_outcome(function, keys, deleted, propagate)
 }
 
-async fn delete_matching_async(cache: &Cache, patterns: &[String]) -> Result<u64> {
+async fn delete_matching_async(targets: Vec<(Cache, KeyPattern)>) -> Result<u64> {
     let mut deleted = 0u64;
-    for pattern in parse_patterns(patterns)? {
+    for (cache, pattern) in targets {
         deleted = deleted.saturating_add(cache.backend().delete_matching(&pattern).await?);
     }
     Ok(deleted)
@@ -159,8 +188,8 @@ pub async fn invalidate_patterns_async(
     patterns: &[String],
     propagate: bool,
 ) -> Option<Error> {
-    let deleted = match resolve(cache) {
-        Ok(cache) => delete_matching_async(&cache, patterns).await,
+    let deleted = match patterns_by_cache(cache, patterns) {
+        Ok(targets) => delete_matching_async(targets).await,
         Err(err) => Err(err),
     };
     invalidation_outcome(function, patterns, deleted, propagate)

@@ -119,7 +119,9 @@ pub(super) enum Target {
 }
 
 /// The synchronous part of every call: resolves the cache (one atomic load when nothing changed
-/// in the registry) and answers a hit right here. A memory cache answers from the function's
+/// in the registry: the cache a function names, else the one its keys' literal start routes to,
+/// else the default; per call only when a route reaches past that literal start) and answers a
+/// hit right here. A memory cache answers from the function's
 /// typed partition, found by the encoded arguments (`fast`), with no key text; a function whose
 /// key parts have no encoding (and a stack with an in-process front layer) renders the key into a
 /// reused thread-local buffer and reads the text-keyed entries, so a hit allocates nothing but the
@@ -172,11 +174,55 @@ pub fn lookup<R>(
             fill: None,
         });
     };
+    if resolved.per_key {
+        return per_key(site, generation, mode, key, &args, encoded, bypass);
+    }
+    dispatch(site, resolved, mode, key, &args, encoded, bypass)
+}
+
+/// Applies the switches (or the bypass), then answers from the resolved cache.
+#[inline]
+fn dispatch<R>(
+    site: &Site<R>,
+    resolved: &Resolved,
+    mode: Mode,
+    key: impl FnOnce(&mut String),
+    args: &FastKeyBuf,
+    encoded: bool,
+    bypass: bool,
+) -> Lookup<R> {
     let commands = if bypass { Commands::NONE } else { resolved.commands };
     if commands != Commands::ALL && resolved.cache.is_ok() {
-        return switched(site, resolved, mode, key, &args, encoded, commands);
+        return switched(site, resolved, mode, key, args, encoded, commands);
     }
-    answer(site, resolved, mode, key, &args, encoded)
+    answer(site, resolved, mode, key, args, encoded)
+}
+
+/// A call of a function whose cache depends on its arguments (a route longer than the literal
+/// start of its keys): renders the key and routes it, then reads by key text (the typed
+/// partition is not used, as it belongs to one cache).
+#[cold]
+#[inline(never)]
+fn per_key<R>(
+    site: &Site<R>,
+    generation: u64,
+    mode: Mode,
+    key: impl FnOnce(&mut String),
+    args: &FastKeyBuf,
+    encoded: bool,
+    bypass: bool,
+) -> Lookup<R> {
+    let key = render_key(key);
+    let registry = CacheRegistry::global();
+    let name = registry.route_for(&key);
+    let resolved = Resolved {
+        generation,
+        cache: site.state.resolve_logged(name.as_deref()),
+        front: None,
+        commands: registry.commands(name.as_deref()),
+        per_key: false,
+    };
+    dispatch(site, &resolved, mode, |buf| buf.push_str(&key), args, encoded, bypass)
 }
 
 /// A call under a switch that does not allow every command (or inside a bypass).
@@ -235,13 +281,17 @@ fn answer<R>(
 
 /// Resolves the function's cache and, for a memory cache, its typed partition.
 fn resolve<R>(site: &Site<R>, generation: u64, encoded: bool) -> Resolved {
-    let cache = site.state.resolve_logged();
+    let Some(name) = site.state.fixed_route() else {
+        let unused = Box::new(Error::invalid("the cache is resolved per key"));
+        return Resolved { generation, cache: Err(unused), front: None, commands: Commands::ALL, per_key: true };
+    };
+    let cache = site.state.resolve_logged(name.as_deref());
     let front = match (&cache, site.policy.front) {
         (Ok(cache), Some(ops)) if encoded => (ops.partition)(cache, site.state as *const CachedFn as usize),
         _ => None,
     };
-    let commands = CacheRegistry::global().commands(site.state.cache);
-    Resolved { generation, cache, front, commands }
+    let commands = CacheRegistry::global().commands(name.as_deref());
+    Resolved { generation, cache, front, commands, per_key: false }
 }
 
 /// A call that its typed partition did not answer (or `<fn>_refresh`): renders the key, takes

@@ -60,6 +60,11 @@ impl FnStats {
 pub struct CachedFn {
     pub(super) name: &'static str,
     pub(super) cache: Option<&'static str>,
+    /// The literal start of every key the function renders (namespace, version and the key
+    /// template's text before its first placeholder), for prefix routes.
+    pub(super) key_start: &'static str,
+    /// True when the key is exactly `key_start` (a template without placeholders).
+    pub(super) key_exact: bool,
     /// Striped: bumped on every hit, from every thread.
     pub(super) hits: StripedCounter,
     pub(super) misses: AtomicU64,
@@ -75,11 +80,20 @@ impl fmt::Debug for CachedFn {
 }
 
 impl CachedFn {
-    /// State for the function `name` using the cache `cache` (`None`: the registry's default).
-    pub const fn new(name: &'static str, cache: Option<&'static str>) -> Self {
+    /// State for the function `name` using the cache `cache` (`None`: the registry's default, or
+    /// the cache a [route](CacheRegistry::route) sends its keys to), whose keys all start with
+    /// `key_start` (and are exactly that when `key_exact`).
+    pub const fn new(
+        name: &'static str,
+        cache: Option<&'static str>,
+        key_start: &'static str,
+        key_exact: bool,
+    ) -> Self {
         CachedFn {
             name,
             cache,
+            key_start,
+            key_exact,
             hits: StripedCounter::new(),
             misses: AtomicU64::new(0),
             waits: AtomicU64::new(0),
@@ -100,13 +114,30 @@ impl CachedFn {
         }
     }
 
-    /// The cache this function uses, looked up in the global registry.
-    pub fn cache(&self) -> Result<Cache> {
-        resolve(self.cache)
+    /// The cache this function's `key` goes to, looked up in the global registry: the cache it
+    /// names, else the one the key's [route](CacheRegistry::route) names, else the default.
+    pub fn cache_for_key(&self, key: &str) -> Result<Cache> {
+        match self.cache {
+            Some(name) => CacheRegistry::global().get(name),
+            None => CacheRegistry::global().cache_for_key(key),
+        }
     }
 
-    pub(super) fn resolve_logged(&self) -> core::result::Result<Cache, Box<Error>> {
-        resolve(self.cache).map_err(|err| {
+    /// The name of the cache every call of this function uses now (`Some(None)`: the default
+    /// cache), or `None` when it depends on the arguments: a route is longer than the literal
+    /// start of the function's keys (e.g. `"user:admin:"` for the template `"user:<id>"`), so
+    /// each call routes its rendered key.
+    pub(super) fn fixed_route(&self) -> Option<Option<String>> {
+        if let Some(name) = self.cache {
+            return Some(Some(name.to_string()));
+        }
+        let choice = CacheRegistry::global().route_choice(self.key_start, self.key_exact);
+        choice.longer.is_empty().then_some(choice.certain)
+    }
+
+    /// The cache `name` (`None`: the default), a failure logged.
+    pub(super) fn resolve_logged(&self, name: Option<&str>) -> core::result::Result<Cache, Box<Error>> {
+        resolve(name).map_err(|err| {
             tracing::warn!(function = self.name, error = %err, "cachestack: cannot resolve the cache of a #[cached] function; calling it uncached");
             Box::new(err)
         })
@@ -150,6 +181,9 @@ pub(super) struct Resolved {
     pub(super) front: Option<FrontHandle>,
     /// The cache's switches when resolved (a change moves the generation).
     pub(super) commands: Commands,
+    /// The function's cache depends on its arguments (see [`CachedFn::fixed_route`]): each call
+    /// routes its rendered key, and `cache`, `front` and `commands` are unused.
+    pub(super) per_key: bool,
 }
 
 /// A per-thread, per-function slot holding the resolved cache, so a hit costs one atomic load

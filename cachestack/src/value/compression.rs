@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 /// ```
 /// use cachestack::Compression;
 /// assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd { level: 3 });
+/// assert_eq!("zstd:19".parse::<Compression>().unwrap(), Compression::Zstd { level: 19 });
 /// assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
+/// assert!("zstd:99".parse::<Compression>().is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -32,7 +34,13 @@ impl std::str::FromStr for Compression {
             "none" | "" => Ok(Compression::None),
             "zstd" => Ok(Compression::Zstd { level: 3 }),
             "lz4" => Ok(Compression::Lz4),
-            _ => Err(Error::config(format!("unknown compression {s:?}: expected none, zstd or lz4"))),
+            other => match other.strip_prefix("zstd:").map(str::parse::<i32>) {
+                Some(Ok(level)) if (1..=22).contains(&level) => Ok(Compression::Zstd { level }),
+                Some(_) => Err(Error::config(format!("invalid zstd level in {s:?}: expected zstd:1 to zstd:22"))),
+                None => {
+                    Err(Error::config(format!("unknown compression {s:?}: expected none, zstd, zstd:<1-22> or lz4")))
+                }
+            },
         }
     }
 }
