@@ -16,6 +16,7 @@ mod model;
 mod parse;
 mod template;
 mod validate;
+mod validate_resilience;
 
 use errors::Errors;
 use parse::{CachedAttr, Func, InvalidateAttr};

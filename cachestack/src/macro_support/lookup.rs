@@ -235,13 +235,42 @@ fn answer<R>(
 
 /// Resolves the function's cache and, for a memory cache, its typed partition.
 fn resolve<R>(site: &Site<R>, generation: u64, encoded: bool) -> Resolved {
-    let cache = site.state.resolve_logged();
-    let front = match (&cache, site.policy.front) {
-        (Ok(cache), Some(ops)) if encoded => (ops.partition)(cache, site.state as *const CachedFn as usize),
-        _ => None,
-    };
-    let commands = CacheRegistry::global().commands(site.state.cache);
-    Resolved { generation, cache, front, commands }
+    let mut resolved = resolve_cache(site.state, generation);
+    if let (Ok(cache), Some(ops), true) = (&resolved.cache, site.policy.front, encoded) {
+        resolved.front = (ops.partition)(cache, site.state as *const CachedFn as usize);
+    }
+    resolved
+}
+
+/// Resolves the function's cache, without a typed partition.
+fn resolve_cache(state: &'static CachedFn, generation: u64) -> Resolved {
+    let cache = state.resolve_logged();
+    let commands = CacheRegistry::global().commands(state.cache);
+    Resolved { generation, cache, front: None, commands }
+}
+
+/// The function's cache as this thread resolved it (resolved again when the registry changed),
+/// and the commands its switches allow (none inside a bypass): how a call that does not use the
+/// typed partition starts (functions with resilience options). `None`: the cache could not be
+/// resolved (logged once per thread and registry generation).
+pub(super) fn resolved_cache(
+    state: &'static CachedFn,
+    slot: &'static LocalKey<CacheSlot>,
+) -> (Option<Cache>, Commands) {
+    let generation = CacheRegistry::global().generation();
+    let from_slot = slot.try_with(|slot| {
+        let mut resolved = slot.0.try_borrow_mut().ok()?;
+        let resolved = match &mut *resolved {
+            Some(resolved) if resolved.generation == generation => resolved,
+            other => other.insert(resolve_cache(state, generation)),
+        };
+        Some((resolved.cache.as_ref().ok().cloned(), resolved.commands))
+    });
+    let (cache, commands) = from_slot.ok().flatten().unwrap_or_else(|| {
+        let resolved = resolve_cache(state, generation);
+        (resolved.cache.ok(), resolved.commands)
+    });
+    (cache, if bypassed() { Commands::NONE } else { commands })
 }
 
 /// A call that its typed partition did not answer (or `<fn>_refresh`): renders the key, takes
