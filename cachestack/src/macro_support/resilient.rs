@@ -295,11 +295,13 @@ where
         false => Decision::Compute { fallback: None },
     };
     let answer = match decision {
-        Decision::Answer { value, status, refresh: true } => {
-            refresh(&call, seen, owned);
+        Decision::Answer { value, status, refresh: wanted } => {
+            // (Not under a reads-only switch: a refresh writes.)
+            if wanted && store {
+                refresh(&call, seen, owned);
+            }
             Ok(call.state.answer(value, status))
         }
-        Decision::Answer { value, status, refresh: false } => Ok(call.state.answer(value, status)),
         Decision::Compute { .. } if !store => return site.uncached(body.await),
         Decision::Compute { fallback } => match owned {
             // The soft timeout: the body goes on after the caller got the stale value.
@@ -341,11 +343,13 @@ where
         false => Decision::Compute { fallback: None },
     };
     let answer = match decision {
-        Decision::Answer { value, status, refresh: true } => {
-            refresh(&call, seen, owned);
+        Decision::Answer { value, status, refresh: wanted } => {
+            // (Not under a reads-only switch: a refresh writes.)
+            if wanted && store {
+                refresh(&call, seen, owned);
+            }
             Ok(call.state.answer(value, status))
         }
-        Decision::Answer { value, status, refresh: false } => Ok(call.state.answer(value, status)),
         Decision::Compute { .. } if !store => return site.uncached(body()),
         Decision::Compute { fallback } => match owned {
             // A timeout the caller stops waiting at: the body runs on another thread.
