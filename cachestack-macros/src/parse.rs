@@ -380,6 +380,10 @@ impl Value for DurationText {
 
 fn read_duration(text: &LitStr, name: &str) -> syn::Result<Duration> {
     let source = text.value();
+    if source.trim().starts_with('-') {
+        let message = format!("invalid `{name}` {source:?}: a duration cannot be negative; write a positive duration such as \"200ms\", \"30s\", \"5m\" or \"1h\"");
+        return Err(syn::Error::new(text.span(), message));
+    }
     humantime::parse_duration(source.trim()).map_err(|e| {
         syn::Error::new(
             text.span(),

@@ -459,3 +459,179 @@ macro_rules! scenarios {
 scenarios!(memory, Store::Memory, "resilience-memory");
 scenarios!(memory_redis, Store::MemoryRedis, "resilience-memory-redis");
 scenarios!(file, Store::File, "resilience-file");
+
+// ------------------------------------------------------------------------------------------------
+// Shapes and companions (memory)
+// ------------------------------------------------------------------------------------------------
+
+#[allow(dead_code)]
+mod shapes {
+    use super::*;
+
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn fixture() -> &'static Fixture {
+        static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+        FIXTURE.get_or_init(|| Fixture::register(Store::Memory, "resilience-shapes").unwrap())
+    }
+
+    #[derive(Clone)]
+    struct Repo {
+        tenant: u32,
+        loads: Arc<AtomicUsize>,
+    }
+
+    impl Repo {
+        /// `&self` and a borrowed argument: the body only ever runs for its caller.
+        #[cached(cache = "resilience-shapes", key = "repo:<self.tenant>:<name>", ttl = "60s", stale_if_error = "1h")]
+        fn borrowed(&self, name: &str) -> Result<String, Failed> {
+            self.loads.fetch_add(1, SeqCst);
+            if FAILING.load(SeqCst) {
+                return Err(Failed::Dependency);
+            }
+            Ok(format!("{name} of {}", self.tenant))
+        }
+
+        /// `self: Arc<Self>` is cloned into the background refresh.
+        #[cached(
+            cache = "resilience-shapes",
+            key = "repo-arc:<self.tenant>:<id>",
+            ttl = "60s",
+            stale_while_revalidate = "30s"
+        )]
+        async fn revalidated(self: Arc<Self>, id: u32) -> String {
+            let n = self.loads.fetch_add(1, SeqCst);
+            format!("{id}#{n}")
+        }
+    }
+
+    static FAILING: AtomicBool = AtomicBool::new(false);
+
+    #[test]
+    fn a_method_borrowing_self_serves_stale_values() {
+        let _serial = serial(&SERIAL);
+        let f = fixture();
+        let repo = Repo { tenant: 1, loads: Arc::default() };
+        assert_eq!(repo.borrowed_with_status("a"), ok("a of 1", CallStatus::Miss));
+        assert_eq!(repo.borrowed("a"), Ok("a of 1".to_string()));
+        f.clock.advance(secs(61));
+        FAILING.store(true, SeqCst);
+        assert_eq!(repo.borrowed_with_status("a"), ok("a of 1", CallStatus::Stale));
+        FAILING.store(false, SeqCst);
+        assert_eq!(repo.loads.load(SeqCst), 2);
+        let stats = Repo::borrowed_stats();
+        assert_eq!((stats.hits, stats.misses, stats.stale), (1, 1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_arc_self_method_revalidates_in_the_background() {
+        let _serial = serial(&SERIAL);
+        let f = fixture();
+        let repo = Arc::new(Repo { tenant: 2, loads: Arc::default() });
+        assert_eq!(repo.clone().revalidated_with_status(5).await, ("5#0".to_string(), CallStatus::Miss));
+        f.clock.advance(secs(70));
+        assert_eq!(repo.clone().revalidated_with_status(5).await, ("5#0".to_string(), CallStatus::Stale));
+        f.cache.background_idle().await;
+        assert_eq!(repo.clone().revalidated_with_status(5).await, ("5#1".to_string(), CallStatus::Hit));
+    }
+
+    static SYNC_RUNS: AtomicUsize = AtomicUsize::new(0);
+    static SYNC_REFRESH_FAILS: AtomicBool = AtomicBool::new(false);
+
+    #[cached(cache = "resilience-shapes", key = "sync-reval:<id>", ttl = "60s", stale_while_revalidate = "30s")]
+    fn sync_revalidated(id: u32) -> Result<String, Failed> {
+        let n = SYNC_RUNS.fetch_add(1, SeqCst);
+        if SYNC_REFRESH_FAILS.load(SeqCst) {
+            return Err(Failed::Dependency);
+        }
+        Ok(format!("{id}#{n}"))
+    }
+
+    /// A synchronous function's refresh runs on cachestack's runtime; a refresh that fails is
+    /// counted as a background failure and the cache keeps its value.
+    #[test]
+    fn a_sync_function_revalidates_on_the_runtime_and_counts_background_failures() {
+        let _serial = serial(&SERIAL);
+        let f = fixture();
+        let idle = || {
+            let cache = f.cache.clone();
+            cachestack::rt::block_on(async move { cache.background_idle().await }).unwrap();
+        };
+        assert_eq!(sync_revalidated_with_status(1), ok("1#0", CallStatus::Miss));
+        f.clock.advance(secs(61));
+        assert_eq!(sync_revalidated_with_status(1), ok("1#0", CallStatus::Stale));
+        idle();
+        assert_eq!(sync_revalidated_with_status(1), ok("1#1", CallStatus::Hit));
+
+        f.clock.advance(secs(61));
+        SYNC_REFRESH_FAILS.store(true, SeqCst);
+        let failures = f.cache.compute_stats().background_failures;
+        assert_eq!(sync_revalidated_with_status(1), ok("1#1", CallStatus::Stale));
+        idle();
+        SYNC_REFRESH_FAILS.store(false, SeqCst);
+        assert_eq!(f.cache.compute_stats().background_failures, failures + 1);
+        assert_eq!(sync_revalidated_with_status(1), ok("1#1", CallStatus::Stale), "the value was kept");
+        idle();
+    }
+
+    static COUNTED: AtomicUsize = AtomicUsize::new(0);
+
+    #[cached(cache = "resilience-shapes", key = "cond:<n>", ttl = "60s", stale_if_error = "1h", condition = |v: &u32| *v % 2 == 0)]
+    fn conditioned(n: u32) -> u32 {
+        COUNTED.fetch_add(1, SeqCst);
+        n
+    }
+
+    #[cached(cache = "resilience-shapes", key = "opt:<n>", ttl = "60s", stale_if_error = "1h", cache_none = false)]
+    fn optional(n: u32) -> Option<u32> {
+        COUNTED.fetch_add(1, SeqCst);
+        (n > 0).then_some(n)
+    }
+
+    /// `condition` and `cache_none = false` decide what is stored, as without the options;
+    /// `<fn>_refresh` runs the body and stores.
+    #[test]
+    fn condition_cache_none_and_refresh_apply() {
+        let _serial = serial(&SERIAL);
+        fixture();
+        COUNTED.store(0, SeqCst);
+        assert_eq!(conditioned_with_status(3), (3, CallStatus::Miss));
+        assert_eq!(conditioned_with_status(3), (3, CallStatus::Miss), "odd values are not stored");
+        assert_eq!(conditioned_with_status(4), (4, CallStatus::Miss));
+        assert_eq!(conditioned_with_status(4), (4, CallStatus::Hit));
+        assert_eq!(optional_with_status(0), (None, CallStatus::Miss));
+        assert_eq!(optional_with_status(0), (None, CallStatus::Miss), "None is not stored");
+        assert_eq!(optional_with_status(2), (Some(2), CallStatus::Miss));
+        assert_eq!(optional_with_status(2), (Some(2), CallStatus::Hit));
+        let before = COUNTED.load(SeqCst);
+        assert_eq!(optional_refresh(2), Some(2));
+        assert_eq!(COUNTED.load(SeqCst), before + 1, "`_refresh` runs the body");
+        assert_eq!(optional_with_status(2), (Some(2), CallStatus::Hit));
+    }
+
+    static JITTER_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    #[cached(cache = "resilience-shapes", key = "jitter:<n>", ttl = "100s", jitter = "50%")]
+    fn jittered(n: u32) -> usize {
+        JITTER_RUNS.fetch_add(1, SeqCst) + n as usize
+    }
+
+    /// With `jitter = "50%"` every stored TTL is between 50 s and 100 s: fresh before, expired
+    /// after, and not all alike.
+    #[test]
+    fn jitter_shortens_each_ttl_within_its_part() {
+        let _serial = serial(&SERIAL);
+        let f = fixture();
+        let keys = 0..40;
+        for n in keys.clone() {
+            assert_eq!(jittered_with_status(n).1, CallStatus::Miss);
+        }
+        f.clock.advance(secs(49));
+        assert!(keys.clone().all(|n| jittered_with_status(n).1 == CallStatus::Hit), "fresh for at least 50 s");
+        f.clock.advance(secs(26));
+        let fresh: Vec<u32> = keys.filter(|n| jittered_with_status(*n).1 == CallStatus::Hit).collect();
+        assert!(!fresh.is_empty() && fresh.len() < 40, "TTLs are spread: {} of 40 fresh at 75 s", fresh.len());
+        f.clock.advance(secs(26));
+        assert!(fresh.iter().all(|n| jittered_with_status(*n).1 == CallStatus::Miss), "expired after 100 s");
+    }
+}

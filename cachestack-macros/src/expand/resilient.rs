@@ -37,10 +37,7 @@ fn inner_fn(parts: &Parts, resilience: &Resilience) -> TokenStream {
     let receiver = func.receiver.as_ref().map(|r| quote!(#r,));
     let params = func.params.iter().map(|p| param_decl(p, false));
     let args: Vec<&Ident> = func.params.iter().map(|p| &p.name).collect();
-    let mut checks = assertions(parts);
-    if resilience.owned {
-        checks.extend(owned_assertions(parts));
-    }
+    let checks = assertions(parts);
     let ttl = ttl(model.ttl.as_ref());
     let options = options(rt, resilience);
     let (stamping, failed) = (stamping(parts), failed(parts));
@@ -84,9 +81,11 @@ fn body_call(parts: &Parts, self_arg: Option<TokenStream>, args: &[&Ident]) -> T
 }
 
 /// `Some(closure)` running the body on clones of the arguments, or a typed `None` when the
-/// options need no owned computation.
+/// options need no owned computation. Each clone checks that its argument is
+/// `Clone + Send + 'static`, spanned on the argument's type.
 fn owned(parts: &Parts, resilience: &Resilience) -> TokenStream {
     let func = parts.func;
+    let rt = &parts.names.rt;
     let output = &func.output;
     if !resilience.owned {
         return match func.sig.asyncness {
@@ -95,28 +94,23 @@ fn owned(parts: &Parts, resilience: &Resilience) -> TokenStream {
         };
     }
     let owned_self = Ident::new("__cachestack_self", Span::mixed_site());
-    let self_clone = func.receiver.as_ref().map(|_| quote!(let #owned_self = ::core::clone::Clone::clone(&self);));
+    let self_clone = func.receiver.as_ref().map(|r| {
+        let clone = quote_spanned!(r.span()=> #rt::clone_owned(&self));
+        quote!(let #owned_self = #clone;)
+    });
     let self_arg = func.receiver.as_ref().map(|_| quote!(#owned_self,));
+    let clones = func.params.iter().map(|p| {
+        let name = &p.name;
+        let clone = quote_spanned!(p.ty.span()=> #rt::clone_owned(&#name));
+        quote!(let #name = #clone;)
+    });
     let args: Vec<&Ident> = func.params.iter().map(|p| &p.name).collect();
     let call = body_call(parts, self_arg, &args);
     quote!(::core::option::Option::Some({
         #self_clone
-        #(let #args = ::core::clone::Clone::clone(&#args);)*
+        #(#clones)*
         move || #call
     }))
-}
-
-/// The check that every argument cloned into the owned computation is `Clone + Send + 'static`,
-/// each spanned on its type.
-fn owned_assertions(parts: &Parts) -> TokenStream {
-    let func = parts.func;
-    let rt = &parts.names.rt;
-    let receiver = func.receiver.as_ref().map(|r| quote_spanned!(r.span()=> #rt::assert_owned_arg(&self);));
-    let params = func.params.iter().map(|p| {
-        let name = &p.name;
-        quote_spanned!(p.ty.span()=> #rt::assert_owned_arg(&#name);)
-    });
-    quote!(#receiver #(#params)*)
 }
 
 fn duration(d: Option<std::time::Duration>) -> TokenStream {

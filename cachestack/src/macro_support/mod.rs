@@ -55,8 +55,8 @@ pub use policy::{
     ProbeResult, PropagateApplies, ResultKind,
 };
 pub use resilient::{
-    assert_owned_arg, condition_fn, resilient_async, resilient_sync, timed_out, FromTimeout, HardTimeoutApplies,
-    OwnedArg, Resilience, Resilient, Stamping,
+    clone_owned, condition_fn, resilient_async, resilient_sync, timed_out, FromTimeout, HardTimeoutApplies, OwnedArg,
+    Resilience, Resilient, Stamping,
 };
 pub use state::{CacheSlot, CachedFn, FnStats};
 

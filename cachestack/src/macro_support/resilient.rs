@@ -420,8 +420,11 @@ where
 pub trait OwnedArg: Clone + Send + 'static {}
 impl<T: Clone + Send + 'static> OwnedArg for T {}
 
-/// Compile-time check of an argument cloned into the background computation.
-pub fn assert_owned_arg<T: OwnedArg>(_: &T) {}
+/// An argument cloned into the background computation (and the compile-time check that it can
+/// be).
+pub fn clone_owned<T: OwnedArg>(arg: &T) -> T {
+    arg.clone()
+}
 
 /// A non-capturing `condition` as a function pointer (the engine keeps it past the call).
 pub fn condition_fn<R>(condition: fn(&R) -> bool) -> fn(&R) -> bool {
