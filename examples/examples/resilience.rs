@@ -63,7 +63,7 @@ fn stock(sku: u32) -> u32 {
 }
 
 fn show<T: std::fmt::Debug>(what: &str, (value, status): (T, CallStatus)) {
-    println!("{what:<48} x-cache: {status:<6} {value:?}");
+    println!("{what:<52} x-cache: {:<6} {value:?}", status.as_str());
 }
 
 #[tokio::main]
@@ -81,7 +81,7 @@ async fn main() {
     let before = PRICE_CALLS.load(SeqCst);
     show("expired, and the service is down: stale", price_with_status(sku()).await);
     show("still down: stale, the service is left alone", price_with_status(sku()).await);
-    println!("{:<48} {}", "calls to the service while down", PRICE_CALLS.load(SeqCst) - before);
+    println!("{:<52} {}", "calls to the service while down", PRICE_CALLS.load(SeqCst) - before);
 
     println!("-- soft timeout: timeout = \"100ms\"");
     SERVICE_DOWN.store(false, SeqCst);

@@ -19,7 +19,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cachestack::{
@@ -60,6 +60,7 @@ pub enum Store {
 }
 
 /// A store's cache, registered under its name with a manual clock.
+#[derive(Debug)]
 pub struct Fixture {
     pub cache: Cache,
     pub clock: Arc<ManualClock>,
@@ -106,7 +107,7 @@ impl Fixture {
 }
 
 /// A gate bodies wait on until the test opens it; closed again for the next phase.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Gate(Mutex<Option<Arc<Semaphore>>>);
 
 impl Gate {
@@ -128,10 +129,9 @@ impl Gate {
     }
 }
 
-/// Runs the tests of one store one at a time (they share its cache and clock).
-fn serial(lock: &'static Mutex<()>) -> MutexGuard<'static, ()> {
-    lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// Runs the tests of one store one at a time (they share its cache and clock): async tests
+/// `lock().await` it, sync ones `blocking_lock()` it.
+type Serial = tokio::sync::Mutex<()>;
 
 /// Yields until `condition` holds (another task on the test's runtime, or on cachestack's, gets
 /// there).
@@ -155,7 +155,7 @@ macro_rules! scenarios {
         mod $store {
             use super::*;
 
-            static SERIAL: Mutex<()> = Mutex::new(());
+            static SERIAL: Serial = Serial::const_new(());
 
             fn fixture() -> Option<&'static Fixture> {
                 static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
@@ -181,7 +181,7 @@ macro_rules! scenarios {
             /// error.
             #[tokio::test(start_paused = true)]
             async fn fail_safe_serves_the_stale_value_and_throttles_the_body() {
-                let _serial = serial(&SERIAL);
+                let _serial = SERIAL.lock().await;
                 let Some(f) = fixture() else { return };
                 assert_eq!(fail_safe_with_status(1).await, ok("good 1", CallStatus::Miss));
                 f.clock.advance(secs(61));
@@ -219,7 +219,7 @@ macro_rules! scenarios {
             /// refresh is held while they are answered), one background refresh replaces it.
             #[tokio::test(start_paused = true)]
             async fn one_background_refresh_for_1000_callers() {
-                let _serial = serial(&SERIAL);
+                let _serial = SERIAL.lock().await;
                 let Some(f) = fixture() else { return };
                 assert_eq!(revalidated_with_status(7).await, ("v0 of 7".to_string(), CallStatus::Miss));
                 f.clock.advance(secs(61));
@@ -252,7 +252,7 @@ macro_rules! scenarios {
             /// refresh period (80% of the 100 s TTL).
             #[tokio::test(start_paused = true)]
             async fn refresh_ahead_keeps_a_hot_key_warm() {
-                let _serial = serial(&SERIAL);
+                let _serial = SERIAL.lock().await;
                 let Some(f) = fixture() else { return };
                 assert_eq!(ahead_with_status(3).await, ("v0 of 3".to_string(), CallStatus::Miss));
                 let mut statuses = Vec::new();
@@ -290,7 +290,7 @@ macro_rules! scenarios {
             /// in the background and the cache then holds its value.
             #[tokio::test(start_paused = true)]
             async fn soft_timeout_answers_stale_and_the_body_finishes() {
-                let _serial = serial(&SERIAL);
+                let _serial = SERIAL.lock().await;
                 let Some(f) = fixture() else { return };
                 assert_eq!(soft_probe_with_status(2).await, ok("probe 2", CallStatus::Miss));
                 f.clock.advance(secs(61));
@@ -327,7 +327,7 @@ macro_rules! scenarios {
             /// asynchronous body is cancelled with its call (nothing stored).
             #[tokio::test(start_paused = true)]
             async fn hard_timeout_returns_the_timeout_error() {
-                let _serial = serial(&SERIAL);
+                let _serial = SERIAL.lock().await;
                 let Some(f) = fixture() else { return };
                 HARD_GATE.close();
                 let before = f.cache.compute_stats().timeouts;
@@ -360,7 +360,7 @@ macro_rules! scenarios {
             /// A leader that hangs: its waiter runs the body itself at `lock_timeout`.
             #[tokio::test(start_paused = true)]
             async fn a_waiter_takes_over_a_hung_leader_at_lock_timeout() {
-                let _serial = serial(&SERIAL);
+                let _serial = SERIAL.lock().await;
                 let Some(f) = fixture() else { return };
                 LOCK_GATE.close();
                 LOCK_RUNS.store(0, SeqCst);
@@ -387,7 +387,7 @@ macro_rules! scenarios {
             /// for it and get its value (`Waited`).
             #[tokio::test(start_paused = true)]
             async fn concurrent_callers_wait_for_one_body() {
-                let _serial = serial(&SERIAL);
+                let _serial = SERIAL.lock().await;
                 let Some(f) = fixture() else { return };
                 LOCK_GATE.close();
                 let waiting = f.cache.compute_stats().waiting;
@@ -422,7 +422,7 @@ macro_rules! scenarios {
             /// A synchronous body that panics while a stale value exists: the stale value.
             #[test]
             fn a_sync_body_that_panics_is_answered_with_the_stale_value() {
-                let _serial = serial(&SERIAL);
+                let _serial = SERIAL.blocking_lock();
                 let Some(f) = fixture() else { return };
                 assert_eq!(sync_fail_safe_with_status(8), ok("good 8", CallStatus::Miss));
                 assert_eq!(sync_fail_safe_with_status(8), ok("good 8", CallStatus::Hit));
@@ -444,7 +444,7 @@ macro_rules! scenarios {
             /// the body goes on on another thread and stores its value.
             #[test]
             fn a_sync_hard_timeout_returns_and_the_body_stores_later() {
-                let _serial = serial(&SERIAL);
+                let _serial = SERIAL.blocking_lock();
                 let Some(f) = fixture() else { return };
                 assert_eq!(sync_hard_with_status(9), (Err(Failed::TimedOut(Duration::from_millis(50))), CallStatus::Miss));
                 SYNC_HARD_GATE.open();
@@ -468,7 +468,7 @@ scenarios!(file, Store::File, "resilience-file");
 mod shapes {
     use super::*;
 
-    static SERIAL: Mutex<()> = Mutex::new(());
+    static SERIAL: Serial = Serial::const_new(());
 
     fn fixture() -> &'static Fixture {
         static FIXTURE: OnceLock<Fixture> = OnceLock::new();
@@ -509,7 +509,7 @@ mod shapes {
 
     #[test]
     fn a_method_borrowing_self_serves_stale_values() {
-        let _serial = serial(&SERIAL);
+        let _serial = SERIAL.blocking_lock();
         let f = fixture();
         let repo = Repo { tenant: 1, loads: Arc::default() };
         assert_eq!(repo.borrowed_with_status("a"), ok("a of 1", CallStatus::Miss));
@@ -525,7 +525,7 @@ mod shapes {
 
     #[tokio::test(start_paused = true)]
     async fn an_arc_self_method_revalidates_in_the_background() {
-        let _serial = serial(&SERIAL);
+        let _serial = SERIAL.lock().await;
         let f = fixture();
         let repo = Arc::new(Repo { tenant: 2, loads: Arc::default() });
         assert_eq!(repo.clone().revalidated_with_status(5).await, ("5#0".to_string(), CallStatus::Miss));
@@ -551,7 +551,7 @@ mod shapes {
     /// counted as a background failure and the cache keeps its value.
     #[test]
     fn a_sync_function_revalidates_on_the_runtime_and_counts_background_failures() {
-        let _serial = serial(&SERIAL);
+        let _serial = SERIAL.blocking_lock();
         let f = fixture();
         let idle = || {
             let cache = f.cache.clone();
@@ -576,7 +576,7 @@ mod shapes {
 
     static COUNTED: AtomicUsize = AtomicUsize::new(0);
 
-    #[cached(cache = "resilience-shapes", key = "cond:<n>", ttl = "60s", stale_if_error = "1h", condition = |v: &u32| *v % 2 == 0)]
+    #[cached(cache = "resilience-shapes", key = "cond:<n>", ttl = "60s", stale_if_error = "1h", condition = |v: &u32| v.is_multiple_of(2))]
     fn conditioned(n: u32) -> u32 {
         COUNTED.fetch_add(1, SeqCst);
         n
@@ -592,7 +592,7 @@ mod shapes {
     /// `<fn>_refresh` runs the body and stores.
     #[test]
     fn condition_cache_none_and_refresh_apply() {
-        let _serial = serial(&SERIAL);
+        let _serial = SERIAL.blocking_lock();
         fixture();
         COUNTED.store(0, SeqCst);
         assert_eq!(conditioned_with_status(3), (3, CallStatus::Miss));
@@ -620,7 +620,7 @@ mod shapes {
     /// after, and not all alike.
     #[test]
     fn jitter_shortens_each_ttl_within_its_part() {
-        let _serial = serial(&SERIAL);
+        let _serial = SERIAL.blocking_lock();
         let f = fixture();
         let keys = 0..40;
         for n in keys.clone() {

@@ -86,8 +86,11 @@ impl Resilience {
 /// and (unless `cache_none = false`) `None`, anything else is stored as is.
 pub struct Stamping<R> {
     pub(super) encode: fn(&R, Option<Deadline>) -> Option<Value>,
-    pub(super) decode: fn(&Cache, &str, &Value) -> Option<(R, Option<Deadline>)>,
+    pub(super) decode: Unstamp<R>,
 }
+
+/// Reads a stored value back with its fresh deadline.
+type Unstamp<R> = fn(&Cache, &str, &Value) -> Option<(R, Option<Deadline>)>;
 
 impl<R> Clone for Stamping<R> {
     fn clone(&self) -> Self {

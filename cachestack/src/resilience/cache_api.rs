@@ -31,11 +31,12 @@ fn finish<T, E: From<Timeout>>(answer: Answer<T, E>) -> Result<(T, CallStatus), 
     }
 }
 
+/// A computation's future, boxed.
+pub(crate) type BoxedComputation<T, E> = Pin<Box<dyn Future<Output = Result<T, Failure<E>>> + Send>>;
+
 /// A synchronous computation as the engine runs it: on the blocking pool of cachestack's runtime
 /// (a panic there is the computation's failure).
-pub(crate) fn on_blocking_pool<T, E, F>(
-    compute: F,
-) -> impl FnOnce() -> Pin<Box<dyn Future<Output = Result<T, Failure<E>>> + Send>> + Send + 'static
+pub(crate) fn on_blocking_pool<T, E, F>(compute: F) -> impl FnOnce() -> BoxedComputation<T, E> + Send + 'static
 where
     T: Send + 'static,
     E: Send + 'static,

@@ -8,7 +8,12 @@
 //! stored value carries its fresh deadline, so that every store, a user-written one included,
 //! keeps stale values without knowing about them.
 //!
-//! - `engine.rs`: the decisions and the computations (single flight, background tasks).
+//! - `engine.rs`: the decisions, single flight and its waits, background refreshes.
+//! - `computation.rs`: running a computation (as a task, awaited within the bounds), storing its
+//!   value, ending its flight.
+//! - `here.rs`: computations the caller runs itself, on its own task or thread (the path of
+//!   `#[cached]` functions, whose bodies borrow their arguments).
+//! - `task.rs`: the pieces a computation runs with (tasks, watches, bounded waits, counters).
 //! - `options.rs`: [`ComputeOptions`] and their checks.
 //! - `clock.rs`: [`Clock`], the time freshness is decided by ([`ManualClock`] for tests).
 //! - `throttle.rs`: the per-key record of recent failures (`stale_throttle`).
@@ -26,6 +31,7 @@ use crate::value::{Cacheable, Value};
 
 mod cache_api;
 mod clock;
+mod computation;
 mod engine;
 mod here;
 mod options;
