@@ -203,10 +203,10 @@ use parse::{CachedAttr, Func, InvalidateAttr};
 ///     Ok(sku.len() as u64 * 100) // a call to a flaky pricing service, in real life
 /// }
 ///
-/// let (price, status) = price_with_status("abc");
-/// assert_eq!((price.unwrap(), status), (300, CallStatus::Miss));
-/// let (price, status) = price_with_status("abc");
-/// assert_eq!((price.unwrap(), status), (300, CallStatus::Hit));
+/// let (value, status) = price_with_status("abc");
+/// assert_eq!((value.unwrap(), status), (300, CallStatus::Miss));
+/// let (value, status) = price_with_status("abc");
+/// assert_eq!((value.unwrap(), status), (300, CallStatus::Hit));
 /// assert_eq!(price("abc").unwrap(), 300);
 /// ```
 ///
