@@ -48,6 +48,9 @@ cargo test --workspace --all-features --no-fail-fast
 log "quickstart example"
 cargo run -q -p cachestack-examples --example quickstart
 
+log "resilience example"
+cargo run -q -p cachestack-examples --example resilience
+
 for backend in redis postgres memcached; do
   log "$backend example"
   cargo run -q -p cachestack-examples --features "$backend" --example "$backend"

@@ -16,6 +16,7 @@ mod model;
 mod parse;
 mod template;
 mod validate;
+mod validate_resilience;
 
 use errors::Errors;
 use parse::{CachedAttr, Func, InvalidateAttr};
@@ -54,6 +55,7 @@ use parse::{CachedAttr, Func, InvalidateAttr};
 /// | `cache_none = false` | for `Option` returns: do not store `None`. |
 /// | `cache_err = true` | for `Result` returns: store `Err` values too (the error type must then be cacheable). |
 /// | `on_cache_error = "propagate"` | for `Result` returns whose error type implements `From<cachestack::Error>`: a cache failure becomes the function's `Err` instead of being logged and ignored. `"ignore"` is the default. |
+/// | `stale_if_error`, `stale_throttle`, `stale_while_revalidate`, `refresh_ahead`, `timeout`, `hard_timeout`, `jitter`, `lock_timeout` | resilience options (see *Resilience*). |
 /// | `crate = path` | where the cachestack crate is, for crates that rename or re-export it. |
 /// | `in_impl` | tells the macro that an associated function without `self` (and no `Self` in its signature) sits in an `impl` block. |
 ///
@@ -126,7 +128,7 @@ use parse::{CachedAttr, Func, InvalidateAttr};
 /// | `get_user_invalidate(&id) -> cachestack::Result<bool>` | removes the entry for these arguments (`async` if `get_user` is) |
 /// | `get_user_refresh(id) -> R` | runs the body without reading the cache and stores the result |
 /// | `get_user_key(&id) -> String` | the key for these arguments |
-/// | `get_user_stats() -> cachestack::FnStats` | hits, misses, waits, errors, keys in flight |
+/// | `get_user_stats() -> cachestack::FnStats` | hits, misses, waits, stale answers, errors, keys in flight |
 ///
 /// Arguments taken by value are taken by reference in `_invalidate` and `_key`; reference
 /// arguments are taken as they are. For a method, the companions are methods too
@@ -149,6 +151,63 @@ use parse::{CachedAttr, Func, InvalidateAttr};
 /// assert_eq!(repo.name_key("a"), "t3:name:a");
 /// assert!(repo.name_invalidate("a").unwrap());
 /// assert_eq!(Repo::name_stats().misses, 1);
+/// ```
+///
+/// # Resilience
+///
+/// | attribute | meaning |
+/// |---|---|
+/// | `stale_if_error = "1h"` | fail-safe: an entry is kept this long after its TTL; when the body then fails (returns `Err` or panics), the caller gets the stale value instead of the failure. Needs `ttl`. |
+/// | `stale_throttle = "30s"` | after such a failure, callers get the stale value for this long without running the body again (default 5 s). Needs `stale_if_error`. |
+/// | `stale_while_revalidate = "30s"` | within this window after the TTL, a caller gets the stale value at once and one background refresh (single flight) replaces it. Needs `ttl`. |
+/// | `refresh_ahead = "80%"` | a hit after this part of the TTL (or this duration: `"4m"`) starts one background refresh, so a hot key never goes cold. Less than 100% (or the TTL); needs `ttl`. |
+/// | `timeout = "200ms"` | soft timeout: when the body has not finished by then and a stale value exists, the caller gets it and the body finishes in the background, storing its value. Needs `stale_if_error`; less than `hard_timeout`. |
+/// | `hard_timeout = "2s"` | the caller stops waiting and gets `Err(E::from(cachestack::Timeout))`: only for `Result<T, E>` returns with `E: From<cachestack::Timeout>` (`cachestack::Error` and boxed errors have it). |
+/// | `jitter = "10%"` | each stored TTL is shortened by a random part up to this, so keys written together do not expire together. Needs `ttl`. |
+/// | `lock_timeout = "5s"` | a caller waiting for another caller's computation of the same key runs the body itself after this long. |
+///
+/// Each mistake (a zero or negative duration, a part of 100% or more, `refresh_ahead` not less
+/// than a literal `ttl`, a window without `ttl`, `timeout` not less than `hard_timeout`) is a
+/// compile error on the option. The calls of such a function go through the resilience engine
+/// of [`Cache::get_or_compute`](../cachestack/struct.Cache.html#method.get_or_compute), which
+/// stores each value with its fresh deadline (every store keeps it for the TTL plus the longest
+/// stale window), single flight included; a second companion says how a call was served:
+///
+/// | companion | does |
+/// |---|---|
+/// | `get_user_with_status(id) -> (R, cachestack::CallStatus)` | `Hit` (fresh from the cache), `Miss` (the body ran for this call), `Stale` (fail-safe, revalidation or soft timeout), `Waited` (another call's computation was awaited); `async` if `get_user` is. For an `x-cache` header. |
+///
+/// The body runs on the caller's own thread or task whenever the caller waits for it (a miss, a
+/// failure answered with a stale value, a `lock_timeout` takeover), so it may borrow its
+/// arguments and `&self`. An asynchronous body that passes `hard_timeout` is dropped (cancelled
+/// at its current `.await`). What runs after the caller returned (the refresh of
+/// `stale_while_revalidate` and `refresh_ahead`, a body past the soft `timeout`, a synchronous
+/// body past `hard_timeout`, which the caller leaves on another thread) runs on cachestack's
+/// runtime, on clones of the arguments: these options need owned arguments
+/// (`Clone + Send + 'static`; `self: Arc<Self>` rather than `&self`), a compile error otherwise.
+/// A failure in the background is counted (`Cache::compute_stats`) and logged, and the cache
+/// keeps its previous value. The freshness clock is the cache's
+/// ([`Cache::with_clock`](../cachestack/struct.Cache.html#method.with_clock), for tests).
+///
+/// Such a function does not use the typed partition of a memory cache that makes plain hits the
+/// fastest (its entries carry a deadline): a hit renders the key and decodes the stamped entry.
+/// `lock = false`, `cache_err = true` and `on_cache_error = "propagate"` do not combine with
+/// these options (cache failures are counted and logged, and the call goes on), and a
+/// `condition` must not capture variables.
+///
+/// ```
+/// use cachestack::{cached, CallStatus};
+///
+/// #[cached(ttl = "5m", key = "price:<sku>", stale_if_error = "1h", lock_timeout = "5s")]
+/// fn price(sku: &str) -> Result<u64, cachestack::Error> {
+///     Ok(sku.len() as u64 * 100) // a call to a flaky pricing service, in real life
+/// }
+///
+/// let (value, status) = price_with_status("abc");
+/// assert_eq!((value.unwrap(), status), (300, CallStatus::Miss));
+/// let (value, status) = price_with_status("abc");
+/// assert_eq!((value.unwrap(), status), (300, CallStatus::Hit));
+/// assert_eq!(price("abc").unwrap(), 300);
 /// ```
 ///
 /// # Supported functions

@@ -25,7 +25,39 @@ pub struct Cached {
     pub cache_none: Option<(bool, Span)>,
     /// `cache_err = ...`, with the span of its name (the function must return a `Result`).
     pub cache_err: Option<(bool, Span)>,
+    /// The resilience options, when any is given: the calls then go through the resilience
+    /// engine.
+    pub resilience: Option<Resilience>,
     pub common: Common,
+}
+
+/// `stale_if_error`, `stale_while_revalidate`, `refresh_ahead`, the timeouts, `jitter`: checked
+/// against each other and against `ttl` (a zero, a part of 100% or more, a soft timeout at or
+/// past the hard one are rejected).
+#[derive(Default)]
+pub struct Resilience {
+    pub stale_if_error: Option<Duration>,
+    pub stale_throttle: Option<Duration>,
+    pub stale_while_revalidate: Option<Duration>,
+    pub refresh_ahead: Option<RefreshAhead>,
+    pub timeout: Option<Duration>,
+    /// With the span of its name, for the check that the return type can carry the timeout.
+    pub hard_timeout: Option<(Duration, Span)>,
+    /// A fraction of the TTL, strictly between 0 and 1.
+    pub jitter: Option<f64>,
+    pub lock_timeout: Option<Duration>,
+    /// The body must also be runnable after its caller returned (a background refresh, a soft
+    /// timeout, a synchronous hard timeout): the arguments are cloned into an owned computation.
+    pub owned: bool,
+}
+
+/// `refresh_ahead = ...`.
+#[derive(Clone, Copy)]
+pub enum RefreshAhead {
+    /// A fraction of the TTL, strictly between 0 and 1.
+    Fraction(f64),
+    /// A duration, less than the TTL when the TTL is known.
+    After(Duration),
 }
 
 /// An `#[invalidate]` function.

@@ -31,6 +31,14 @@ pub struct CachedAttr {
     pub lock: Option<Arg<bool>>,
     pub cache_none: Option<Arg<bool>>,
     pub cache_err: Option<Arg<bool>>,
+    pub stale_if_error: Option<Arg<DurationText>>,
+    pub stale_throttle: Option<Arg<DurationText>>,
+    pub stale_while_revalidate: Option<Arg<DurationText>>,
+    pub refresh_ahead: Option<Arg<RefreshAheadText>>,
+    pub timeout: Option<Arg<DurationText>>,
+    pub hard_timeout: Option<Arg<DurationText>>,
+    pub jitter: Option<Arg<Percent>>,
+    pub lock_timeout: Option<Arg<DurationText>>,
     #[darling(flatten)]
     pub common: CommonAttr,
 }
@@ -87,6 +95,14 @@ pub const CACHED: Spec = Spec {
         "lock",
         "cache_none",
         "cache_err",
+        "stale_if_error",
+        "stale_throttle",
+        "stale_while_revalidate",
+        "refresh_ahead",
+        "timeout",
+        "hard_timeout",
+        "jitter",
+        "lock_timeout",
         "on_cache_error",
         "crate",
         "in_impl",
@@ -114,6 +130,14 @@ fn example(name: &str) -> &'static str {
         "cache_none" => "cache_none = false",
         "cache_err" => "cache_err = true",
         "before" => "before = true",
+        "stale_if_error" => "stale_if_error = \"1h\"",
+        "stale_throttle" => "stale_throttle = \"30s\"",
+        "stale_while_revalidate" => "stale_while_revalidate = \"30s\"",
+        "refresh_ahead" => "refresh_ahead = \"80%\"",
+        "timeout" => "timeout = \"200ms\"",
+        "hard_timeout" => "hard_timeout = \"2s\"",
+        "jitter" => "jitter = \"10%\"",
+        "lock_timeout" => "lock_timeout = \"5s\"",
         "on_cache_error" => "on_cache_error = \"propagate\"",
         "crate" => "crate = ::cachestack",
         "in_impl" => "in_impl",
@@ -279,9 +303,12 @@ impl<T: Value> FromMeta for Arg<T> {
     }
 }
 
+/// A string literal, also when it comes from a `macro_rules!` fragment (`$name:literal`, passed
+/// in an invisible group).
 fn lit_str(expr: &Expr) -> Option<&LitStr> {
     match expr {
         Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Some(s),
+        Expr::Group(group) => lit_str(&group.expr),
         _ => None,
     }
 }
@@ -337,6 +364,79 @@ impl Value for Ttl {
                 format!("invalid TTL {source:?}: {e}; write a duration such as \"30s\", \"5m\", \"2h30m\" or \"1d\", or a `Duration` expression"),
             )
         })
+    }
+}
+
+/// A duration of the resilience options (`stale_if_error = "1h"`, `timeout = "200ms"`...): a
+/// string literal, and the duration it reads as (possibly zero).
+pub struct DurationText(pub LitStr, pub Duration);
+
+impl Value for DurationText {
+    fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
+        let text = LitStr::read(expr, name)?;
+        read_duration(&text, name).map(|d| DurationText(text, d))
+    }
+}
+
+fn read_duration(text: &LitStr, name: &str) -> syn::Result<Duration> {
+    let source = text.value();
+    if source.trim().starts_with('-') {
+        let message = format!("invalid `{name}` {source:?}: a duration cannot be negative; write a positive duration such as \"200ms\", \"30s\", \"5m\" or \"1h\"");
+        return Err(syn::Error::new(text.span(), message));
+    }
+    humantime::parse_duration(source.trim()).map_err(|e| {
+        syn::Error::new(
+            text.span(),
+            format!("invalid `{name}` {source:?}: {e}; write a positive duration such as \"200ms\", \"30s\", \"5m\" or \"1h\""),
+        )
+    })
+}
+
+/// `jitter = "10%"`: a string literal and the fraction it reads as (not yet checked).
+pub struct Percent(pub LitStr, pub f64);
+
+impl Value for Percent {
+    fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
+        let text = LitStr::read(expr, name)?;
+        read_percent(&text, name).map(|fraction| Percent(text, fraction))
+    }
+}
+
+/// The fraction `"80%"` stands for; an error unless it is a number followed by `%`.
+fn read_percent(text: &LitStr, name: &str) -> syn::Result<f64> {
+    let source = text.value();
+    let number = source.trim().strip_suffix('%').map(str::trim).and_then(|n| n.parse::<f64>().ok());
+    match number {
+        Some(percent) if percent.is_finite() => Ok(percent / 100.0),
+        _ => Err(syn::Error::new(
+            text.span(),
+            format!("invalid `{name}` {source:?}: write a percentage such as \"10%\""),
+        )),
+    }
+}
+
+/// `refresh_ahead = "80%"` (a part of the TTL) or `refresh_ahead = "4m"` (a duration).
+pub enum RefreshAheadText {
+    Percent(Percent),
+    After(DurationText),
+}
+
+impl Value for RefreshAheadText {
+    fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
+        let text = LitStr::read(expr, name)?;
+        if text.value().trim().ends_with('%') {
+            return read_percent(&text, name).map(|fraction| RefreshAheadText::Percent(Percent(text, fraction)));
+        }
+        read_duration(&text, name).map_err(|_| {
+            syn::Error::new(
+                text.span(),
+                format!(
+                    "invalid `refresh_ahead` {:?}: write a part of the TTL such as \"80%\", or a duration such as \"4m\"",
+                    text.value()
+                ),
+            )
+        })
+        .map(|d| RefreshAheadText::After(DurationText(text, d)))
     }
 }
 

@@ -16,12 +16,23 @@
 //!   an unknown argument was a misspelled `key`, already reported);
 //! - a `const fn`, a variadic function, a function without a body;
 //! - for `#[cached]`: `&mut self`, `&mut` arguments, a reference or `impl Trait` return type;
-//! - a placeholder that names no parameter, or `self` in a function without a receiver.
+//! - a placeholder that names no parameter, or `self` in a function without a receiver;
+//! - the resilience options (see `validate_resilience`): a zero duration, a `refresh_ahead` or
+//!   `jitter` outside (0%, 100%) or a `refresh_ahead` duration not less than a literal `ttl`,
+//!   `stale_if_error` / `stale_while_revalidate` / `refresh_ahead` / `jitter` without `ttl`,
+//!   `stale_throttle` or `timeout` without `stale_if_error`, `timeout` not less than
+//!   `hard_timeout`; any of them with `lock = false`, `cache_err = true` or
+//!   `on_cache_error = "propagate"`; and, for the options whose body runs after the caller
+//!   returned (`stale_while_revalidate`, `refresh_ahead`, `timeout`, and `hard_timeout` of a
+//!   synchronous function), a borrowed receiver (`&self`), a reference argument or a lifetime.
 //!
 //! Left to the compiler, through assertions in the expansion that carry the user's spans (see
 //! `cachestack::__private`): a return type that is not cacheable, `cache_none` without an
 //! `Option` return, `cache_err` or `on_cache_error = "propagate"` without a `Result` return or
-//! with an error type lacking `From<cachestack::Error>`, a placeholder without `Display` or
+//! with an error type lacking `From<cachestack::Error>`, `hard_timeout` without a `Result` return
+//! or with an error type lacking `From<cachestack::Timeout>`, an argument cloned into a background
+//! computation that is not `Clone + Send + 'static`, a `condition` that captures variables (with
+//! resilience options it must be a function pointer), a placeholder without `Display` or
 //! naming a missing field, a default-key argument without `Debug`, a `condition` or `ttl`
 //! expression of the wrong type.
 //!
@@ -36,19 +47,37 @@ use crate::errors::Errors;
 use crate::model::{Cached, Common, Function, Invalidate, Param, Ttl};
 use crate::parse::{self, Arg, CachedAttr, CommonAttr, Func, InvalidateAttr};
 use crate::template::{Piece, Template};
+use crate::validate_resilience::{self as resilience, ResilienceArgs};
 
 /// Checks `#[cached]` on `func`; `None` when the function cannot be wrapped.
 pub fn cached(func: &Func, attr: CachedAttr, errors: &mut Errors) -> Option<Cached> {
+    let ttl_given = attr.ttl.is_some();
     let ttl = value(attr.ttl, errors).and_then(|t| ttl(t, errors));
     let key = value(attr.key, errors);
     let condition = value(attr.condition, errors);
-    let lock = value(attr.lock, errors).unwrap_or(true);
+    let lock = named(attr.lock, errors);
     let cache_none = named(attr.cache_none, errors);
     let cache_err = named(attr.cache_err, errors);
+    let options = ResilienceArgs {
+        stale_if_error: attr.stale_if_error,
+        stale_throttle: attr.stale_throttle,
+        stale_while_revalidate: attr.stale_while_revalidate,
+        refresh_ahead: attr.refresh_ahead,
+        timeout: attr.timeout,
+        hard_timeout: attr.hard_timeout,
+        jitter: attr.jitter,
+        lock_timeout: attr.lock_timeout,
+    };
+    let resilience = resilience::options(options, ttl.as_ref(), ttl_given, errors);
     let (common, in_impl) = common(attr.common, errors);
     let func = function(func, Purpose::Cached, in_impl, errors)?;
     let key = key.filter(|template| placeholders(&func, template, errors));
-    Some(Cached { func, ttl, key, condition, lock, cache_none, cache_err, common })
+    let resilience = resilience.and_then(|(resilience, given)| {
+        let conflicts = resilience::Conflicts { lock, cache_err, propagate: common.propagate() };
+        resilience::applies(resilience, &given, conflicts, &func, errors)
+    });
+    let lock = lock.is_none_or(|(lock, _)| lock);
+    Some(Cached { func, ttl, key, condition, lock, cache_none, cache_err, resilience, common })
 }
 
 /// Checks `#[invalidate]` on `func`; `None` when there is nothing to generate.
@@ -104,12 +133,12 @@ fn pattern_escapes(template: &Template, errors: &mut Errors) -> bool {
 }
 
 /// The value of an argument that was given and could be read.
-fn value<T>(arg: Option<Arg<T>>, errors: &mut Errors) -> Option<T> {
+pub(crate) fn value<T>(arg: Option<Arg<T>>, errors: &mut Errors) -> Option<T> {
     errors.take(arg?.value)
 }
 
 /// The same, with the span of the argument's name.
-fn named<T>(arg: Option<Arg<T>>, errors: &mut Errors) -> Option<(T, Span)> {
+pub(crate) fn named<T>(arg: Option<Arg<T>>, errors: &mut Errors) -> Option<(T, Span)> {
     let arg = arg?;
     errors.take(arg.value).map(|v| (v, arg.name))
 }
@@ -362,6 +391,26 @@ fn returned_reference(output: &Type) -> Option<&Type> {
         }
         _ => None,
     }
+}
+
+/// The tokens (`&`, `&'a`, or a lifetime `'a`) of the first borrow in `tokens`.
+pub(crate) fn find_borrow(tokens: TokenStream) -> Option<TokenStream> {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    for (i, token) in tokens.iter().enumerate() {
+        match token {
+            TokenTree::Punct(p) if p.as_char() == '&' || p.as_char() == '\'' => {
+                let end = (i + 1).min(tokens.len() - 1);
+                return Some(tokens[i..=end].iter().cloned().collect());
+            }
+            TokenTree::Group(g) => {
+                if let Some(found) = find_borrow(g.stream()) {
+                    return Some(found);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The tokens (`&mut`, `&'a mut`) of the first mutable reference in `tokens`.

@@ -14,23 +14,35 @@ use super::{
 use crate::model::{Cached, Function, Param, Ttl};
 
 /// What every generated function of one `#[cached]` function shares.
-struct Parts<'a> {
-    model: &'a Cached,
-    func: &'a Function,
-    names: Names,
+pub(super) struct Parts<'a> {
+    pub(super) model: &'a Cached,
+    pub(super) func: &'a Function,
+    pub(super) names: Names,
     /// `::<T, N>`, or nothing.
-    turbofish: TokenStream,
+    pub(super) turbofish: TokenStream,
     /// `__cachestack_<fn>_inner`, `__cachestack_<fn>_key`, `__cachestack_<fn>_state`.
-    inner: Ident,
+    pub(super) inner: Ident,
     key_fn: Ident,
     state_fn: Ident,
     /// The paths that reach them (`Self::...` in an impl), the key function's with the
     /// turbofish: type and const parameters that appear only in the return type (or nowhere in
     /// the arguments) cannot be inferred from the key function's arguments.
-    key_path: TokenStream,
-    state_path: TokenStream,
+    pub(super) key_path: TokenStream,
+    pub(super) state_path: TokenStream,
     /// `&self,` for a method, else nothing: how the key function is called.
-    self_ref_arg: Option<TokenStream>,
+    pub(super) self_ref_arg: Option<TokenStream>,
+}
+
+/// What a wrapper returns of the inner function's result.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Returns {
+    /// The inner function's result, the function's return value.
+    Value,
+    /// The value of the inner function's `(value, CallStatus)` (functions with resilience
+    /// options).
+    ValueOfPair,
+    /// The pair itself (`<fn>_with_status`).
+    Pair,
 }
 
 impl<'a> Parts<'a> {
@@ -58,6 +70,14 @@ impl<'a> Parts<'a> {
         }
     }
 
+    /// What the function's wrapper returns of its inner function's result.
+    fn returns(&self) -> Returns {
+        match self.model.resilience {
+            Some(_) => Returns::ValueOfPair,
+            None => Returns::Value,
+        }
+    }
+
     /// `#rt::render_key(|buf| key_fn(&self, a, b, buf))`, from the companions' parameters.
     fn render_key(&self) -> TokenStream {
         let Parts { key_path, self_ref_arg, names, .. } = self;
@@ -71,29 +91,47 @@ impl<'a> Parts<'a> {
 pub fn cached(model: &Cached) -> TokenStream {
     let parts = Parts::new(model);
     let func = parts.func;
-    let mut out = wrapper(&parts, &quote!(Call), &func.sig.ident, &wrapper_attrs(&func.attrs), func.sig.abi.as_ref());
-    out.extend(inner_fn(&parts));
+    let returns = parts.returns();
+    let attrs = wrapper_attrs(&func.attrs);
+    let mut out = wrapper(&parts, &quote!(Call), &func.sig.ident, &attrs, func.sig.abi.as_ref(), returns);
+    match &model.resilience {
+        Some(resilience) => out.extend(super::resilient::expand(&parts, resilience)),
+        None => out.extend(inner_fn(&parts)),
+    }
     out.extend(key_fn(&parts));
     out.extend(state_fn(&parts));
     out.extend(companions(&parts));
     out
 }
 
-/// `fn name(args) -> R { inner(Mode::<mode>, args) }`: the function itself (with its ABI), and
-/// `_refresh` (without).
-fn wrapper(parts: &Parts, mode: &TokenStream, ident: &Ident, attrs: &[TokenStream], abi: Option<&Abi>) -> TokenStream {
+/// `fn name(args) -> R { inner(Mode::<mode>, args) }`: the function itself (with its ABI),
+/// `_refresh` and `_with_status` (without).
+pub(super) fn wrapper(
+    parts: &Parts,
+    mode: &TokenStream,
+    ident: &Ident,
+    attrs: &[TokenStream],
+    abi: Option<&Abi>,
+    returns: Returns,
+) -> TokenStream {
     let Parts { func, names, inner, turbofish, .. } = parts;
     let sig = &func.sig;
-    let (vis, unsafety, asyncness, ret) = (&func.vis, &sig.unsafety, &sig.asyncness, &sig.output);
+    let (vis, unsafety, asyncness) = (&func.vis, &sig.unsafety, &sig.asyncness);
+    let rt = &names.rt;
+    let output = &func.output;
+    let ret = match returns {
+        Returns::Pair => quote!(-> (#output, #rt::CallStatus)),
+        _ => sig.output.to_token_stream(),
+    };
+    let project = (returns == Returns::ValueOfPair).then(|| quote!(.0));
     let (generics, where_clause) = (&sig.generics, &sig.generics.where_clause);
     let receiver = func.receiver.as_ref().map(|r| quote!(#r,));
     let self_arg = func.receiver.as_ref().map(|_| quote!(self,));
     let params = func.params.iter().map(|p| param_decl(p, false));
     let args = func.params.iter().map(|p| &p.name);
-    let rt = &names.rt;
     let inner_path = item_path(func, inner);
     let dot_await = asyncness.is_some().then(|| quote!(.await));
-    let mut call = quote!(#inner_path #turbofish(#self_arg #rt::Mode::#mode, #(#args),*) #dot_await);
+    let mut call = quote!(#inner_path #turbofish(#self_arg #rt::Mode::#mode, #(#args),*) #dot_await #project);
     if unsafety.is_some() {
         call = quote!(unsafe { #call });
     }
@@ -156,7 +194,7 @@ fn miss_call(parts: &Parts) -> TokenStream {
 
 /// Compile-time checks that `cache_err`, `cache_none` and `on_cache_error = "propagate"` apply
 /// to the return type, each spanned on its argument.
-fn assertions(parts: &Parts) -> TokenStream {
+pub(super) fn assertions(parts: &Parts) -> TokenStream {
     let Parts { model, func, names, .. } = parts;
     let rt = &names.rt;
     let output = &func.output;
@@ -177,7 +215,7 @@ fn assertions(parts: &Parts) -> TokenStream {
 }
 
 /// The cache policy for the return type; the `Cacheable` check points at the value type.
-fn policy(parts: &Parts) -> TokenStream {
+pub(super) fn policy(parts: &Parts) -> TokenStream {
     let Parts { model, func, names, .. } = parts;
     let rt = &names.rt;
     let output = &func.output;
@@ -203,7 +241,7 @@ fn policy(parts: &Parts) -> TokenStream {
     }}
 }
 
-fn ttl(ttl: Option<&Ttl>) -> TokenStream {
+pub(super) fn ttl(ttl: Option<&Ttl>) -> TokenStream {
     match ttl {
         None => quote!(::core::option::Option::None),
         Some(Ttl::Fixed(d)) => {
@@ -217,7 +255,7 @@ fn ttl(ttl: Option<&Ttl>) -> TokenStream {
 }
 
 /// `condition(&closure)`, or the one that always stores.
-fn condition(parts: &Parts) -> TokenStream {
+pub(super) fn condition(parts: &Parts) -> TokenStream {
     let rt = &parts.names.rt;
     let output = &parts.func.output;
     let Some(c) = &parts.model.condition else {
@@ -312,7 +350,7 @@ fn companions(parts: &Parts) -> TokenStream {
     );
     let doc_key = format!(" The cache key of {link} for these arguments. Generated by `#[cached]`.");
     let refresh_attrs = [quote!(#[doc = #doc_refresh]), quote!(#[allow(dead_code, clippy::too_many_arguments)])];
-    let refresh = wrapper(parts, &quote!(Refresh), &refresh_fn, &refresh_attrs, None);
+    let refresh = wrapper(parts, &quote!(Refresh), &refresh_fn, &refresh_attrs, None, parts.returns());
     quote! {
         #[doc = #doc_stats]
         #[allow(dead_code)]

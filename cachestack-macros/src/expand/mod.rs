@@ -9,6 +9,7 @@
 mod cached;
 mod invalidate;
 mod key;
+mod resilient;
 
 pub use cached::cached;
 pub use invalidate::invalidate;
@@ -21,14 +22,14 @@ use syn::{Attribute, Ident, Meta, Type};
 use crate::model::{Common, Function, Param};
 
 /// Identifiers the expansion introduces.
-struct Names {
-    rt: TokenStream,
-    buf: Ident,
-    mode: Ident,
-    site: Ident,
+pub(super) struct Names {
+    pub(super) rt: TokenStream,
+    pub(super) buf: Ident,
+    pub(super) mode: Ident,
+    pub(super) site: Ident,
     hit: Ident,
     miss: Ident,
-    slot: Ident,
+    pub(super) slot: Ident,
     keys: Ident,
     result: Ident,
     err: Ident,

@@ -281,17 +281,56 @@ fn answer<R>(
 
 /// Resolves the function's cache and, for a memory cache, its typed partition.
 fn resolve<R>(site: &Site<R>, generation: u64, encoded: bool) -> Resolved {
-    let Some(name) = site.state.fixed_route() else {
+    let mut resolved = resolve_cache(site.state, generation);
+    if let (Ok(cache), Some(ops), true) = (&resolved.cache, site.policy.front, encoded) {
+        resolved.front = (ops.partition)(cache, site.state as *const CachedFn as usize);
+    }
+    resolved
+}
+
+/// Resolves the function's cache, without a typed partition; `per_key` when its cache depends
+/// on its arguments (see [`CachedFn::fixed_route`]).
+fn resolve_cache(state: &'static CachedFn, generation: u64) -> Resolved {
+    let Some(name) = state.fixed_route() else {
         let unused = Box::new(Error::invalid("the cache is resolved per key"));
         return Resolved { generation, cache: Err(unused), front: None, commands: Commands::ALL, per_key: true };
     };
-    let cache = site.state.resolve_logged(name.as_deref());
-    let front = match (&cache, site.policy.front) {
-        (Ok(cache), Some(ops)) if encoded => (ops.partition)(cache, site.state as *const CachedFn as usize),
-        _ => None,
-    };
+    let cache = state.resolve_logged(name.as_deref());
     let commands = CacheRegistry::global().commands(name.as_deref());
-    Resolved { generation, cache, front, commands, per_key: false }
+    Resolved { generation, cache, front: None, commands, per_key: false }
+}
+
+/// The cache of the call with the rendered `key` and the commands its switches allow (none
+/// inside a bypass), as this thread resolved it (resolved again when the registry changed; a
+/// function whose cache depends on its arguments routes `key` on each call): how a call that
+/// does not use the typed partition starts (functions with resilience options). `None`: the
+/// cache could not be resolved (logged).
+pub(super) fn resolved_cache(
+    state: &'static CachedFn,
+    slot: &'static LocalKey<CacheSlot>,
+    key: &str,
+) -> (Option<Cache>, Commands) {
+    let generation = CacheRegistry::global().generation();
+    let from_slot = slot.try_with(|slot| {
+        let mut resolved = slot.0.try_borrow_mut().ok()?;
+        let resolved = match &mut *resolved {
+            Some(resolved) if resolved.generation == generation => resolved,
+            other => other.insert(resolve_cache(state, generation)),
+        };
+        Some((resolved.cache.as_ref().ok().cloned(), resolved.commands, resolved.per_key))
+    });
+    let (cache, commands, per_key) = from_slot.ok().flatten().unwrap_or_else(|| {
+        let resolved = resolve_cache(state, generation);
+        (resolved.cache.ok(), resolved.commands, resolved.per_key)
+    });
+    let (cache, commands) = if per_key {
+        let registry = CacheRegistry::global();
+        let name = registry.route_for(key);
+        (state.resolve_logged(name.as_deref()).ok(), registry.commands(name.as_deref()))
+    } else {
+        (cache, commands)
+    };
+    (cache, if bypassed() { Commands::NONE } else { commands })
 }
 
 /// A call that its typed partition did not answer (or `<fn>_refresh`): renders the key, takes

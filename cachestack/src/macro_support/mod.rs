@@ -14,6 +14,8 @@
 //! - `keys`: rendering keys ([`KeyProbe`], [`KeyFast`], [`KeyAny`], [`render_key`]);
 //! - `lookup`: the synchronous part of every call ([`lookup`], [`Site`], [`Lookup`], [`Miss`]);
 //! - `call`: the rest of a call the lookup did not answer ([`miss_sync`], [`miss_async`]);
+//! - `resilient`: the calls of functions with resilience options, through the resilience engine
+//!   ([`resilient_sync`], [`resilient_async`]), and their compile-time checks;
 //! - `invalidate`: `<fn>_invalidate` and `#[invalidate]`;
 //! - `front`: the typed front: encoding arguments ([`FastProbe`]) and the typed operations on a
 //!   function's partition of a memory cache.
@@ -24,12 +26,14 @@ mod invalidate;
 mod keys;
 mod lookup;
 mod policy;
+mod resilient;
 mod state;
 
 pub use crate::cache::Cache;
 use crate::error::Error;
 pub use crate::expiry::Expiry;
 pub use crate::registry::CacheRegistry;
+pub use crate::resilience::{CallStatus, RefreshAhead, Timeout};
 pub use crate::value::{Cacheable, Value};
 pub use std::string::String;
 pub use std::thread::LocalKey;
@@ -49,6 +53,10 @@ pub use policy::{
     always, assert_cache_err_applies, assert_cache_none_applies, assert_propagate_applies, condition, CacheErrApplies,
     CacheNoneApplies, Condition, Flags, FromCacheError, Kind, OptionKind, PlainKind, Policy, Probe, ProbePlain,
     ProbeResult, PropagateApplies, ResultKind,
+};
+pub use resilient::{
+    clone_owned, condition_fn, resilient_async, resilient_sync, timed_out, FromTimeout, HardTimeoutApplies, OwnedArg,
+    Resilience, Resilient, Stamping,
 };
 pub use state::{CacheSlot, CachedFn, FnStats};
 

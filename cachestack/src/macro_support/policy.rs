@@ -6,6 +6,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use super::front::{self, FrontOps};
+use super::resilient::{stamp, unstamp, Stamping};
 use super::{Cache, Cacheable, Value};
 use crate::error::Error;
 
@@ -100,6 +101,10 @@ pub trait ResultKind<T, E> {
     fn __cachestack_fail(&self, err: Error) -> Option<core::result::Result<T, E>>
     where
         E: FromCacheError;
+    /// With resilience options: stores `Ok` values with their fresh deadline.
+    fn __cachestack_stamping(&self, flags: Flags) -> Stamping<core::result::Result<T, E>>
+    where
+        T: Cacheable;
 }
 
 impl<T, E> ResultKind<T, E> for &&Kind<core::result::Result<T, E>> {
@@ -143,6 +148,16 @@ impl<T, E> ResultKind<T, E> for &&Kind<core::result::Result<T, E>> {
     {
         Some(Err(E::from_cache_error(err)))
     }
+
+    fn __cachestack_stamping(&self, _flags: Flags) -> Stamping<core::result::Result<T, E>>
+    where
+        T: Cacheable,
+    {
+        Stamping {
+            encode: |result, fresh_until| stamp(result.as_ref().ok()?, fresh_until),
+            decode: |cache, key, value| unstamp::<T>(cache, key, value).map(|(v, fresh_until)| (Ok(v), fresh_until)),
+        }
+    }
 }
 
 /// Picked for `Option<T>` returns.
@@ -159,6 +174,10 @@ pub trait OptionKind<T> {
     fn __cachestack_propagate(&self, policy: Policy<Option<T>>) -> Policy<Option<T>>;
     /// Does not apply.
     fn __cachestack_fail(&self, err: Error) -> Option<Option<T>>;
+    /// With resilience options: stores `Some` and, unless `cache_none = false`, `None`.
+    fn __cachestack_stamping(&self, flags: Flags) -> Stamping<Option<T>>
+    where
+        T: Cacheable;
 }
 
 impl<T> OptionKind<T> for &Kind<Option<T>> {
@@ -189,6 +208,20 @@ impl<T> OptionKind<T> for &Kind<Option<T>> {
     fn __cachestack_fail(&self, _err: Error) -> Option<Option<T>> {
         None
     }
+
+    fn __cachestack_stamping(&self, flags: Flags) -> Stamping<Option<T>>
+    where
+        T: Cacheable,
+    {
+        Stamping {
+            encode: if flags.cache_none {
+                stamp
+            } else {
+                |option, fresh_until| stamp(option.as_ref().map(|_| option)?, fresh_until)
+            },
+            decode: unstamp,
+        }
+    }
 }
 
 /// Picked for every other return type: the value is cached as is.
@@ -205,6 +238,10 @@ pub trait PlainKind<R> {
     fn __cachestack_propagate(&self, policy: Policy<R>) -> Policy<R>;
     /// Does not apply.
     fn __cachestack_fail(&self, err: Error) -> Option<R>;
+    /// With resilience options: stores every value with its fresh deadline.
+    fn __cachestack_stamping(&self, flags: Flags) -> Stamping<R>
+    where
+        R: Cacheable;
 }
 
 impl<R> PlainKind<R> for Kind<R> {
@@ -234,6 +271,13 @@ impl<R> PlainKind<R> for Kind<R> {
 
     fn __cachestack_fail(&self, _err: Error) -> Option<R> {
         None
+    }
+
+    fn __cachestack_stamping(&self, _flags: Flags) -> Stamping<R>
+    where
+        R: Cacheable,
+    {
+        Stamping { encode: stamp, decode: unstamp }
     }
 }
 

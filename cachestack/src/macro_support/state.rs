@@ -36,6 +36,9 @@ pub struct FnStats {
     /// Calls that waited for another call computing the same key (single flight) instead of
     /// running the function themselves.
     pub waits: u64,
+    /// Calls answered with a stale value (resilience options: `stale_if_error`,
+    /// `stale_while_revalidate`, `timeout`); counted neither as hits nor as misses.
+    pub stale: u64,
     /// Cache failures absorbed or propagated: backend errors, an unknown cache name, stored
     /// values that could not be read back as the return type.
     pub errors: u64,
@@ -69,6 +72,7 @@ pub struct CachedFn {
     pub(super) hits: StripedCounter,
     pub(super) misses: AtomicU64,
     pub(super) waits: AtomicU64,
+    pub(super) stale: AtomicU64,
     pub(super) errors: AtomicU64,
     pub(super) flights: SingleFlight,
 }
@@ -97,6 +101,7 @@ impl CachedFn {
             hits: StripedCounter::new(),
             misses: AtomicU64::new(0),
             waits: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             flights: SingleFlight::new(),
         }
@@ -109,6 +114,7 @@ impl CachedFn {
             hits: self.hits.get(),
             misses: self.misses.load(Relaxed),
             waits: self.waits.load(Relaxed),
+            stale: self.stale.load(Relaxed),
             errors: self.errors.load(Relaxed),
             in_flight: self.flights.in_flight() as u64,
         }

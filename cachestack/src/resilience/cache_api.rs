@@ -1,33 +1,22 @@
 //! The [`Cache`] methods of the resilience engine: `get_or_compute` and its blocking twin.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use super::engine::{read, read_local, Answer, Call, Decision, Failure, Hooks};
-use super::{CallStatus, Clock, ComputeOptions, ComputeState, ComputeStats, Timeout};
+use super::{CallStatus, Clock, ComputeOptions, ComputeState, ComputeStats, Stamped, Timeout};
 use crate::cache::Cache;
 use crate::expiry::Deadline;
 use crate::value::{Cacheable, Value};
 
-/// What `get_or_compute` stores: the value with its fresh deadline (Unix milliseconds, 0: always
-/// fresh). A key written this way holds a `Stamped<T>`, read back by `get_or_compute`.
-#[derive(Clone, Serialize, Deserialize)]
-struct Stamped<T> {
-    fresh_until: u64,
-    value: T,
-}
-
 impl<T: Cacheable> Hooks<T> for Cache {
     fn encode(&self, value: &T, fresh_until: Option<Deadline>) -> Option<Value> {
-        let fresh_until = fresh_until.map_or(0, Deadline::unix_millis);
-        Some(Value::new(Stamped { fresh_until, value: value.clone() }))
+        Some(Stamped::encode(value, fresh_until))
     }
 
     fn decode(&self, key: &str, value: &Value) -> Option<(T, Option<Deadline>)> {
-        let stamped = Cache::decode::<Stamped<T>>(self, key, value)?;
-        Some((stamped.value, Deadline::from_unix_millis(stamped.fresh_until)))
+        Stamped::decode(self, key, value)
     }
 }
 
@@ -42,9 +31,31 @@ fn finish<T, E: From<Timeout>>(answer: Answer<T, E>) -> Result<(T, CallStatus), 
     }
 }
 
+/// A computation's future, boxed.
+pub(crate) type BoxedComputation<T, E> = Pin<Box<dyn Future<Output = Result<T, Failure<E>>> + Send>>;
+
+/// A synchronous computation as the engine runs it: on the blocking pool of cachestack's runtime
+/// (a panic there is the computation's failure).
+pub(crate) fn on_blocking_pool<T, E, F>(compute: F) -> impl FnOnce() -> BoxedComputation<T, E> + Send + 'static
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    F: FnOnce() -> Result<T, Failure<E>> + Send + 'static,
+{
+    move || {
+        Box::pin(async move {
+            match tokio::task::spawn_blocking(compute).await {
+                Ok(result) => result,
+                Err(err) if err.is_panic() => Err(Failure::Panic(err.into_panic())),
+                Err(err) => Err(runtime_failure(err)),
+            }
+        })
+    }
+}
+
 /// A failure of cachestack's runtime itself (it cannot start, or a call task was lost), which
 /// leaves no computation result to give: reported to the caller as a panic with this message.
-fn runtime_failure<E>(err: impl std::fmt::Display) -> Failure<E> {
+pub(crate) fn runtime_failure<E>(err: impl std::fmt::Display) -> Failure<E> {
     Failure::Panic(Box::new(format!("cachestack: get_or_compute could not run on cachestack's runtime: {err}")))
 }
 
@@ -186,13 +197,7 @@ impl Cache {
         E: From<Timeout> + Send + 'static,
         F: FnOnce() -> Result<T, E> + Send + 'static,
     {
-        let compute = move || async move {
-            match tokio::task::spawn_blocking(compute).await {
-                Ok(result) => result.map_err(Failure::Err),
-                Err(err) if err.is_panic() => Err(Failure::Panic(err.into_panic())),
-                Err(err) => Err(runtime_failure(err)),
-            }
-        };
+        let compute = on_blocking_pool(move || compute().map_err(Failure::Err));
         let seen = self.compute.flights_ended();
         let answer = match read_local(self.backend(), key) {
             Some(read) => match self.compute.decide::<T>(self, key, options, Ok(read)) {

@@ -15,21 +15,20 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use super::clock::Clock;
 use super::options::ComputeOptions;
+use super::task::{Bounds, Running, Waiting};
 use super::throttle::Throttle;
 use super::{CallStatus, ComputeStats, Timeout};
 use crate::error::{Error, Result};
-use crate::expiry::{Deadline, Expiry};
+use crate::expiry::Deadline;
 use crate::singleflight::{Join, Leader, Outcome, SingleFlight};
 use crate::store::{Backend, Entry};
 use crate::striped::StripedCounter;
@@ -59,7 +58,7 @@ pub(crate) enum Failure<E> {
 }
 
 impl<E> Failure<E> {
-    fn describe(&self) -> &'static str {
+    pub(super) fn describe(&self) -> &'static str {
         match self {
             Failure::Err(_) => "returned an error",
             Failure::Panic(_) => "panicked",
@@ -110,34 +109,34 @@ pub(crate) enum Decision<T> {
 }
 
 #[derive(Debug, Default)]
-struct Counters {
+pub(super) struct Counters {
     /// Striped: bumped on every hit, from every thread.
-    hits: StripedCounter,
-    misses: AtomicU64,
-    stale: AtomicU64,
-    waited: AtomicU64,
-    refreshes: AtomicU64,
-    failures_absorbed: AtomicU64,
-    background_failures: AtomicU64,
-    timeouts: AtomicU64,
-    cache_errors: AtomicU64,
+    pub(super) hits: StripedCounter,
+    pub(super) misses: AtomicU64,
+    pub(super) stale: AtomicU64,
+    pub(super) waited: AtomicU64,
+    pub(super) refreshes: AtomicU64,
+    pub(super) failures_absorbed: AtomicU64,
+    pub(super) background_failures: AtomicU64,
+    pub(super) timeouts: AtomicU64,
+    pub(super) cache_errors: AtomicU64,
 }
 
-fn bump(counter: &AtomicU64) {
+pub(super) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The state the engine keeps per cache: single flight, the failure throttle, the clock, the
 /// counters, and the computations still running.
 pub(crate) struct ComputeState {
-    flights: Arc<SingleFlight>,
-    throttle: Throttle,
-    clock: Arc<dyn Clock>,
-    counters: Counters,
-    running: AtomicUsize,
-    idle: tokio::sync::Notify,
+    pub(super) flights: Arc<SingleFlight>,
+    pub(super) throttle: Throttle,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) counters: Counters,
+    pub(super) running: AtomicUsize,
+    pub(super) idle: tokio::sync::Notify,
     /// Callers waiting for another caller's computation right now.
-    waiting: AtomicUsize,
+    pub(super) waiting: AtomicUsize,
 }
 
 impl std::fmt::Debug for ComputeState {
@@ -212,7 +211,7 @@ impl ComputeState {
         (value, status)
     }
 
-    fn record_cache_error(&self, op: &'static str, key: &str, err: &Error) {
+    pub(super) fn record_cache_error(&self, op: &'static str, key: &str, err: &Error) {
         bump(&self.counters.cache_errors);
         tracing::warn!(op, key, error = %err, "cachestack: cache error ignored by get_or_compute; the call goes on as a miss");
     }
@@ -306,157 +305,6 @@ impl<H> Clone for Call<H> {
     }
 }
 
-/// Where a computation's caller stands: still waiting, gone, or the computation is done. The
-/// computation and its caller each mark their end; whoever marks second learns what the other
-/// did (a failure after the caller left is a background failure, counted and logged).
-struct Watch(AtomicU8);
-
-const RUNNING: u8 = 0;
-const DONE: u8 = 1;
-const DETACHED: u8 = 2;
-
-impl Watch {
-    fn new() -> Arc<Self> {
-        Arc::new(Watch(AtomicU8::new(RUNNING)))
-    }
-    /// The caller stops waiting; false if the computation is already done (its result is ready).
-    fn detach(&self) -> bool {
-        self.0.compare_exchange(RUNNING, DETACHED, Ordering::AcqRel, Ordering::Acquire).is_ok()
-    }
-    /// The computation is done; true if its caller had already left.
-    fn finish(&self) -> bool {
-        self.0.swap(DONE, Ordering::AcqRel) == DETACHED
-    }
-}
-
-/// Marks the caller gone if its future is dropped while the computation runs.
-struct DetachOnDrop(Arc<Watch>);
-
-impl Drop for DetachOnDrop {
-    fn drop(&mut self) {
-        self.0.detach();
-    }
-}
-
-/// Counts a running computation until dropped.
-struct Running(Arc<ComputeState>);
-
-impl Running {
-    fn start(state: &Arc<ComputeState>) -> Self {
-        state.running.fetch_add(1, Ordering::AcqRel);
-        Running(state.clone())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// Counts a waiting caller until dropped.
-struct Waiting<'a>(&'a ComputeState);
-
-impl<'a> Waiting<'a> {
-    fn enter(state: &'a ComputeState) -> Self {
-        state.waiting.fetch_add(1, Ordering::Relaxed);
-        Waiting(state)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Polls `future`, turning a panic into `Err(payload)`.
-async fn catch_unwind<F: Future>(future: F) -> std::result::Result<F::Output, Box<dyn Any + Send>> {
-    let mut future = pin!(future);
-    std::future::poll_fn(move |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-        Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-        Ok(Poll::Pending) => Poll::Pending,
-        Err(payload) => Poll::Ready(Err(payload)),
-    })
-    .await
-}
-
-/// A computation's task: on cachestack's runtime, or (if that runtime cannot start) run in place
-/// by the caller.
-enum Task<T, E> {
-    Spawned(tokio::task::JoinHandle<std::result::Result<T, Failure<E>>>),
-    Inline(Pin<Box<dyn Future<Output = std::result::Result<T, Failure<E>>> + Send>>),
-}
-
-impl<T, E> Future for Task<T, E> {
-    type Output = std::result::Result<T, Failure<E>>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Task::Spawned(handle) => Pin::new(handle).poll(cx).map(|joined| {
-                joined.unwrap_or_else(|err| {
-                    Err(Failure::Panic(if err.is_panic() {
-                        err.into_panic()
-                    } else {
-                        Box::new("cachestack: the computation's task was cancelled (runtime shut down)")
-                    }))
-                })
-            }),
-            Task::Inline(future) => future.as_mut().poll(cx),
-        }
-    }
-}
-
-fn spawn<T, E>(future: impl Future<Output = std::result::Result<T, Failure<E>>> + Send + 'static) -> Task<T, E>
-where
-    T: Send + 'static,
-    E: Send + 'static,
-{
-    match crate::rt::handle() {
-        Ok(runtime) => Task::Spawned(runtime.spawn(future)),
-        Err(err) => {
-            tracing::warn!(error = %err, "cachestack: computation runs on the caller: cachestack's runtime is unavailable");
-            Task::Inline(Box::pin(future))
-        }
-    }
-}
-
-/// How long a caller waits for a computation.
-#[derive(Clone, Copy)]
-struct Bounds {
-    /// The soft timeout (only when a stale value can answer).
-    soft_at: Option<Instant>,
-    /// The hard timeout.
-    hard_at: Option<Instant>,
-}
-
-enum Awaited<R> {
-    Done(R),
-    Soft,
-    Hard,
-}
-
-/// Awaits `task`, giving up at `soft_at` or `hard_at`. A caller that gives up detaches from the
-/// computation, which goes on in the background; if the computation finished just as the caller
-/// gave up, its result is taken after all.
-async fn await_bounded<T, E>(
-    task: &mut Task<T, E>,
-    watch: &Watch,
-    soft_at: Option<Instant>,
-    hard_at: Option<Instant>,
-) -> Awaited<std::result::Result<T, Failure<E>>> {
-    for (at, gave_up) in [(soft_at, Awaited::Soft), (hard_at, Awaited::Hard)] {
-        let Some(at) = at else { continue };
-        return match tokio::time::timeout_at(at, &mut *task).await {
-            Ok(result) => Awaited::Done(result),
-            Err(_) if watch.detach() => gave_up,
-            Err(_) => Awaited::Done(task.await),
-        };
-    }
-    Awaited::Done(task.await)
-}
-
 impl<H> Call<H> {
     /// Runs a whole call: reads the key, answers or computes. The future may be polled on any
     /// tokio runtime (timeouts use its timer, which must be enabled when the options have any).
@@ -525,7 +373,21 @@ impl<H> Call<H> {
     where
         H: Hooks<T>,
     {
-        let entry = match read(&self.backend, &self.key).await {
+        let read = read(&self.backend, &self.key).await;
+        self.fresh_in(read, leader, in_refresh_window)
+    }
+
+    /// [`Call::fresh_again`]'s decision, from what the store gave.
+    pub(super) fn fresh_in<T>(
+        &self,
+        read: Result<Option<Entry>>,
+        leader: Leader<'static>,
+        in_refresh_window: bool,
+    ) -> std::result::Result<T, Leader<'static>>
+    where
+        H: Hooks<T>,
+    {
+        let entry = match read {
             Ok(Some(entry)) => entry,
             Ok(None) => return Err(leader),
             Err(err) => {
@@ -543,6 +405,16 @@ impl<H> Call<H> {
         }
     }
 
+    /// The bounds of a call that computes (or waits), starting now; the soft timeout applies only
+    /// when a stale value can answer.
+    pub(super) fn bounds(&self, has_fallback: bool) -> Bounds {
+        let start = Instant::now();
+        Bounds {
+            soft_at: self.options.timeout().filter(|_| has_fallback).and_then(|t| start.checked_add(t)),
+            hard_at: self.options.hard_timeout().and_then(|t| start.checked_add(t)),
+        }
+    }
+
     /// Computes the key: leads the flight (and computes), or waits for its leader within the
     /// bounds: a waiter answers with the leader's value (`Waited`), with the stale value when the
     /// leader failed and fail-safe applies, the soft timeout passes with a stale value or the
@@ -556,193 +428,120 @@ impl<H> Call<H> {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<T, Failure<E>>> + Send + 'static,
     {
-        let start = Instant::now();
-        let bounds = Bounds {
-            soft_at: self.options.timeout().filter(|_| fallback.is_some()).and_then(|t| start.checked_add(t)),
-            hard_at: self.options.hard_timeout().and_then(|t| start.checked_add(t)),
-        };
+        let bounds = self.bounds(fallback.is_some());
         let mut fallback = fallback;
-        let leader = loop {
+        match self.join_flight(seen, &mut fallback, bounds).await {
+            Joined::Answered(answer) => answer,
+            Joined::Compute(leader) => self.run_computation(leader, fallback, bounds, compute).await,
+        }
+    }
+
+    /// Joins the key's flight: leads it, or waits for its leader within the bounds (see
+    /// [`Call::compute`]).
+    pub(super) async fn join_flight<T, E>(&self, seen: u64, fallback: &mut Option<T>, bounds: Bounds) -> Joined<T, E>
+    where
+        H: Hooks<T>,
+    {
+        loop {
             match self.state.flights.join_shared(&self.key) {
-                Join::Reentrant => {
-                    tracing::debug!(
-                        key = &*self.key,
-                        "cachestack: nested call with its own key computes without the lock"
-                    );
-                    break None;
+                Join::Reentrant => return self.reentrant(),
+                Join::Leader(leader) if self.state.flights_ended() == seen => return Joined::Compute(Some(leader)),
+                Join::Leader(leader) => {
+                    return match self.fresh_again::<T>(leader, true).await {
+                        Ok(value) => Joined::Answered(Ok(self.state.answer(value, CallStatus::Hit))),
+                        Err(leader) => Joined::Compute(Some(leader)),
+                    }
                 }
-                Join::Leader(leader) if self.state.flights_ended() == seen => break Some(leader),
-                Join::Leader(leader) => match self.fresh_again::<T>(leader, true).await {
-                    Ok(value) => return Ok(self.state.answer(value, CallStatus::Hit)),
-                    Err(leader) => break Some(leader),
-                },
                 Join::Waiter(waiter) => {
-                    let lock_at = self.options.lock_timeout().and_then(|t| Instant::now().checked_add(t));
-                    let until = [lock_at, bounds.soft_at, bounds.hard_at].into_iter().flatten().min();
+                    let until = self.wait_until(bounds);
                     let waiting = Waiting::enter(&self.state);
                     let outcome = match until {
                         Some(until) => waiter.wait_async_for(until.saturating_duration_since(Instant::now())).await,
                         None => Some(waiter.wait_async().await),
                     };
                     drop(waiting);
-                    match outcome {
-                        Some(Outcome::Shared(value)) => match self.hooks.decode(&self.key, &value) {
-                            Some((value, _)) => return Ok(self.state.answer(value, CallStatus::Waited)),
-                            None => break None,
-                        },
-                        // The leader failed (or kept its value to itself): fail-safe if it
-                        // failed, else compute.
-                        Some(Outcome::NotShared) => {
-                            if self.state.throttle.is_throttled(&self.key, self.state.clock.now()) {
-                                if let Some(stale) = fallback.take() {
-                                    bump(&self.state.counters.failures_absorbed);
-                                    return Ok(self.state.answer(stale, CallStatus::Stale));
-                                }
-                            }
-                            break None;
-                        }
-                        Some(Outcome::Abandoned) => continue,
-                        None => {
-                            let now = Instant::now();
-                            if bounds.hard_at.is_some_and(|at| now >= at) {
-                                return Err(self.timed_out());
-                            }
-                            if bounds.soft_at.is_some_and(|at| now >= at) {
-                                if let Some(stale) = fallback.take() {
-                                    return Ok(self.state.answer(stale, CallStatus::Stale));
-                                }
-                            }
-                            tracing::warn!(
-                                key = &*self.key,
-                                "cachestack: lock_timeout passed while another caller computes this key; computing here too"
-                            );
-                            break None;
-                        }
+                    match self.after_wait(outcome, fallback, bounds) {
+                        Some(joined) => return joined,
+                        None => continue,
                     }
                 }
             }
-        };
-        self.run_computation(leader, fallback, bounds, compute).await
+        }
+    }
+
+    /// A nested call with its own key computes without the lock.
+    pub(super) fn reentrant<T, E>(&self) -> Joined<T, E> {
+        tracing::debug!(key = &*self.key, "cachestack: nested call with its own key computes without the lock");
+        Joined::Compute(None)
+    }
+
+    /// How long a waiter waits: until the first of `lock_timeout` (from now) and the bounds.
+    pub(super) fn wait_until(&self, bounds: Bounds) -> Option<Instant> {
+        let lock_at = self.options.lock_timeout().and_then(|t| Instant::now().checked_add(t));
+        [lock_at, bounds.soft_at, bounds.hard_at].into_iter().flatten().min()
+    }
+
+    /// What a waiter does with what its wait gave (`None`: the wait passed its bound); `None`:
+    /// join again (the leader was abandoned).
+    pub(super) fn after_wait<T, E>(
+        &self,
+        outcome: Option<Outcome>,
+        fallback: &mut Option<T>,
+        bounds: Bounds,
+    ) -> Option<Joined<T, E>>
+    where
+        H: Hooks<T>,
+    {
+        match outcome {
+            Some(Outcome::Shared(value)) => Some(match self.hooks.decode(&self.key, &value) {
+                Some((value, _)) => Joined::Answered(Ok(self.state.answer(value, CallStatus::Waited))),
+                None => Joined::Compute(None),
+            }),
+            // The leader failed (or kept its value to itself): fail-safe if it failed, else
+            // compute.
+            Some(Outcome::NotShared) => {
+                if self.state.throttle.is_throttled(&self.key, self.state.clock.now()) {
+                    if let Some(stale) = fallback.take() {
+                        bump(&self.state.counters.failures_absorbed);
+                        return Some(Joined::Answered(Ok(self.state.answer(stale, CallStatus::Stale))));
+                    }
+                }
+                Some(Joined::Compute(None))
+            }
+            Some(Outcome::Abandoned) => None,
+            None => {
+                let now = Instant::now();
+                if bounds.hard_at.is_some_and(|at| now >= at) {
+                    return Some(Joined::Answered(Err(self.timed_out())));
+                }
+                if bounds.soft_at.is_some_and(|at| now >= at) {
+                    if let Some(stale) = fallback.take() {
+                        return Some(Joined::Answered(Ok(self.state.answer(stale, CallStatus::Stale))));
+                    }
+                }
+                tracing::warn!(
+                    key = &*self.key,
+                    "cachestack: lock_timeout passed while another caller computes this key; computing here too"
+                );
+                Some(Joined::Compute(None))
+            }
+        }
     }
 
     /// Counts a hard timeout.
-    fn timed_out<E>(&self) -> Failure<E> {
+    pub(super) fn timed_out<E>(&self) -> Failure<E> {
         bump(&self.state.counters.timeouts);
         Failure::Timeout(Timeout { after: self.options.hard_timeout().unwrap_or_default() })
     }
+}
 
-    /// Spawns the computation and awaits it within the bounds; answers with the stale value when
-    /// it fails or passes the soft timeout and `fallback` has one.
-    async fn run_computation<T, E, F, Fut>(
-        self,
-        leader: Option<Leader<'static>>,
-        fallback: Option<T>,
-        bounds: Bounds,
-        compute: F,
-    ) -> Answer<T, E>
-    where
-        H: Hooks<T>,
-        T: Send + 'static,
-        E: Send + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<T, Failure<E>>> + Send + 'static,
-    {
-        let watch = Watch::new();
-        let running = Running::start(&self.state);
-        let call = self.clone();
-        let task_watch = watch.clone();
-        let mut task = spawn(async move {
-            let _running = running;
-            call.computation(leader, Some(task_watch), compute).await
-        });
-        let _detach = DetachOnDrop(watch.clone());
-        let soft_at = bounds.soft_at.filter(|_| fallback.is_some());
-        let result = match await_bounded(&mut task, &watch, soft_at, bounds.hard_at).await {
-            Awaited::Done(result) => result,
-            Awaited::Soft => {
-                return match fallback {
-                    Some(stale) => Ok(self.state.answer(stale, CallStatus::Stale)),
-                    None => Err(self.timed_out()),
-                }
-            }
-            Awaited::Hard => return Err(self.timed_out()),
-        };
-        match (result, fallback) {
-            (Ok(value), _) => Ok(self.state.answer(value, CallStatus::Miss)),
-            (Err(failure), Some(stale)) => {
-                bump(&self.state.counters.failures_absorbed);
-                tracing::debug!(
-                    key = &*self.key,
-                    "cachestack: the computation {}; answering with the stale value (stale_if_error)",
-                    failure.describe()
-                );
-                Ok(self.state.answer(stale, CallStatus::Stale))
-            }
-            (Err(failure), None) => Err(failure),
-        }
-    }
-
-    /// The computation itself, as a task's body: runs `compute` (marking the flight's leader
-    /// during its polls, so a nested call of the same key is detected), stores a value, records a
-    /// failure, ends the flight, and counts and logs a failure its caller no longer waits for.
-    async fn computation<T, E, F, Fut>(
-        self,
-        leader: Option<Leader<'static>>,
-        watch: Option<Arc<Watch>>,
-        compute: F,
-    ) -> std::result::Result<T, Failure<E>>
-    where
-        H: Hooks<T>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, Failure<E>>>,
-    {
-        let body = catch_unwind(async move { compute().await });
-        let result = match &leader {
-            Some(leader) => leader.run_async(body).await,
-            None => body.await,
-        };
-        let result = result.unwrap_or_else(|payload| Err(Failure::Panic(payload)));
-        let now = self.state.clock.now();
-        match &result {
-            Ok(value) => {
-                let ttl = self.options.jittered_ttl();
-                let fresh_until = ttl.map(|ttl| Deadline::after_from(now, ttl));
-                let expiry = match ttl {
-                    Some(ttl) => Expiry::At(Deadline::after_from(now, ttl.saturating_add(self.options.stale_window()))),
-                    None => Expiry::Default,
-                };
-                let stored = self.hooks.encode(value, fresh_until);
-                if let Some(value) = &stored {
-                    if let Err(err) = self.backend.set(&self.key, value.clone(), expiry).await {
-                        self.state.record_cache_error("write", &self.key, &err);
-                    }
-                }
-                self.state.throttle.clear(&self.key);
-                if let Some(leader) = leader {
-                    leader.complete(|| stored);
-                }
-            }
-            Err(_) => {
-                if self.options.stale_if_error().is_some() {
-                    let until = now.checked_add(self.options.stale_throttle()).unwrap_or(now);
-                    self.state.throttle.record(&self.key, now, until);
-                }
-                if let Some(leader) = leader {
-                    leader.complete(|| None);
-                }
-            }
-        }
-        let caller_left = watch.is_none_or(|watch| watch.finish());
-        if let (Err(failure), true) = (&result, caller_left) {
-            bump(&self.state.counters.background_failures);
-            tracing::warn!(
-                key = &*self.key,
-                "cachestack: a background computation {}; the cache keeps its previous value",
-                failure.describe()
-            );
-        }
-        result
-    }
+/// What a caller does after joining the key's flight.
+pub(super) enum Joined<T, E> {
+    /// Answered without computing: the leader's value, a stale value, or a timeout.
+    Answered(Answer<T, E>),
+    /// Compute: as the flight's leader, or without it (a nested call, `lock_timeout` passed, the
+    /// leader shared nothing).
+    Compute(Option<Leader<'static>>),
 }
 
 #[cfg(test)]

@@ -8,7 +8,12 @@
 //! stored value carries its fresh deadline, so that every store, a user-written one included,
 //! keeps stale values without knowing about them.
 //!
-//! - `engine.rs`: the decisions and the computations (single flight, background tasks).
+//! - `engine.rs`: the decisions, single flight and its waits, background refreshes.
+//! - `computation.rs`: running a computation (as a task, awaited within the bounds), storing its
+//!   value, ending its flight.
+//! - `here.rs`: computations the caller runs itself, on its own task or thread (the path of
+//!   `#[cached]` functions, whose bodies borrow their arguments).
+//! - `task.rs`: the pieces a computation runs with (tasks, watches, bounded waits, counters).
 //! - `options.rs`: [`ComputeOptions`] and their checks.
 //! - `clock.rs`: [`Clock`], the time freshness is decided by ([`ManualClock`] for tests).
 //! - `throttle.rs`: the per-key record of recent failures (`stale_throttle`).
@@ -18,20 +23,58 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Cache;
+use crate::expiry::Deadline;
+use crate::value::{Cacheable, Value};
+
 mod cache_api;
 mod clock;
+mod computation;
 mod engine;
+mod here;
 mod options;
+mod task;
 mod throttle;
 
+pub(crate) use cache_api::{on_blocking_pool, runtime_failure};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub(crate) use engine::ComputeState;
+pub(crate) use engine::{read, Answer, Call, ComputeState, Decision, Failure, Hooks};
+pub(crate) use here::read_blocking;
 pub use options::{ComputeOptions, ComputeOptionsBuilder, RefreshAhead, DEFAULT_STALE_THROTTLE};
 
 impl ComputeState {
     /// A state on the system clock, to share between the clones of one cache.
     pub(crate) fn shared() -> Arc<Self> {
         Arc::new(ComputeState::new(Arc::new(SystemClock)))
+    }
+}
+
+/// What the engine stores: the value with its fresh deadline (Unix milliseconds, 0: always
+/// fresh). A key written by `get_or_compute` or by a `#[cached]` function with resilience options
+/// holds a `Stamped<T>`.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Stamped<T> {
+    fresh_until: u64,
+    value: T,
+}
+
+impl<T: Cacheable> Stamped<T> {
+    /// `value` stamped with its fresh deadline (`None`: always fresh).
+    pub(crate) fn encode(value: &T, fresh_until: Option<Deadline>) -> Value {
+        let fresh_until = fresh_until.map_or(0, Deadline::unix_millis);
+        Value::new(Stamped { fresh_until, value: value.clone() })
+    }
+
+    /// A stored stamped value and its fresh deadline; `None` when it cannot be read as `T`
+    /// (counted and logged by [`Cache::decode`]).
+    pub(crate) fn decode(cache: &Cache, key: &str, value: &Value) -> Option<(T, Option<Deadline>)> {
+        let stamped = match value.typed_ref::<Stamped<T>>() {
+            Some(stamped) => stamped.clone(),
+            None => cache.decode::<Stamped<T>>(key, value)?,
+        };
+        Some((stamped.value, Deadline::from_unix_millis(stamped.fresh_until)))
     }
 }
 
