@@ -3,6 +3,10 @@
 //! [`CacheRegistry::route`] adds a route, the longest matching prefix wins, and every change
 //! moves the registry generation, so `#[cached]` functions resolve their cache again on their
 //! next call and never keep serving from the cache a key no longer routes to.
+//!
+//! The `Cache` API reaches routed keys through [`CacheRegistry::cache_for_key`] (the one cache a
+//! key routes to) or [`CacheRegistry::routed`] (one `Cache` that routes every key it is given,
+//! `routes/routed.rs`).
 
 use crate::cache::Cache;
 use crate::error::{Error, Result};

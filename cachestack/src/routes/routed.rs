@@ -84,10 +84,10 @@ impl RoutedBackend {
         Ok(self.checked(self.registry.cache_for_key(key)?)?.backend().clone())
     }
 
-    /// `keys` grouped by destination: each backend with the positions of its keys.
-    fn groups<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Result<Vec<(Arc<dyn Backend>, Vec<usize>)>> {
+    /// `keys` grouped by destination: each cache with the positions of its keys.
+    fn groups<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Result<Vec<(Cache, Vec<usize>)>> {
         let groups = self.registry.group_by_route(keys)?;
-        groups.into_iter().map(|(cache, at)| Ok((self.checked(cache)?.backend().clone(), at))).collect()
+        groups.into_iter().map(|(cache, at)| Ok((self.checked(cache)?, at))).collect()
     }
 
     /// The caches `pattern` can reach, or (`None`) the default cache and every routed cache.
@@ -129,9 +129,9 @@ impl Backend for RoutedBackend {
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
         let mut found: Vec<Option<Entry>> = vec![None; keys.len()];
-        for (backend, at) in self.groups(keys.iter().copied())? {
+        for (cache, at) in self.groups(keys.iter().copied())? {
             let group: Vec<&str> = at.iter().map(|&i| keys[i]).collect();
-            for (i, entry) in at.into_iter().zip(backend.get_many(&group).await?) {
+            for (i, entry) in at.into_iter().zip(cache.backend().get_many(&group).await?) {
                 found[i] = entry;
             }
         }
@@ -139,18 +139,18 @@ impl Backend for RoutedBackend {
     }
 
     async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
-        for (backend, at) in self.groups(entries.iter().map(|(key, _)| *key))? {
+        for (cache, at) in self.groups(entries.iter().map(|(key, _)| *key))? {
             let group: Vec<(&str, Value)> = at.iter().map(|&i| entries[i].clone()).collect();
-            backend.set_many(&group, expiry).await?;
+            cache.backend().set_many(&group, expiry).await?;
         }
         Ok(())
     }
 
     async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
         let mut removed = 0u64;
-        for (backend, at) in self.groups(keys.iter().copied())? {
+        for (cache, at) in self.groups(keys.iter().copied())? {
             let group: Vec<&str> = at.iter().map(|&i| keys[i]).collect();
-            removed = removed.saturating_add(backend.delete_many(&group).await?);
+            removed = removed.saturating_add(cache.backend().delete_many(&group).await?);
         }
         Ok(removed)
     }
