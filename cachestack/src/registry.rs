@@ -67,6 +67,11 @@ pub(crate) struct State {
 /// assert!(err.to_string().contains("max_entries=lots"));
 /// ```
 pub struct CacheRegistry {
+    /// Shared with the [routed cache](CacheRegistry::routed)s made from this registry.
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     state: RwLock<State>,
     generation: AtomicU64,
 }
@@ -92,7 +97,14 @@ impl Default for CacheRegistry {
 impl CacheRegistry {
     /// An empty registry (most programs use [`CacheRegistry::global`]).
     pub fn new() -> Self {
-        CacheRegistry { state: RwLock::new(State::default()), generation: AtomicU64::new(1) }
+        CacheRegistry {
+            shared: Arc::new(Shared { state: RwLock::new(State::default()), generation: AtomicU64::new(1) }),
+        }
+    }
+
+    /// Another handle on this registry (the same caches, routes and switches).
+    pub(crate) fn handle(&self) -> CacheRegistry {
+        CacheRegistry { shared: self.shared.clone() }
     }
 
     /// The process-wide registry that `#[cached]` functions use.
@@ -104,15 +116,15 @@ impl CacheRegistry {
     pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // A panic while holding the lock cannot leave `State` half-updated (every write is a
         // single insert or replace), so a poisoned lock is safe to keep using.
-        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::Release);
+        self.shared.generation.fetch_add(1, Ordering::Release);
     }
 
     /// A number that changes whenever a cache is registered, replaced or removed, a switch is
@@ -121,7 +133,7 @@ impl CacheRegistry {
     /// number has moved, so a hit costs one atomic load instead of a map lookup.
     #[inline]
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.shared.generation.load(Ordering::Acquire)
     }
 
     /// Sets which commands `#[cached]` functions using the cache `name` may use (registered or

@@ -3,11 +3,17 @@
 //! [`CacheRegistry::route`] adds a route, the longest matching prefix wins, and every change
 //! moves the registry generation, so `#[cached]` functions resolve their cache again on their
 //! next call and never keep serving from the cache a key no longer routes to.
+//!
+//! The `Cache` API reaches routed keys through [`CacheRegistry::cache_for_key`] (the one cache a
+//! key routes to) or [`CacheRegistry::routed`] (one `Cache` that routes every key it is given,
+//! `routes/routed.rs`).
 
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::registry::CacheRegistry;
 use crate::KeyPattern;
+
+mod routed;
 
 /// The route table: prefix -> cache name, kept sorted by prefix.
 #[derive(Debug, Default, Clone)]
@@ -159,7 +165,15 @@ impl CacheRegistry {
     /// The caches that may hold keys matching `pattern`: the one its literal start routes to,
     /// and those of the longer routes that start with it (each cache once).
     pub(crate) fn caches_for_pattern(&self, pattern: &KeyPattern) -> Result<Vec<Cache>> {
-        let choice = self.route_choice(pattern.literal_prefix(), pattern.is_literal());
+        self.caches_of(self.route_choice(pattern.literal_prefix(), pattern.is_literal()))
+    }
+
+    /// The default cache and every cache a route names (each cache once).
+    pub(crate) fn default_and_routed_caches(&self) -> Result<Vec<Cache>> {
+        self.caches_of(self.route_choice("", false))
+    }
+
+    fn caches_of(&self, choice: Choice) -> Result<Vec<Cache>> {
         let mut caches: Vec<Cache> = Vec::with_capacity(1 + choice.longer.len());
         let names = std::iter::once(choice.certain).chain(choice.longer.into_iter().map(Some));
         for name in names {
@@ -167,12 +181,34 @@ impl CacheRegistry {
                 Some(name) => self.get(&name)?,
                 None => self.try_default_cache()?,
             };
-            if !caches.iter().any(|c| std::sync::Arc::ptr_eq(c.backend(), cache.backend())) {
+            if !caches.iter().any(|c| same_cache(c, &cache)) {
                 caches.push(cache);
             }
         }
         Ok(caches)
     }
+
+    /// `keys` grouped by the cache each routes to (see [`CacheRegistry::cache_for_key`]): each
+    /// cache once, with the positions of its keys in `keys`, in order.
+    pub(crate) fn group_by_route<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Result<Vec<(Cache, Vec<usize>)>> {
+        let mut groups: Vec<(Cache, Vec<usize>)> = Vec::new();
+        for (at, key) in keys.into_iter().enumerate() {
+            let target = self.cache_for_key(key)?;
+            match groups.iter_mut().find(|(c, _)| same_cache(c, &target)) {
+                Some((_, group)) => group.push(at),
+                None => groups.push((target, vec![at])),
+            }
+        }
+        Ok(groups)
+    }
+}
+
+/// Whether two handles share one backend (one cache registered under two names is one cache).
+pub(crate) fn same_cache(a: &Cache, b: &Cache) -> bool {
+    std::sync::Arc::ptr_eq(a.backend(), b.backend())
 }
 
 #[cfg(test)]

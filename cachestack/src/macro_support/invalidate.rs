@@ -3,8 +3,6 @@
 //! As in `call`, the synchronous and asynchronous twins share their decisions (the in-process
 //! fast path, what a failure means) and keep only their I/O.
 
-use std::sync::Arc;
-
 use super::front::{front_remove, FastKeyBuf};
 use super::state::CachedFn;
 use super::{Cache, CacheRegistry, Result};
@@ -43,18 +41,11 @@ fn invalidation_outcome(
 /// [route](CacheRegistry::route) (or the default cache).
 fn keys_by_cache(cache: Option<&str>, keys: &[String]) -> Result<Vec<(Cache, Vec<String>)>> {
     let registry = CacheRegistry::global();
-    let mut groups: Vec<(Cache, Vec<String>)> = Vec::new();
-    for key in keys {
-        let target = match cache {
-            Some(name) => registry.get(name)?,
-            None => registry.cache_for_key(key)?,
-        };
-        match groups.iter_mut().find(|(c, _)| Arc::ptr_eq(c.backend(), target.backend())) {
-            Some((_, group)) => group.push(key.clone()),
-            None => groups.push((target, vec![key.clone()])),
-        }
+    if let (Some(name), false) = (cache, keys.is_empty()) {
+        return Ok(vec![(registry.get(name)?, keys.to_vec())]);
     }
-    Ok(groups)
+    let groups = registry.group_by_route(keys.iter().map(String::as_str))?;
+    Ok(groups.into_iter().map(|(cache, at)| (cache, at.into_iter().map(|i| keys[i].clone()).collect())).collect())
 }
 
 /// The patterns `#[invalidate(pattern = ...)]` rendered, parsed, each with the caches that may

@@ -223,23 +223,7 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         if let Some(ops) = self.atomic() {
             return ops.delete_matching(pattern).await;
         }
-        let mut keys: Vec<String> = Vec::new();
-        let listed = self
-            .keys_matching(pattern, PATTERN_BATCH, &mut |batch| {
-                keys.extend(batch);
-                true
-            })
-            .await;
-        match listed {
-            Err(Error::Unsupported { .. }) => return Err(Error::unsupported("delete_matching", self.name())),
-            other => other?,
-        }
-        let mut removed = 0u64;
-        for chunk in keys.chunks(PATTERN_BATCH) {
-            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            removed = removed.saturating_add(self.delete_many(&refs).await?);
-        }
-        Ok(removed)
+        delete_listed(self, pattern).await
     }
 
     /// The store's native atomic and pattern operations, if it has them (see [`AtomicOps`]).
@@ -347,6 +331,28 @@ impl Signing {
     pub(crate) fn combined(parts: impl IntoIterator<Item = Signing>) -> Self {
         parts.into_iter().reduce(|a, b| if a == b { a } else { Signing::Mixed }).unwrap_or_default()
     }
+}
+
+/// [`Backend::delete_matching`] without a native one: lists the keys with
+/// [`Backend::keys_matching`] and removes them with [`Backend::delete_many`] in batches.
+pub(crate) async fn delete_listed<B: Backend + ?Sized>(backend: &B, pattern: &KeyPattern) -> Result<u64> {
+    let mut keys: Vec<String> = Vec::new();
+    let listed = backend
+        .keys_matching(pattern, PATTERN_BATCH, &mut |batch| {
+            keys.extend(batch);
+            true
+        })
+        .await;
+    match listed {
+        Err(Error::Unsupported { .. }) => return Err(Error::unsupported("delete_matching", backend.name())),
+        other => other?,
+    }
+    let mut removed = 0u64;
+    for chunk in keys.chunks(PATTERN_BATCH) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        removed = removed.saturating_add(backend.delete_many(&refs).await?);
+    }
+    Ok(removed)
 }
 
 /// Receives the keys [`Backend::keys_matching`] finds, one batch at a time; returns false to stop.

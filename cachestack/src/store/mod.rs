@@ -22,6 +22,7 @@ pub(crate) mod redis;
 mod settings;
 
 pub use atomic::AtomicOps;
+pub(crate) use backend::delete_listed;
 pub use backend::{
     Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
 };
