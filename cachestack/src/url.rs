@@ -450,8 +450,9 @@ impl std::fmt::Display for ConnectionUrl {
 }
 
 /// Hides secrets in a URL for logs and `Debug`: the password of `user:password@` (which may hold
-/// `/`, `?`, `#` and `@`: it ends at the last `@`), and the values of `secret`, `password` and
-/// `token` options.
+/// `/`, `?`, `#` and `@`: it ends at the last `@`), and the values of options whose names hold
+/// `secret`, `password`, `token` or `access_key` (`secret`, `secret_access_key`,
+/// `session_token`, `access_key_id`...).
 ///
 /// ```
 /// assert_eq!(
@@ -495,15 +496,21 @@ pub fn redact_url(text: &str) -> String {
         let parts: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if ["secret", "password", "token"].contains(&k.to_ascii_lowercase().as_str()) => {
-                    format!("{k}=***")
-                }
+                Some((k, _)) if is_secret_option(k) => format!("{k}=***"),
                 _ => pair.to_string(),
             })
             .collect();
         out.push_str(&parts.join("&"));
     }
     out
+}
+
+/// True for an option whose value is a credential: its name holds `secret`, `password`, `token`
+/// or `access_key` (`secret`, `secret_access_key`, `session_token`, `access_key_id`...); not
+/// `secret_env`, which names a variable.
+fn is_secret_option(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name != "secret_env" && ["secret", "password", "token", "access_key"].iter().any(|part| name.contains(part))
 }
 
 /// For tests: each `(input, expected)` case fails in `parse` with an [`Error::Config`] whose
@@ -537,6 +544,10 @@ mod tests {
         assert_eq!(redact_url("redis://h/0?name=ops@team"), "redis://h/0?name=ops@team");
         assert_eq!(redact_url("redis://[::1]:6379/0?name=a@b"), "redis://[::1]:6379/0?name=a@b");
         assert_eq!(redact_url("file:///tmp/a@b?secret=x"), "file:///tmp/a@b?secret=***");
+        assert_eq!(
+            redact_url("s3://b/p?access_key_id=AK&secret_access_key=SK&session_token=ST&region=r&secret_env=V"),
+            "s3://b/p?access_key_id=***&secret_access_key=***&session_token=***&region=r&secret_env=V"
+        );
     }
 
     /// A password made of the characters URLs reserve, and its pieces (none may be shown).

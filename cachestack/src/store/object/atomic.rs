@@ -6,10 +6,13 @@
 //! - `set_if_absent` writes only over no object, or over a dead one (expired, another key's,
 //!   unusable): of racing callers exactly one wins.
 //! - `incr` adds to an `i64` entry; `expire` re-seals the live value with the new deadline.
+//! - A round lost to another writer backs off a random while before the next one.
 //!
 //! A store that cannot write conditionally (object_store answers "not implemented": S3 with
 //! `conditional_put` disabled, a local directory for updates) makes these operations fail with
 //! [`Error::Unsupported`](crate::Error::Unsupported): never a read followed by a blind write.
+
+use std::time::Duration;
 
 use object_store::{PutMode, UpdateVersion};
 
@@ -23,6 +26,10 @@ use crate::value::Value;
 
 /// How often a conditional write is retried when other writers keep changing the object.
 const ATTEMPTS: usize = 256;
+/// The first back-off ceiling after a lost round; it doubles with each lost round.
+const BACKOFF_STEP: Duration = Duration::from_millis(2);
+/// The largest back-off ceiling.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
 impl ObjectStoreCache {
     /// Conditional-write rounds on `key` until one stores (or `decide` keeps): `decide` gets the
@@ -34,7 +41,7 @@ impl ObjectStoreCache {
         mut decide: impl FnMut(Option<&Entry>) -> Result<Decision<T>>,
     ) -> Result<T> {
         let path = self.path(key);
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
             let found = self.read(op, key).await?;
             let live = found.as_ref().and_then(|(entry, _)| entry.as_ref());
             let (value, deadline, answer) = match decide(live)? {
@@ -52,6 +59,11 @@ impl ObjectStoreCache {
                 self.counters.record_write();
                 return Ok(answer);
             }
+            // Another writer got there first: back off a random while (growing, at most
+            // MAX_BACKOFF) so that contending writers do not keep the store busy with losing
+            // rounds.
+            let ceiling = BACKOFF_STEP.saturating_mul(1 << attempt.min(6)).min(MAX_BACKOFF);
+            tokio::time::sleep(ceiling.mul_f64(fastrand::f64())).await;
         }
         Err(Error::contended(self.name_str(), op, ATTEMPTS))
     }

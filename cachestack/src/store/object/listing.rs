@@ -26,13 +26,10 @@ impl ObjectStoreCache {
     /// Calls `page` with each page of the namespace's objects named as this store names them
     /// (others are not touched), their heads read; stops when `page` returns false.
     async fn walk(&self, op: &'static str, mut page: impl FnMut(Vec<Listed>) -> Result<bool>) -> Result<()> {
-        let mut listing: Listing = self.list();
-        loop {
-            let (metas, rest) = self.next_page(op, listing).await?;
+        let mut listing: Option<Listing> = Some(self.list());
+        while let Some(current) = listing {
+            let (metas, rest) = self.next_page(op, current).await?;
             listing = rest;
-            if metas.is_empty() {
-                return Ok(());
-            }
             let ours: Vec<ObjectMeta> = metas.into_iter().filter(|meta| self.is_entry_name(&meta.location)).collect();
             let heads = self.each(&ours, |meta| self.peek(op, &meta.location, meta.size)).await;
             let mut listed = Vec::with_capacity(ours.len());
@@ -45,6 +42,7 @@ impl ObjectStoreCache {
                 return Ok(());
             }
         }
+        Ok(())
     }
 
     /// True for `<root>/<32 hex digits>`: an object this store may have written.
@@ -105,17 +103,15 @@ impl ObjectStoreCache {
     /// [`Backend::clear`](crate::Backend::clear): removes every object of the namespace's folder
     /// that this store names (entries, and unreadable objects under entry names).
     pub(super) async fn remove_all(&self) -> Result<()> {
-        let mut listing: Listing = self.list();
-        loop {
-            let (metas, rest) = self.next_page("clear", listing).await?;
+        let mut listing: Option<Listing> = Some(self.list());
+        while let Some(current) = listing {
+            let (metas, rest) = self.next_page("clear", current).await?;
             listing = rest;
-            if metas.is_empty() {
-                return Ok(());
-            }
             let doomed: Vec<Path> =
                 metas.into_iter().map(|meta| meta.location).filter(|path| self.is_entry_name(path)).collect();
             self.remove_paths("clear", &doomed).await?;
         }
+        Ok(())
     }
 
     async fn remove_paths(&self, op: &'static str, paths: &[Path]) -> Result<()> {

@@ -112,18 +112,19 @@ impl ObjectStoreCache {
         self.store.list(Some(&self.root))
     }
 
-    /// The next page of `listing` (empty at the end), and the listing to go on with.
-    pub(super) async fn next_page(&self, op: &'static str, mut listing: Listing) -> Result<(Vec<ObjectMeta>, Listing)> {
+    /// The next page of `listing`, and the listing to go on with (`None` once it has ended: a
+    /// finished stream is never polled again).
+    pub(super) async fn next_page(&self, op: &'static str, mut listing: Listing) -> Result<(Vec<ObjectMeta>, Option<Listing>)> {
         let (page, listing) = crate::rt::io(self.name_str(), async move {
             let mut page = Vec::new();
             while page.len() < LIST_PAGE {
                 match listing.next().await {
                     Some(Ok(meta)) => page.push(meta),
-                    Some(Err(err)) => return Ok((Err(err), listing)),
-                    None => break,
+                    Some(Err(err)) => return Ok((Err(err), None)),
+                    None => return Ok((Ok(page), None)),
                 }
             }
-            Ok((Ok(page), listing))
+            Ok((Ok(page), Some(listing)))
         })
         .await?;
         Ok((page.map_err(|err| self.map_err(op, err))?, listing))
