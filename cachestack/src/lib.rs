@@ -67,6 +67,10 @@ pub use cache::Cache;
 pub use connect::backend_from_url;
 pub use error::{BoxError, Error, Result};
 pub use expiry::{Deadline, Expiry};
+/// The `object_store` crate the [`ObjectStoreBackend`] is built on, for
+/// [`ObjectStoreBackend::with_store`] (same version, same features).
+#[cfg(feature = "object-store")]
+pub use object_store;
 pub use pattern::KeyPattern;
 pub use registry::CacheRegistry;
 pub use resilience::{
@@ -81,10 +85,6 @@ pub use store::memcached::{MemcachedBackend, MemcachedConfig, MemcachedStore};
 #[cfg(feature = "memory")]
 pub use store::memory::{MemoryBackend, MemoryConfig, MemoryEngine};
 pub use store::null::NullBackend;
-/// The `object_store` crate the [`ObjectStoreBackend`] is built on, for
-/// [`ObjectStoreBackend::with_store`] (same version, same features).
-#[cfg(feature = "object-store")]
-pub use object_store;
 #[cfg(feature = "object-store")]
 pub use store::object::{ObjectStoreBackend, ObjectStoreCache, ObjectStoreConfig, S3Options};
 #[cfg(feature = "postgres")]
@@ -92,7 +92,13 @@ pub use store::postgres::{PostgresBackend, PostgresConfig, PostgresStore};
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisBackend, RedisConfig, RedisStore, RedisTlsConfig};
 pub use store::{Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH};
-#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store"))]
+#[cfg(any(
+    feature = "file",
+    feature = "redis",
+    feature = "postgres",
+    feature = "memcached",
+    feature = "object-store"
+))]
 pub use store::{ServerTimeouts, StoreSettings};
 pub use ttl::{format_ttl, parse_ttl};
 pub use url::{redact_url, ConnectionUrl};

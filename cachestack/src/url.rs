@@ -11,7 +11,13 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::store::Backend;
-#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store"))]
+#[cfg(any(
+    feature = "file",
+    feature = "redis",
+    feature = "postgres",
+    feature = "memcached",
+    feature = "object-store"
+))]
 use crate::store::{ServerTimeouts, StoreSettings};
 use crate::value::envelope::{Compression, Signer, ValueFormat};
 
@@ -42,7 +48,10 @@ impl Scheme {
         Scheme { names, feature, shared: &[], options: &[], open: None }
     }
 
-    #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")),
+        allow(dead_code)
+    )]
     /// Parses `text`, a URL of this scheme, into a store's configuration: the shared options
     /// (parsed here, once for every store), then the store's own (`own`); anything left over is
     /// an error listing the valid options.
@@ -99,7 +108,10 @@ pub(crate) enum Shared {
 
 impl Shared {
     /// What a byte store on a server takes.
-    #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")),
+        allow(dead_code)
+    )]
     pub const NETWORK: &'static [Shared] =
         &[Shared::Namespace, Shared::Ttl, Shared::Silent, Shared::Timeouts, Shared::Name, Shared::Format];
 
@@ -181,7 +193,14 @@ impl SharedOptions {
 /// A store configuration's fields for the shared options (`None`: the store has no such field).
 #[derive(Debug)]
 #[cfg_attr(
-    not(any(feature = "memory", feature = "file", feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")),
+    not(any(
+        feature = "memory",
+        feature = "file",
+        feature = "redis",
+        feature = "postgres",
+        feature = "memcached",
+        feature = "object-store"
+    )),
     allow(dead_code)
 )]
 pub(crate) struct SharedFields<'a> {
@@ -211,7 +230,10 @@ impl<'a> SharedFields<'a> {
     }
 
     /// Adds the fields of a server store's [`ServerTimeouts`].
-    #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")),
+        allow(dead_code)
+    )]
     pub fn with_timeouts(mut self, timeouts: &'a mut ServerTimeouts) -> Self {
         self.timeout = Some(&mut timeouts.operation);
         self.connect_timeout = Some(&mut timeouts.connect);
@@ -516,7 +538,10 @@ fn is_secret_option(name: &str) -> bool {
 /// For tests: each `(input, expected)` case fails in `parse` with an [`Error::Config`] whose
 /// message contains `expected` and not the password of the input's `user:password@`.
 #[cfg(test)]
-#[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")),
+    allow(dead_code)
+)]
 pub(crate) fn assert_config_errors<T>(cases: &[(&str, &str)], parse: impl Fn(&str) -> Result<T>) {
     for &(input, expected) in cases {
         let Err(err) = parse(input) else { panic!("{input} was accepted") };

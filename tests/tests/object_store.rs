@@ -79,7 +79,8 @@ fn memory_harness() -> Harness {
     common(&mut h);
     h.raw_writer = Some(Arc::new(move |namespace: &str, key: &str, bytes: &[u8]| {
         let backend =
-            ObjectStoreBackend::with_store(plant_store.clone(), plant_config.clone().with_namespace(namespace)).unwrap();
+            ObjectStoreBackend::with_store(plant_store.clone(), plant_config.clone().with_namespace(namespace))
+                .unwrap();
         plant(&backend, key, bytes);
     }));
     h

@@ -18,7 +18,10 @@ pub(crate) enum Decision<T> {
 }
 
 /// `set_if_absent`: write `value` (until `deadline`) only where no live entry is.
-pub(crate) fn set_if_absent(value: Value, deadline: Option<Deadline>) -> impl FnMut(Option<&Entry>) -> Result<Decision<bool>> {
+pub(crate) fn set_if_absent(
+    value: Value,
+    deadline: Option<Deadline>,
+) -> impl FnMut(Option<&Entry>) -> Result<Decision<bool>> {
     move |live| {
         Ok(match live {
             Some(_) => Decision::Keep(false),

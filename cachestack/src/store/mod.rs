@@ -30,9 +30,21 @@ pub use backend::{
     Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
 };
 pub(crate) use forward::forward_backend;
-#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store"))]
+#[cfg(any(
+    feature = "file",
+    feature = "redis",
+    feature = "postgres",
+    feature = "memcached",
+    feature = "object-store"
+))]
 pub(crate) use settings::settings_setters;
-#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store"))]
+#[cfg(any(
+    feature = "file",
+    feature = "redis",
+    feature = "postgres",
+    feature = "memcached",
+    feature = "object-store"
+))]
 pub use settings::{ServerTimeouts, StoreSettings};
 
 use crate::url::Scheme;

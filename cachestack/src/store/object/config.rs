@@ -206,7 +206,10 @@ fn config_from_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<ObjectSt
     }
     let (bucket, prefix) = url.rest.split_once('/').unwrap_or((&url.rest, ""));
     if bucket.is_empty() || bucket.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        return Err(Error::config(format!("s3 URL `s3://{}` names no valid bucket; write s3://bucket/prefix", url.rest)));
+        return Err(Error::config(format!(
+            "s3 URL `s3://{}` names no valid bucket; write s3://bucket/prefix",
+            url.rest
+        )));
     }
     let mut s3 = S3Options::new(bucket);
     let prefix = prefix.trim_end_matches('/').to_owned();

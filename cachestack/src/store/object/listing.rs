@@ -81,6 +81,25 @@ impl ObjectStoreCache {
         Ok(())
     }
 
+    /// [`Backend::delete_matching`](crate::Backend::delete_matching): removes the entries whose
+    /// key matches (one request each, from the listing); returns how many were live.
+    pub(super) async fn remove_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        let (mut doomed, mut live) = (Vec::new(), 0u64);
+        self.walk("delete_matching", |listed| {
+            for Listed { path, entry } in listed {
+                if let Some((_, deadline)) = entry.filter(|(key, _)| pattern.matches(key)) {
+                    live += u64::from(!deadline.is_some_and(Deadline::has_passed));
+                    doomed.push(path);
+                }
+            }
+            Ok(true)
+        })
+        .await?;
+        self.remove_paths("delete_matching", &doomed).await?;
+        self.counters.record_deletes(doomed.len() as u64);
+        Ok(live)
+    }
+
     /// [`Backend::purge_expired`](crate::Backend::purge_expired): removes the entries whose
     /// deadline has passed. Not atomic: an entry rewritten between the check and the removal is
     /// removed too (a miss later, never a stale value).
@@ -132,7 +151,9 @@ mod tests {
         let config = ObjectStoreConfig::new(S3Options::new("b")).with_prefix("p").with_namespace("ns");
         let store = ObjectStoreCache::with_store(Arc::new(object_store::memory::InMemory::new()), config).unwrap();
         assert!(store.is_entry_name(&store.path("any key")));
-        for other in ["p/ns/readme.txt", "p/ns/sub/0123456789abcdef0123456789abcdef", "p/nsx/0123456789abcdef0123456789abcdef"] {
+        for other in
+            ["p/ns/readme.txt", "p/ns/sub/0123456789abcdef0123456789abcdef", "p/nsx/0123456789abcdef0123456789abcdef"]
+        {
             assert!(!store.is_entry_name(&Path::parse(other).unwrap()), "{other}");
         }
     }

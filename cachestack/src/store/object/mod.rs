@@ -14,8 +14,8 @@ mod store;
 use crate::error::Result;
 use crate::layer::Layered;
 
-pub use config::{ObjectStoreConfig, S3Options};
 pub(crate) use config::SCHEME;
+pub use config::{ObjectStoreConfig, S3Options};
 pub use store::ObjectStoreCache;
 
 /// A cache in an object store: an [`ObjectStoreCache`] behind its layers. For large values

@@ -37,7 +37,12 @@ impl ObjectStoreCache {
 
     /// The object at `path` and its e-tag, `None` when there is none. An object larger than
     /// `limit` is not downloaded: [`Error::ValueTooLarge`].
-    pub(super) async fn fetch(&self, op: &'static str, path: &Path, limit: u64) -> Result<Option<(Bytes, Option<String>)>> {
+    pub(super) async fn fetch(
+        &self,
+        op: &'static str,
+        path: &Path,
+        limit: u64,
+    ) -> Result<Option<(Bytes, Option<String>)>> {
         let (store, path) = (self.store.clone(), path.clone());
         let fetched = self
             .call(op, async move {
@@ -114,7 +119,11 @@ impl ObjectStoreCache {
 
     /// The next page of `listing`, and the listing to go on with (`None` once it has ended: a
     /// finished stream is never polled again).
-    pub(super) async fn next_page(&self, op: &'static str, mut listing: Listing) -> Result<(Vec<ObjectMeta>, Option<Listing>)> {
+    pub(super) async fn next_page(
+        &self,
+        op: &'static str,
+        mut listing: Listing,
+    ) -> Result<(Vec<ObjectMeta>, Option<Listing>)> {
         let (page, listing) = crate::rt::io(self.name_str(), async move {
             let mut page = Vec::new();
             while page.len() < LIST_PAGE {

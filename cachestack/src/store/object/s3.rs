@@ -24,10 +24,8 @@ pub(super) fn build(config: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>> 
         max_retries: config.retries,
         retry_timeout: config.timeouts.operation,
     };
-    let mut builder = AmazonS3Builder::from_env()
-        .with_bucket_name(&s3.bucket)
-        .with_client_options(client)
-        .with_retry(retry);
+    let mut builder =
+        AmazonS3Builder::from_env().with_bucket_name(&s3.bucket).with_client_options(client).with_retry(retry);
     let set = |builder: AmazonS3Builder, value: &Option<String>, f: fn(AmazonS3Builder, String) -> AmazonS3Builder| {
         match value {
             Some(value) => f(builder, value.clone()),

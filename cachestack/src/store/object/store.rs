@@ -147,7 +147,12 @@ impl ObjectStoreCache {
 
     /// The key and sealed deadline of the object at `path`, of `size` bytes, from its first
     /// bytes; `None` when it is gone or not an entry.
-    pub(super) async fn peek(&self, op: &'static str, path: &Path, size: u64) -> Result<Option<(String, Option<Deadline>)>> {
+    pub(super) async fn peek(
+        &self,
+        op: &'static str,
+        path: &Path,
+        size: u64,
+    ) -> Result<Option<(String, Option<Deadline>)>> {
         let mut want = size.min(PEEK_BYTES);
         for _ in 0..2 {
             if want < (FRAME_HEADER_LEN + ENVELOPE_HEADER_LEN) as u64 {
@@ -268,6 +273,10 @@ impl Backend for ObjectStoreCache {
 
     async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
         self.list_keys(pattern, batch, visit).await
+    }
+
+    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        self.remove_matching(pattern).await
     }
 
     async fn purge_expired(&self) -> Result<u64> {
