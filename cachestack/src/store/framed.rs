@@ -86,6 +86,7 @@ fn key_end(bytes: &[u8]) -> Option<usize> {
 }
 
 /// What the first bytes of a frame tell without reading the rest (no checksum: reads check it).
+#[cfg(feature = "object-store")]
 #[derive(Debug, PartialEq)]
 pub(crate) enum Peek {
     /// The key and sealed deadline.
@@ -97,6 +98,7 @@ pub(crate) enum Peek {
 }
 
 /// Reads the key and sealed deadline from the first bytes of a frame.
+#[cfg(feature = "object-store")]
 pub(crate) fn peek(head: &[u8]) -> Peek {
     if head.len() < FRAME_HEADER_LEN {
         return Peek::Invalid;
@@ -167,6 +169,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "object-store")]
     #[test]
     fn peek_reads_key_and_deadline_from_the_head() {
         let settings = StoreSettings::new("t");
