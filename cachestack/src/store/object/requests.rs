@@ -18,6 +18,12 @@ pub(super) const LIST_PAGE: usize = 1000;
 /// A listing in progress: the stream of object_store, carried between pages.
 pub(super) type Listing = futures_util::stream::BoxStream<'static, object_store::Result<ObjectMeta>>;
 
+/// An object read: its bytes (or, past the size limit, only its size) and its e-tag.
+pub(super) struct Fetched {
+    pub bytes: std::result::Result<Bytes, u64>,
+    pub e_tag: Option<String>,
+}
+
 /// What a conditional write found.
 pub(super) enum Put {
     Stored,
@@ -35,37 +41,23 @@ impl ObjectStoreCache {
         crate::rt::io(self.name_str(), async move { Ok(request.await) }).await?.map_err(|err| self.map_err(op, err))
     }
 
-    /// The object at `path` and its e-tag, `None` when there is none. An object larger than
-    /// `limit` is not downloaded: [`Error::ValueTooLarge`].
-    pub(super) async fn fetch(
-        &self,
-        op: &'static str,
-        path: &Path,
-        limit: u64,
-    ) -> Result<Option<(Bytes, Option<String>)>> {
+    /// The object at `path` and its e-tag, `None` when there is none. The bytes of an object
+    /// larger than `limit` are not downloaded: `Err(size)` in their place.
+    pub(super) async fn fetch(&self, op: &'static str, path: &Path, limit: u64) -> Result<Option<Fetched>> {
         let (store, path) = (self.store.clone(), path.clone());
-        let fetched = self
-            .call(op, async move {
-                let result = match store.get_opts(&path, GetOptions::default()).await {
-                    Ok(result) => result,
-                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                    Err(err) => return Err(err),
-                };
-                let (size, e_tag) = (result.meta.size, result.meta.e_tag.clone());
-                if size > limit {
-                    return Ok(Some(Err(size)));
-                }
-                Ok(Some(Ok((result.bytes().await?, e_tag))))
-            })
-            .await?;
-        match fetched {
-            None => Ok(None),
-            Some(Ok(found)) => Ok(Some(found)),
-            Some(Err(size)) => Err(Error::ValueTooLarge {
-                size: usize::try_from(size).unwrap_or(usize::MAX),
-                limit: usize::try_from(limit).unwrap_or(usize::MAX),
-            }),
-        }
+        self.call(op, async move {
+            let result = match store.get_opts(&path, GetOptions::default()).await {
+                Ok(result) => result,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(err) => return Err(err),
+            };
+            let (size, e_tag) = (result.meta.size, result.meta.e_tag.clone());
+            if size > limit {
+                return Ok(Some(Fetched { bytes: Err(size), e_tag }));
+            }
+            Ok(Some(Fetched { bytes: Ok(result.bytes().await?), e_tag }))
+        })
+        .await
     }
 
     /// The bytes `range` of the object at `path`; `None` when it is gone.

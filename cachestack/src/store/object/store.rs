@@ -122,15 +122,20 @@ impl ObjectStoreCache {
     /// The live entry under `key`, and the e-tag of the object read (`None` when the object is
     /// absent; the entry is `None` when the object is dead: expired or unusable).
     pub(super) async fn read(&self, op: &'static str, key: &str) -> Result<Option<(Option<Entry>, Option<String>)>> {
-        match self.fetch(op, &self.path(key), self.max_object_len(key)).await {
-            Ok(None) => Ok(None),
-            Ok(Some((bytes, e_tag))) => Ok(Some((self.decode(key, &bytes), e_tag))),
-            Err(err @ crate::Error::ValueTooLarge { .. }) => {
+        let limit = self.max_object_len(key);
+        let Some(fetched) = self.fetch(op, &self.path(key), limit).await? else { return Ok(None) };
+        let entry = match fetched.bytes {
+            Ok(bytes) => self.decode(key, &bytes),
+            Err(size) => {
+                let err = crate::Error::ValueTooLarge {
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                };
                 self.counters.record_invalid(self.name_str(), key, &err);
-                Ok(Some((None, None)))
+                None
             }
-            Err(err) => Err(err),
-        }
+        };
+        Ok(Some((entry, fetched.e_tag)))
     }
 
     async fn get_one(&self, key: &str) -> Result<Option<Entry>> {
