@@ -56,4 +56,7 @@ for backend in redis postgres memcached; do
   cargo run -q -p cachestack-examples --features "$backend" --example "$backend"
 done
 
+log "object_store example (S3: the moto server started above)"
+cargo run -q -p cachestack-examples --features object-store --example object_store
+
 log "all tests passed"

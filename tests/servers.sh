@@ -32,6 +32,7 @@ ensure_servers() {
   start_memcached
   start_redis
   start_postgres
+  start_s3
 }
 
 # Redis: installs redis-server when missing; makes sure 127.0.0.1:6379 answers (starting one if
@@ -224,4 +225,25 @@ start_postgres() {
     psql -h 127.0.0.1 -p "$port" -U "$user" -d postgres -qc 'CREATE DATABASE test' >/dev/null
   fi
   export CACHESTACK_TEST_POSTGRES_URL="postgres://$user@127.0.0.1:$port/test"
+}
+
+# S3: moto's S3 server (pip package moto[server], installed when missing) on a free loopback
+# port, with the bucket `cachestack-test`, run by tests/s3_server.py (one request at a time, so
+# that conditional writes are atomic as on S3: see that file). The kill test starts its own.
+# Exports CACHESTACK_TEST_S3_URL (test credentials in the URL: moto accepts any).
+start_s3() {
+  if ! python3 -c 'import moto.moto_server.werkzeug_app, werkzeug, flask' >/dev/null 2>&1; then
+    python3 -m pip install -q 'moto[server]' || python3 -m pip install -q --break-system-packages 'moto[server]'
+  fi
+  local port pid
+  port=$(free_port)
+  python3 "$(dirname "${BASH_SOURCE[0]}")/s3_server.py" "$port" cachestack-test >"$CACHESTACK_TEST_TMP/s3-$port.log" 2>&1 &
+  pid=$!
+  CLEANUP+=("kill $pid")
+  if ! wait_port "$port"; then
+    echo "the S3 test server (moto) did not start on 127.0.0.1:$port:" >&2
+    cat "$CACHESTACK_TEST_TMP/s3-$port.log" >&2 || true
+    return 1
+  fi
+  export CACHESTACK_TEST_S3_URL="s3://cachestack-test/run$$?endpoint=http://127.0.0.1:$port&allow_http=true&region=us-east-1&access_key_id=cachestack-test-key&secret_access_key=cachestack-test-secret"
 }

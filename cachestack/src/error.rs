@@ -148,7 +148,13 @@ impl Error {
     /// A compare-and-set operation that gave up after `attempts` rounds because other writers kept
     /// changing the entry.
     #[cfg_attr(
-        not(any(feature = "file", feature = "memcached", feature = "postgres", feature = "redis")),
+        not(any(
+            feature = "file",
+            feature = "memcached",
+            feature = "postgres",
+            feature = "redis",
+            feature = "object-store"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn contended(backend: &str, op: &str, attempts: usize) -> Self {

@@ -33,6 +33,7 @@
 //! | `postgres-tls` | TLS (rustls) for `postgres` |
 //! | `conformance` | [`conformance`]: the suite every store passes, to run against yours |
 //! | `memcached` | `MemcachedBackend`: one or more memcached servers, pooled, on memcache-async |
+//! | `object-store` | `ObjectStoreBackend`: S3 and S3-compatible stores (or any `object_store` store), on object_store |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
@@ -67,6 +68,10 @@ pub use cache::Cache;
 pub use connect::backend_from_url;
 pub use error::{BoxError, Error, Result};
 pub use expiry::{Deadline, Expiry};
+/// The `object_store` crate the [`ObjectStoreBackend`] is built on, for
+/// [`ObjectStoreBackend::with_store`] (same version, same features).
+#[cfg(feature = "object-store")]
+pub use object_store;
 pub use pattern::KeyPattern;
 pub use registry::CacheRegistry;
 pub use resilience::{
@@ -81,6 +86,8 @@ pub use store::memcached::{MemcachedBackend, MemcachedConfig, MemcachedStore};
 #[cfg(feature = "memory")]
 pub use store::memory::{MemoryBackend, MemoryConfig, MemoryEngine};
 pub use store::null::NullBackend;
+#[cfg(feature = "object-store")]
+pub use store::object::{ObjectStoreBackend, ObjectStoreCache, ObjectStoreConfig, S3Options};
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresBackend, PostgresConfig, PostgresStore};
 #[cfg(feature = "redis")]
@@ -88,7 +95,13 @@ pub use store::redis::{RedisBackend, RedisConfig, RedisStore, RedisTlsConfig};
 pub use store::{
     AtomicOps, Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
 };
-#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+#[cfg(any(
+    feature = "file",
+    feature = "redis",
+    feature = "postgres",
+    feature = "memcached",
+    feature = "object-store"
+))]
 pub use store::{ServerTimeouts, StoreSettings};
 pub use ttl::{format_ttl, parse_ttl};
 pub use url::{redact_url, ConnectionUrl};

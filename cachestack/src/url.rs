@@ -11,7 +11,13 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::store::Backend;
-#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+#[cfg(any(
+    feature = "file",
+    feature = "redis",
+    feature = "postgres",
+    feature = "memcached",
+    feature = "object-store"
+))]
 use crate::store::{ServerTimeouts, StoreSettings};
 use crate::value::envelope::{Compression, Signer, ValueFormat};
 
@@ -42,7 +48,10 @@ impl Scheme {
         Scheme { names, feature, shared: &[], options: &[], open: None }
     }
 
-    #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")),
+        allow(dead_code)
+    )]
     /// Parses `text`, a URL of this scheme, into a store's configuration: the shared options
     /// (parsed here, once for every store), then the store's own (`own`); anything left over is
     /// an error listing the valid options.
@@ -100,7 +109,10 @@ pub(crate) enum Shared {
 
 impl Shared {
     /// What a byte store on a server takes.
-    #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")),
+        allow(dead_code)
+    )]
     pub const NETWORK: &'static [Shared] =
         &[Shared::Namespace, Shared::Ttl, Shared::Silent, Shared::Timeouts, Shared::Name, Shared::Format];
 
@@ -156,7 +168,8 @@ impl SharedOptions {
             feature = "file",
             feature = "redis",
             feature = "postgres",
-            feature = "memcached"
+            feature = "memcached",
+            feature = "object-store"
         )),
         allow(dead_code)
     )]
@@ -181,7 +194,14 @@ impl SharedOptions {
 /// A store configuration's fields for the shared options (`None`: the store has no such field).
 #[derive(Debug)]
 #[cfg_attr(
-    not(any(feature = "memory", feature = "file", feature = "redis", feature = "postgres", feature = "memcached")),
+    not(any(
+        feature = "memory",
+        feature = "file",
+        feature = "redis",
+        feature = "postgres",
+        feature = "memcached",
+        feature = "object-store"
+    )),
     allow(dead_code)
 )]
 pub(crate) struct SharedFields<'a> {
@@ -194,7 +214,7 @@ pub(crate) struct SharedFields<'a> {
     pub format: Option<&'a mut ValueFormat>,
 }
 
-#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store"))]
 impl<'a> SharedFields<'a> {
     /// The fields of a byte store's [`StoreSettings`] (and no timeouts: see
     /// [`SharedFields::with_timeouts`]).
@@ -211,7 +231,10 @@ impl<'a> SharedFields<'a> {
     }
 
     /// Adds the fields of a server store's [`ServerTimeouts`].
-    #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")),
+        allow(dead_code)
+    )]
     pub fn with_timeouts(mut self, timeouts: &'a mut ServerTimeouts) -> Self {
         self.timeout = Some(&mut timeouts.operation);
         self.connect_timeout = Some(&mut timeouts.connect);
@@ -454,8 +477,9 @@ impl std::fmt::Display for ConnectionUrl {
 }
 
 /// Hides secrets in a URL for logs and `Debug`: the password of `user:password@` (which may hold
-/// `/`, `?`, `#` and `@`: it ends at the last `@`), and the values of `secret`, `password` and
-/// `token` options.
+/// `/`, `?`, `#` and `@`: it ends at the last `@`), and the values of options whose names hold
+/// `secret`, `password`, `token` or `access_key` (`secret`, `secret_access_key`,
+/// `session_token`, `access_key_id`...).
 ///
 /// ```
 /// assert_eq!(
@@ -499,9 +523,7 @@ pub fn redact_url(text: &str) -> String {
         let parts: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if ["secret", "password", "token"].contains(&k.to_ascii_lowercase().as_str()) => {
-                    format!("{k}=***")
-                }
+                Some((k, _)) if is_secret_option(k) => format!("{k}=***"),
                 _ => pair.to_string(),
             })
             .collect();
@@ -510,10 +532,21 @@ pub fn redact_url(text: &str) -> String {
     out
 }
 
+/// True for an option whose value is a credential: its name holds `secret`, `password`, `token`
+/// or `access_key` (`secret`, `secret_access_key`, `session_token`, `access_key_id`...); not
+/// `secret_env`, which names a variable.
+fn is_secret_option(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name != "secret_env" && ["secret", "password", "token", "access_key"].iter().any(|part| name.contains(part))
+}
+
 /// For tests: each `(input, expected)` case fails in `parse` with an [`Error::Config`] whose
 /// message contains `expected` and not the password of the input's `user:password@`.
 #[cfg(test)]
-#[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")),
+    allow(dead_code)
+)]
 pub(crate) fn assert_config_errors<T>(cases: &[(&str, &str)], parse: impl Fn(&str) -> Result<T>) {
     for &(input, expected) in cases {
         let Err(err) = parse(input) else { panic!("{input} was accepted") };
@@ -541,6 +574,10 @@ mod tests {
         assert_eq!(redact_url("redis://h/0?name=ops@team"), "redis://h/0?name=ops@team");
         assert_eq!(redact_url("redis://[::1]:6379/0?name=a@b"), "redis://[::1]:6379/0?name=a@b");
         assert_eq!(redact_url("file:///tmp/a@b?secret=x"), "file:///tmp/a@b?secret=***");
+        assert_eq!(
+            redact_url("s3://b/p?access_key_id=AK&secret_access_key=SK&session_token=ST&region=r&secret_env=V"),
+            "s3://b/p?access_key_id=***&secret_access_key=***&session_token=***&region=r&secret_env=V"
+        );
     }
 
     /// A password made of the characters URLs reserve, and its pieces (none may be shown).

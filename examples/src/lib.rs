@@ -1,4 +1,4 @@
-//! Shared code of the server examples (`redis`, `postgres`, `memcached`): the same cached
+//! Shared code of the server examples (`redis`, `postgres`, `memcached`, `object_store`): the same cached
 //! function run against whichever cache the example registers under the name `"demo"`.
 
 use std::time::{Duration, Instant};

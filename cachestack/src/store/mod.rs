@@ -4,21 +4,27 @@
 
 mod atomic;
 mod backend;
+#[cfg(any(feature = "memcached", feature = "object-store"))]
+mod cas;
 #[cfg(feature = "file")]
 pub(crate) mod file;
 mod forward;
+#[cfg(any(feature = "file", feature = "object-store"))]
+mod framed;
 #[cfg(feature = "memcached")]
 pub(crate) mod memcached;
 #[cfg(feature = "memory")]
 pub(crate) mod memory;
 pub(crate) mod null;
+#[cfg(feature = "object-store")]
+pub(crate) mod object;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod recycle;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
-#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store"))]
 mod settings;
 
 pub use atomic::AtomicOps;
@@ -27,22 +33,35 @@ pub use backend::{
     Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
 };
 pub(crate) use forward::forward_backend;
-#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+#[cfg(any(
+    feature = "file",
+    feature = "redis",
+    feature = "postgres",
+    feature = "memcached",
+    feature = "object-store"
+))]
 pub(crate) use settings::settings_setters;
-#[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached"))]
+#[cfg(any(
+    feature = "file",
+    feature = "redis",
+    feature = "postgres",
+    feature = "memcached",
+    feature = "object-store"
+))]
 pub use settings::{ServerTimeouts, StoreSettings};
 
 use crate::url::Scheme;
 
 /// The scheme table: each store's entry, or, for a store whose cargo feature is off, an entry
 /// that names the feature. [`crate::backend_from_url`] dispatches on it.
-pub(crate) static SCHEMES: [Scheme; 6] = [MEMORY, FILE, NULL, REDIS, POSTGRES, MEMCACHED];
+pub(crate) static SCHEMES: [Scheme; 7] = [MEMORY, FILE, NULL, REDIS, POSTGRES, MEMCACHED, OBJECT_STORE];
 
 const MEMORY_NAMES: &[&str] = &["mem", "memory"];
 const FILE_NAMES: &[&str] = &["file"];
 const REDIS_NAMES: &[&str] = &["redis", "rediss", "redis+cluster", "rediss+cluster"];
 const POSTGRES_NAMES: &[&str] = &["postgres", "postgresql"];
 const MEMCACHED_NAMES: &[&str] = &["memcached", "memcache"];
+const OBJECT_STORE_NAMES: &[&str] = &["s3"];
 
 #[cfg(feature = "memory")]
 use memory::SCHEME as MEMORY;
@@ -65,3 +84,7 @@ const POSTGRES: Scheme = Scheme::disabled(POSTGRES_NAMES, "postgres");
 use memcached::SCHEME as MEMCACHED;
 #[cfg(not(feature = "memcached"))]
 const MEMCACHED: Scheme = Scheme::disabled(MEMCACHED_NAMES, "memcached");
+#[cfg(feature = "object-store")]
+use object::SCHEME as OBJECT_STORE;
+#[cfg(not(feature = "object-store"))]
+const OBJECT_STORE: Scheme = Scheme::disabled(OBJECT_STORE_NAMES, "object-store");

@@ -131,7 +131,10 @@ impl ServerTimeouts {
     }
 
     /// Checks that both bounds are greater than zero; `store` prefixes the error.
-    #[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")),
+        allow(dead_code)
+    )]
     pub(crate) fn validate(&self, store: &str) -> Result<()> {
         for (option, value) in [("timeout", self.operation), ("connect_timeout", self.connect)] {
             if value.is_zero() {
@@ -198,7 +201,10 @@ macro_rules! settings_setters {
         }
     };
 }
-#[cfg_attr(not(any(feature = "redis", feature = "postgres", feature = "memcached")), allow(unused_imports))]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store")),
+    allow(unused_imports)
+)]
 pub(crate) use settings_setters;
 
 #[cfg(test)]

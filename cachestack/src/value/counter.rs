@@ -21,7 +21,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<i64> {
 }
 
 /// The error for a counter under `key` holding `n` that `delta` would take outside `i64`.
-#[cfg_attr(not(any(feature = "memory", feature = "file", feature = "memcached")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "memory", feature = "file", feature = "memcached", feature = "object-store")),
+    allow(dead_code)
+)]
 pub(crate) fn overflow(key: &str, n: i64, delta: i64) -> crate::Error {
     crate::Error::invalid(format!("incrementing the counter `{key}` ({n}) by {delta} overflows i64"))
 }

@@ -20,7 +20,7 @@ pub(super) const TEMP_PREFIX: &str = ".cstmp";
 impl Inner {
     /// The file that holds (or would hold) `key`.
     pub(super) fn path_for(&self, key: &str) -> PathBuf {
-        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()));
+        let hash = crate::store::framed::key_hash(key);
         let mut path = self.dir.join(&hash[..2]);
         path.push(format!("{hash}{ENTRY_SUFFIX}"));
         path

@@ -5,13 +5,11 @@ use std::fs::{self, File, Metadata};
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::format::{parse_file, ENVELOPE_HEADER_LEN, FILE_HEADER_LEN};
+use super::format::{ENVELOPE_HEADER_LEN, FILE_HEADER_LEN};
 use super::secure::{open_regular, read_bounded, untrusting, Opened};
 use super::Inner;
 use crate::error::{Error, Result};
-use crate::expiry::Deadline;
 use crate::store::Entry;
-use crate::value::envelope::read_header;
 
 /// What a read found in an entry file.
 pub(super) enum Found {
@@ -87,19 +85,7 @@ impl Inner {
     /// The entry in `bytes` with the deadline its writer sealed in it; `None` once that deadline
     /// has passed at `now`.
     fn decode(&self, key: &str, bytes: &[u8], now: SystemTime) -> Result<Option<Entry>> {
-        let envelope = parse_file(key, bytes)?;
-        // The header alone first: an expired entry is not worth decoding.
-        let expires = read_header(envelope)?.expires().map(Deadline::at);
-        if expires.is_some_and(|deadline| deadline.has_passed_at(now)) {
-            return Ok(None);
-        }
-        // The deadline served is the one `open` has checked (HMAC included).
-        let (value, sealed) = self.config.settings.open(key, envelope)?;
-        let expires = sealed.map(Deadline::at);
-        if expires.is_some_and(|deadline| deadline.has_passed_at(now)) {
-            return Ok(None);
-        }
-        Ok(Some(Entry::new(value, expires)))
+        self.config.settings.open_framed(key, bytes, now)
     }
 
     /// Counts and logs an unusable file, then removes it.

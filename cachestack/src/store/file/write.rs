@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::SystemTime;
 
-use super::format::encode_file;
 use super::paths::{is_stale, same_file, FileKind, TEMP_PREFIX};
 use super::secure::create_private_dir_all;
 use super::Inner;
@@ -20,8 +19,7 @@ impl Inner {
     /// encoding, compression, signing). Fails if the value cannot be encoded or exceeds a bound.
     /// A deadline that has already passed is written as it is: reads never serve it.
     pub(super) fn record(&self, key: &str, value: &Value, deadline: Option<Deadline>) -> Result<Vec<u8>> {
-        let envelope = self.config.settings.seal(key, value, deadline.map(Deadline::time))?;
-        let bytes = encode_file(key, &envelope)?;
+        let bytes = self.config.settings.seal_framed(key, value, deadline)?;
         if let Some(max) = self.config.max_bytes {
             if bytes.len() as u64 > max {
                 return Err(Error::ValueTooLarge {

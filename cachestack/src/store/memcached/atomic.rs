@@ -23,10 +23,10 @@ use memcache_async::ascii::Protocol;
 use super::super::ops::{Item, Op, Wire};
 use super::MemcachedStore;
 use crate::error::{Error, Result};
-use crate::expiry::{Deadline, Expiry};
+use crate::expiry::Expiry;
 use crate::pattern::KeyPattern;
+use crate::store::cas::{self, Decision};
 use crate::store::{AtomicOps, Entry, KeyVisitor};
-use crate::value::counter::overflow;
 use crate::value::Value;
 
 /// How often a compare-and-set round is retried when other writers keep changing the item.
@@ -75,14 +75,6 @@ impl Op for CasItem {
     }
 }
 
-/// What a compare-and-set round does with what it read.
-enum Decision<T> {
-    /// Write nothing; answer `T`.
-    Keep(T),
-    /// Write `value` expiring at `deadline`; answer `T` once stored.
-    Write(Value, Option<Deadline>, T),
-}
-
 impl MemcachedStore {
     /// Compare-and-set rounds on `key` until one stores (or `decide` keeps): `decide` gets the
     /// live entry, or `None` when there is none (absent, or a dead item that will be replaced).
@@ -123,40 +115,17 @@ impl MemcachedStore {
 impl AtomicOps for MemcachedStore {
     async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
         let deadline = expiry.resolve(self.config.settings.default_ttl);
-        self.update("set_if_absent", key, |live| {
-            Ok(match live {
-                Some(_) => Decision::Keep(false),
-                None => Decision::Write(value.clone(), deadline, true),
-            })
-        })
-        .await
+        self.update("set_if_absent", key, cas::set_if_absent(value, deadline)).await
     }
 
     async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
         let deadline = expiry.resolve(self.config.settings.default_ttl);
-        self.update("incr", key, |live| match live {
-            None => Ok(Decision::Write(Value::new(delta), deadline, delta)),
-            Some(entry) => {
-                let n = entry
-                    .value
-                    .get::<i64>()
-                    .map_err(|err| Error::invalid(format!("`{key}` does not hold a counter (i64): {err}")))?;
-                let sum = n.checked_add(delta).ok_or_else(|| overflow(key, n, delta))?;
-                Ok(Decision::Write(Value::new(sum), entry.expires, sum))
-            }
-        })
-        .await
+        self.update("incr", key, cas::incr(key, delta, deadline)).await
     }
 
     async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         let deadline = expiry.resolve(self.config.settings.default_ttl);
-        self.update("expire", key, |live| {
-            Ok(match live {
-                None => Decision::Keep(false),
-                Some(entry) => Decision::Write(entry.value.clone(), deadline, true),
-            })
-        })
-        .await
+        self.update("expire", key, cas::expire(deadline)).await
     }
 
     async fn keys_matching(&self, _: &KeyPattern, _: usize, _: &mut KeyVisitor<'_>) -> Result<()> {
