@@ -33,6 +33,7 @@
 //! | `postgres-tls` | TLS (rustls) for `postgres` |
 //! | `conformance` | [`conformance`]: the suite every store passes, to run against yours |
 //! | `memcached` | `MemcachedBackend`: one or more memcached servers, pooled, on memcache-async |
+//! | `metrics` | `cachestack::metrics`: counters, gauges and latency histograms through the `metrics` facade |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
@@ -43,6 +44,7 @@ mod connect;
 mod error;
 mod expiry;
 pub mod layer;
+mod observe;
 mod pattern;
 pub mod registry;
 mod resilience;
@@ -66,6 +68,9 @@ pub use cache::Cache;
 pub use connect::backend_from_url;
 pub use error::{BoxError, Error, Result};
 pub use expiry::{Deadline, Expiry};
+#[cfg(feature = "metrics")]
+pub use observe::metrics;
+pub use observe::manifest::{manifest, FnKind, FunctionInfo, Manifest};
 pub use pattern::KeyPattern;
 pub use registry::CacheRegistry;
 pub use resilience::{

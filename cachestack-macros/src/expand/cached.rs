@@ -266,6 +266,7 @@ fn state_fn(parts: &Parts) -> TokenStream {
     let rt = &names.rt;
     let name_str = func.sig.ident.to_string();
     let cache_name = cache_name(&model.common);
+    let manifest_entry = super::manifest::cached_entry(model, names, &quote!(__CACHESTACK_STATE));
     quote! {
         #[doc(hidden)]
         #[allow(dead_code)]
@@ -273,6 +274,7 @@ fn state_fn(parts: &Parts) -> TokenStream {
         fn #state_fn() -> &'static #rt::CachedFn {
             static __CACHESTACK_STATE: #rt::CachedFn =
                 #rt::CachedFn::new(::core::concat!(::core::module_path!(), "::", #name_str), #cache_name);
+            #manifest_entry
             &__CACHESTACK_STATE
         }
     }

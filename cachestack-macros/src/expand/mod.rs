@@ -9,6 +9,7 @@
 mod cached;
 mod invalidate;
 mod key;
+mod manifest;
 
 pub use cached::cached;
 pub use invalidate::invalidate;

@@ -153,6 +153,7 @@ pub fn lookup<R>(
         });
         if let Ok(Some(hit)) = hit {
             site.state.hits.add(1);
+            crate::observe::calls::front_hit(site.state.name, site.state.cache);
             return Lookup::Hit(hit);
         }
     }
@@ -224,6 +225,7 @@ fn answer<R>(
             if mode == Mode::Call {
                 if let Some(hit) = (ops.get)(front, args.as_bytes()) {
                     site.state.hits.add(1);
+                    crate::observe::calls::front_hit(site.state.name, site.state.cache);
                     return Lookup::Hit(hit);
                 }
             }
@@ -351,6 +353,7 @@ fn probe<R>(
         Some(value) => match (site.policy.load)(cache, &buf.0, &value) {
             Some(hit) => {
                 state.hits.add(1);
+                crate::observe::calls::local_hit(state.name, state.cache, local);
                 Lookup::Hit(hit)
             }
             None => {

@@ -24,7 +24,7 @@ use crate::switches::Commands;
 /// assert_eq!((stats.hits, stats.misses), (1, 1));
 /// assert_eq!(stats.hit_ratio(), 0.5);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct FnStats {
     /// The function's path (`module::function`).
