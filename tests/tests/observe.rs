@@ -404,7 +404,7 @@ mod never_called {
     pub struct Prices;
 
     impl Prices {
-        #[cached(ttl = std::time::Duration::from_secs(90))]
+        #[cached(ttl = std::time::Duration::from_secs(90), condition = |n: &u64| *n > 10)]
         pub fn price(&self, id: u64) -> u64 {
             id
         }
@@ -437,13 +437,15 @@ fn the_manifest_lists_functions_never_called() {
     let price = manifest.function("observe::never_called::price").unwrap();
     assert!(price.keys.is_empty());
     assert_eq!(price.ttl, Some("std::time::Duration::from_secs(90)"));
+    assert_eq!(price.options["condition"], "|n:&u64|*n>10");
 
-    // Sorted by module and name, each listed once.
-    let paths: Vec<String> = manifest.functions.iter().map(|f| f.path()).collect();
-    let mut sorted = paths.clone();
+    // Sorted by module, then name, each listed once.
+    let order: Vec<(&str, &str)> = manifest.functions.iter().map(|f| (f.module, f.name)).collect();
+    let mut sorted = order.clone();
     sorted.sort();
     sorted.dedup();
-    assert_eq!(paths, sorted);
+    assert_eq!(order, sorted);
+    assert!(order.contains(&("observe", "observed_load")));
 
     // JSON for an admin endpoint.
     let json = serde_json::to_value(&manifest).unwrap();
