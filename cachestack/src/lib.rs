@@ -68,9 +68,9 @@ pub use cache::Cache;
 pub use connect::backend_from_url;
 pub use error::{BoxError, Error, Result};
 pub use expiry::{Deadline, Expiry};
+pub use observe::manifest::{manifest, FnKind, FunctionInfo, Manifest};
 #[cfg(feature = "metrics")]
 pub use observe::metrics;
-pub use observe::manifest::{manifest, FnKind, FunctionInfo, Manifest};
 pub use pattern::KeyPattern;
 pub use registry::CacheRegistry;
 pub use resilience::{

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use cachestack::{
-    cached, Backend, Cache, CacheRegistry, FnKind, MemoryBackend, RedisBackend, RedisConfig, TieredCache,
-    Value,
+    cached, Backend, Cache, CacheRegistry, FnKind, MemoryBackend, RedisBackend, RedisConfig, TieredCache, Value,
 };
 use cachestack_tests::conformance::unique_namespace;
+use cachestack_tests::sync::spin_until;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::MetricKind;
 
@@ -142,7 +142,10 @@ async fn metrics_count_every_event_per_cache_layer_and_function() {
         )
     };
     let call = |outcome: &str| {
-        histogram("cachestack_call_duration_seconds", &[("cache", "observe-metrics"), ("function", function), ("outcome", outcome)])
+        histogram(
+            "cachestack_call_duration_seconds",
+            &[("cache", "observe-metrics"), ("function", function), ("outcome", outcome)],
+        )
     };
     let mut expected: Samples = [
         // L1 saw: the function's hit, the API's hit of `direct`; misses of load:1, load:2,
@@ -211,7 +214,8 @@ async fn the_resilience_engine_is_counted_per_cache() {
     CacheRegistry::global().register("observe-engine", cache.clone());
     let options = cachestack::ComputeOptions::builder().build().unwrap();
     for _ in 0..3 {
-        let (value, _) = cache.get_or_compute("k", &options, || async { Ok::<_, cachestack::Error>(1u64) }).await.unwrap();
+        let (value, _) =
+            cache.get_or_compute("k", &options, || async { Ok::<_, cachestack::Error>(1u64) }).await.unwrap();
         assert_eq!(value, 1);
     }
     cachestack::metrics::export();
@@ -224,6 +228,24 @@ async fn the_resilience_engine_is_counted_per_cache() {
     assert_eq!(got[&counter("cachestack_function_hits_total", &never)], 0);
     assert_eq!(got[&counter("cachestack_function_misses_total", &never)], 0);
     CacheRegistry::global().remove("observe-engine");
+}
+
+#[cached(cache = "observe-timer", key = "timed:<n>")]
+fn timed(n: u64) -> u64 {
+    n
+}
+
+#[test]
+fn export_every_publishes_on_a_timer() {
+    let (snapshotter, _guard) = recorder();
+    CacheRegistry::global().register("observe-timer", Cache::new(MemoryBackend::with_capacity(10)));
+    assert_eq!((timed(1), timed(1)), (1, 1));
+    let exporting = cachestack::metrics::export_every(Duration::from_millis(1)).unwrap();
+    let hits = counter("cachestack_function_hits_total", &[("cache", "observe-timer"), ("function", "observe::timed")]);
+    // Nothing exported by hand: the timer publishes the total (and again after each snapshot).
+    spin_until(|| samples(snapshotter, "cache", "observe-timer").get(&hits) == Some(&1));
+    exporting.abort();
+    CacheRegistry::global().remove("observe-timer");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -426,7 +448,10 @@ fn the_manifest_lists_functions_never_called() {
     assert_eq!((stats.hits, stats.misses, stats.name), (0, 0, "observe::never_called::product"));
 
     let rename = manifest.function("observe::never_called::rename_product").unwrap();
-    assert_eq!((rename.kind, rename.keys.as_slice(), rename.cache), (FnKind::Invalidate, &["product:<id>"][..], Some("catalog")));
+    assert_eq!(
+        (rename.kind, rename.keys.as_slice(), rename.cache),
+        (FnKind::Invalidate, &["product:<id>"][..], Some("catalog"))
+    );
     assert!(rename.stats.is_none());
     let forget = manifest.function("observe::never_called::forget_variants").unwrap();
     assert_eq!(forget.keys, ["product:<id>:*"]);

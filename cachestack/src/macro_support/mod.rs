@@ -32,10 +32,10 @@ pub use crate::expiry::Expiry;
 pub use crate::observe::manifest::{FnKind, ManifestEntry};
 pub use crate::registry::CacheRegistry;
 pub use crate::value::{Cacheable, Value};
+pub use inventory;
 pub use std::string::String;
 pub use std::thread::LocalKey;
 pub use std::thread_local;
-pub use inventory;
 
 pub use call::{miss_async, miss_sync};
 pub use front::{FastKeyBuf, FastNone, FastPart, FastProbe};

@@ -58,8 +58,8 @@ impl FnStats {
 /// The state one `#[cached]` function keeps in a `static`: where its values go, its counters and
 /// its single-flight map.
 pub struct CachedFn {
-    pub(super) name: &'static str,
-    pub(super) cache: Option<&'static str>,
+    pub(crate) name: &'static str,
+    pub(crate) cache: Option<&'static str>,
     /// Striped: bumped on every hit, from every thread.
     pub(super) hits: StripedCounter,
     pub(super) misses: AtomicU64,

@@ -1,7 +1,9 @@
 //! The spans (and, with `metrics`, the latency) of `#[cached]` calls.
 //!
-//! - A hit answered in process: a `cachestack.call` span at TRACE, with `outcome = "hit"`: with
-//!   TRACE off (the usual), a level check and nothing else on the hit path.
+//! - A hit answered in process: a `cachestack.call` span at TRACE, with `outcome = "hit"`
+//!   (created and closed, never entered: nothing runs inside it). With TRACE off (the usual), a
+//!   level check and nothing else on the hit path; with tracing's `release_max_level_debug`
+//!   feature, not even that.
 //! - Any other call: a `cachestack.call` span at DEBUG around the rest of the call (the store's
 //!   `cachestack.op` spans, the computation), with `function`, `cache`, `outcome` (`hit`,
 //!   `miss`, `wait`, `refresh`, `uncached`, `error`) and `layer` (the store, or the tier of a
@@ -11,33 +13,44 @@ use std::cell::Cell;
 
 use tracing::Span;
 
+use crate::__private::CachedFn;
 use crate::registry::DEFAULT_NAME;
 use crate::store::LocalRead;
 
+/// Whether TRACE spans may be recorded: the cheapest check there is (a constant, then one
+/// relaxed load), with the span itself built out of line.
+#[inline(always)]
+fn trace_on() -> bool {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    STATIC_MAX_LEVEL >= LevelFilter::TRACE && LevelFilter::current() >= LevelFilter::TRACE
+}
+
 /// A `#[cached]` call answered by the function's typed partition of a memory cache.
 #[inline(always)]
-pub(crate) fn front_hit(function: &'static str, cache: Option<&'static str>) {
-    let _span = tracing::trace_span!(
-        "cachestack.call",
-        function,
-        cache = cache.unwrap_or(DEFAULT_NAME),
-        outcome = "hit",
-        layer = "memory"
-    )
-    .entered();
+pub(crate) fn front_hit(state: &CachedFn) {
+    if trace_on() {
+        hit_span(state, "memory");
+    }
 }
 
 /// A `#[cached]` call answered by an in-process store (or a stack's in-process first tier).
 #[inline(always)]
-pub(crate) fn local_hit(function: &'static str, cache: Option<&'static str>, local: &dyn LocalRead) {
+pub(crate) fn local_hit(state: &CachedFn, local: &dyn LocalRead) {
+    if trace_on() {
+        hit_span(state, local.layer_name());
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn hit_span(state: &CachedFn, layer: &str) {
     let _span = tracing::trace_span!(
         "cachestack.call",
-        function,
-        cache = cache.unwrap_or(DEFAULT_NAME),
+        function = state.name,
+        cache = state.cache.unwrap_or(DEFAULT_NAME),
         outcome = "hit",
-        layer = local.layer_name()
-    )
-    .entered();
+        layer
+    );
 }
 
 /// Records on the current span (a call's, or a store operation's) the store that answered a

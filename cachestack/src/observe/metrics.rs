@@ -7,7 +7,7 @@
 //! - **Counters and gauges, exported from the counters cachestack keeps anyway** by [`export`]:
 //!   call it right before your exporter renders (or on a timer). The hit path stays as it is,
 //!   thread-striped counters and nothing shared: `export` reads them and publishes their totals
-//!   (`Counter::absolute`).
+//!   (`Counter::absolute`). [`export_every`] does it on a timer, for recorders that push.
 //! - **Latency histograms, recorded as things happen**: every store operation through the
 //!   [`Observe`](crate::layer::Observe) layer, and every `#[cached]` call that the in-process
 //!   cache did not answer (hits are not timed: they take nanoseconds).
@@ -124,6 +124,28 @@ pub fn export() {
     }
 }
 
+/// Calls [`export`] every `interval` on cachestack's runtime, for recorders that push (an
+/// OpenTelemetry bridge, StatsD) rather than render on a scrape. Stops when the handle is
+/// aborted. Fails only when cachestack's runtime cannot start.
+///
+/// ```
+/// # #[cfg(feature = "metrics")] {
+/// let exporting = cachestack::metrics::export_every(std::time::Duration::from_secs(10)).unwrap();
+/// exporting.abort();
+/// # }
+/// ```
+pub fn export_every(interval: Duration) -> crate::Result<tokio::task::JoinHandle<()>> {
+    let handle = crate::rt::handle()?;
+    Ok(handle.spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            export();
+        }
+    }))
+}
+
 /// A store's counters, or each tier's for a stack.
 fn export_store(cache: &str, stats: &BackendStats) {
     if !stats.layers.is_empty() {
@@ -162,10 +184,7 @@ pub(crate) fn operation(cache: &str, layer: &str, op: &'static str, outcome: &'s
 
 /// Records the latency of a `#[cached]` call past the in-process cache.
 pub(crate) fn call(cache: &str, function: &'static str, outcome: &'static str, took: Duration) {
-    let labels = [
-        Label::new("cache", cache.to_owned()),
-        Label::new("function", function),
-        Label::new("outcome", outcome),
-    ];
+    let labels =
+        [Label::new("cache", cache.to_owned()), Label::new("function", function), Label::new("outcome", outcome)];
     histogram!(CALL_DURATION, labels.iter()).record(took);
 }

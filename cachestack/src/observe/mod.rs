@@ -3,7 +3,7 @@
 //!
 //! [`Observe`]: crate::layer::Observe
 
-pub(crate) mod manifest;
 pub(crate) mod calls;
+pub(crate) mod manifest;
 #[cfg(feature = "metrics")]
 pub mod metrics;
