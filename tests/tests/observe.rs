@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cachestack::{
@@ -26,19 +26,19 @@ const REDIS_VAR: &str = "CACHESTACK_TEST_REDIS_URL";
 // The test recorder
 // ------------------------------------------------------------------------------------------------
 
-/// The process's recorder (installed once) and the lock the tests reading it hold.
-fn recorder() -> (&'static Snapshotter, MutexGuard<'static, ()>) {
+/// The process's recorder, installed once.
+fn snapshotter() -> &'static Snapshotter {
     static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
-    static LOCK: Mutex<()> = Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let snapshotter = SNAPSHOTTER.get_or_init(|| {
+    SNAPSHOTTER.get_or_init(|| {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         recorder.install().unwrap();
         snapshotter
-    });
-    (snapshotter, guard)
+    })
 }
+
+/// Held by the tests that read the recorder (a snapshot drains what it reads).
+static RECORDER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One metric sample: `(kind, name, labels)` -> value (a histogram's number of samples).
 type Samples = BTreeMap<(MetricKind, String, Vec<(String, String)>), u64>;
@@ -109,7 +109,8 @@ async fn observed_load(id: u64) -> u64 {
 
 #[tokio::test]
 async fn metrics_count_every_event_per_cache_layer_and_function() {
-    let (snapshotter, _guard) = recorder();
+    let _recorder = RECORDER.lock().await;
+    let snapshotter = snapshotter();
     let Some((cache, l2)) = register_stack("observe-metrics") else { return };
     let function = "observe::observed_load";
 
@@ -130,6 +131,8 @@ async fn metrics_count_every_event_per_cache_layer_and_function() {
 
     cachestack::metrics::export();
     let got = samples(snapshotter, "cache", "observe-metrics");
+    // (The calls' futures stay `Send`: they can be spawned.)
+    assert_eq!(tokio::spawn(observed_load(1)).await.unwrap(), 10);
 
     let l1 = [("cache", "observe-metrics"), ("layer", "memory")];
     let redis = [("cache", "observe-metrics"), ("layer", "redis")];
@@ -197,8 +200,8 @@ async fn metrics_count_every_event_per_cache_layer_and_function() {
     assert_eq!(observed_load(1).await, 10);
     cachestack::metrics::export();
     let got = samples(snapshotter, "cache", "observe-metrics");
-    assert_eq!(got[&counter("cachestack_function_hits_total", &per_fn)], 2);
-    assert_eq!(got[&counter("cachestack_hits_total", &l1)], 3);
+    assert_eq!(got[&counter("cachestack_function_hits_total", &per_fn)], 3);
+    assert_eq!(got[&counter("cachestack_hits_total", &l1)], 4);
     CacheRegistry::global().remove("observe-metrics");
 }
 
@@ -209,7 +212,8 @@ fn engine_unused(id: u64) -> u64 {
 
 #[tokio::test]
 async fn the_resilience_engine_is_counted_per_cache() {
-    let (snapshotter, _guard) = recorder();
+    let _recorder = RECORDER.lock().await;
+    let snapshotter = snapshotter();
     let cache = Cache::new(MemoryBackend::with_capacity(100));
     CacheRegistry::global().register("observe-engine", cache.clone());
     let options = cachestack::ComputeOptions::builder().build().unwrap();
@@ -237,7 +241,8 @@ fn timed(n: u64) -> u64 {
 
 #[test]
 fn export_every_publishes_on_a_timer() {
-    let (snapshotter, _guard) = recorder();
+    let _recorder = RECORDER.blocking_lock();
+    let snapshotter = snapshotter();
     CacheRegistry::global().register("observe-timer", Cache::new(MemoryBackend::with_capacity(10)));
     assert_eq!((timed(1), timed(1)), (1, 1));
     let exporting = cachestack::metrics::export_every(Duration::from_millis(1)).unwrap();

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::lookup::{Fill, Miss, Site, Target};
 use super::policy::Condition;
 use super::{Cache, Expiry, Result, Value};
-use crate::observe::calls::CallObserver;
+use crate::observe::calls::{CallObserver, Ended};
 use crate::singleflight::{Join, Leader, Outcome};
 use crate::store::Entry;
 
@@ -50,11 +50,11 @@ fn plan<R>(site: &Site<R>, key: &str, target: Target, call: &CallObserver) -> Pl
         Target::ReadOnly(cache) => Plan::ReadOnly(cache),
     };
     match &plan {
-        Plan::Return(_) => call.outcome("error"),
-        Plan::Uncached => call.outcome("uncached"),
-        Plan::Refresh(_) => call.outcome("refresh"),
+        Plan::Return(_) => call.outcome(Ended::Error),
+        Plan::Uncached => call.outcome(Ended::Uncached),
+        Plan::Refresh(_) => call.outcome(Ended::Refresh),
         Plan::ReadOnly(cache) => {
-            call.outcome("uncached");
+            call.outcome(Ended::Uncached);
             call.layer(cache.backend().name());
         }
         Plan::Read(cache) => call.layer(cache.backend().name()),
@@ -77,7 +77,7 @@ fn answered<R>(
         Ok(Some(entry)) => match (site.policy.load)(cache, key, &entry.value) {
             Some(hit) => {
                 state.hits.add(1);
-                call.outcome("hit");
+                call.outcome(Ended::Hit);
                 return Some(hit);
             }
             None => {
@@ -94,7 +94,7 @@ fn answered<R>(
             state.misses.fetch_add(1, Relaxed);
             let failed = site.fail("read", key, err);
             if failed.is_some() {
-                call.outcome("error");
+                call.outcome(Ended::Error);
             }
             failed
         }
@@ -156,7 +156,7 @@ fn reread<R>(site: &Site<R>, cache: &Cache, key: &str, read: Result<Option<Entry
 
 /// Ends a flight whose leader found the key on its last look: the waiters get `value`.
 fn complete_hit<R>(leader: Leader<'_>, (hit, value): (R, Value), call: &CallObserver) -> R {
-    call.outcome("hit");
+    call.outcome(Ended::Hit);
     leader.complete(|| Some(value));
     hit
 }
@@ -169,7 +169,7 @@ fn complete_computed<R>(site: &Site<R>, leader: Leader<'_>, stored: Option<Value
 
 /// A call that joined a flight with its own key (a recursive call) runs uncached.
 fn log_reentrant<R>(site: &Site<R>, key: &str, call: &CallObserver) {
-    call.outcome("uncached");
+    call.outcome(Ended::Uncached);
     tracing::debug!(function = site.state.name, key, "cachestack: recursive call with its own key runs uncached");
 }
 
@@ -198,12 +198,12 @@ fn after_wait<R>(site: &Site<R>, cache: &Cache, key: &str, outcome: Outcome, cal
     match outcome {
         Outcome::Shared(value) => match (site.policy.load)(cache, key, &value) {
             Some(shared) => {
-                call.outcome("wait");
+                call.outcome(Ended::Wait);
                 Waited::Shared(shared)
             }
             None => {
                 site.state.errors.fetch_add(1, Relaxed);
-                call.outcome("uncached");
+                call.outcome(Ended::Uncached);
                 Waited::Uncached
             }
         },

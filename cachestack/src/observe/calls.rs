@@ -9,7 +9,7 @@
 //!   `miss`, `wait`, `refresh`, `uncached`, `error`) and `layer` (the store, or the tier of a
 //!   stack, that answered a hit).
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use tracing::Span;
 
@@ -63,10 +63,44 @@ pub(crate) fn answered_by(layer: &str) {
     }
 }
 
+/// What a call past the in-process cache ended as.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(crate) enum Ended {
+    /// Answered by the cache (a remote read, or a leader's last look).
+    Hit,
+    /// Computed.
+    Miss,
+    /// Answered with the value another call computed (single flight).
+    Wait,
+    /// `<fn>_refresh`, or a switch allowing writes only: computed and stored, not read.
+    Refresh,
+    /// Ran without the cache (switched off, re-entrant, unresolvable cache, unreadable value).
+    Uncached,
+    /// Returned the cache's error (`on_cache_error = "propagate"`).
+    Error,
+}
+
+impl Ended {
+    const ALL: [Ended; 6] = [Ended::Hit, Ended::Miss, Ended::Wait, Ended::Refresh, Ended::Uncached, Ended::Error];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Ended::Hit => "hit",
+            Ended::Miss => "miss",
+            Ended::Wait => "wait",
+            Ended::Refresh => "refresh",
+            Ended::Uncached => "uncached",
+            Ended::Error => "error",
+        }
+    }
+}
+
 /// A `#[cached]` call past the in-process cache: its span, what it ended as, when it started.
+/// Shared by reference across the call's awaits, so `Sync` (the outcome is an atomic).
 pub(crate) struct CallObserver {
     span: Span,
-    outcome: Cell<&'static str>,
+    outcome: AtomicU8,
     #[cfg(feature = "metrics")]
     function: &'static str,
     #[cfg(feature = "metrics")]
@@ -86,7 +120,7 @@ impl CallObserver {
                 outcome = tracing::field::Empty,
                 layer = tracing::field::Empty
             ),
-            outcome: Cell::new("miss"),
+            outcome: AtomicU8::new(Ended::Miss as u8),
             #[cfg(feature = "metrics")]
             function,
             #[cfg(feature = "metrics")]
@@ -101,8 +135,13 @@ impl CallObserver {
     }
 
     /// What the call ended as (`miss`, the computation ran, unless told otherwise).
-    pub(crate) fn outcome(&self, outcome: &'static str) {
-        self.outcome.set(outcome);
+    pub(crate) fn outcome(&self, outcome: Ended) {
+        self.outcome.store(outcome as u8, Relaxed);
+    }
+
+    fn ended_as(&self) -> &'static str {
+        let code = self.outcome.load(Relaxed);
+        Ended::ALL.iter().find(|o| **o as u8 == code).map_or("miss", |o| o.as_str())
     }
 
     /// The store a read is sent to (a stack overrides it with the tier that had the key).
@@ -111,8 +150,9 @@ impl CallObserver {
     }
 
     pub(crate) fn finish(self) {
-        self.span.record("outcome", self.outcome.get());
+        let outcome = self.ended_as();
+        self.span.record("outcome", outcome);
         #[cfg(feature = "metrics")]
-        super::metrics::call(self.cache, self.function, self.outcome.get(), self.started.elapsed());
+        super::metrics::call(self.cache, self.function, outcome, self.started.elapsed());
     }
 }
