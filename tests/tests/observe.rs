@@ -326,19 +326,38 @@ fn memory_load(id: u64) -> u64 {
     id + 2
 }
 
+/// The spans of the whole process, captured by a global subscriber (a per-thread one would
+/// miss spans: tracing caches whether a call site is enabled the first time any thread reaches
+/// it, and another test's thread, without a subscriber, may be first).
+fn captured() -> &'static capture::Capture {
+    static CAPTURE: OnceLock<capture::Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let capture = capture::Capture::default();
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(capture.clone())).unwrap();
+        capture
+    })
+}
+
+/// The closed spans named `name` whose `cache` field is one of `caches`, in order.
+fn spans_of(name: &str, caches: &[&str]) -> Vec<capture::Closed> {
+    let spans = captured().0.lock().unwrap();
+    spans
+        .iter()
+        .filter(|s| s.name == name && s.fields.get("cache").is_some_and(|c| caches.contains(&c.as_str())))
+        .cloned()
+        .collect()
+}
+
 fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 #[tokio::test]
 async fn spans_show_each_call_and_each_store_operation() {
-    use tracing_subscriber::layer::SubscriberExt;
     let Some((cache, _l2)) = register_stack("observe-spans") else { return };
     CacheRegistry::global().register("observe-spans-memory", Cache::new(MemoryBackend::with_capacity(100)));
-    let capture = capture::Capture::default();
-    let subscriber = tracing_subscriber::registry().with(capture.clone());
-    // The current-thread runtime polls everything on this thread, under this subscriber.
-    let _default = tracing::subscriber::set_default(subscriber);
+    captured();
 
     assert_eq!(spanned_load(1).await, 2); // a miss in both tiers: computed
     assert_eq!(spanned_load(1).await, 2); // an L1 hit, in process
@@ -346,9 +365,8 @@ async fn spans_show_each_call_and_each_store_operation() {
     assert_eq!(memory_load(1), 3); // a miss of a memory cache
     assert_eq!(memory_load(1), 3); // a hit of its typed partition
 
-    let spans = capture.0.lock().unwrap().clone();
-    let calls: Vec<_> = spans.iter().filter(|s| s.name == "cachestack.call").collect();
-    let ops: Vec<_> = spans.iter().filter(|s| s.name == "cachestack.op").collect();
+    let calls = spans_of("cachestack.call", &["observe-spans", "observe-spans-memory"]);
+    let ops = spans_of("cachestack.op", &["observe-spans", "observe-spans-memory"]);
     let call = |function: &str, cache: &str, outcome: &str, layer: &str| {
         fields(&[("function", function), ("cache", cache), ("outcome", outcome), ("layer", layer)])
     };
@@ -384,18 +402,16 @@ async fn l2_load(id: u64) -> u64 {
 
 #[tokio::test]
 async fn a_call_span_names_the_tier_that_answered() {
-    use tracing_subscriber::layer::SubscriberExt;
     let Some((_cache, l2)) = register_stack("observe-spans-l2") else { return };
     l2.set("l2-span:1", Value::new(99u64), cachestack::Expiry::Default).await.unwrap();
-    let capture = capture::Capture::default();
-    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    captured();
 
     assert_eq!(l2_load(1).await, 99); // only Redis has it
 
-    let spans = capture.0.lock().unwrap().clone();
-    let call = spans.iter().find(|s| s.name == "cachestack.call").unwrap();
+    let calls = spans_of("cachestack.call", &["observe-spans-l2"]);
+    assert_eq!(calls.len(), 1);
     assert_eq!(
-        call.fields,
+        calls[0].fields,
         fields(&[
             ("function", "observe::l2_load"),
             ("cache", "observe-spans-l2"),
