@@ -34,6 +34,7 @@
 //! | `conformance` | [`conformance`]: the suite every store passes, to run against yours |
 //! | `memcached` | `MemcachedBackend`: one or more memcached servers, pooled, on memcache-async |
 //! | `object-store` | `ObjectStoreBackend`: S3 and S3-compatible stores (or any `object_store` store), on object_store |
+//! | `metrics` | `cachestack::metrics`: counters, gauges and latency histograms through the `metrics` facade |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
@@ -44,6 +45,7 @@ mod connect;
 mod error;
 mod expiry;
 pub mod layer;
+mod observe;
 mod pattern;
 pub mod registry;
 mod resilience;
@@ -72,6 +74,9 @@ pub use expiry::{Deadline, Expiry};
 /// [`ObjectStoreBackend::with_store`] (same version, same features).
 #[cfg(feature = "object-store")]
 pub use object_store;
+pub use observe::manifest::{manifest, FnKind, FunctionInfo, Manifest};
+#[cfg(feature = "metrics")]
+pub use observe::metrics;
 pub use pattern::KeyPattern;
 pub use registry::CacheRegistry;
 pub use resilience::{

@@ -34,6 +34,17 @@ struct Registered {
     source: Option<String>,
 }
 
+/// The name the default cache has in metrics and spans.
+pub(crate) const DEFAULT_NAME: &str = "default";
+
+impl Registered {
+    /// `cache` registered as `name` (which its store learns, for metrics and spans).
+    fn new(name: &str, cache: Cache, source: Option<String>) -> Self {
+        cache.backend().bind_cache_name(name);
+        Registered { cache, source }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct State {
     named: HashMap<String, Registered>,
@@ -222,7 +233,9 @@ impl CacheRegistry {
 
     /// Registers (or replaces) the cache `name`.
     pub fn register(&self, name: impl Into<String>, cache: Cache) {
-        self.write().named.insert(name.into(), Registered { cache, source: None });
+        let name = name.into();
+        let registered = Registered::new(&name, cache, None);
+        self.write().named.insert(name, registered);
         self.bump();
     }
 
@@ -233,22 +246,23 @@ impl CacheRegistry {
 
     /// Builds the cache described by `url` and registers it as `name`.
     pub fn register_url(&self, name: impl Into<String>, url: &str) -> Result<Cache> {
-        let cache = Cache::from_url(url)?;
-        self.write().named.insert(name.into(), Registered { cache: cache.clone(), source: Some(redact_url(url)) });
+        let (name, cache) = (name.into(), Cache::from_url(url)?);
+        let registered = Registered::new(&name, cache.clone(), Some(redact_url(url)));
+        self.write().named.insert(name, registered);
         self.bump();
         Ok(cache)
     }
 
     /// Makes `cache` the default.
     pub fn set_default(&self, cache: Cache) {
-        self.write().default = Some(Registered { cache, source: None });
+        self.write().default = Some(Registered::new(DEFAULT_NAME, cache, None));
         self.bump();
     }
 
     /// Builds the cache described by `url` and makes it the default.
     pub fn set_default_url(&self, url: &str) -> Result<Cache> {
         let cache = Cache::from_url(url)?;
-        self.write().default = Some(Registered { cache: cache.clone(), source: Some(redact_url(url)) });
+        self.write().default = Some(Registered::new(DEFAULT_NAME, cache.clone(), Some(redact_url(url))));
         self.bump();
         Ok(cache)
     }
@@ -304,7 +318,7 @@ impl CacheRegistry {
             Err(_) => (Cache::new(fallback_memory()), None),
         };
         let mut state = self.write();
-        let chosen = state.default.get_or_insert(Registered { cache, source }).cache.clone();
+        let chosen = state.default.get_or_insert_with(|| Registered::new(DEFAULT_NAME, cache, source)).cache.clone();
         drop(state);
         self.bump();
         Ok(chosen)
@@ -369,11 +383,21 @@ impl CacheRegistry {
 
     /// Every registered cache, once each (a cache registered under two names is one cache).
     fn caches(&self) -> Vec<Cache> {
+        self.named_caches().into_iter().map(|(_, cache)| cache).collect()
+    }
+
+    /// Every registered cache once, with a name it is registered under (the first in order,
+    /// [`DEFAULT_NAME`] for the default cache when it has no other name).
+    pub(crate) fn named_caches(&self) -> Vec<(String, Cache)> {
         let state = self.read();
-        let mut caches: Vec<Cache> = Vec::new();
-        for registered in state.named.values().chain(state.default.as_ref()) {
-            if !caches.iter().any(|c| Arc::ptr_eq(c.backend(), registered.cache.backend())) {
-                caches.push(registered.cache.clone());
+        let mut named: Vec<(&String, &Registered)> = state.named.iter().collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        let default_name = DEFAULT_NAME.to_owned();
+        let all = named.into_iter().chain(state.default.as_ref().map(|r| (&default_name, r)));
+        let mut caches: Vec<(String, Cache)> = Vec::new();
+        for (name, registered) in all {
+            if !caches.iter().any(|(_, c)| Arc::ptr_eq(c.backend(), registered.cache.backend())) {
+                caches.push((name.clone(), registered.cache.clone()));
             }
         }
         caches

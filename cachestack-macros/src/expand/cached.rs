@@ -305,6 +305,7 @@ fn state_fn(parts: &Parts) -> TokenStream {
     let name_str = func.sig.ident.to_string();
     let cache_name = cache_name(&model.common);
     let (key_start, key_exact) = key::key_start(model.key.as_ref(), &model.common.key_prefix(), func);
+    let manifest_entry = super::manifest::cached_entry(model, names, &quote!(__CACHESTACK_STATE));
     quote! {
         #[doc(hidden)]
         #[allow(dead_code)]
@@ -316,6 +317,7 @@ fn state_fn(parts: &Parts) -> TokenStream {
                 #key_start,
                 #key_exact,
             );
+            #manifest_entry
             &__CACHESTACK_STATE
         }
     }

@@ -47,9 +47,11 @@ pub fn invalidate(model: &Invalidate) -> TokenStream {
         (TokenStream::new(), after)
     };
     let (attrs, vis, sig) = (&func.attrs, &func.vis, &func.sig);
+    let manifest_entry = super::manifest::invalidate_entry(model, &names);
     quote! {
         #(#attrs)*
         #vis #sig {
+            #manifest_entry
             #assertions
             let #keys: [#rt::String; #count] = [#(#renders),*];
             #before

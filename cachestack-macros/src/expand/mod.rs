@@ -9,6 +9,7 @@
 mod cached;
 mod invalidate;
 mod key;
+mod manifest;
 mod resilient;
 
 pub use cached::cached;

@@ -6,17 +6,20 @@
 //!   [`Error::BackendUnavailable`] for a cool-down, then one call probes the store.
 //! - [`Silent`]: failures counted; in silent mode absorbed (a miss, a no-op) and logged at a
 //!   bounded rate.
+//! - [`Observe`]: a span per operation and, with the `metrics` feature, its latency.
 //!
 //! The order, innermost (next to the store) first:
 //!
 //! ```text
-//! Silent( Breaker( Timeout( store ) ) )
+//! Silent( Observe( Breaker( Timeout( store ) ) ) )
 //! ```
 //!
 //! - Timeout innermost: a call that takes too long becomes a [`Error::Timeout`], which the
 //!   breaker counts as a failure of the store.
 //! - Breaker in the middle: it sees every failure of the store (timeouts included) and its
 //!   fast failures are ordinary errors to the layer above.
+//! - Observe above them: it times what the caller waits for, timeouts and fast failures
+//!   included, and sees every failure before silent mode absorbs it.
 //! - Silent outermost: in silent mode it absorbs every failure, the store's, the timeout's and
 //!   the open breaker's alike, and counts them in `errors`.
 //!
@@ -29,6 +32,7 @@
 //! [`Error::BackendUnavailable`]: crate::Error::BackendUnavailable
 
 mod breaker;
+mod observe;
 mod silent;
 mod timeout;
 
@@ -39,6 +43,7 @@ use std::time::Duration;
 
 pub(crate) use breaker::Circuit;
 pub use breaker::{is_store_failure, Breaker, BreakerConfig};
+pub use observe::{Observe, UNNAMED};
 pub use silent::{Silent, LOG_INTERVAL};
 pub use timeout::{within, Timeout};
 
@@ -100,9 +105,9 @@ impl Layers {
         self.wrap_arc(Arc::new(store))
     }
 
-    /// `store` wrapped in these layers: `Silent(Breaker(Timeout(store)))`, timeout and breaker
-    /// only if set (Silent always: it counts failures even when it does not absorb them). See the
-    /// [module documentation](self) for why this order.
+    /// `store` wrapped in these layers: `Silent(Observe(Breaker(Timeout(store))))`, timeout and
+    /// breaker only if set (Silent always: it counts failures even when it does not absorb them;
+    /// Observe always). See the [module documentation](self) for why this order.
     pub fn wrap_arc(self, store: Arc<dyn Backend>) -> Arc<dyn Backend> {
         let store: Arc<dyn Backend> = match self.timeout {
             Some(limit) => Arc::new(Timeout::new(store, limit)),
@@ -112,7 +117,7 @@ impl Layers {
             Some(config) => Arc::new(Breaker::new(store, config)),
             None => store,
         };
-        Arc::new(Silent::new(store, self.silent))
+        Arc::new(Silent::new(Observe::new(store), self.silent))
     }
 }
 

@@ -8,9 +8,12 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use tracing::Instrument;
+
 use super::lookup::{Fill, Miss, Site, Target};
 use super::policy::Condition;
 use super::{Cache, Expiry, Result, Value};
+use crate::observe::calls::{CallObserver, Ended};
 use crate::singleflight::{Join, Leader, Outcome};
 use crate::store::Entry;
 
@@ -34,8 +37,8 @@ enum Plan<R> {
     ReadOnly(Cache),
 }
 
-fn plan<R>(site: &Site<R>, key: &str, target: Target) -> Plan<R> {
-    match target {
+fn plan<R>(site: &Site<R>, key: &str, target: Target, call: &CallObserver) -> Plan<R> {
+    let plan = match target {
         Target::Unavailable(err) => match site.fail("resolve", key, *err) {
             Some(failed) => Plan::Return(failed),
             None => Plan::Uncached,
@@ -45,18 +48,37 @@ fn plan<R>(site: &Site<R>, key: &str, target: Target) -> Plan<R> {
         Target::Remote(cache) => Plan::Read(cache),
         Target::Off => Plan::Uncached,
         Target::ReadOnly(cache) => Plan::ReadOnly(cache),
+    };
+    match &plan {
+        Plan::Return(_) => call.outcome(Ended::Error),
+        Plan::Uncached => call.outcome(Ended::Uncached),
+        Plan::Refresh(_) => call.outcome(Ended::Refresh),
+        Plan::ReadOnly(cache) => {
+            call.outcome(Ended::Uncached);
+            call.layer(cache.backend().name());
+        }
+        Plan::Read(cache) => call.layer(cache.backend().name()),
+        Plan::Compute(_) => {}
     }
+    plan
 }
 
 /// After reading a remote cache: the call's answer (a hit or, when the function propagates cache
 /// errors, the read failure as its result), or `None` to compute. Counts hits, misses, errors.
-fn answered<R>(site: &Site<R>, cache: &Cache, key: &str, read: Result<Option<Entry>>) -> Option<R> {
+fn answered<R>(
+    site: &Site<R>,
+    cache: &Cache,
+    key: &str,
+    read: Result<Option<Entry>>,
+    call: &CallObserver,
+) -> Option<R> {
     let state = site.state;
-    match read {
+    let answer = match read {
         Ok(Some(entry)) => match (site.policy.load)(cache, key, &entry.value) {
             Some(hit) => {
                 state.hits.add(1);
-                Some(hit)
+                call.outcome(Ended::Hit);
+                return Some(hit);
             }
             None => {
                 state.errors.fetch_add(1, Relaxed);
@@ -70,9 +92,15 @@ fn answered<R>(site: &Site<R>, cache: &Cache, key: &str, read: Result<Option<Ent
         }
         Err(err) => {
             state.misses.fetch_add(1, Relaxed);
-            site.fail("read", key, err)
+            let failed = site.fail("read", key, err);
+            if failed.is_some() {
+                call.outcome(Ended::Error);
+            }
+            failed
         }
-    }
+    };
+    call.layer("none");
+    answer
 }
 
 /// Whether a new leader must read a remote cache again before computing: its first read was
@@ -127,7 +155,8 @@ fn reread<R>(site: &Site<R>, cache: &Cache, key: &str, read: Result<Option<Entry
 }
 
 /// Ends a flight whose leader found the key on its last look: the waiters get `value`.
-fn complete_hit<R>(leader: Leader<'_>, (hit, value): (R, Value)) -> R {
+fn complete_hit<R>(leader: Leader<'_>, (hit, value): (R, Value), call: &CallObserver) -> R {
+    call.outcome(Ended::Hit);
     leader.complete(|| Some(value));
     hit
 }
@@ -139,7 +168,8 @@ fn complete_computed<R>(site: &Site<R>, leader: Leader<'_>, stored: Option<Value
 }
 
 /// A call that joined a flight with its own key (a recursive call) runs uncached.
-fn log_reentrant<R>(site: &Site<R>, key: &str) {
+fn log_reentrant<R>(site: &Site<R>, key: &str, call: &CallObserver) {
+    call.outcome(Ended::Uncached);
     tracing::debug!(function = site.state.name, key, "cachestack: recursive call with its own key runs uncached");
 }
 
@@ -164,12 +194,16 @@ enum Waited<R> {
     Retry,
 }
 
-fn after_wait<R>(site: &Site<R>, cache: &Cache, key: &str, outcome: Outcome) -> Waited<R> {
+fn after_wait<R>(site: &Site<R>, cache: &Cache, key: &str, outcome: Outcome, call: &CallObserver) -> Waited<R> {
     match outcome {
         Outcome::Shared(value) => match (site.policy.load)(cache, key, &value) {
-            Some(shared) => Waited::Shared(shared),
+            Some(shared) => {
+                call.outcome(Ended::Wait);
+                Waited::Shared(shared)
+            }
             None => {
                 site.state.errors.fetch_add(1, Relaxed);
+                call.outcome(Ended::Uncached);
                 Waited::Uncached
             }
         },
@@ -221,7 +255,8 @@ fn read_sync(cache: &Cache, key: &str) -> Result<Option<Entry>> {
     }
     let backend = cache.backend().clone();
     let key = key.to_owned();
-    crate::rt::block_on(async move { backend.get(&key).await })?
+    // In the call's span, wherever the runtime polls it.
+    crate::rt::block_on(async move { backend.get(&key).await }.instrument(tracing::Span::current()))?
 }
 
 fn write_sync<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>, value: Value) -> Result<()> {
@@ -258,18 +293,33 @@ fn compute_sync<R>(
 /// cache (through [`crate::rt::block_on`], which works on plain threads and inside tokio
 /// runtimes), then runs `body` under single flight and stores its result.
 pub fn miss_sync<R>(site: &Site<R>, miss: Miss, body: impl FnOnce() -> R, condition: Condition<'_, R>) -> R {
+    let call = CallObserver::start(site.state.name, site.state.cache);
+    let result = call.span().in_scope(|| observed_miss_sync(site, miss, body, condition, &call));
+    call.finish();
+    result
+}
+
+fn observed_miss_sync<R>(
+    site: &Site<R>,
+    miss: Miss,
+    body: impl FnOnce() -> R,
+    condition: Condition<'_, R>,
+    call: &CallObserver,
+) -> R {
     let Miss { key, target, fill } = miss;
     let fill = fill.as_ref();
     // `seen`: for a remote cache, the flight counter when its read was sent.
-    let (cache, seen) = match plan(site, &key, target) {
+    let (cache, seen) = match plan(site, &key, target, call) {
         Plan::Return(failed) => return failed,
         Plan::Uncached => return body(),
-        Plan::ReadOnly(cache) => return answered(site, &cache, &key, read_sync(&cache, &key)).unwrap_or_else(body),
+        Plan::ReadOnly(cache) => {
+            return answered(site, &cache, &key, read_sync(&cache, &key), call).unwrap_or_else(body)
+        }
         Plan::Refresh(cache) => return compute_sync(site, &cache, &key, fill, body, condition),
         Plan::Compute(cache) => (cache, None),
         Plan::Read(cache) => {
             let seen = site.state.flights.ended();
-            if let Some(answer) = answered(site, &cache, &key, read_sync(&cache, &key)) {
+            if let Some(answer) = answered(site, &cache, &key, read_sync(&cache, &key), call) {
                 return answer;
             }
             (cache, Some(seen))
@@ -278,10 +328,11 @@ pub fn miss_sync<R>(site: &Site<R>, miss: Miss, body: impl FnOnce() -> R, condit
     if !site.lock {
         return compute_sync(site, &cache, &key, fill, body, condition);
     }
-    flight_sync(site, &cache, &key, fill, seen, body, condition)
+    flight_sync(site, &cache, &key, fill, seen, body, condition, call)
 }
 
 /// Runs `body` under single flight: the first call leads, the others wait for its value.
+#[allow(clippy::too_many_arguments)]
 fn flight_sync<R>(
     site: &Site<R>,
     cache: &Cache,
@@ -290,18 +341,19 @@ fn flight_sync<R>(
     seen: Option<u64>,
     body: impl FnOnce() -> R,
     condition: Condition<'_, R>,
+    call: &CallObserver,
 ) -> R {
     let mut waited = false;
     loop {
         match site.state.flights.join(key) {
             Join::Reentrant => {
-                log_reentrant(site, key);
+                log_reentrant(site, key, call);
                 return body();
             }
-            Join::Leader(leader) => return lead_sync(site, leader, cache, key, fill, seen, body, condition),
+            Join::Leader(leader) => return lead_sync(site, leader, cache, key, fill, seen, body, condition, call),
             Join::Waiter(waiter) => {
                 count_wait(site, &mut waited);
-                match after_wait(site, cache, key, waiter.wait()) {
+                match after_wait(site, cache, key, waiter.wait(), call) {
                     Waited::Shared(shared) => return shared,
                     Waited::Uncached => return body(),
                     Waited::Compute => return compute_sync(site, cache, key, fill, body, condition),
@@ -323,10 +375,11 @@ fn lead_sync<R>(
     seen: Option<u64>,
     body: impl FnOnce() -> R,
     condition: Condition<'_, R>,
+    call: &CallObserver,
 ) -> R {
     let read = reread_needed(site, seen).then(|| read_sync(cache, key));
     if let Some(found) = recheck(site, cache, key, fill, read) {
-        return complete_hit(leader, found);
+        return complete_hit(leader, found, call);
     }
     let result = leader.run(body);
     let stored = site.settle(&result, condition);
@@ -382,15 +435,31 @@ pub async fn miss_async<R, F>(site: &Site<R>, miss: Miss, body: F, condition: Co
 where
     F: core::future::Future<Output = R>,
 {
+    let call = CallObserver::start(site.state.name, site.state.cache);
+    let result = observed_miss_async(site, miss, body, condition, &call).instrument(call.span().clone()).await;
+    call.finish();
+    result
+}
+
+async fn observed_miss_async<R, F>(
+    site: &Site<R>,
+    miss: Miss,
+    body: F,
+    condition: Condition<'_, R>,
+    call: &CallObserver,
+) -> R
+where
+    F: core::future::Future<Output = R>,
+{
     let Miss { key, target, fill } = miss;
     let fill = fill.as_ref();
     // `seen`: for a remote cache, the flight counter when its read was sent.
-    let (cache, seen) = match plan(site, &key, target) {
+    let (cache, seen) = match plan(site, &key, target, call) {
         Plan::Return(failed) => return failed,
         Plan::Uncached => return body.await,
         Plan::ReadOnly(cache) => {
             let read = cache.backend().get(&key).await;
-            return match answered(site, &cache, &key, read) {
+            return match answered(site, &cache, &key, read, call) {
                 Some(answer) => answer,
                 None => body.await,
             };
@@ -400,7 +469,7 @@ where
         Plan::Read(cache) => {
             let seen = site.state.flights.ended();
             let read = cache.backend().get(&key).await;
-            if let Some(answer) = answered(site, &cache, &key, read) {
+            if let Some(answer) = answered(site, &cache, &key, read, call) {
                 return answer;
             }
             (cache, Some(seen))
@@ -409,9 +478,10 @@ where
     if !site.lock {
         return compute_async(site, &cache, &key, fill, body, condition).await;
     }
-    flight_async(site, &cache, &key, fill, seen, body, condition).await
+    flight_async(site, &cache, &key, fill, seen, body, condition, call).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn flight_async<R, F>(
     site: &Site<R>,
     cache: &Cache,
@@ -420,6 +490,7 @@ async fn flight_async<R, F>(
     seen: Option<u64>,
     body: F,
     condition: Condition<'_, R>,
+    call: &CallObserver,
 ) -> R
 where
     F: core::future::Future<Output = R>,
@@ -428,13 +499,15 @@ where
     loop {
         match site.state.flights.join(key) {
             Join::Reentrant => {
-                log_reentrant(site, key);
+                log_reentrant(site, key, call);
                 return body.await;
             }
-            Join::Leader(leader) => return lead_async(site, leader, cache, key, fill, seen, body, condition).await,
+            Join::Leader(leader) => {
+                return lead_async(site, leader, cache, key, fill, seen, body, condition, call).await
+            }
             Join::Waiter(waiter) => {
                 count_wait(site, &mut waited);
-                match after_wait(site, cache, key, waiter.wait_async().await) {
+                match after_wait(site, cache, key, waiter.wait_async().await, call) {
                     Waited::Shared(shared) => return shared,
                     Waited::Uncached => return body.await,
                     Waited::Compute => return compute_async(site, cache, key, fill, body, condition).await,
@@ -455,13 +528,14 @@ async fn lead_async<R, F>(
     seen: Option<u64>,
     body: F,
     condition: Condition<'_, R>,
+    call: &CallObserver,
 ) -> R
 where
     F: core::future::Future<Output = R>,
 {
     let read = if reread_needed(site, seen) { Some(cache.backend().get(key).await) } else { None };
     if let Some(found) = recheck(site, cache, key, fill, read) {
-        return complete_hit(leader, found);
+        return complete_hit(leader, found, call);
     }
     let result = leader.run_async(body).await;
     let stored = site.settle(&result, condition);

@@ -155,6 +155,7 @@ pub fn lookup<R>(
         });
         if let Ok(Some(hit)) = hit {
             site.state.hits.add(1);
+            crate::observe::calls::front_hit(site.state);
             return Lookup::Hit(hit);
         }
     }
@@ -270,6 +271,7 @@ fn answer<R>(
             if mode == Mode::Call {
                 if let Some(hit) = (ops.get)(front, args.as_bytes()) {
                     site.state.hits.add(1);
+                    crate::observe::calls::front_hit(site.state);
                     return Lookup::Hit(hit);
                 }
             }
@@ -440,6 +442,7 @@ fn probe<R>(
         Some(value) => match (site.policy.load)(cache, &buf.0, &value) {
             Some(hit) => {
                 state.hits.add(1);
+                crate::observe::calls::local_hit(state, local);
                 Lookup::Hit(hit)
             }
             None => {

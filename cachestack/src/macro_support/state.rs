@@ -24,7 +24,7 @@ use crate::switches::Commands;
 /// assert_eq!((stats.hits, stats.misses), (1, 1));
 /// assert_eq!(stats.hit_ratio(), 0.5);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct FnStats {
     /// The function's path (`module::function`).
@@ -61,8 +61,8 @@ impl FnStats {
 /// The state one `#[cached]` function keeps in a `static`: where its values go, its counters and
 /// its single-flight map.
 pub struct CachedFn {
-    pub(super) name: &'static str,
-    pub(super) cache: Option<&'static str>,
+    pub(crate) name: &'static str,
+    pub(crate) cache: Option<&'static str>,
     /// The literal start of every key the function renders (namespace, version and the key
     /// template's text before its first placeholder), for prefix routes.
     pub(super) key_start: &'static str,

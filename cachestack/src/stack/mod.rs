@@ -336,11 +336,18 @@ impl Backend for TieredCache {
         &self.shared.name
     }
 
+    fn bind_cache_name(&self, name: &str) {
+        for layer in self.shared.layers.iter() {
+            layer.backend.bind_cache_name(name);
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         let l1 = &self.shared.layers[0];
         if let Some(local) = l1.local() {
             if let Some(entry) = local.get_entry(key) {
                 l1.counters.record_lookup(true);
+                crate::observe::calls::answered_by(l1.backend.name());
                 return Ok(Some(entry));
             }
             l1.counters.record_lookup(false);
@@ -451,6 +458,10 @@ impl LocalRead for L1View {
         let entry = self.l1.local()?.get_entry(key)?;
         self.l1.counters.record_lookup(true);
         Some(entry)
+    }
+
+    fn layer_name(&self) -> &str {
+        self.l1.backend.name()
     }
 }
 

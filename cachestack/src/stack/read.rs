@@ -25,6 +25,7 @@ impl Shared {
             match layer.read(key).await {
                 Call::Done(Some(entry)) => {
                     layer.counters.record_lookup(true);
+                    crate::observe::calls::answered_by(layer.backend.name());
                     self.backfill(key, &entry, layer.index, stripe, epoch).await;
                     return Ok(Some(entry));
                 }

@@ -301,6 +301,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     async fn close(&self) -> Result<()> {
         self.flush().await
     }
+
+    /// Tells the store the name its cache is registered under, for the `cache` label of its
+    /// metrics and spans (see [`crate::layer::Observe`]). The registry calls it on
+    /// registration; wrappers and stacks pass it on to what they wrap. The default does nothing.
+    fn bind_cache_name(&self, name: &str) {
+        let _ = name;
+    }
 }
 
 /// Whether a backend signs its values (see [`Backend::signing`]).
@@ -371,6 +378,11 @@ pub trait LocalRead: Send + Sync {
     fn get_value(&self, key: &str) -> Option<Value>;
     /// The live entry under `key` with its deadline.
     fn get_entry(&self, key: &str) -> Option<Entry>;
+    /// The name of the store that answers (for spans): a stack's view names its first tier.
+    /// Defaults to `"memory"`.
+    fn layer_name(&self) -> &str {
+        "memory"
+    }
 }
 
 /// Synchronous, infallible access to an in-process store: reads, writes and removals that

@@ -3,11 +3,18 @@
 
 /// Inside an `impl Backend for Wrapper`: forwards the methods a wrapper does not change.
 ///
-/// `forward_backend!(passive: |s| s.inner)`, inside an impl, forwards `default_ttl`, `signing`, `as_local`
-/// and `local_l1`; `forward_backend!(impl [generics] for Type => |s| s.inner)` is a whole impl
+/// `forward_backend!(passive: |s| s.inner)`, inside an impl, forwards `default_ttl`, `signing`, `as_local`,
+/// `local_l1` and `bind_cache_name` (`passive_unbound:` all but `bind_cache_name`); `forward_backend!(impl [generics] for Type => |s| s.inner)` is a whole impl
 /// that forwards every method.
 macro_rules! forward_backend {
     (passive: |$s:ident| $inner:expr) => {
+        $crate::store::forward_backend!(passive_unbound: |$s| $inner);
+        fn bind_cache_name(&self, name: &str) {
+            let $s = self;
+            $crate::store::Backend::bind_cache_name(&$inner, name)
+        }
+    };
+    (passive_unbound: |$s:ident| $inner:expr) => {
         fn default_ttl(&self) -> Option<std::time::Duration> {
             let $s = self;
             $crate::store::Backend::default_ttl(&$inner)
