@@ -4,6 +4,7 @@
 
 pub mod errors;
 pub mod faults;
+pub mod own_server;
 pub mod proxy;
 pub mod sync;
 

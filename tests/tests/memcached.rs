@@ -7,14 +7,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cachestack::{Backend, Cache, Deadline, Error, Expiry, MemcachedBackend, MemcachedConfig, Value};
 use cachestack_tests::conformance::{profile, unique_namespace, Harness, Profile};
+use cachestack_tests::own_server::{free_port, OwnServer};
 use memcache_async::ascii::Protocol;
 use tokio::net::TcpStream;
 
@@ -368,51 +368,11 @@ async fn from_url_builds_a_working_cache() {
     assert_eq!(stats.details["servers_up"], "2");
 }
 
-/// A memcached process of this test's own, killed when dropped.
-struct OwnServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnServer {
-    fn start(port: u16) -> Self {
-        let child = Command::new("memcached")
-            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-u", "root", "-m", "16"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("memcached is installed by tests/servers.sh");
-        let server = OwnServer { port, child: Some(child) };
-        // Bounded wait for the listening socket.
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(server.addr()).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("memcached did not start on {}", server.addr());
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A memcached of this test's own.
+fn own_memcached(port: u16) -> OwnServer {
+    let mut command = Command::new("memcached");
+    command.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-u", "root", "-m", "16"]);
+    OwnServer::spawn(command, port, 500, "memcached")
 }
 
 const RUNNING: usize = 0;
@@ -433,8 +393,8 @@ async fn a_killed_server_costs_only_its_keys_and_is_used_again_after_a_restart()
     if cachestack_tests::server_url(URL_VAR, "memcached").is_none() {
         return;
     }
-    let mut a = OwnServer::start(free_port());
-    let mut b = OwnServer::start(free_port());
+    let mut a = own_memcached(free_port());
+    let mut b = own_memcached(free_port());
     let timeout = Duration::from_secs(2);
     let config = MemcachedConfig {
         servers: vec![a.addr(), b.addr()],
@@ -529,7 +489,7 @@ async fn a_killed_server_costs_only_its_keys_and_is_used_again_after_a_restart()
                     assert!(silent.get(a_key).await.unwrap().is_some());
                 }
                 if b_failures >= 200 {
-                    b = OwnServer::start(b.port);
+                    b = own_memcached(b.port);
                     phase.store(RESTARTED, Ordering::SeqCst);
                 }
             }
@@ -563,8 +523,8 @@ async fn with_failover_a_dead_servers_keys_move_to_the_next_server() {
     if cachestack_tests::server_url(URL_VAR, "memcached").is_none() {
         return;
     }
-    let a = OwnServer::start(free_port());
-    let mut b = OwnServer::start(free_port());
+    let a = own_memcached(free_port());
+    let mut b = own_memcached(free_port());
     let backend = MemcachedBackend::new(
         MemcachedConfig {
             servers: vec![a.addr(), b.addr()],
@@ -656,8 +616,8 @@ async fn with_failover_a_key_deleted_during_an_outage_does_not_come_back_with_it
     if cachestack_tests::server_url(URL_VAR, "memcached").is_none() {
         return;
     }
-    let a = OwnServer::start(free_port());
-    let b = OwnServer::start(free_port());
+    let a = own_memcached(free_port());
+    let b = own_memcached(free_port());
     let mut link = Partition::new(b.addr()).await;
     let retry_interval = Duration::from_millis(100);
     let backend = MemcachedBackend::new(
@@ -721,7 +681,7 @@ async fn a_quick_restart_costs_callers_no_error() {
     if cachestack_tests::server_url(URL_VAR, "memcached").is_none() {
         return;
     }
-    let mut server = OwnServer::start(free_port());
+    let mut server = own_memcached(free_port());
     let backend = Arc::new(
         MemcachedBackend::new(MemcachedConfig {
             servers: vec![server.addr()],
@@ -747,7 +707,7 @@ async fn a_quick_restart_costs_callers_no_error() {
     }
     let entries: Vec<(&str, Value)> = keys.iter().map(|k| (k.as_str(), Value::new(1u8))).collect();
     server.kill();
-    server = OwnServer::start(server.port);
+    server = own_memcached(server.port);
     // The stale connections are noticed, retired and replaced inside the first request.
     assert!(backend.get("k0").await.unwrap().is_none(), "the restarted server is empty");
     backend.set_many(&entries, cachestack::Expiry::Default).await.unwrap();

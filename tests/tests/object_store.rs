@@ -5,8 +5,7 @@
 //! conditionally, and a server killed and restarted under load (our own server on its own port).
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +15,7 @@ use cachestack::object_store::path::Path;
 use cachestack::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use cachestack::{Backend, Cache, Error, Expiry, ObjectStoreBackend, ObjectStoreConfig, S3Options, Value};
 use cachestack_tests::conformance::{unique_namespace, Harness};
+use cachestack_tests::own_server::{free_port, OwnServer};
 use futures_util::StreamExt;
 
 const URL_VAR: &str = "CACHESTACK_TEST_S3_URL";
@@ -283,48 +283,12 @@ async fn a_store_that_cannot_write_conditionally_says_so_and_changes_nothing() {
     assert_eq!(cache.get::<u8>("fresh").await.unwrap(), None);
 }
 
-/// An S3 server of this test's own (tests/s3_server.py), killed when dropped.
-struct OwnServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnServer {
-    fn start(port: u16) -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/s3_server.py");
-        let child = Command::new("python3")
-            .args([script, &port.to_string(), "own-bucket"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 with moto is installed by tests/servers.sh");
-        let server = OwnServer { port, child: Some(child) };
-        // Bounded wait for the listening socket (moto takes a moment to import).
-        for _ in 0..3000 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("the S3 test server did not start on 127.0.0.1:{port}");
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// An S3 server of this test's own (tests/s3_server.py).
+fn own_s3(port: u16) -> OwnServer {
+    let mut command = Command::new("python3");
+    command.args([concat!(env!("CARGO_MANIFEST_DIR"), "/s3_server.py"), &port.to_string(), "own-bucket"]);
+    // moto takes a moment to import.
+    OwnServer::spawn(command, port, 3000, "the S3 test server (python3 with moto)")
 }
 
 const RUNNING: usize = 0;
@@ -343,7 +307,7 @@ enum Outcome {
 async fn a_killed_server_gives_clear_errors_and_is_used_again_after_a_restart() {
     // Needs the moto that tests/servers.sh installs; the server is our own.
     let Some(base) = test_config() else { return };
-    let mut server = OwnServer::start(free_port());
+    let mut server = own_s3(free_port());
     let timeout = Duration::from_secs(2);
     let config = ObjectStoreConfig {
         s3: S3Options {
@@ -427,7 +391,7 @@ async fn a_killed_server_gives_clear_errors_and_is_used_again_after_a_restart() 
                     assert!(silent.stats().errors >= 1);
                 }
                 if failures >= 50 {
-                    server = OwnServer::start(server.port);
+                    server = own_s3(server.port);
                     phase.store(RESTARTED, Ordering::SeqCst);
                 }
             }
