@@ -293,8 +293,11 @@ async fn an_oversized_file_is_a_miss_without_being_read_whole() {
     bytes.resize(64 * 1024, b'x');
     fs::write(&path, &bytes).unwrap();
     assert!(backend.get("k").await.unwrap().is_none());
-    assert!(!path.exists());
     assert_eq!(backend.stats().errors, 1);
+    // Not removed (a cache with a larger value limit may have written it); a write replaces it.
+    assert_eq!(fs::metadata(&path).unwrap().len(), 64 * 1024);
+    backend.set("k", string("small again"), cachestack::Expiry::Default).await.unwrap();
+    assert_eq!(get_string(&backend, "k").await.as_deref(), Some("small again"));
 }
 
 #[cfg(unix)]
@@ -521,20 +524,54 @@ async fn a_signed_store_rejects_files_without_a_valid_signature() {
     signed.set("k", string("genuine"), cachestack::Expiry::Default).await.unwrap();
     assert_eq!(get_string(&signed, "k").await.as_deref(), Some("genuine"));
 
-    // Files with valid framing and checksum, but planted by programs without the secret.
+    // Files with valid framing and checksum, but planted by programs without the secret: never
+    // served, and left where they are (intact entries another configuration may own); a write
+    // replaces them.
     for (planter, what) in [(&unsigned, "unsigned"), (&other, "another secret")] {
         planter.set("k", string("planted"), cachestack::Expiry::Default).await.unwrap();
         assert_eq!(get_string(&signed, "k").await, None, "{what} accepted");
-        assert!(!signed.path_for("k").exists(), "{what} kept");
+        assert_eq!(get_string(&signed, "k").await, None, "{what} accepted on a second read");
+        assert_eq!(get_string(planter, "k").await.as_deref(), Some("planted"), "{what} entry destroyed");
     }
+    signed.set("k", string("genuine again"), cachestack::Expiry::Default).await.unwrap();
+    assert_eq!(get_string(&signed, "k").await.as_deref(), Some("genuine again"));
     // A genuine signed file moved to another key's path.
     signed.set("a", string("for a"), cachestack::Expiry::Default).await.unwrap();
     let moved = signed.path_for("b");
     fs::create_dir_all(moved.parent().unwrap()).unwrap();
     fs::copy(signed.path_for("a"), &moved).unwrap();
     assert_eq!(get_string(&signed, "b").await, None);
-    assert_eq!(signed.stats().errors, 3);
+    assert!(!moved.exists(), "an entry of another key is removed from this key's path");
+    assert_eq!(signed.stats().errors, 5);
     assert_eq!(get_string(&signed, "a").await.as_deref(), Some("for a"));
+}
+
+#[tokio::test]
+async fn a_reader_that_cannot_open_an_intact_entry_leaves_it_for_the_others() {
+    let dir = tempdir();
+    let with_secret =
+        |secret: &str| ValueFormat { signer: Some(Signer::new(secret).unwrap()), ..ValueFormat::default() };
+    let small = ValueFormat { max_value_bytes: 64, ..ValueFormat::default() };
+    let owner =
+        FileBackend::new(FileConfig::new(dir.path()).with_format(with_secret("the right secret, 16+"))).unwrap();
+    let wrong =
+        FileBackend::new(FileConfig::new(dir.path()).with_format(with_secret("a wrong secret, 16+ b"))).unwrap();
+    let unsigned_big = FileBackend::open(dir.path()).unwrap();
+    let unsigned_small = FileBackend::new(FileConfig::new(dir.path()).with_format(small)).unwrap();
+
+    owner.set("signed", string("owned"), cachestack::Expiry::Default).await.unwrap();
+    unsigned_big.set("big", string(&"x".repeat(4096)), cachestack::Expiry::Default).await.unwrap();
+
+    // Misconfigured readers: misses, counted, and the files stay.
+    assert_eq!(get_string(&wrong, "signed").await, None);
+    assert_eq!(get_string(&unsigned_small, "big").await, None);
+    assert_eq!(wrong.stats().errors, 1);
+    assert_eq!(unsigned_small.stats().errors, 1);
+    assert!(owner.path_for("signed").exists() && unsigned_big.path_for("big").exists());
+
+    // The readers they belong to still find them.
+    assert_eq!(get_string(&owner, "signed").await.as_deref(), Some("owned"));
+    assert_eq!(get_string(&unsigned_big, "big").await.map(|s| s.len()), Some(4096));
 }
 
 // ---- expiry and purging -------------------------------------------------------------------------

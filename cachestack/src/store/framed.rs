@@ -128,8 +128,15 @@ impl StoreSettings {
     /// The entry in framed `bytes` read for `key`, with the deadline its writer sealed in it;
     /// `None` once that deadline has passed at `now`. Every failed check is an error
     /// ([`Error::InvalidValue`] for bytes that are not a valid entry of `key`).
+    #[cfg(any(feature = "object-store", test))]
     pub(crate) fn open_framed(&self, key: &str, bytes: &[u8], now: SystemTime) -> Result<Option<Entry>> {
-        let envelope = unframe(key, bytes)?;
+        self.open_unframed(key, unframe(key, bytes)?, now)
+    }
+
+    /// [`open_framed`](Self::open_framed) for an envelope whose frame [`unframe`] has checked.
+    /// An error here means the bytes are intact (the frame's checksum holds) but this reader
+    /// cannot use them: another secret, a newer format, a larger value than this reader allows.
+    pub(crate) fn open_unframed(&self, key: &str, envelope: &[u8], now: SystemTime) -> Result<Option<Entry>> {
         // The header alone first: an expired entry is not worth decoding.
         let expires = read_header(envelope)?.expires().map(Deadline::at);
         if expires.is_some_and(|deadline| deadline.has_passed_at(now)) {

@@ -132,7 +132,10 @@ impl Layered<FileStore> {
 ///
 /// Nothing found in the directory is trusted: an entry file is opened without following links
 /// and without blocking, read only if it is a regular file, and never beyond the size a value may
-/// take; anything else is a miss, counted and removed.
+/// take; anything else is a miss, counted, and removed when it is corrupt (a failed checksum,
+/// another key's entry, not a regular file). An intact entry this reader cannot open (signed
+/// with another secret, written by a newer format, larger than this reader's value limit) is a
+/// miss, counted, and left for the readers it belongs to; a write of the key replaces it.
 ///
 /// # Layout on disk
 ///
@@ -180,8 +183,8 @@ impl Layered<FileStore> {
 /// # Errors and expiry
 ///
 /// A failed operation is returned as an error; counting it and silent mode are the layers'
-/// business ([`FileBackend`]). Unusable stored files are this store's: a miss, removed, and
-/// counted in `errors`. A write's [`Expiry`] becomes a [`Deadline`] when it reaches the store
+/// business ([`FileBackend`]). Unusable stored files are this store's: a miss, counted in
+/// `errors` (and removed when corrupt, see above). A write's [`Expiry`] becomes a [`Deadline`] when it reaches the store
 /// ([`Expiry::Default`]: `settings.default_ttl` from then), sealed in the file and returned
 /// unchanged by reads, which never serve it once passed.
 ///

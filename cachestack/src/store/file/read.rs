@@ -1,5 +1,12 @@
 //! Reads: an entry file is opened, checked (frame, key, envelope, sealed deadline) and either
-//! served or removed.
+//! served, removed or left alone.
+//!
+//! What a read removes: expired entries, corrupt files (a frame that fails its checksum, a file
+//! in the place of another key) and things that are not regular files. What it leaves alone,
+//! counted and logged as a miss: an intact entry this reader cannot use (signed with another
+//! secret, unsigned where this cache requires signatures, written by a newer format, larger than
+//! this reader's value limit). Another process configured differently may own that entry; a
+//! misconfigured reader must not destroy it. A write of the key replaces it as usual.
 
 use std::fs::{self, File, Metadata};
 use std::path::Path;
@@ -9,6 +16,7 @@ use super::format::{ENVELOPE_HEADER_LEN, FILE_HEADER_LEN};
 use super::secure::{open_regular, read_bounded, untrusting, Opened};
 use super::Inner;
 use crate::error::{Error, Result};
+use crate::store::framed::unframe;
 use crate::store::Entry;
 
 /// What a read found in an entry file.
@@ -51,20 +59,28 @@ impl Inner {
         let limit = self.max_file_len(key);
         let too_large = || Error::invalid(format!("file exceeds the {limit} bytes a value may take"));
         if meta.len() > limit {
-            self.reject(key, &path, &meta, &too_large());
+            // Possibly written by a cache with a larger value limit: not this reader's to remove.
+            self.refuse(key, &too_large());
             return Ok(None);
         }
         // Bounded whatever fstat said: the file may be growing.
         let bytes = match read_bounded(&mut file, limit, meta.len()) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
-                self.reject(key, &path, &meta, &too_large());
+                self.refuse(key, &too_large());
                 return Ok(None);
             }
             Err(e) => return Err(self.io("cannot read", &path, e)),
         };
+        let envelope = match unframe(key, &bytes) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                self.reject(key, &path, &meta, &err);
+                return Ok(None);
+            }
+        };
         let now = SystemTime::now();
-        match self.decode(key, &bytes, now) {
+        match self.config.settings.open_unframed(key, envelope, now) {
             Ok(Some(entry)) => {
                 if touch {
                     touch_file(&file, &path, now);
@@ -76,22 +92,21 @@ impl Inner {
                 Ok(Some(Found::Expired))
             }
             Err(err) => {
-                self.reject(key, &path, &meta, &err);
+                self.refuse(key, &err);
                 Ok(None)
             }
         }
     }
 
-    /// The entry in `bytes` with the deadline its writer sealed in it; `None` once that deadline
-    /// has passed at `now`.
-    fn decode(&self, key: &str, bytes: &[u8], now: SystemTime) -> Result<Option<Entry>> {
-        self.config.settings.open_framed(key, bytes, now)
+    /// Counts and logs a corrupt or misplaced file, then removes it.
+    fn reject(&self, key: &str, path: &Path, meta: &Metadata, err: &Error) {
+        self.refuse(key, err);
+        self.remove_if_same(path, meta);
     }
 
-    /// Counts and logs an unusable file, then removes it.
-    fn reject(&self, key: &str, path: &Path, meta: &Metadata, err: &Error) {
+    /// Counts and logs an intact entry this reader cannot use; the file stays.
+    fn refuse(&self, key: &str, err: &Error) {
         self.counters.record_invalid(&self.config.settings.name, key, err);
-        self.remove_if_same(path, meta);
     }
 
     /// Largest entry file a value for `key` can produce under the configured value limit.
