@@ -89,22 +89,23 @@ impl Cache {
                 Join::Leader(leader) => Some(leader),
                 Join::Reentrant => None,
                 Join::Waiter(waiter) => {
-                    if let Outcome::Shared(value) = waiter.wait_async().await {
-                        if let Some(v) = self.decode::<V>(key, &value) {
-                            return Ok(v);
-                        }
+                    if let Outcome::Shared(value) = waiter.wait_async().await
+                        && let Some(v) = self.decode::<V>(key, &value)
+                    {
+                        return Ok(v);
                     }
                     continue;
                 }
             };
             // A flight that ended between the read and the join may have stored the key.
-            if leader.is_some() && self.flights.ended() != ended {
-                if let Some(v) = self.get::<V>(key).await? {
-                    if let Some(leader) = leader {
-                        leader.complete(|| Some(Value::new(v.clone())));
-                    }
-                    return Ok(v);
+            if leader.is_some()
+                && self.flights.ended() != ended
+                && let Some(v) = self.get::<V>(key).await?
+            {
+                if let Some(leader) = leader {
+                    leader.complete(|| Some(Value::new(v.clone())));
                 }
+                return Ok(v);
             }
             let compute = compute.take().ok_or_else(|| internal("get_or_set computed twice"))?;
             let value = match &leader {
@@ -143,21 +144,22 @@ impl Cache {
                 Join::Leader(leader) => Some(leader),
                 Join::Reentrant => None,
                 Join::Waiter(waiter) => {
-                    if let Outcome::Shared(value) = waiter.wait() {
-                        if let Some(v) = self.decode::<V>(key, &value) {
-                            return Ok(v);
-                        }
+                    if let Outcome::Shared(value) = waiter.wait()
+                        && let Some(v) = self.decode::<V>(key, &value)
+                    {
+                        return Ok(v);
                     }
                     continue;
                 }
             };
-            if leader.is_some() && self.flights.ended() != ended {
-                if let Some(v) = self.get_blocking::<V>(key)? {
-                    if let Some(leader) = leader {
-                        leader.complete(|| Some(Value::new(v.clone())));
-                    }
-                    return Ok(v);
+            if leader.is_some()
+                && self.flights.ended() != ended
+                && let Some(v) = self.get_blocking::<V>(key)?
+            {
+                if let Some(leader) = leader {
+                    leader.complete(|| Some(Value::new(v.clone())));
                 }
+                return Ok(v);
             }
             let compute = compute.take().ok_or_else(|| internal("get_or_set computed twice"))?;
             let value = match &leader {

@@ -527,22 +527,6 @@ mod tests {
     }
 
     #[test]
-    fn environment_configures_named_caches() {
-        let name = "env-test-cache-42";
-        assert!(matches!(CacheRegistry::new().get(name), Err(Error::UnknownCache { .. })));
-        // SAFETY of the test: this variable is read by this test only.
-        std::env::set_var(env_var_for(name), "mem://?max_entries=7");
-        let r = CacheRegistry::new();
-        let cache = r.get(name).unwrap();
-        assert_eq!(cache.stats().details["max_entries"], "7");
-        assert_eq!(r.source(name).as_deref(), Some("mem://?max_entries=7"));
-        std::env::set_var(env_var_for(name), "mem://?max_entries=nope");
-        let err = CacheRegistry::new().get(name).unwrap_err().to_string();
-        assert!(err.contains("CACHESTACK_CACHE_ENV_TEST_CACHE_42") && err.contains("max_entries=nope"), "{err}");
-        std::env::remove_var(env_var_for(name));
-    }
-
-    #[test]
     fn debug_never_shows_secrets() {
         let r = CacheRegistry::new();
         let _ = r.register_url("s", "mem://?max_entries=3");

@@ -220,8 +220,8 @@ mod tests {
         for (p, n) in routes {
             r.route(*p, *n).unwrap();
         }
-        let routes = r.read().routes.clone();
-        routes
+
+        r.read().routes.clone()
     }
 
     #[test]

@@ -227,3 +227,23 @@ fn blocking_twins_route_too() {
     assert_eq!(c.delete_matching_blocking("user:*").unwrap(), 2);
     assert!(c.delete_blocking("user:1").is_ok_and(|present| !present));
 }
+
+/// A cache not registered in code comes from `CACHESTACK_CACHE_<NAME>`; a bad URL there is an
+/// error naming the variable. (Here rather than in the runtime crate's unit tests: that crate
+/// forbids `unsafe`, which `set_var` needs in edition 2024.)
+#[test]
+fn environment_configures_named_caches() {
+    let name = "env-test-cache-42";
+    let var = cachestack::registry::env_var_for(name);
+    assert!(matches!(CacheRegistry::new().get(name), Err(Error::UnknownCache { .. })));
+    // This variable is read by this test only.
+    std::env::set_var(&var, "mem://?max_entries=7");
+    let r = CacheRegistry::new();
+    let cache = r.get(name).unwrap();
+    assert_eq!(cache.stats().details["max_entries"], "7");
+    assert_eq!(r.source(name).as_deref(), Some("mem://?max_entries=7"));
+    std::env::set_var(&var, "mem://?max_entries=nope");
+    let err = CacheRegistry::new().get(name).unwrap_err().to_string();
+    assert!(err.contains("CACHESTACK_CACHE_ENV_TEST_CACHE_42") && err.contains("max_entries=nope"), "{err}");
+    std::env::remove_var(&var);
+}

@@ -174,11 +174,11 @@ impl<B: Backend> Backend for Silent<B> {
 impl<B: Backend> Silent<B> {
     /// For operations no fallback can answer: failures are counted and passed on.
     fn settle_strict<T>(&self, op: &'static str, result: Result<T>) -> Result<T> {
-        if let Err(err) = &result {
-            if !err.is_unsupported() {
-                self.errors.fetch_add(1, Relaxed);
-                tracing::debug!(backend = self.inner.name(), op, error = %err, "cachestack: backend error");
-            }
+        if let Err(err) = &result
+            && !err.is_unsupported()
+        {
+            self.errors.fetch_add(1, Relaxed);
+            tracing::debug!(backend = self.inner.name(), op, error = %err, "cachestack: backend error");
         }
         result
     }

@@ -127,11 +127,11 @@ fn recheck<R>(
 
 fn recheck_local<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>) -> Option<(R, Value)> {
     // A flight that ended since this call missed stored its result in the typed partition.
-    if let (Some(fill), Some(ops)) = (fill, site.policy.front) {
-        if let Some(hit) = (ops.get)(&fill.front, &fill.key) {
-            let value = (site.policy.share)(&hit)?;
-            return Some((hit, value));
-        }
+    if let (Some(fill), Some(ops)) = (fill, site.policy.front)
+        && let Some(hit) = (ops.get)(&fill.front, &fill.key)
+    {
+        let value = (site.policy.share)(&hit)?;
+        return Some((hit, value));
     }
     let value = cache.backend().as_local()?.get_value(key)?;
     let hit = (site.policy.load)(cache, key, &value)?;

@@ -268,12 +268,12 @@ fn answer<R>(
     match (&resolved.front, site.policy.front) {
         (Some(front), Some(ops)) if encoded => {
             // Just resolved (a new thread, or the registry changed): look once more.
-            if mode == Mode::Call {
-                if let Some(hit) = (ops.get)(front, args.as_bytes()) {
-                    site.state.hits.add(1);
-                    crate::observe::calls::front_hit(site.state);
-                    return Lookup::Hit(hit);
-                }
+            if mode == Mode::Call
+                && let Some(hit) = (ops.get)(front, args.as_bytes())
+            {
+                site.state.hits.add(1);
+                crate::observe::calls::front_hit(site.state);
+                return Lookup::Hit(hit);
             }
             front_miss(site, &resolved.cache, mode, key, front, args)
         }

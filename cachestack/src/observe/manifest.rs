@@ -120,10 +120,10 @@ impl Manifest {
 ///
 /// ```
 /// #[cachestack::cached(ttl = "5m", key = "square:<n>")]
-/// fn square(n: u64) -> u64 { n * n }
+/// fn listed_square(n: u64) -> u64 { n * n }
 ///
 /// let manifest = cachestack::manifest();
-/// let info = manifest.functions.iter().find(|f| f.name == "square").unwrap();
+/// let info = manifest.functions.iter().find(|f| f.name == "listed_square").unwrap();
 /// assert_eq!((info.keys.as_slice(), info.ttl), (&["square:<n>"][..], Some("5m")));
 /// assert_eq!(info.stats.as_ref().unwrap().misses, 0); // never called, listed all the same
 /// ```

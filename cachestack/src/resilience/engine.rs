@@ -500,11 +500,11 @@ impl<H> Call<H> {
             // The leader failed (or kept its value to itself): fail-safe if it failed, else
             // compute.
             Some(Outcome::NotShared) => {
-                if self.state.throttle.is_throttled(&self.key, self.state.clock.now()) {
-                    if let Some(stale) = fallback.take() {
-                        bump(&self.state.counters.failures_absorbed);
-                        return Some(Joined::Answered(Ok(self.state.answer(stale, CallStatus::Stale))));
-                    }
+                if self.state.throttle.is_throttled(&self.key, self.state.clock.now())
+                    && let Some(stale) = fallback.take()
+                {
+                    bump(&self.state.counters.failures_absorbed);
+                    return Some(Joined::Answered(Ok(self.state.answer(stale, CallStatus::Stale))));
                 }
                 Some(Joined::Compute(None))
             }
@@ -514,10 +514,10 @@ impl<H> Call<H> {
                 if bounds.hard_at.is_some_and(|at| now >= at) {
                     return Some(Joined::Answered(Err(self.timed_out())));
                 }
-                if bounds.soft_at.is_some_and(|at| now >= at) {
-                    if let Some(stale) = fallback.take() {
-                        return Some(Joined::Answered(Ok(self.state.answer(stale, CallStatus::Stale))));
-                    }
+                if bounds.soft_at.is_some_and(|at| now >= at)
+                    && let Some(stale) = fallback.take()
+                {
+                    return Some(Joined::Answered(Ok(self.state.answer(stale, CallStatus::Stale))));
                 }
                 tracing::warn!(
                     key = &*self.key,

@@ -339,14 +339,14 @@ impl ComputeOptionsBuilder {
                  it never applies; use hard_timeout to bound every call",
             ));
         }
-        if let (Some(soft), Some(hard)) = (o.timeout, o.hard_timeout) {
-            if soft >= hard {
-                return Err(Error::config(format!(
-                    "timeout ({}) must be less than hard_timeout ({})",
-                    format_ttl(soft),
-                    format_ttl(hard)
-                )));
-            }
+        if let (Some(soft), Some(hard)) = (o.timeout, o.hard_timeout)
+            && soft >= hard
+        {
+            return Err(Error::config(format!(
+                "timeout ({}) must be less than hard_timeout ({})",
+                format_ttl(soft),
+                format_ttl(hard)
+            )));
         }
         Ok(o)
     }

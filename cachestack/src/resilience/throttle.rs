@@ -26,10 +26,10 @@ impl Throttle {
         let mut map = self.map();
         if map.len() >= CAPACITY && !map.contains_key(key) {
             map.retain(|_, until| *until > now);
-            if map.len() >= CAPACITY {
-                if let Some(victim) = map.keys().next().cloned() {
-                    map.remove(&victim);
-                }
+            if map.len() >= CAPACITY
+                && let Some(victim) = map.keys().next().cloned()
+            {
+                map.remove(&victim);
             }
         }
         map.insert(key.into(), until);

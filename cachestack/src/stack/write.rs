@@ -55,13 +55,13 @@ impl Shared {
         }
         let stamp = Stamp::now(expiry);
         self.writes.fetch_add(entries.len() as u64, Relaxed);
-        if let (Some(wb), true) = (&self.write_back, self.layers.len() > 1) {
-            if wb.sender().is_some() {
-                for (key, value) in entries {
-                    self.set_back(wb, key, value.clone(), stamp).await?;
-                }
-                return Ok(());
+        if let (Some(wb), true) = (&self.write_back, self.layers.len() > 1)
+            && wb.sender().is_some()
+        {
+            for (key, value) in entries {
+                self.set_back(wb, key, value.clone(), stamp).await?;
             }
+            return Ok(());
         }
         let (changes, _) = self.begin_changes(entries.iter().map(|(key, _)| *key)).await;
         let result = self.fan_out("set_many", |layer| layer.write_many(entries, &stamp), |()| Continue(())).await;

@@ -168,10 +168,11 @@ impl Inner {
             if kind != FileKind::Entry {
                 return;
             }
-            if let Some((key, deadline)) = read_key(&path) {
-                if !deadline.is_some_and(|d| d.has_passed_at(now)) && pattern.matches(&key) {
-                    keys.push(key);
-                }
+            if let Some((key, deadline)) = read_key(&path)
+                && !deadline.is_some_and(|d| d.has_passed_at(now))
+                && pattern.matches(&key)
+            {
+                keys.push(key);
             }
         })
         .map_err(|e| self.io("cannot list cache directory", &self.dir, e))?;
@@ -186,10 +187,10 @@ impl Inner {
             if kind != FileKind::Entry {
                 return;
             }
-            if let Some((key, deadline)) = read_key(&path) {
-                if pattern.matches(&key) {
-                    doomed.push((path, meta, !deadline.is_some_and(|d| d.has_passed_at(now))));
-                }
+            if let Some((key, deadline)) = read_key(&path)
+                && pattern.matches(&key)
+            {
+                doomed.push((path, meta, !deadline.is_some_and(|d| d.has_passed_at(now))));
             }
         })
         .map_err(|e| self.io("cannot list cache directory", &self.dir, e))?;

@@ -20,13 +20,10 @@ impl Inner {
     /// A deadline that has already passed is written as it is: reads never serve it.
     pub(super) fn record(&self, key: &str, value: &Value, deadline: Option<Deadline>) -> Result<Vec<u8>> {
         let bytes = self.config.settings.seal_framed(key, value, deadline)?;
-        if let Some(max) = self.config.max_bytes {
-            if bytes.len() as u64 > max {
-                return Err(Error::ValueTooLarge {
-                    size: bytes.len(),
-                    limit: usize::try_from(max).unwrap_or(usize::MAX),
-                });
-            }
+        if let Some(max) = self.config.max_bytes
+            && bytes.len() as u64 > max
+        {
+            return Err(Error::ValueTooLarge { size: bytes.len(), limit: usize::try_from(max).unwrap_or(usize::MAX) });
         }
         Ok(bytes)
     }
@@ -122,12 +119,12 @@ impl Inner {
                 FileKind::Entry => true,
                 FileKind::Temp => is_stale(&meta, now, self.config.temp_max_age),
             };
-            if remove {
-                if let Err(e) = fs::remove_file(&path) {
-                    if e.kind() != io::ErrorKind::NotFound && first_error.is_none() {
-                        first_error = Some(self.io("cannot remove", &path, e));
-                    }
-                }
+            if remove
+                && let Err(e) = fs::remove_file(&path)
+                && e.kind() != io::ErrorKind::NotFound
+                && first_error.is_none()
+            {
+                first_error = Some(self.io("cannot remove", &path, e));
             }
         })
         .map_err(|e| self.io("cannot list cache directory", &self.dir, e))?;

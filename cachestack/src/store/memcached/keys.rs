@@ -148,8 +148,8 @@ impl<'a> Record<'a> {
         if bytes[2] != RECORD_VERSION {
             return Err(Error::invalid(format!("unsupported memcached record version {}", bytes[2])));
         }
-        let mut gen = [0u8; 8];
-        gen.copy_from_slice(&bytes[3..11]);
+        let mut generation = [0u8; 8];
+        generation.copy_from_slice(&bytes[3..11]);
         let ns_len = u16::from_le_bytes([bytes[11], bytes[12]]) as usize;
         let key_len = u32::from_le_bytes([bytes[13], bytes[14], bytes[15], bytes[16]]) as usize;
         let rest = &bytes[RECORD_HEADER..];
@@ -158,7 +158,7 @@ impl<'a> Record<'a> {
         }
         let (namespace, rest) = rest.split_at(ns_len);
         let (key, envelope) = rest.split_at(key_len);
-        Ok(Record { generation: u64::from_le_bytes(gen), namespace, key, envelope })
+        Ok(Record { generation: u64::from_le_bytes(generation), namespace, key, envelope })
     }
 
     /// True when this record was written for `key` in `namespace`.

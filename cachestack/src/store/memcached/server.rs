@@ -250,10 +250,10 @@ impl Server {
     }
 
     /// Records the generation just read from this server (`None`: it has none).
-    pub fn remember_gen(&self, gen: Option<u64>) {
-        match gen {
-            Some(gen) => {
-                self.gen_value.store(gen, Release);
+    pub fn remember_gen(&self, generation: Option<u64>) {
+        match generation {
+            Some(generation) => {
+                self.gen_value.store(generation, Release);
                 self.gen_seen_ms.store(self.availability.now_ms(), Release);
             }
             None => self.gen_seen_ms.store(0, Release),
@@ -272,11 +272,11 @@ impl Server {
         (mark != self.renewed.load(Acquire)).then_some(mark)
     }
 
-    /// Records the fresh generation `gen`, written after [`Server::distrust_mark`] returned
+    /// Records the fresh generation `generation`, written after [`Server::distrust_mark`] returned
     /// `mark`: the server is trusted again, unless distrusted again since.
-    pub fn trust_again(&self, mark: u64, gen: u64) {
+    pub fn trust_again(&self, mark: u64, generation: u64) {
         self.renewed.fetch_max(mark, AcqRel);
-        self.remember_gen(Some(gen));
+        self.remember_gen(Some(generation));
     }
 
     /// `up` or `down`, with the pool's size, for stats.

@@ -226,14 +226,14 @@ impl MemcachedStore {
     /// The generation to stamp on writes to server `idx`, creating one if the server has none.
     async fn writable_gen(&self, idx: usize) -> Result<u64> {
         let server = &self.servers[idx];
-        if let Some(gen) = server.cached_gen(GEN_MAX_AGE) {
-            return Ok(gen);
+        if let Some(generation) = server.cached_gen(GEN_MAX_AGE) {
+            return Ok(generation);
         }
         let gen_key = self.keys.gen_key();
         let found = self.exec(idx, Get(vec![gen_key.to_owned()])).await?;
-        if let Some(gen) = parse_gen(found.get(gen_key).map(Vec::as_slice)) {
-            server.remember_gen(Some(gen));
-            return Ok(gen);
+        if let Some(generation) = parse_gen(found.get(gen_key).map(Vec::as_slice)) {
+            server.remember_gen(Some(generation));
+            return Ok(generation);
         }
         let fresh = fresh_generation(server.addr());
         let text = fresh.to_string();
@@ -243,9 +243,9 @@ impl MemcachedStore {
         }
         // Another writer created it first (or it holds something unreadable).
         let found = self.exec(idx, Get(vec![gen_key.to_owned()])).await?;
-        if let Some(gen) = parse_gen(found.get(gen_key).map(Vec::as_slice)) {
-            server.remember_gen(Some(gen));
-            return Ok(gen);
+        if let Some(generation) = parse_gen(found.get(gen_key).map(Vec::as_slice)) {
+            server.remember_gen(Some(generation));
+            return Ok(generation);
         }
         let item = Item { wire: gen_key.to_owned(), bytes: text.into_bytes(), exptime: 0 };
         self.exec(idx, Store(vec![item])).await?;

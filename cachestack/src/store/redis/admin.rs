@@ -116,13 +116,13 @@ impl Inner {
         }
         let info: String = self.query(::redis::cmd("CLUSTER").arg("INFO")).await?;
         let size = info_field(&info, "cluster_size").and_then(|s| s.parse::<usize>().ok());
-        if let Some(size) = size {
-            if masters.len() < size {
-                return Err(Error::BackendUnavailable {
-                    backend: self.config.settings.name.clone(),
-                    source: format!("reached {} of the cluster's {size} masters", masters.len()).into(),
-                });
-            }
+        if let Some(size) = size
+            && masters.len() < size
+        {
+            return Err(Error::BackendUnavailable {
+                backend: self.config.settings.name.clone(),
+                source: format!("reached {} of the cluster's {size} masters", masters.len()).into(),
+            });
         }
         Ok(masters)
     }
