@@ -30,7 +30,8 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}\
 code{font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#eff1f3;\
 padding:1px 5px;border-radius:4px;white-space:nowrap}\
 .module{color:var(--muted)}\
-.none{color:var(--muted);font-style:italic}\
+.none{color:var(--muted);font-style:italic;white-space:nowrap}\
+td.cache{white-space:nowrap}\
 .chips code{display:inline-block;margin:0 4px 3px 0}\
 .kind{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}\
 .kind.cached{background:#ddf4ff;color:var(--accent)}\
@@ -138,7 +139,7 @@ fn row(out: &mut String, f: &FunctionInfo) {
     }
     let options: Vec<String> = f.options.iter().map(|(name, value)| format!("{name} = {value}")).collect();
     codes(out, options.iter().map(String::as_str), "");
-    let _ = write!(out, "<td>{}</td>", Escaped(f.cache.unwrap_or("default")));
+    let _ = write!(out, "<td class=\"cache\">{}</td>", Escaped(f.cache.unwrap_or("default")));
     codes(out, f.tags.iter().copied(), "");
     match &f.stats {
         Some(stats) => {
@@ -269,7 +270,7 @@ mod tests {
             "<code>user:&lt;id&gt;</code>",
             "<code>ttl(&quot;&lt;x&gt;&quot;)</code>",
             "<code>stale_if_error = &quot;1h&lt;&quot;</code>",
-            "<td>c&amp;&lt;d&gt;</td>",
+            "<td class=\"cache\">c&amp;&lt;d&gt;</td>",
             "<code>org:&lt;org&gt;&#39;</code>",
         ] {
             assert!(body.contains(escaped), "{escaped:?} missing from {body}");
@@ -302,7 +303,7 @@ mod tests {
         };
         let get_user = row("get_user");
         assert!(get_user.contains("<span class=\"kind cached\">cached</span>"));
-        assert!(get_user.contains("<code>5m</code>") && get_user.contains("<td>users</td>"));
+        assert!(get_user.contains("<code>5m</code>") && get_user.contains("<td class=\"cache\">users</td>"));
         assert!(get_user.contains("<td class=\"num\">3</td><td class=\"num\">1</td>"));
         assert!(get_user.contains("<span style=\"width:75.0%\"></span></span>75.0%"));
         let never = row("never_called");
