@@ -14,6 +14,13 @@ use super::Price;
 const GET_PRICE: &str = "axum_service::get_price";
 const YEARLY_REPORT: &str = "axum_service::yearly_report";
 
+/// Label names and values of one series.
+type Labels = BTreeMap<String, String>;
+/// Prometheus samples: `(name, labels)` -> value.
+type Samples = BTreeMap<(String, Labels), f64>;
+/// An expected sample: name, labels, value.
+type Expected<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
 /// Runs the sequence against `base` (`http://127.0.0.1:port`); the first difference is the error.
 pub(crate) async fn run(base: &str) -> Result<(), String> {
     // reqwest's rustls needs a crypto provider even for plain HTTP; cachestack uses ring.
@@ -49,7 +56,7 @@ async fn check_metrics(http: &Http<'_>) -> Result<(), String> {
     let (_, text) = http.get("/metrics", None).await?;
     let samples = parse_prometheus(&text)?;
     let web = ("cache", "web");
-    let expected: &[(&str, &[(&str, &str)], f64)] = &[
+    let expected: &[Expected<'_>] = &[
         // The function: a hit (step 2) and three misses (steps 1, 3, 5).
         ("cachestack_function_hits_total", &[web, ("function", GET_PRICE)], 1.0),
         ("cachestack_function_misses_total", &[web, ("function", GET_PRICE)], 3.0),
@@ -77,7 +84,7 @@ async fn check_metrics(http: &Http<'_>) -> Result<(), String> {
         ("cachestack_call_duration_seconds_count", &[web, ("function", GET_PRICE), ("outcome", "miss")], 3.0),
     ];
     for (name, labels, want) in expected {
-        let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let labels: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         match samples.get(&(name.to_string(), labels.clone())) {
             Some(got) if got == want => {}
             Some(got) => return Err(format!("/metrics: {name}{labels:?} is {got}, expected {want}")),
@@ -195,7 +202,7 @@ fn ensure(condition: bool, failure: String) -> Result<(), String> {
 }
 
 /// Prometheus text format: `(name, labels)` -> value for every sample line.
-fn parse_prometheus(text: &str) -> Result<BTreeMap<(String, BTreeMap<String, String>), f64>, String> {
+fn parse_prometheus(text: &str) -> Result<Samples, String> {
     let mut samples = BTreeMap::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let bad = || format!("/metrics: cannot read the line {line:?}");
@@ -211,7 +218,7 @@ fn parse_prometheus(text: &str) -> Result<BTreeMap<(String, BTreeMap<String, Str
 }
 
 /// `a="x",b="y\"z"` as a map (values unescaped).
-fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
+fn parse_labels(text: &str) -> Option<Labels> {
     let mut labels = BTreeMap::new();
     let mut rest = text;
     while !rest.is_empty() {
