@@ -136,15 +136,16 @@ async fn manifest_handler(headers: HeaderMap) -> Response {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|media| media.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
-    if wants_json {
-        return manifest_json_handler().await;
-    }
-    let headers = [
-        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-        (header::CONTENT_SECURITY_POLICY, Manifest::HTML_CSP),
-        (header::VARY, "accept"),
-    ];
-    (headers, cachestack::manifest().to_html()).into_response()
+    let mut response = if wants_json {
+        manifest_json_handler().await
+    } else {
+        let headers =
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CONTENT_SECURITY_POLICY, Manifest::HTML_CSP)];
+        (headers, cachestack::manifest().to_html()).into_response()
+    };
+    // One URL, two representations: caches must key on Accept.
+    response.headers_mut().insert(header::VARY, header::HeaderValue::from_static("accept"));
+    response
 }
 
 async fn manifest_json_handler() -> Response {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use reqwest::header::{ACCEPT, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, VARY};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
@@ -133,8 +133,10 @@ async fn check_manifest(http: &Http<'_>) -> Result<(), String> {
         http.client.get(http.url("/cachestack")).header(ACCEPT, "text/html").send().await.map_err(failed("GET"))?;
     let csp = header(&response, CONTENT_SECURITY_POLICY);
     let content_type = header(&response, CONTENT_TYPE);
+    let vary = header(&response, VARY);
     let page = response.text().await.map_err(failed("GET /cachestack"))?;
     ensure(content_type.starts_with("text/html"), format!("/cachestack: content-type {content_type}"))?;
+    ensure(vary == "accept", format!("/cachestack: Vary {vary:?} (HTML or JSON by Accept)"))?;
     ensure(csp == cachestack::Manifest::HTML_CSP, format!("/cachestack: Content-Security-Policy {csp:?}"))?;
     for expected in ["<b>yearly_report</b>", "<code>report:&lt;year&gt;</code>", "not called yet", "<b>get_price</b>"] {
         ensure(page.contains(expected), format!("/cachestack HTML lacks {expected:?}"))?;
