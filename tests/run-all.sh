@@ -56,6 +56,9 @@ for backend in redis postgres memcached; do
   cargo run -q -p cachestack-examples --features "$backend" --example "$backend"
 done
 
+log "axum_service example: a web service over mem | redis, driven by a real HTTP client (--check)"
+cargo run -q -p cachestack-examples --features web --example axum_service -- --check
+
 log "object_store example (S3: the moto server started above)"
 cargo run -q -p cachestack-examples --features object-store --example object_store
 

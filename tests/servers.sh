@@ -33,6 +33,17 @@ ensure_servers() {
   start_redis
   start_postgres
   start_s3
+  ensure_chromium
+}
+
+# Headless Chromium for the web page test (tests/tests/web_page.rs): Debian's `chromium`,
+# installed when missing. Exports CACHESTACK_TEST_CHROMIUM.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    apt_install chromium
+  fi
+  CACHESTACK_TEST_CHROMIUM="$(command -v chromium)"
+  export CACHESTACK_TEST_CHROMIUM
 }
 
 # Redis: installs redis-server when missing; makes sure 127.0.0.1:6379 answers (starting one if

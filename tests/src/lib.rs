@@ -2,6 +2,7 @@
 //! need real servers.
 #![allow(clippy::unwrap_used)]
 
+pub mod browser;
 pub mod errors;
 pub mod faults;
 pub mod own_server;
