@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod backplane;
 mod cache;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -66,6 +67,7 @@ mod value;
 pub mod __private;
 
 pub use async_trait::async_trait;
+pub use backplane::{Backplane, BackplaneStats};
 pub use cache::Cache;
 pub use connect::backend_from_url;
 pub use error::{BoxError, Error, Result};

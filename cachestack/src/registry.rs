@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use crate::backplane::{Backplane, BACKPLANE_URL_VAR};
 use crate::cache::Cache;
 use crate::connect::backend_from_url;
 use crate::error::{Error, Result};
@@ -55,6 +56,8 @@ pub(crate) struct State {
     switches: HashMap<String, Commands>,
     default_switch: Commands,
     global_switch: Commands,
+    /// The backplane set in code, put on every stack registered.
+    backplane: Option<Backplane>,
 }
 
 /// Named caches and a default cache.
@@ -85,6 +88,8 @@ pub struct CacheRegistry {
 struct Shared {
     state: RwLock<State>,
     generation: AtomicU64,
+    /// The backplane `CACHESTACK_BACKPLANE_URL` describes, read once.
+    env_backplane: OnceLock<Option<Backplane>>,
 }
 
 impl std::fmt::Debug for CacheRegistry {
@@ -109,7 +114,11 @@ impl CacheRegistry {
     /// An empty registry (most programs use [`CacheRegistry::global`]).
     pub fn new() -> Self {
         CacheRegistry {
-            shared: Arc::new(Shared { state: RwLock::new(State::default()), generation: AtomicU64::new(1) }),
+            shared: Arc::new(Shared {
+                state: RwLock::new(State::default()),
+                generation: AtomicU64::new(1),
+                env_backplane: OnceLock::new(),
+            }),
         }
     }
 
@@ -234,8 +243,9 @@ impl CacheRegistry {
     /// Registers (or replaces) the cache `name`.
     pub fn register(&self, name: impl Into<String>, cache: Cache) {
         let name = name.into();
-        let registered = Registered::new(&name, cache, None);
+        let registered = Registered::new(&name, cache.clone(), None);
         self.write().named.insert(name, registered);
+        self.join_backplane(&cache);
         self.bump();
     }
 
@@ -249,13 +259,15 @@ impl CacheRegistry {
         let (name, cache) = (name.into(), Cache::from_url(url)?);
         let registered = Registered::new(&name, cache.clone(), Some(redact_url(url)));
         self.write().named.insert(name, registered);
+        self.join_backplane(&cache);
         self.bump();
         Ok(cache)
     }
 
     /// Makes `cache` the default.
     pub fn set_default(&self, cache: Cache) {
-        self.write().default = Some(Registered::new(DEFAULT_NAME, cache, None));
+        self.write().default = Some(Registered::new(DEFAULT_NAME, cache.clone(), None));
+        self.join_backplane(&cache);
         self.bump();
     }
 
@@ -263,6 +275,7 @@ impl CacheRegistry {
     pub fn set_default_url(&self, url: &str) -> Result<Cache> {
         let cache = Cache::from_url(url)?;
         self.write().default = Some(Registered::new(DEFAULT_NAME, cache.clone(), Some(redact_url(url))));
+        self.join_backplane(&cache);
         self.bump();
         Ok(cache)
     }
@@ -290,10 +303,11 @@ impl CacheRegistry {
                 let entry = state
                     .named
                     .entry(name.to_string())
-                    .or_insert(Registered { cache, source: Some(redact_url(&url)) })
+                    .or_insert_with(|| Registered::new(name, cache, Some(redact_url(&url))))
                     .cache
                     .clone();
                 drop(state);
+                self.join_backplane(&entry);
                 self.bump();
                 Ok(entry)
             }
@@ -320,6 +334,7 @@ impl CacheRegistry {
         let mut state = self.write();
         let chosen = state.default.get_or_insert_with(|| Registered::new(DEFAULT_NAME, cache, source)).cache.clone();
         drop(state);
+        self.join_backplane(&chosen);
         self.bump();
         Ok(chosen)
     }
@@ -401,6 +416,67 @@ impl CacheRegistry {
             }
         }
         caches
+    }
+
+    /// Puts every stack registered here (the ones registered now and later, named and default)
+    /// on `backplane`: see [`crate::backplane`]. A stack keeps the first backplane it was put on.
+    ///
+    /// ```no_run
+    /// use cachestack::{Backplane, CacheRegistry};
+    /// let registry = CacheRegistry::global();
+    /// registry.set_backplane(Backplane::from_url("postgres://app@127.0.0.1/app?channel=myapp").unwrap());
+    /// ```
+    pub fn set_backplane(&self, backplane: Backplane) {
+        self.write().backplane = Some(backplane.clone());
+        for (_, cache) in self.named_caches() {
+            if let Some(stack) = cache.backend().as_tiered() {
+                stack.attach_backplane(&backplane);
+            }
+        }
+    }
+
+    /// [`CacheRegistry::set_backplane`] with the backplane a URL describes
+    /// ([`Backplane::from_url`]: `redis://host/0?channel=myapp`, `postgres://...`). Without a
+    /// call in code, the registry uses the one described by `CACHESTACK_BACKPLANE_URL`, if set.
+    ///
+    /// ```no_run
+    /// let backplane = cachestack::CacheRegistry::global()
+    ///     .set_backplane_url("redis://127.0.0.1:6379/0?channel=myapp")
+    ///     .unwrap();
+    /// println!("{:?}", backplane.stats());
+    /// ```
+    pub fn set_backplane_url(&self, url: &str) -> Result<Backplane> {
+        let backplane = Backplane::from_url(url)?;
+        self.set_backplane(backplane.clone());
+        Ok(backplane)
+    }
+
+    /// The backplane of this registry: the one set in code, else the one described by
+    /// `CACHESTACK_BACKPLANE_URL` (read once; an unusable URL is logged and ignored), else none.
+    pub fn backplane(&self) -> Option<Backplane> {
+        if let Some(backplane) = &self.read().backplane {
+            return Some(backplane.clone());
+        }
+        self.shared
+            .env_backplane
+            .get_or_init(|| {
+                let url = std::env::var(BACKPLANE_URL_VAR).ok()?;
+                Backplane::from_url(&url)
+                    .map_err(|err| {
+                        tracing::error!(error = %err, "cachestack: {BACKPLANE_URL_VAR} ignored: no backplane");
+                    })
+                    .ok()
+            })
+            .clone()
+    }
+
+    /// Puts `cache` on the registry's backplane if it is a stack and there is one.
+    fn join_backplane(&self, cache: &Cache) {
+        if let Some(stack) = cache.backend().as_tiered() {
+            if let Some(backplane) = self.backplane() {
+                stack.attach_backplane(&backplane);
+            }
+        }
     }
 
     /// The names registered so far, sorted.
