@@ -56,6 +56,9 @@ for backend in redis postgres memcached; do
   cargo run -q -p cachestack-examples --features "$backend" --example "$backend"
 done
 
+log "backplane example (two processes, Redis)"
+cargo run -q -p cachestack-examples --features redis --example backplane
+
 log "object_store example (S3: the moto server started above)"
 cargo run -q -p cachestack-examples --features object-store --example object_store
 
