@@ -176,3 +176,79 @@ pub(super) fn attach(shared: &Arc<Shared>, backplane: &Backplane) -> bool {
     backplane.attach(Arc::downgrade(&receiver));
     true
 }
+
+#[cfg(all(test, feature = "memory", feature = "file"))]
+mod tests {
+    use super::*;
+    use crate::expiry::Expiry;
+    use crate::store::memory::MemoryBackend;
+    use crate::store::Backend;
+    use crate::value::Value;
+
+    /// Memory over a file directory (a shared tier: not in process).
+    fn stack() -> (TieredCache, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let stack = TieredCache::builder()
+            .layer(MemoryBackend::with_capacity(100))
+            .layer(crate::store::file::FileBackend::open(dir.path()).unwrap())
+            .build()
+            .unwrap();
+        (stack, dir)
+    }
+
+    async fn l1_has(stack: &TieredCache, key: &str) -> bool {
+        stack.layer(0).unwrap().get(key).await.unwrap().is_some()
+    }
+
+    #[tokio::test]
+    async fn another_process_changes_evict_l1_only() {
+        let (stack, _dir) = stack();
+        for key in ["user:1", "user:2", "other"] {
+            stack.set(key, Value::new(1u8), Expiry::Default).await.unwrap();
+        }
+        stack.shared.apply(&Change::Keys(vec!["user:1".into()])).await;
+        assert!(!l1_has(&stack, "user:1").await);
+        assert!(l1_has(&stack, "user:2").await);
+        assert!(stack.layer(1).unwrap().get("user:1").await.unwrap().is_some(), "the shared tier is not ours to touch");
+        // Read again from below, and back in L1.
+        assert!(stack.get("user:1").await.unwrap().is_some());
+        assert!(l1_has(&stack, "user:1").await);
+
+        stack.shared.apply(&Change::Pattern("user:*".into())).await;
+        assert!(!l1_has(&stack, "user:1").await && !l1_has(&stack, "user:2").await);
+        assert!(l1_has(&stack, "other").await);
+
+        stack.shared.apply(&Change::Clear).await;
+        assert!(!l1_has(&stack, "other").await);
+        assert!(stack.layer(1).unwrap().get("other").await.unwrap().is_some());
+
+        // Tags are the tag invalidation's business: nothing is evicted here.
+        stack.get("other").await.unwrap();
+        stack.shared.apply(&Change::Tags(vec!["user:7".into()])).await;
+        assert!(l1_has(&stack, "other").await);
+    }
+
+    #[tokio::test]
+    async fn an_eviction_stops_a_read_under_way_from_backfilling() {
+        let (stack, _dir) = stack();
+        stack.layer(1).unwrap().set("k", Value::new(1u8), Expiry::Default).await.unwrap();
+        // A read that went below L1 before the eviction...
+        let stripe = stack.shared.stripe("k");
+        let super::super::ordering::Peek::Epoch(epoch) = stripe.peek("k") else { panic!("nothing is queued") };
+        let entry = stack.layer(1).unwrap().get("k").await.unwrap().unwrap();
+        stack.shared.apply(&Change::Keys(vec!["k".into()])).await;
+        // ...does not put what it read into L1 afterwards.
+        stack.shared.backfill("k", &entry, 1, stripe, epoch).await;
+        assert!(!l1_has(&stack, "k").await);
+    }
+
+    #[test]
+    fn without_a_backplane_nothing_is_announced_or_built() {
+        let (stack, _dir) = stack();
+        let announce = stack.shared.announce(|| unreachable!("no backplane: the change is not built"));
+        assert!(announce.change.is_none());
+        assert!(stack.backplane().is_none());
+        stack.shared.announce_tags(&["t".into()]);
+        assert!(!stack.stats().details.contains_key("backplane_channel"));
+    }
+}
