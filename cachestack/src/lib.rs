@@ -27,9 +27,9 @@
 //! | `json`, `msgpack`, `bincode` | extra [`Codec`]s (postcard is always there) |
 //! | `zstd`, `lz4` | payload [`Compression`] |
 //! | `signing` | HMAC-SHA256 [`Signer`] for values in shared stores |
-//! | `redis` | `RedisBackend`: Redis, single server or Redis Cluster, on redis-rs |
+//! | `redis` | `RedisBackend`: Redis, single server or Redis Cluster, on redis-rs; the [`backplane`] over Redis pub/sub |
 //! | `redis-tls` | TLS (rustls) for `redis`: `rediss://` |
-//! | `postgres` | `PostgresBackend`: a table in PostgreSQL, on sqlx |
+//! | `postgres` | `PostgresBackend`: a table in PostgreSQL, on sqlx; the [`backplane`] over LISTEN/NOTIFY |
 //! | `postgres-tls` | TLS (rustls) for `postgres` |
 //! | `conformance` | [`conformance`]: the suite every store passes, to run against yours |
 //! | `memcached` | `MemcachedBackend`: one or more memcached servers, pooled, on memcache-async |

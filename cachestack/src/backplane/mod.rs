@@ -36,7 +36,7 @@
 //! written and again when the queued write reached the lower layers.
 //!
 //! ```no_run
-//! use cachestack::{Backplane, Cache, CacheRegistry};
+//! use cachestack::CacheRegistry;
 //!
 //! // Every process: the same backplane URL and the same cache names.
 //! let registry = CacheRegistry::global();
