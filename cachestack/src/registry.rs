@@ -382,7 +382,14 @@ impl CacheRegistry {
 
     /// [`CacheRegistry::shutdown`] with another bound.
     pub async fn shutdown_within(&self, limit: Duration) -> Result<()> {
-        close_all(self.caches(), limit).await
+        let started = std::time::Instant::now();
+        let closed = close_all(self.caches(), limit).await;
+        // The messages of the last changes (the writes just stored included) reach the others.
+        let flushed = match self.backplane() {
+            Some(backplane) => backplane.flush(limit.saturating_sub(started.elapsed())).await,
+            None => Ok(()),
+        };
+        closed.and(flushed)
     }
 
     /// [`CacheRegistry::shutdown`] from synchronous code, such as the end of `main` (see

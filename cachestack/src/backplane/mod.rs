@@ -253,6 +253,26 @@ impl Backplane {
         }
     }
 
+    /// Waits until every message queued so far was sent, at most `limit` (then fails with
+    /// [`Error::Timeout`]; the messages stay queued). For an orderly exit: a process that exits
+    /// right after a change may otherwise exit before its message is sent.
+    /// [`CacheRegistry::shutdown`](crate::CacheRegistry::shutdown) does it for the registry's
+    /// backplane.
+    ///
+    /// ```no_run
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let backplane = cachestack::Backplane::from_url("redis://127.0.0.1:6379/0").unwrap();
+    /// backplane.flush(std::time::Duration::from_secs(5)).await.unwrap();
+    /// # });
+    /// ```
+    pub async fn flush(&self, limit: Duration) -> Result<()> {
+        let drained = async {
+            self.handle.core.outbox.drained().await;
+            Ok(())
+        };
+        crate::layer::within("backplane", limit, drained).await
+    }
+
     /// Queues a message about `cache` (never waits, never fails).
     pub(crate) fn announce(&self, cache: String, change: Change) {
         self.handle.core.outbox.push(Message { origin: self.handle.core.origin, cache, change });

@@ -17,6 +17,8 @@ pub(super) struct Outbox {
     pub(super) ready: Notify,
     /// Messages dropped (collapsed into a clear of their cache).
     pub(super) dropped: AtomicU64,
+    /// Wakes [`Outbox::drained`] waiters when the last message taken was sent.
+    empty: Notify,
 }
 
 #[derive(Default)]
@@ -30,7 +32,13 @@ struct State {
 
 impl Outbox {
     pub(super) fn new(capacity: usize) -> Self {
-        Outbox { state: Mutex::default(), capacity: capacity.max(1), ready: Notify::new(), dropped: AtomicU64::new(0) }
+        Outbox {
+            state: Mutex::default(),
+            capacity: capacity.max(1),
+            ready: Notify::new(),
+            dropped: AtomicU64::new(0),
+            empty: Notify::new(),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -77,6 +85,23 @@ impl Outbox {
     pub(super) fn sent_one(&self) {
         let mut state = self.state();
         state.in_flight = state.in_flight.saturating_sub(1);
+        let empty = state.in_flight == 0 && state.queue.is_empty() && state.collapsed.is_empty();
+        drop(state);
+        if empty {
+            self.empty.notify_waiters();
+        }
+    }
+
+    /// Returns once nothing is waiting or being sent.
+    pub(super) async fn drained(&self) {
+        loop {
+            let mut notified = std::pin::pin!(self.empty.notified());
+            notified.as_mut().enable();
+            if self.len() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Puts back messages that could not be sent, ahead of what was queued since (within the
@@ -143,5 +168,19 @@ mod tests {
         assert_eq!(again.len(), 2);
         assert_eq!((again[0].cache.as_str(), &again[0].change), ("a", &Change::Clear));
         assert_eq!(again[1], keys("b", "1"));
+    }
+
+    #[tokio::test]
+    async fn drained_waits_for_the_last_message_sent() {
+        let outbox = Outbox::new(10);
+        outbox.drained().await; // nothing queued
+        outbox.push(keys("a", "1"));
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), outbox.drained()).await;
+        assert!(waiting.is_err(), "a queued message is not drained");
+        let taken = outbox.take();
+        assert_eq!(taken.len(), 1);
+        let (drained, ()) = tokio::join!(outbox.drained(), async { outbox.sent_one() });
+        let () = drained;
+        assert_eq!(outbox.len(), 0);
     }
 }

@@ -24,8 +24,13 @@ impl Core {
     fn failed(&self, op: &'static str, err: &Error) {
         self.errors.fetch_add(1, Relaxed);
         if let Some(since) = self.log.admit(&self.shown, op, err.kind()) {
-            tracing::warn!(server = %self.shown, channel = %self.channel, op, error = %err, suppressed_since_last_line = since,
-                "cachestack: backplane unavailable; messages are kept and sent when it is back");
+            if op == "decode" {
+                tracing::warn!(server = %self.shown, channel = %self.channel, error = %err, suppressed_since_last_line = since,
+                    "cachestack: backplane message ignored (another program or version on the channel?)");
+            } else {
+                tracing::warn!(server = %self.shown, channel = %self.channel, op, error = %err, suppressed_since_last_line = since,
+                    "cachestack: backplane unavailable; messages are kept and sent when it is back");
+            }
         }
     }
 
