@@ -1,6 +1,8 @@
 //! What a backplane transport provides: a connection that publishes and a dedicated one that
 //! receives, both opened again by the backplane's tasks after a failure.
 
+#![cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))] // without a transport
+
 use std::time::Duration;
 
 use async_trait::async_trait;
