@@ -178,6 +178,7 @@ pub(super) fn attach(shared: &Arc<Shared>, backplane: &Backplane) -> bool {
 }
 
 #[cfg(all(test, feature = "memory", feature = "file"))]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::expiry::Expiry;
