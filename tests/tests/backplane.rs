@@ -28,13 +28,16 @@ struct Node {
 }
 
 impl Node {
+    /// Node `c` reads the backplane's URL from `CACHESTACK_BACKPLANE_URL`, the others get it in
+    /// code (`CacheRegistry::set_backplane_url`).
     fn spawn(name: &'static str, cache_url: &str, backplane_url: &str) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_backplane_node"))
-            .args([cache_url, backplane_url])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn backplane_node");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_backplane_node"));
+        if name == "c" {
+            command.args([cache_url, "env"]).env("CACHESTACK_BACKPLANE_URL", backplane_url);
+        } else {
+            command.args([cache_url, backplane_url]).env_remove("CACHESTACK_BACKPLANE_URL");
+        }
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn backplane_node");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let (tx, lines) = mpsc::channel();

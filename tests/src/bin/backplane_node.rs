@@ -2,7 +2,8 @@
 //! service: registers the cache `bp` (a stack, memory over a shared server) on a backplane and
 //! answers one line of stdout per line of stdin.
 //!
-//! Usage: `backplane_node <cache URL> <backplane URL>`. Commands:
+//! Usage: `backplane_node <cache URL> <backplane URL>`; a backplane URL `env` leaves it to the
+//! registry's `CACHESTACK_BACKPLANE_URL`. Commands:
 //!
 //! | command | answer |
 //! |---|---|
@@ -44,7 +45,10 @@ fn main() {
         }
     };
     let registry = CacheRegistry::global();
-    let setup = registry.set_backplane_url(backplane_url).and_then(|_| registry.register_url("bp", cache_url));
+    let setup = match backplane_url.as_str() {
+        "env" => registry.register_url("bp", cache_url),
+        url => registry.set_backplane_url(url).and_then(|_| registry.register_url("bp", cache_url)),
+    };
     let cache = match setup {
         Ok(cache) => cache,
         Err(e) => {
