@@ -51,6 +51,7 @@ mod outbox;
 mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
+mod registry;
 mod task;
 mod transport;
 
