@@ -46,20 +46,23 @@ log "cargo test (workspace, all features)"
 cargo test --workspace --all-features --no-fail-fast
 
 log "quickstart example"
-cargo run -q -p cachestack-examples --example quickstart
+cargo run -q -p cachestack-examples --all-features --example quickstart
 
 log "resilience example"
-cargo run -q -p cachestack-examples --example resilience
+cargo run -q -p cachestack-examples --all-features --example resilience
 
 for backend in redis postgres memcached; do
   log "$backend example"
-  cargo run -q -p cachestack-examples --features "$backend" --example "$backend"
+  cargo run -q -p cachestack-examples --all-features --example "$backend"
 done
 
 log "axum_service example: a web service over mem | redis, driven by a real HTTP client (--check)"
-cargo run -q -p cachestack-examples --features web --example axum_service -- --check
+cargo run -q -p cachestack-examples --all-features --example axum_service -- --check
+
+log "backplane example (two processes, Redis)"
+cargo run -q -p cachestack-examples --all-features --example backplane
 
 log "object_store example (S3: the moto server started above)"
-cargo run -q -p cachestack-examples --features object-store --example object_store
+cargo run -q -p cachestack-examples --all-features --example object_store
 
 log "all tests passed"

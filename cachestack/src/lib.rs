@@ -27,9 +27,9 @@
 //! | `json`, `msgpack`, `bincode` | extra [`Codec`]s (postcard is always there) |
 //! | `zstd`, `lz4` | payload [`Compression`] |
 //! | `signing` | HMAC-SHA256 [`Signer`] for values in shared stores |
-//! | `redis` | `RedisBackend`: Redis, single server or Redis Cluster, on redis-rs |
+//! | `redis` | `RedisBackend`: Redis, single server or Redis Cluster, on redis-rs; the [`backplane`] over Redis pub/sub |
 //! | `redis-tls` | TLS (rustls) for `redis`: `rediss://` |
-//! | `postgres` | `PostgresBackend`: a table in PostgreSQL, on sqlx |
+//! | `postgres` | `PostgresBackend`: a table in PostgreSQL, on sqlx; the [`backplane`] over LISTEN/NOTIFY |
 //! | `postgres-tls` | TLS (rustls) for `postgres` |
 //! | `conformance` | [`conformance`]: the suite every store passes, to run against yours |
 //! | `memcached` | `MemcachedBackend`: one or more memcached servers, pooled, on memcache-async |
@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod backplane;
 mod cache;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -66,6 +67,7 @@ mod value;
 pub mod __private;
 
 pub use async_trait::async_trait;
+pub use backplane::{Backplane, BackplaneStats};
 pub use cache::Cache;
 pub use connect::backend_from_url;
 pub use error::{BoxError, Error, Result};

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use crate::backplane::Backplane;
 use crate::cache::Cache;
 use crate::connect::backend_from_url;
 use crate::error::{Error, Result};
@@ -55,6 +56,8 @@ pub(crate) struct State {
     switches: HashMap<String, Commands>,
     default_switch: Commands,
     global_switch: Commands,
+    /// The backplane set in code, put on every stack registered.
+    pub(crate) backplane: Option<Backplane>,
 }
 
 /// Named caches and a default cache.
@@ -85,6 +88,8 @@ pub struct CacheRegistry {
 struct Shared {
     state: RwLock<State>,
     generation: AtomicU64,
+    /// The backplane `CACHESTACK_BACKPLANE_URL` describes, read once.
+    env_backplane: OnceLock<Option<Backplane>>,
 }
 
 impl std::fmt::Debug for CacheRegistry {
@@ -109,7 +114,11 @@ impl CacheRegistry {
     /// An empty registry (most programs use [`CacheRegistry::global`]).
     pub fn new() -> Self {
         CacheRegistry {
-            shared: Arc::new(Shared { state: RwLock::new(State::default()), generation: AtomicU64::new(1) }),
+            shared: Arc::new(Shared {
+                state: RwLock::new(State::default()),
+                generation: AtomicU64::new(1),
+                env_backplane: OnceLock::new(),
+            }),
         }
     }
 
@@ -132,6 +141,11 @@ impl CacheRegistry {
 
     pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.shared.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The backplane `CACHESTACK_BACKPLANE_URL` describes, once read (see `backplane/registry.rs`).
+    pub(crate) fn env_backplane(&self) -> &OnceLock<Option<Backplane>> {
+        &self.shared.env_backplane
     }
 
     pub(crate) fn bump(&self) {
@@ -234,8 +248,9 @@ impl CacheRegistry {
     /// Registers (or replaces) the cache `name`.
     pub fn register(&self, name: impl Into<String>, cache: Cache) {
         let name = name.into();
-        let registered = Registered::new(&name, cache, None);
+        let registered = Registered::new(&name, cache.clone(), None);
         self.write().named.insert(name, registered);
+        self.join_backplane(&cache);
         self.bump();
     }
 
@@ -249,13 +264,15 @@ impl CacheRegistry {
         let (name, cache) = (name.into(), Cache::from_url(url)?);
         let registered = Registered::new(&name, cache.clone(), Some(redact_url(url)));
         self.write().named.insert(name, registered);
+        self.join_backplane(&cache);
         self.bump();
         Ok(cache)
     }
 
     /// Makes `cache` the default.
     pub fn set_default(&self, cache: Cache) {
-        self.write().default = Some(Registered::new(DEFAULT_NAME, cache, None));
+        self.write().default = Some(Registered::new(DEFAULT_NAME, cache.clone(), None));
+        self.join_backplane(&cache);
         self.bump();
     }
 
@@ -263,6 +280,7 @@ impl CacheRegistry {
     pub fn set_default_url(&self, url: &str) -> Result<Cache> {
         let cache = Cache::from_url(url)?;
         self.write().default = Some(Registered::new(DEFAULT_NAME, cache.clone(), Some(redact_url(url))));
+        self.join_backplane(&cache);
         self.bump();
         Ok(cache)
     }
@@ -290,10 +308,11 @@ impl CacheRegistry {
                 let entry = state
                     .named
                     .entry(name.to_string())
-                    .or_insert(Registered { cache, source: Some(redact_url(&url)) })
+                    .or_insert_with(|| Registered::new(name, cache, Some(redact_url(&url))))
                     .cache
                     .clone();
                 drop(state);
+                self.join_backplane(&entry);
                 self.bump();
                 Ok(entry)
             }
@@ -320,6 +339,7 @@ impl CacheRegistry {
         let mut state = self.write();
         let chosen = state.default.get_or_insert_with(|| Registered::new(DEFAULT_NAME, cache, source)).cache.clone();
         drop(state);
+        self.join_backplane(&chosen);
         self.bump();
         Ok(chosen)
     }
@@ -367,7 +387,14 @@ impl CacheRegistry {
 
     /// [`CacheRegistry::shutdown`] with another bound.
     pub async fn shutdown_within(&self, limit: Duration) -> Result<()> {
-        close_all(self.caches(), limit).await
+        let started = std::time::Instant::now();
+        let closed = close_all(self.caches(), limit).await;
+        // The messages of the last changes (the writes just stored included) reach the others.
+        let flushed = match self.backplane() {
+            Some(backplane) => backplane.flush(limit.saturating_sub(started.elapsed())).await,
+            None => Ok(()),
+        };
+        closed.and(flushed)
     }
 
     /// [`CacheRegistry::shutdown`] from synchronous code, such as the end of `main` (see

@@ -44,6 +44,7 @@ use std::time::Duration;
 pub(crate) use breaker::Circuit;
 pub use breaker::{is_store_failure, Breaker, BreakerConfig};
 pub use observe::{Observe, UNNAMED};
+pub(crate) use silent::RateLimitedLog;
 pub use silent::{Silent, LOG_INTERVAL};
 pub use timeout::{within, Timeout};
 

@@ -199,17 +199,25 @@ type Logged = (Option<Instant>, u64);
 impl RateLimitedLog {
     /// Logs `err` at warn level unless its cause was logged less than [`LOG_INTERVAL`] ago.
     pub(crate) fn warn(&self, backend: &str, op: &'static str, err: &Error) {
-        let cause = (backend.to_owned(), op, err.kind());
+        if let Some(since) = self.admit(backend, op, err.kind()) {
+            tracing::warn!(backend, op, error = %err, suppressed_since_last_line = since, "cachestack: backend error ignored (silent mode)");
+        }
+    }
+
+    /// Whether a line about this cause may be logged now (not within [`LOG_INTERVAL`] of the
+    /// last one): `Some(events of the cause not logged since the last line)`, or `None` (and
+    /// the event is counted for the next line).
+    pub(crate) fn admit(&self, backend: &str, op: &'static str, kind: &'static str) -> Option<u64> {
+        let cause = (backend.to_owned(), op, kind);
         let now = Instant::now();
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (logged_at, suppressed) = last.entry(cause).or_insert((None, 0));
         if logged_at.is_none_or(|at| now.duration_since(at) >= LOG_INTERVAL) {
-            let since = std::mem::take(suppressed);
             *logged_at = Some(now);
-            drop(last);
-            tracing::warn!(backend, op, error = %err, suppressed_since_last_line = since, "cachestack: backend error ignored (silent mode)");
+            Some(std::mem::take(suppressed))
         } else {
             *suppressed += 1;
+            None
         }
     }
 }

@@ -34,6 +34,9 @@
 //! | `cachestack_function_in_flight` (gauge) | cache, function | computations running |
 //! | `cachestack_operation_duration_seconds` (histogram) | cache, layer, op, outcome | store operations |
 //! | `cachestack_call_duration_seconds` (histogram) | cache, function, outcome | `#[cached]` calls past the in-process cache |
+//! | `cachestack_backplane_messages_total` | channel, outcome | [backplane](crate::backplane) messages `sent`, `received`, `dropped` |
+//! | `cachestack_backplane_reconnects_total` | channel | subscriptions established again after a failure |
+//! | `cachestack_backplane_recovery_clears_total` | channel | in-process layers cleared after a lost subscription |
 //!
 //! `layer` is the store's name (`memory`, `redis`, `file`, ...); for a stack, each tier's.
 //! `function` is a `#[cached]` function's path (`my_app::users::get_user`), or
@@ -88,6 +91,12 @@ pub const FUNCTION_STALE: &str = "cachestack_function_stale_total";
 pub const FUNCTION_REFRESHES: &str = "cachestack_function_refreshes_total";
 /// Computations running now (gauge).
 pub const FUNCTION_IN_FLIGHT: &str = "cachestack_function_in_flight";
+/// Backplane messages, per channel and outcome (`sent`, `received`, `dropped`).
+pub const BACKPLANE_MESSAGES: &str = "cachestack_backplane_messages_total";
+/// Backplane subscriptions established again after a failure.
+pub const BACKPLANE_RECONNECTS: &str = "cachestack_backplane_reconnects_total";
+/// In-process layers cleared after a lost backplane subscription.
+pub const BACKPLANE_RECOVERY_CLEARS: &str = "cachestack_backplane_recovery_clears_total";
 /// Latency of store operations (histogram, seconds).
 pub const OPERATION_DURATION: &str = "cachestack_operation_duration_seconds";
 /// Latency of `#[cached]` calls the in-process cache did not answer (histogram, seconds).
@@ -112,6 +121,9 @@ pub fn export() {
         counter!(FUNCTION_STALE, labels.iter()).absolute(compute.stale);
         counter!(FUNCTION_REFRESHES, labels.iter()).absolute(compute.refreshes);
         gauge!(FUNCTION_IN_FLIGHT, labels.iter()).set(compute.running as f64);
+    }
+    if let Some(backplane) = CacheRegistry::global().backplane() {
+        export_backplane(&backplane);
     }
     for function in crate::manifest().functions {
         let Some(stats) = function.stats else { continue };
@@ -165,6 +177,19 @@ fn export_store(cache: &str, stats: &BackendStats) {
     if let Some(entries) = stats.entries {
         gauge!(ENTRIES, labels.iter()).set(entries as f64);
     }
+}
+
+/// The global registry's backplane counters.
+fn export_backplane(backplane: &crate::Backplane) {
+    let stats = backplane.stats();
+    let channel = Label::new("channel", backplane.channel().to_owned());
+    for (outcome, n) in [("sent", stats.sent), ("received", stats.received), ("dropped", stats.dropped)] {
+        let labels = [channel.clone(), Label::new("outcome", outcome)];
+        counter!(BACKPLANE_MESSAGES, labels.iter()).absolute(n);
+    }
+    let labels = [channel];
+    counter!(BACKPLANE_RECONNECTS, labels.iter()).absolute(stats.reconnects);
+    counter!(BACKPLANE_RECOVERY_CLEARS, labels.iter()).absolute(stats.recovery_clears);
 }
 
 fn function_labels(cache: &str, function: &str) -> [Label; 2] {

@@ -156,6 +156,7 @@ pub struct TieredCacheBuilder {
     breaker: Option<BreakerConfig>,
     name: String,
     min_backfill_ttl: Duration,
+    backplane: Option<crate::backplane::Backplane>,
 }
 
 impl Default for TieredCacheBuilder {
@@ -166,6 +167,7 @@ impl Default for TieredCacheBuilder {
             breaker: None,
             name: "tiered".into(),
             min_backfill_ttl: Duration::from_millis(1),
+            backplane: None,
         }
     }
 }
@@ -226,6 +228,14 @@ impl TieredCacheBuilder {
         self
     }
 
+    /// Puts the stack on a [`Backplane`](crate::Backplane): its changes evict the in-process
+    /// layers of the other processes' stacks of the same name, and theirs its own (see
+    /// [`crate::backplane`] and [`TieredCache::attach_backplane`]).
+    pub fn backplane(mut self, backplane: crate::backplane::Backplane) -> Self {
+        self.backplane = Some(backplane);
+        self
+    }
+
     /// Builds the stack. Fails without layers, with a write-back queue of capacity 0 or
     /// concurrency 0, or when a write-back stack cannot start its task on cachestack's runtime.
     pub fn build(self) -> Result<TieredCache> {
@@ -277,6 +287,7 @@ impl TieredCacheBuilder {
             _ => None,
         };
         let shared = Arc::new(Shared {
+            bus: super::backplane::Bus::new(&self.name),
             name: self.name,
             layers,
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
@@ -298,6 +309,9 @@ impl TieredCacheBuilder {
         if let Some((_, tx, rx, runtime)) = queue {
             drop(tx);
             runtime.spawn(run_queue(shared.clone(), rx, finished_tx));
+        }
+        if let Some(backplane) = &self.backplane {
+            super::backplane::attach(&shared, backplane);
         }
         Ok(TieredCache { view: L1View { l1: shared.layers[0].clone() }, shared })
     }

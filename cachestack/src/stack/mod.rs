@@ -8,6 +8,7 @@
 //! - `write_back`: the queue and its task.
 
 mod atomic;
+mod backplane;
 mod builder;
 mod layer;
 mod ordering;
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 pub use crate::layer::BreakerConfig;
 pub use builder::{OnFull, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 
+use crate::backplane::Change;
 use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::pattern::KeyPattern;
@@ -337,6 +339,7 @@ impl Backend for TieredCache {
     }
 
     fn bind_cache_name(&self, name: &str) {
+        self.shared.bus.bind_name(name);
         for layer in self.shared.layers.iter() {
             layer.backend.bind_cache_name(name);
         }
@@ -391,6 +394,7 @@ impl Backend for TieredCache {
     /// On the lowest layer; the key is then removed from the faster ones (see "Atomic
     /// operations and patterns" above).
     async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
+        let _announce = self.shared.announce(|| Change::Keys(vec![key.to_owned()]));
         let stamp = layer::Stamp::now(expiry);
         self.shared
             .on_lowest("set_if_absent", key, |b| async move { b.set_if_absent(key, value, stamp.for_layer(b)).await })
@@ -398,11 +402,13 @@ impl Backend for TieredCache {
     }
 
     async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
+        let _announce = self.shared.announce(|| Change::Keys(vec![key.to_owned()]));
         let stamp = layer::Stamp::now(expiry);
         self.shared.on_lowest("incr", key, |b| async move { b.incr(key, delta, stamp.for_layer(b)).await }).await
     }
 
     async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        let _announce = self.shared.announce(|| Change::Keys(vec![key.to_owned()]));
         let stamp = layer::Stamp::now(expiry);
         self.shared.on_lowest("expire", key, |b| async move { b.expire(key, stamp.for_layer(b)).await }).await
     }
@@ -412,6 +418,7 @@ impl Backend for TieredCache {
     }
 
     async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
+        let _announce = self.shared.announce(|| Change::Pattern(pattern.as_str().to_owned()));
         self.shared.delete_matching(pattern).await
     }
 
@@ -428,6 +435,10 @@ impl Backend for TieredCache {
 
     /// When L1 is in process: a view of L1 whose reads answer hits synchronously. Its `None` is
     /// not a miss of the stack (continue with `get`).
+    fn as_tiered(&self) -> Option<&TieredCache> {
+        Some(self)
+    }
+
     fn local_l1(&self) -> Option<&dyn LocalRead> {
         self.shared.layers[0].local().map(|_| &self.view as &dyn LocalRead)
     }

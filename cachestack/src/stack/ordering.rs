@@ -169,6 +169,12 @@ impl Stripe {
         Change { stripe: self, _io: None }
     }
 
+    /// Moves the epoch: a read that went below L1 before now does not backfill (another process
+    /// changed one of the stripe's keys). Unlike a change, nothing queued is superseded.
+    pub(super) fn bump(&self) {
+        self.state().epoch += 1;
+    }
+
     pub(super) fn is_latest(&self, key: &str, seq: u64) -> bool {
         self.state().pending.get(key).is_some_and(|p| p.latest == seq)
     }

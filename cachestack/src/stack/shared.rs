@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::backplane::Bus;
 use super::builder::WriteStrategy;
 use super::layer::{Call, Layer};
 use super::ordering::{Changes, Stripe};
@@ -25,6 +26,8 @@ pub(super) struct Shared {
     pub(super) deletes: AtomicU64,
     pub(super) queue_hits: AtomicU64,
     pub(super) queue_misses: AtomicU64,
+    /// The backplane, once attached, and the name its messages carry.
+    pub(super) bus: Bus,
 }
 
 impl Shared {
@@ -158,6 +161,6 @@ impl Shared {
             }
         }
         total.layers = layers;
-        total
+        self.with_backplane_stats(total)
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::layer::Stamp;
 use super::shared::Shared;
+use crate::backplane::Change;
 use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::value::Value;
@@ -13,6 +14,7 @@ use crate::value::Value;
 impl Shared {
     pub(super) async fn set(self: &Arc<Self>, key: &str, value: Value, expiry: Expiry) -> Result<()> {
         self.writes.fetch_add(1, Relaxed);
+        let _announce = self.announce(|| Change::Keys(vec![key.to_owned()]));
         // Every layer's deadline is fixed now, before any lock, queue or network call.
         let stamp = Stamp::now(expiry);
         match &self.write_back {
@@ -28,6 +30,7 @@ impl Shared {
 
     pub(super) async fn delete(&self, key: &str) -> Result<bool> {
         self.deletes.fetch_add(1, Relaxed);
+        let _announce = self.announce(|| Change::Keys(vec![key.to_owned()]));
         let (_change, had_queued) = self.stripe(key).begin_change(key, &self.seq).await;
         let mut removed = had_queued;
         let fold = |was| {
@@ -40,6 +43,7 @@ impl Shared {
 
     /// Clears every layer; a layer that missed the clear clears itself before its next call.
     pub(super) async fn clear(&self) -> Result<()> {
+        let _announce = self.announce(|| Change::Clear);
         let mut changes = Vec::with_capacity(self.stripes.len());
         for stripe in self.stripes.iter() {
             changes.push(stripe.begin_clear(&self.seq).await);
@@ -53,6 +57,7 @@ impl Shared {
         if entries.is_empty() {
             return Ok(());
         }
+        let _announce = self.announce(|| Change::Keys(entries.iter().map(|(key, _)| (*key).to_owned()).collect()));
         let stamp = Stamp::now(expiry);
         self.writes.fetch_add(entries.len() as u64, Relaxed);
         if let (Some(wb), true) = (&self.write_back, self.layers.len() > 1)
@@ -76,6 +81,7 @@ impl Shared {
             return Ok(0);
         }
         self.deletes.fetch_add(keys.len() as u64, Relaxed);
+        let _announce = self.announce(|| Change::Keys(keys.iter().map(|key| (*key).to_owned()).collect()));
         let (changes, queued) = self.begin_changes(keys.iter().copied()).await;
         let mut removed = queued;
         let fold = |n: u64| {

@@ -297,6 +297,8 @@ impl Shared {
             };
             failed |= !done;
         }
+        // The lower layers have it now: the other processes read it there after this eviction.
+        self.announce_key(&write.key);
         let counter = match (expired, failed) {
             (_, true) => &wb.stats.failed,
             (true, false) => &wb.stats.expired,

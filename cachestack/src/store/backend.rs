@@ -302,6 +302,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         self.flush().await
     }
 
+    /// This backend as a [`TieredCache`](crate::TieredCache), if it is one: the registry puts
+    /// such stacks on its [backplane](crate::backplane). Not for other stores to implement.
+    #[doc(hidden)]
+    fn as_tiered(&self) -> Option<&crate::stack::TieredCache> {
+        None
+    }
+
     /// Tells the store the name its cache is registered under, for the `cache` label of its
     /// metrics and spans (see [`crate::layer::Observe`]). The registry calls it on
     /// registration; wrappers and stacks pass it on to what they wrap. The default does nothing.

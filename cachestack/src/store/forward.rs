@@ -36,6 +36,10 @@ macro_rules! forward_backend {
             let $s = self;
             $crate::store::Backend::as_memory(&$inner)
         }
+        fn as_tiered(&self) -> Option<&$crate::TieredCache> {
+            let $s = self;
+            $crate::store::Backend::as_tiered(&$inner)
+        }
     };
     (impl [$($generics:tt)*] for $ty:ty => |$s:ident| $inner:expr) => {
         #[async_trait::async_trait]

@@ -1,0 +1,249 @@
+//! The backplane across real processes: three `backplane_node` children (memory L1 over a shared
+//! server, on one backplane) where one changes a key and the other two stop serving the old value,
+//! over Redis pub/sub and over PostgreSQL LISTEN/NOTIFY; and the same across a restart of the
+//! backplane's server (a Redis of the test's own), which shows the recovery.
+//!
+//! Every step waits for the children's answers; "stop serving the old value" is polled with a
+//! deadline (never a sleep asserted as a timing).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cachestack_tests::conformance::unique_namespace;
+use cachestack_tests::own_server::{free_port, OwnServer};
+use cachestack_tests::require_server;
+
+/// The longest a child takes to answer one command, and the bound for an eviction to arrive.
+const BOUND: Duration = Duration::from_secs(20);
+
+/// One child process, driven line by line.
+struct Node {
+    name: &'static str,
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Node {
+    /// Node `c` reads the backplane's URL from `CACHESTACK_BACKPLANE_URL`, the others get it in
+    /// code (`CacheRegistry::set_backplane_url`).
+    fn spawn(name: &'static str, cache_url: &str, backplane_url: &str) -> Node {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_backplane_node"));
+        if name == "c" {
+            command.args([cache_url, "env"]).env("CACHESTACK_BACKPLANE_URL", backplane_url);
+        } else {
+            command.args([cache_url, backplane_url]).env_remove("CACHESTACK_BACKPLANE_URL");
+        }
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn backplane_node");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Node { name, child, stdin, lines }
+    }
+
+    /// Sends one command and waits for its answer.
+    fn ask(&mut self, command: &str) -> String {
+        writeln!(self.stdin, "{command}").and_then(|()| self.stdin.flush()).unwrap();
+        let answer =
+            self.lines.recv_timeout(BOUND).unwrap_or_else(|e| panic!("{}: no answer to {command:?}: {e}", self.name));
+        assert!(!answer.starts_with("error"), "{}: {command:?} -> {answer}", self.name);
+        answer
+    }
+
+    /// Asks `command` until the answer satisfies `done`, within [`BOUND`].
+    fn until(&mut self, command: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let answer = self.ask(command);
+            if done(&answer) {
+                return answer;
+            }
+            assert!(Instant::now() < deadline, "{}: {what}: still {answer:?} after {BOUND:?}", self.name);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn subscribed(&mut self) {
+        self.until("subscribed", "subscribed to the backplane", |a| a == "yes");
+    }
+
+    fn stat(&mut self, name: &str) -> u64 {
+        stat(&self.ask("stats"), name)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One counter of a `stats` answer.
+fn stat(answer: &str, name: &str) -> u64 {
+    answer
+        .split(' ')
+        .find_map(|part| part.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {answer:?}"))
+}
+
+/// Waits until every message sent so far was received by every other node (so that a late
+/// eviction of an earlier change cannot land after the next step reads).
+fn settle(nodes: &mut [Node]) {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let stats: Vec<String> = nodes.iter_mut().map(|n| n.ask("stats")).collect();
+        let sent: u64 = stats.iter().map(|s| stat(s, "sent")).sum();
+        let done = stats.iter().all(|s| stat(s, "queued") == 0 && stat(s, "received") >= sent - stat(s, "sent"));
+        if done {
+            return;
+        }
+        assert!(Instant::now() < deadline, "messages still in flight after {BOUND:?}: {stats:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Three nodes on one backplane, subscribed.
+fn three(cache_url: &str, backplane_url: &str) -> [Node; 3] {
+    let mut nodes = ["a", "b", "c"].map(|name| Node::spawn(name, cache_url, backplane_url));
+    for node in &mut nodes {
+        node.subscribed();
+    }
+    nodes
+}
+
+/// A writes, B and C read (their L1 now holds the value); then every kind of change made by A
+/// stops B and C serving the old value.
+fn invalidations_cross(nodes: &mut [Node; 3]) {
+    nodes[0].ask("set k v1");
+    settle(nodes);
+    let [a, b, c] = nodes;
+    for node in [&mut *b, &mut *c] {
+        assert_eq!(node.ask("get k"), "value v1");
+    }
+    // The shared tier changes behind everyone's back: the L1s keep serving what they hold.
+    a.ask("set_below k quiet");
+    assert_eq!(b.ask("get k"), "value v1", "B's L1 serves the key");
+
+    // A set through the stack is announced: B and C read the new value.
+    a.ask("set k v2");
+    for node in [&mut *b, &mut *c] {
+        node.until("get k", "a set crosses", |v| v == "value v2");
+    }
+    // A delete.
+    a.ask("delete k");
+    for node in [&mut *b, &mut *c] {
+        node.until("get k", "a delete crosses", |v| v == "none");
+    }
+    // A `#[cached]` function's entry: B computes it, C reads B's value from the shared tier; A's
+    // `profile_invalidate` makes both compute (or read) a new one.
+    let first = b.ask("call 1");
+    assert_eq!(c.ask("call 1"), first);
+    a.ask("invalidate 1");
+    for node in [&mut *b, &mut *c] {
+        node.until("call 1", "an #[invalidate] crosses", |v| v != first);
+    }
+    // A pattern delete and a clear.
+    a.ask("set user:1 u1");
+    a.ask("set other o1");
+    for node in [&mut *b, &mut *c] {
+        assert_eq!(node.ask("get user:1"), "value u1");
+        assert_eq!(node.ask("get other"), "value o1");
+    }
+    a.ask("delete_matching user:*");
+    for node in [&mut *b, &mut *c] {
+        node.until("get user:1", "a pattern delete crosses", |v| v == "none");
+    }
+    a.ask("clear");
+    for node in [&mut *b, &mut *c] {
+        node.until("get other", "a clear crosses", |v| v == "none");
+    }
+    // A never reacted to its own messages; the others received them.
+    assert!(a.stat("own") > 0, "A hears its own messages and ignores them");
+    assert!(a.stat("sent") >= 6);
+    assert!(b.stat("received") >= 6 && c.stat("received") >= 6);
+}
+
+#[test]
+fn three_processes_over_redis_pubsub() {
+    let url = require_server!("CACHESTACK_TEST_REDIS_URL", "Redis");
+    let ns = unique_namespace("backplane");
+    let cache = format!("mem://?max_entries=1000 | {url}?namespace={ns}");
+    let backplane = format!("{url}?channel={ns}");
+    let mut nodes = three(&cache, &backplane);
+    invalidations_cross(&mut nodes);
+}
+
+#[test]
+fn three_processes_over_postgres_listen_notify() {
+    let url = require_server!("CACHESTACK_TEST_POSTGRES_URL", "PostgreSQL");
+    let ns = unique_namespace("backplane");
+    let cache = format!("mem://?max_entries=1000 | {url}?namespace={ns}");
+    let backplane = format!("{url}?channel={ns}");
+    let mut nodes = three(&cache, &backplane);
+    invalidations_cross(&mut nodes);
+}
+
+/// The backplane's own Redis, on a port of this test's.
+fn own_redis(port: u16) -> OwnServer {
+    let mut command = Command::new("redis-server");
+    command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+    OwnServer::spawn(command, port, 1000, "redis-server")
+}
+
+#[test]
+fn recovery_after_the_backplane_server_restarts() {
+    let url = require_server!("CACHESTACK_TEST_REDIS_URL", "Redis");
+    let ns = unique_namespace("backplane");
+    let port = free_port();
+    let mut server = own_redis(port);
+    // The data stays on the shared server; only the backplane's server goes away.
+    let cache = format!("mem://?max_entries=1000 | {url}?namespace={ns}");
+    let backplane = format!("redis://127.0.0.1:{port}/0?channel={ns}");
+    let mut nodes = three(&cache, &backplane);
+    nodes[0].ask("set k v1");
+    settle(&mut nodes);
+    let [a, b, c] = &mut nodes;
+    for node in [&mut *b, &mut *c] {
+        assert_eq!(node.ask("get k"), "value v1");
+    }
+    let sent_before = a.stat("sent");
+
+    server.kill();
+    for node in [&mut *a, &mut *b, &mut *c] {
+        node.until("subscribed", "the subscription is lost", |v| v == "no");
+    }
+    // A change while the backplane is down: stored in the shared tier, its message kept.
+    a.ask("set k v2");
+    a.until("stats", "the message is queued", |s| stat(s, "queued") >= 1);
+    assert_eq!(b.ask("get k"), "value v1", "nothing reached B yet");
+
+    let _server = own_redis(port);
+    // The queued message is sent once the server is back...
+    a.until("stats", "the queued message is sent", |s| stat(s, "queued") == 0 && stat(s, "sent") > sent_before);
+    // ...and B and C, which lost their subscription, cleared their L1 when they subscribed
+    // again: whichever comes first, neither serves the old value.
+    for node in [&mut *b, &mut *c] {
+        node.subscribed();
+        node.until("get k", "the change made during the outage crosses", |v| v == "value v2");
+        let stats = node.ask("stats");
+        assert!(stat(&stats, "reconnects") >= 1, "{stats}");
+        assert!(stat(&stats, "recovery_clears") >= 1, "{stats}");
+    }
+    // After the recovery, messages flow again.
+    a.subscribed();
+    a.ask("set k v3");
+    for node in [&mut *b, &mut *c] {
+        node.until("get k", "a set after the recovery crosses", |v| v == "value v3");
+    }
+}
