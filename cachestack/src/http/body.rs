@@ -24,8 +24,11 @@ use http_body::{Body, Frame, SizeHint};
 /// use cachestack::http::CacheBody;
 /// use http_body::Body;
 ///
-/// let body: CacheBody<String> = CacheBody::from_bytes("hello".into());
-/// assert_eq!(body.size_hint().exact(), Some(5));
+/// let stored: CacheBody<String> = CacheBody::from_bytes("hello".into());
+/// assert_eq!(stored.size_hint().exact(), Some(5));
+/// let streamed = CacheBody::streamed(String::from("from the handler"));
+/// assert_eq!(streamed.size_hint().exact(), Some(16));
+/// assert!(CacheBody::<String>::empty().is_end_stream());
 /// ```
 pub struct CacheBody<B: Body> {
     kind: Kind<B>,

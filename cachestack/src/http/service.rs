@@ -30,6 +30,27 @@ use crate::CallStatus;
 ///
 /// It is always ready: the handler's readiness is awaited in the response future, and only when
 /// the handler is called (a hit never touches it).
+///
+/// ```
+/// use std::convert::Infallible;
+/// use cachestack::http::{CacheBody, HttpCache, HttpCacheLayer};
+/// use cachestack::{Cache, ComputeOptions, MemoryBackend};
+/// use http::{Request, Response};
+/// use tower_layer::Layer;
+/// use tower_service::Service;
+///
+/// fn cached<S>(handler: S) -> HttpCache<S>
+/// where
+///     S: Service<Request<String>, Response = Response<String>, Error = Infallible> + Clone + Send + 'static,
+///     S::Future: Send + 'static,
+/// {
+///     let cache = Cache::new(MemoryBackend::with_capacity(1_000));
+///     let service = HttpCacheLayer::new(cache, ComputeOptions::default()).layer(handler);
+///     fn check<T: Service<Request<String>, Response = Response<CacheBody<String>>>>(_: &T) {}
+///     check(&service);
+///     service
+/// }
+/// ```
 pub struct HttpCache<S> {
     inner: S,
     config: Arc<Config>,
@@ -118,6 +139,29 @@ where
     }
 }
 
+/// The bounds [`HttpCache`]'s `Service` implementation puts on the handler, for the functions
+/// behind it.
+trait Handler<ReqB, ResB>:
+    Service<Request<ReqB>, Response = Response<ResB>, Future: Send + 'static, Error: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, ReqB, ResB> Handler<ReqB, ResB> for S where
+    S: Service<Request<ReqB>, Response = Response<ResB>, Future: Send + 'static, Error: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The bounds on the handler's response body.
+trait HandlerBody: Body<Data: Buf + Send, Error: Send + 'static> + Send + 'static {}
+
+impl<B> HandlerBody for B where B: Body<Data: Buf + Send, Error: Send + 'static> + Send + 'static {}
+
 /// Calls the handler once it is ready.
 async fn call_inner<S: Service<R>, R>(mut inner: S, request: R) -> Result<S::Response, S::Error> {
     std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
@@ -130,13 +174,9 @@ async fn serve<S, ReqB, ResB>(
     request: Request<ReqB>,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Handler<ReqB, ResB>,
     ReqB: Default + Send + 'static,
-    ResB: Body + Send + 'static,
-    ResB::Data: Buf + Send,
-    ResB::Error: Send + 'static,
+    ResB: HandlerBody,
 {
     let head = match *request.method() {
         Method::GET => false,
@@ -203,13 +243,9 @@ fn owned<S, ReqB, ResB>(
     parts: request::Parts,
 ) -> impl FnOnce() -> Fetching<ResB, S::Error> + Send + 'static
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Handler<ReqB, ResB>,
     ReqB: Default + Send + 'static,
-    ResB: Body + Send + 'static,
-    ResB::Data: Buf + Send,
-    ResB::Error: Send + 'static,
+    ResB: HandlerBody,
 {
     move || Box::pin(fetch(config, inner, Request::from_parts(parts, ReqB::default())))
 }
