@@ -297,8 +297,8 @@ fn respond<B: Body, E>(
 ) -> Result<Response<CacheBody<B>>, E> {
     let (response, status) = match answer {
         Ok((Fetched::Stored { response, .. }, status)) => {
-            let from_cache = status != CallStatus::Miss;
-            let response = response.to_response(config.cache.clock().now(), from_cache);
+            let age_at = (status != CallStatus::Miss).then(|| config.cache.clock().now());
+            let response = response.into_response(age_at);
             (response.map(CacheBody::from_bytes), status)
         }
         Ok((Fetched::Passed(response), _)) => (response, CallStatus::Miss),

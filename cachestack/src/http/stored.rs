@@ -68,14 +68,14 @@ impl StoredResponse {
         }
     }
 
-    /// The response to send: the stored one with `Age` (whole seconds since it was stored, at
-    /// `now`) when `with_age`.
-    pub(crate) fn to_response(&self, now: SystemTime, with_age: bool) -> Response<Bytes> {
-        let mut response = Response::new(self.body.clone());
+    /// The response to send: the stored one, with `Age` (whole seconds since it was stored) as of
+    /// `age_at` when given.
+    pub(crate) fn into_response(self, age_at: Option<SystemTime>) -> Response<Bytes> {
+        let mut response = Response::new(self.body);
         // Read from a stored status that was valid when written; a corrupt one is a 500's worth.
         *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        *response.headers_mut() = self.headers.0.clone();
-        if with_age {
+        *response.headers_mut() = self.headers.0;
+        if let Some(now) = age_at {
             let age = Duration::from_millis(Deadline::at(now).unix_millis().saturating_sub(self.stored_at));
             response.headers_mut().insert(header::AGE, HeaderValue::from(age.as_secs()));
         }
@@ -147,7 +147,7 @@ mod tests {
         let value = Value::new(stored);
         let encoded = value.encoded(Codec::default()).unwrap();
         let back: StoredResponse = Value::from_encoded(encoded).get().unwrap();
-        let response = back.to_response(start + Duration::from_millis(7_900), true);
+        let response = back.clone().into_response(Some(start + Duration::from_millis(7_900)));
         assert_eq!(response.status(), StatusCode::NON_AUTHORITATIVE_INFORMATION);
         assert_eq!(response.body().as_ref(), b"hello");
         let h = response.headers();
@@ -159,6 +159,6 @@ mod tests {
         for gone in ["connection", "x-hop", "transfer-encoding"] {
             assert!(!h.contains_key(gone), "{gone}");
         }
-        assert!(!back.to_response(start, false).headers().contains_key("age"));
+        assert!(!back.into_response(None).headers().contains_key("age"));
     }
 }
