@@ -331,3 +331,78 @@ fn gateway_timeout<B: Body>(timeout: Timeout) -> Response<CacheBody<B>> {
     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+
+    use tower_layer::Layer;
+
+    use super::*;
+    use crate::http::HttpCacheLayer;
+    use crate::{ComputeOptions, ManualClock, MemoryBackend};
+
+    const OK: u8 = 0;
+    const ERR: u8 = 1;
+    const HANG: u8 = 2;
+
+    /// A handler that answers, fails with an error, or never answers, as told.
+    #[derive(Clone)]
+    struct Handler(Arc<AtomicU8>);
+
+    impl Service<Request<String>> for Handler {
+        type Response = Response<String>;
+        type Error = String;
+        type Future = Pin<Box<dyn Future<Output = Result<Response<String>, String>> + Send>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), String>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: Request<String>) -> Self::Future {
+            match self.0.load(SeqCst) {
+                OK => Box::pin(async { Ok(Response::new("fine".to_string())) }),
+                ERR => Box::pin(async { Err("broken".to_string()) }),
+                _ => Box::pin(std::future::pending()),
+            }
+        }
+    }
+
+    async fn get(service: &mut HttpCache<Handler>) -> Result<(StatusCode, String, Bytes), String> {
+        let response = service.call(Request::get("/x").body(String::new()).unwrap()).await?;
+        let x_cache = response.headers()[X_CACHE].to_str().unwrap().to_string();
+        let (parts, body) = response.into_parts();
+        let mut body = Box::pin(body);
+        let mut bytes = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            bytes.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        Ok((parts.status, x_cache, Bytes::from(bytes)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn handler_errors_and_hard_timeouts() {
+        let clock = Arc::new(ManualClock::new());
+        let cache = Cache::new(MemoryBackend::with_capacity(10)).with_clock(clock.clone());
+        let options = ComputeOptions::builder()
+            .ttl(Duration::from_secs(10))
+            .stale_if_error(Duration::from_secs(60))
+            .hard_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let mode = Arc::new(AtomicU8::new(ERR));
+        let mut service = HttpCacheLayer::new(cache, options).layer(Handler(mode.clone()));
+
+        // An error with nothing stored reaches the caller as the handler's error.
+        assert_eq!(get(&mut service).await.unwrap_err(), "broken");
+        // A handler past hard_timeout: 504 (paused time moves to the deadline).
+        mode.store(HANG, SeqCst);
+        let (status, x_cache, _) = get(&mut service).await.unwrap();
+        assert_eq!((status, x_cache.as_str()), (StatusCode::GATEWAY_TIMEOUT, "MISS"));
+
+        mode.store(OK, SeqCst);
+        assert_eq!(get(&mut service).await.unwrap(), (StatusCode::OK, "MISS".into(), Bytes::from("fine")));
+        // Expired, then the handler errs: the stored response answers.
+        clock.advance(Duration::from_secs(11));
+        mode.store(ERR, SeqCst);
+        assert_eq!(get(&mut service).await.unwrap(), (StatusCode::OK, "STALE".into(), Bytes::from("fine")));
+    }
+}
