@@ -35,6 +35,7 @@
 //! | `memcached` | `MemcachedBackend`: one or more memcached servers, pooled, on memcache-async |
 //! | `object-store` | `ObjectStoreBackend`: S3 and S3-compatible stores (or any `object_store` store), on object_store |
 //! | `metrics` | `cachestack::metrics`: counters, gauges and latency histograms through the `metrics` facade |
+//! | `tower` | `cachestack::http`: a `tower` layer caching HTTP responses (GET, HEAD) in any cache |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
@@ -45,6 +46,8 @@ pub mod conformance;
 mod connect;
 mod error;
 mod expiry;
+#[cfg(feature = "tower")]
+pub mod http;
 pub mod layer;
 mod observe;
 mod pattern;

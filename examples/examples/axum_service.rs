@@ -26,7 +26,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use cachestack::{cached, invalidate, CacheRegistry, Manifest};
+use cachestack::http::HttpCacheLayer;
+use cachestack::{cached, invalidate, Cache, CacheRegistry, ComputeOptions, Manifest, MemoryBackend};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 #[path = "axum_service/check.rs"]
@@ -49,6 +50,8 @@ struct Price {
 static PRICES: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
 /// How many times `get_price` ran its body.
 static COMPUTATIONS: AtomicU64 = AtomicU64::new(0);
+/// How many times the `/report/{year}` handler ran (the HTTP cache answers the others).
+static REPORTS: AtomicU64 = AtomicU64::new(0);
 
 /// A slow lookup, cached in memory (L1) and Redis (L2) for a minute.
 #[cached(cache = "web", ttl = "1m", key = "price:<sku>")]
@@ -74,28 +77,28 @@ async fn yearly_report(year: u32) -> String {
     format!("{year}: all prices went up")
 }
 
-/// The routes of the service proper.
-fn api() -> Router {
+/// The routes of the service proper, behind cachestack's HTTP response cache (feature `tower`):
+/// GET and HEAD answers kept for 30 s (unless a response's `Cache-Control` says otherwise) in a
+/// memory cache of their own, one handler run per cold URL, `x-cache: HIT | MISS | STALE`.
+fn api() -> Result<Router, cachestack::Error> {
+    let responses = Cache::new(MemoryBackend::with_capacity(10_000));
+    let options = ComputeOptions::builder().ttl(Duration::from_secs(30)).build()?;
     let api = Router::new()
         .route("/price/{sku}", get(price_handler).put(set_price_handler))
         .route("/report/{year}", get(report_handler));
-    // ---- HTTP response caching: the integrator wraps the API routes here ----
-    // Once cachestack's `tower` layer (issue #17, feature `tower`) is merged, apply it to these
-    // routes only (`api.layer(..)`), so that `/metrics` and `/cachestack` stay uncached. The
-    // check sends `Cache-Control: no-cache` where it needs the handler (and so the `#[cached]`
-    // function) to run, and can then also assert the `x-cache` header.
-    api
+    // On the API routes only: `/metrics` and `/cachestack` stay live.
+    Ok(api.layer(HttpCacheLayer::new(responses, options)))
 }
 
 /// The whole app: the API plus the admin routes.
-fn app(prometheus: PrometheusHandle) -> Router {
+fn app(prometheus: PrometheusHandle) -> Result<Router, cachestack::Error> {
     let admin = Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics_handler))
         .route("/cachestack", get(manifest_handler))
         .route("/cachestack.json", get(manifest_json_handler))
         .with_state(prometheus);
-    api().merge(admin)
+    Ok(api()?.merge(admin))
 }
 
 async fn price_handler(Path(sku): Path<String>) -> Response {
@@ -113,6 +116,7 @@ async fn set_price_handler(Path(sku): Path<String>, body: String) -> Response {
 }
 
 async fn report_handler(Path(year): Path<u32>) -> String {
+    REPORTS.fetch_add(1, SeqCst);
     yearly_report(year).await
 }
 
@@ -186,7 +190,7 @@ async fn main() -> Result<(), BoxError> {
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", if checking { 0 } else { port })).await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(axum::serve(listener, app(prometheus)).into_future());
+    let server = tokio::spawn(axum::serve(listener, app(prometheus)?).into_future());
     if checking {
         let outcome = check::run(&base).await;
         server.abort();

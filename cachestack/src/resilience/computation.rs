@@ -127,7 +127,7 @@ impl<H> Call<H> {
         let now = self.state.clock.now();
         match result {
             Ok(value) => {
-                let ttl = self.options.jittered_ttl();
+                let ttl = self.hooks.ttl_of(value).or_else(|| self.options.jittered_ttl());
                 let fresh_until = ttl.map(|ttl| Deadline::after_from(now, ttl));
                 let expiry = match ttl {
                     Some(ttl) => Expiry::At(Deadline::after_from(now, ttl.saturating_add(self.options.stale_window()))),

@@ -45,6 +45,11 @@ pub(crate) trait Hooks<T>: Send + Sync + 'static {
     /// A stored value with its fresh deadline; `None` when it cannot be read as `T` (the hook
     /// counts and logs that; the engine treats it as a miss).
     fn decode(&self, key: &str, value: &Value) -> Option<(T, Option<Deadline>)>;
+    /// How long `value` is fresh when the value itself says so (an HTTP response's `max-age`);
+    /// `None`: the options' TTL.
+    fn ttl_of(&self, _value: &T) -> Option<Duration> {
+        None
+    }
 }
 
 /// Why a computation gave no value.

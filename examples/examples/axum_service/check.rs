@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use reqwest::header::{ACCEPT, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, VARY};
+use reqwest::header::{HeaderName, ACCEPT, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, VARY};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-use super::Price;
+use super::{Price, REPORTS};
 
 /// The path of the example's functions (the example's crate is `axum_service`).
 const GET_PRICE: &str = "axum_service::get_price";
@@ -49,6 +49,37 @@ pub(crate) async fn run(base: &str) -> Result<(), String> {
     println!("  /metrics: cachestack counters per function and tier: ok");
     check_manifest(&http).await?;
     println!("  /cachestack: JSON (Accept and /cachestack.json) and HTML: ok");
+    check_http_cache(&http).await?;
+    println!("  HTTP response cache: MISS, HIT (one handler run), no-cache refresh: ok");
+    Ok(())
+}
+
+/// The HTTP layer in front of the API: a cold URL is a MISS, the next request a HIT answered
+/// without the handler; `Cache-Control: no-cache` goes to the handler again.
+async fn check_http_cache(http: &Http<'_>) -> Result<(), String> {
+    let report = |no_cache: bool| async move {
+        let mut request = http.client.get(http.url("/report/2025"));
+        if no_cache {
+            request = request.header(CACHE_CONTROL, "no-cache");
+        }
+        let response = request.send().await.map_err(failed("GET /report/2025"))?;
+        let x_cache = header(&response, HeaderName::from_static("x-cache"));
+        let body = response.text().await.map_err(failed("GET /report/2025"))?;
+        Ok::<_, String>((x_cache, body))
+    };
+    let computations = || REPORTS.load(std::sync::atomic::Ordering::SeqCst);
+    let (first, body) = report(false).await?;
+    ensure(first == "MISS" && computations() == 1, format!("first GET /report/2025: x-cache {first:?}"))?;
+    let (second, again) = report(false).await?;
+    ensure(
+        second == "HIT" && again == body && computations() == 1,
+        format!("second GET /report/2025: x-cache {second:?}, {} handler runs", computations()),
+    )?;
+    let (refreshed, _) = report(true).await?;
+    ensure(
+        refreshed == "MISS" && computations() == 2,
+        format!("GET /report/2025 with no-cache: x-cache {refreshed:?}, {} handler runs", computations()),
+    )?;
     Ok(())
 }
 
@@ -155,9 +186,8 @@ impl Http<'_> {
         format!("{}{path}", self.base)
     }
 
-    /// `GET /price/{sku}`. `Cache-Control: no-cache` asks an HTTP cache in front of the handler
-    /// (once the response-caching layer wraps the API) to let the handler run, so that these
-    /// counts are the `#[cached]` function's.
+    /// `GET /price/{sku}`. `Cache-Control: no-cache` asks the HTTP response cache in front of
+    /// the handler to let the handler run, so that these counts are the `#[cached]` function's.
     async fn price(&self, sku: &str) -> Result<Price, String> {
         let response = self
             .client
