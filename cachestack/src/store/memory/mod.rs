@@ -230,6 +230,24 @@ impl MemoryBackend {
         FrontTag::for_key(&self.shared.epochs, key)
     }
 
+    /// Whether a delete or a clear reached `tag`'s stripe since the tag was taken (the entry a
+    /// call that took it fills would be stale).
+    pub(crate) fn front_tag_current(&self, tag: FrontTag) -> bool {
+        tag.is_current(&self.shared.epochs)
+    }
+
+    /// Hits answered by the functions' partitions.
+    pub(crate) fn front_hits(&self) -> u64 {
+        self.shared.hits.get()
+    }
+
+    /// The live text-keyed entry of `key`, without counting a lookup: what a stack's typed copy
+    /// mirrors (value and deadline).
+    pub(crate) fn front_source(&self, key: &str) -> Option<Entry> {
+        let slot = self.map.get(&KeyRef::new(key)).filter(|slot| slot.live(Instant::now))?;
+        Some(Entry::new(slot.value, Deadline::from_unix_millis(slot.deadline_ms)))
+    }
+
     /// A memory cache bounded to `max_entries`, no default TTL.
     pub fn with_capacity(max_entries: u64) -> Self {
         Self::new(MemoryConfig { max_entries: max_entries.max(1), ..MemoryConfig::default() })
@@ -335,9 +353,13 @@ impl LocalBackend for MemoryBackend {
     fn remove(&self, key: &str) -> bool {
         self.counters.record_delete();
         // Before the removal: a call that reads the epoch after this bump computes after the
-        // delete, and one that read it before fills an entry that is already stale.
+        // delete, and one that read it before fills an entry that is already stale. After it
+        // too: a stack's typed copy of this entry, taken by a call that read the epoch between
+        // the first bump and the removal, is stale as well.
         self.shared.epochs.bump_key(key);
-        self.map.remove(&KeyRef::new(key)).is_some()
+        let removed = self.map.remove(&KeyRef::new(key)).is_some();
+        self.shared.epochs.bump_key(key);
+        removed
     }
 }
 
@@ -365,11 +387,13 @@ impl Backend for MemoryBackend {
     }
 
     async fn clear(&self) -> Result<()> {
+        // Before and after, as `remove` does.
         self.shared.epochs.bump_all();
         self.map.clear();
         for front in self.fronts().iter() {
             front.part.clear();
         }
+        self.shared.epochs.bump_all();
         Ok(())
     }
 
@@ -431,7 +455,9 @@ impl Backend for MemoryBackend {
         // The typed partitions keep no key text to match: every typed entry becomes stale (a
         // miss that refills), so none that matches is served again.
         self.shared.epochs.bump_all();
-        Ok(self.remove_matching(pattern))
+        let removed = self.remove_matching(pattern);
+        self.shared.epochs.bump_all();
+        Ok(removed)
     }
 }
 
