@@ -17,7 +17,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use cachestack::{
-    cached, invalidate, Backend, Cache, CacheRegistry, Expiry, FileBackend, FileConfig, MemoryBackend, MemoryConfig,
+    cached, invalidate, Backend, Cache, CacheRegistry, FileBackend, FileConfig, MemoryBackend, MemoryConfig,
     RedisBackend, RedisConfig, TieredCache, Value,
 };
 
@@ -34,7 +34,7 @@ pub enum Lower {
 }
 
 /// True when the suite runs on stacks.
-fn stacked() -> bool {
+fn on_stack() -> bool {
     !matches!(super::LOWER, Lower::None)
 }
 
@@ -47,11 +47,14 @@ fn base() -> MemoryConfig {
 /// its server is missing (the test is skipped).
 fn lower(name: &str) -> Option<Option<Arc<dyn Backend>>> {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    // Each stack its own keys below (a re-pointed name gets an empty stack).
+    static STACKS: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("{name}-{}", STACKS.fetch_add(1, SeqCst));
     match super::LOWER {
         Lower::None => Some(None),
         Lower::File => {
             let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
-            Some(Some(Arc::new(FileBackend::new(FileConfig::new(dir.path()).with_namespace(name)).unwrap())))
+            Some(Some(Arc::new(FileBackend::new(FileConfig::new(dir.path()).with_namespace(&name)).unwrap())))
         }
         Lower::Redis => {
             let url = cachestack_tests::server_url("CACHESTACK_TEST_REDIS_URL", "redis")?;
@@ -135,7 +138,7 @@ async fn every_invalidation_path_reaches_the_typed_partition() {
 
     // A delete by key through the Backend API (what a tiered stack sends to its memory layer).
     // (On a stack, the call above wrote the key through it: L1 and the layer below hold it.)
-    assert_eq!(cache.delete("account:1").await.unwrap(), stacked(), "text-keyed only on a stack");
+    assert_eq!(cache.delete("account:1").await.unwrap(), on_stack(), "text-keyed only on a stack");
     assert!(!account_cached(1), "the delete made the typed entry stale");
 
     // A clear.

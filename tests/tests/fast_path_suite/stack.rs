@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use super::{entries, registered, stacked};
+use super::{entries, on_stack, registered};
 use cachestack::{cached, Backend, Cache, Expiry, Value};
 
 static LOADED_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -21,7 +21,7 @@ fn loaded(id: u64) -> String {
 
 #[tokio::test]
 async fn a_miss_that_reads_the_lower_layer_fills_the_typed_copy() {
-    if !stacked() {
+    if !on_stack() {
         return;
     }
     let Some((cache, l1, Some(stack))) = registered("fp-stack-fill", entries(100)) else { return };
@@ -71,7 +71,7 @@ fn shared_cached(id: u64) -> bool {
 
 #[tokio::test]
 async fn deletes_from_any_handle_of_the_stack_or_of_l1_reach_the_typed_copy() {
-    if !stacked() {
+    if !on_stack() {
         return;
     }
     let Some((_, l1, Some(stack))) = registered("fp-stack-handles", entries(100)) else { return };
