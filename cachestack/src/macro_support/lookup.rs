@@ -139,11 +139,11 @@ pub(super) enum Target {
 /// The synchronous part of every call: resolves the cache (one atomic load when nothing changed
 /// in the registry: the cache a function names, else the one its keys' literal start routes to,
 /// else the default; per call only when a route reaches past that literal start) and answers a
-/// hit right here. A memory cache answers from the function's
+/// hit right here. A memory cache, and a stack whose L1 is one, answers from the function's
 /// typed partition, found by the encoded arguments (`fast`), with no key text; a function whose
-/// key parts have no encoding (and a stack with an in-process front layer) renders the key into a
-/// reused thread-local buffer and reads the text-keyed entries, so a hit allocates nothing but the
-/// returned clone either way.
+/// key parts have no encoding (and a stack whose L1 is in process but not a memory cache)
+/// renders the key into a reused thread-local buffer and reads the text-keyed entries, so a hit
+/// allocates nothing but the returned clone either way.
 #[inline]
 pub fn lookup<R>(
     site: &Site<R>,

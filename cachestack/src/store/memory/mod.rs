@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 pub use engine::MemoryEngine;
 use engine::{EngineSpec, Map};
-use front::{AnyPartition, Epochs, Evictions, FrontHandle, FrontShared, FrontTag, Partition};
+use front::{AnyPartition, Epochs, Evictions, FrontHandle, FrontShared};
 
 use async_trait::async_trait;
 
@@ -34,9 +34,10 @@ use crate::pattern::KeyPattern;
 use crate::store::{Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead};
 use crate::striped::StripedCounter;
 use crate::url::{CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
-use crate::value::{Cacheable, Value};
+use crate::value::Value;
 
 mod ops;
+mod partitions;
 mod slot;
 
 use slot::{KeyRef, MemKey, Slot, SlotWeighter};
@@ -91,7 +92,10 @@ impl Default for MemoryConfig {
 /// A `#[cached]` function keeps its results here in a typed partition of its own, found by its
 /// arguments (see the [module](self) docs): they are invalidated by key like any entry (a delete
 /// or a clear reaches them), but a text-keyed read (`Cache::get` with the rendered key) does not
-/// see them.
+/// see them, and a text-keyed write does not replace them. When this cache is L1 of a
+/// [`TieredCache`](crate::TieredCache), a function of the stack keeps typed copies of L1's
+/// entries here (same deadline; stale once the key is deleted or L1 cleared), so that its L1
+/// hits cost what a memory cache's do.
 ///
 /// With `max_bytes`, an entry weighs its key, its inline size, its heap data estimated by its
 /// serialised length (postcard), and, for entries reachable by the [`Backend`] API, that length
@@ -192,60 +196,6 @@ impl MemoryBackend {
         for front in fronts {
             front.part.set_capacity(share);
         }
-    }
-
-    /// The typed partition of the function whose state lives at `id`, created on first use.
-    pub(crate) fn front_partition<V: Cacheable>(&self, id: usize) -> FrontHandle {
-        let mut fronts = self.fronts();
-        let value_type = TypeId::of::<V>();
-        if let Some(front) = fronts.iter().find(|f| f.id == id && f.value_type == value_type) {
-            return front.handle.clone();
-        }
-        let partition =
-            Arc::new(Partition::<V>::new(self.spec, self.capacity, self.shared.clone(), self.evictions.clone()));
-        let handle: FrontHandle = partition.clone();
-        fronts.push(Front { id, value_type, handle: handle.clone(), part: partition });
-        self.rebalance(&fronts);
-        handle
-    }
-
-    /// Removes the entry of these encoded arguments from every partition of the function whose
-    /// state lives at `id`; true if one was live (the caller then deletes the key, which makes
-    /// anything a concurrent call computes meanwhile stale).
-    pub(crate) fn front_remove(&self, id: usize, key: &[u8]) -> bool {
-        let parts: Vec<Arc<dyn AnyPartition>> =
-            self.fronts().iter().filter(|f| f.id == id).map(|f| f.part.clone()).collect();
-        parts.iter().fold(false, |removed, part| part.remove(key) | removed)
-    }
-
-    /// The time left of every live entry of the functions' partitions (`None`: no expiry), for
-    /// tests and diagnostics.
-    #[doc(hidden)]
-    pub fn front_ttls(&self) -> Vec<Option<Duration>> {
-        self.fronts().iter().flat_map(|f| f.part.ttls()).collect()
-    }
-
-    /// The stripe and epoch a call for `key` starts with: what the entry it fills records.
-    pub(crate) fn front_tag(&self, key: &str) -> FrontTag {
-        FrontTag::for_key(&self.shared.epochs, key)
-    }
-
-    /// Whether a delete or a clear reached `tag`'s stripe since the tag was taken (the entry a
-    /// call that took it fills would be stale).
-    pub(crate) fn front_tag_current(&self, tag: FrontTag) -> bool {
-        tag.is_current(&self.shared.epochs)
-    }
-
-    /// Hits answered by the functions' partitions.
-    pub(crate) fn front_hits(&self) -> u64 {
-        self.shared.hits.get()
-    }
-
-    /// The live text-keyed entry of `key`, without counting a lookup: what a stack's typed copy
-    /// mirrors (value and deadline).
-    pub(crate) fn front_source(&self, key: &str) -> Option<Entry> {
-        let slot = self.map.get(&KeyRef::new(key)).filter(|slot| slot.live(Instant::now))?;
-        Some(Entry::new(slot.value, Deadline::from_unix_millis(slot.deadline_ms)))
     }
 
     /// A memory cache bounded to `max_entries`, no default TTL.
@@ -500,6 +450,7 @@ fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend
 
 #[cfg(test)]
 mod tests {
+    use super::front::Partition;
     use super::slot::INLINE_KEY;
     use super::*;
 
