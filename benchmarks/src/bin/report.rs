@@ -1116,8 +1116,12 @@ the cheapest possible single-thread hit, which never evicts and makes every othe
 two-thread tables).";
 
 const WHY_TWO_THREADS: &str = "a cachestack hit writes nothing that another thread reads except \
-quick_cache's shard lock words (hit counters are per-thread stripes), so two threads should serve about \
-twice what one does, while `cached`'s default `#[cached]` takes one lock per call. Two benchmark threads \
+inside quick_cache: the reader count of the entry's shard lock (an atomic add and subtract per hit, the \
+same as the bare quick_cache row) and the entry's S3-FIFO reference counter until it saturates (its \
+first hits only); the function's and the cache's hit counters are per-thread stripes, the registry \
+generation and the invalidation epochs are only read (callgrind profile of `profile_hit \
+cachestack_u64`). Removing the shard lock word would need an engine with lock-free reads. So two threads \
+should serve about twice what one does, while `cached`'s default `#[cached]` takes one lock per call. Two benchmark threads \
 only show that on two otherwise idle cores: with other work on the machine (see the load average \
 above) they rarely run at the same time, and every row of the two-thread tables is capped by the \
 scheduler rather than by the library.";
