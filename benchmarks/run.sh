@@ -152,7 +152,7 @@ if [ "$callgrind" = 1 ] && command -v valgrind >/dev/null 2>&1; then
   run cargo build --release -p cachestack-benchmarks --example profile_hit
   mkdir -p target/cachestack-bench
   : >"$counts.tmp"
-  for lib in cachestack_u64 cachestack_u64_moka cached_u64 quick_cache_u64 moka_u64 cachestack_string \
+  for lib in cachestack_u64 cachestack_stack_u64 cachestack_u64_moka cached_u64 quick_cache_u64 moka_u64 cachestack_string \
     cachestack_string_moka cachestack_str cached_string quick_cache_string; do
     out="target/cachestack-bench/callgrind.$lib.out"
     log "callgrind: $lib"

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cachestack::{Cache, CacheRegistry, MemoryBackend};
+use cachestack::{Cache, CacheRegistry, FileBackend, FileConfig, MemoryBackend, TieredCache};
 use cachestack_benchmarks::{on_two_threads, shuffled_ids, shuffled_text_keys, Cycle, Payload, KEYS};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 
@@ -66,6 +66,12 @@ fn cached_concurrent_u64(id: u64) -> Payload {
 }
 
 // --- String argument ---------------------------------------------------------------------------
+
+/// The same function over a stack `mem | file`: every call here is an L1 hit.
+#[cachestack::cached(cache = "bench-stack")]
+fn cachestack_stack_u64(id: u64) -> Payload {
+    compute(id)
+}
 
 #[cachestack::cached(cache = "bench-text")]
 fn cachestack_text(key: String) -> Payload {
@@ -107,6 +113,16 @@ fn cachestack_100k(id: u64) -> Payload {
 #[cachestack::cached(cache = "bench-1m")]
 fn cachestack_1m(id: u64) -> Payload {
     compute(id)
+}
+
+/// A stack `mem | file` (the file layer in `dir`) whose L1 holds every key: four times the key
+/// count, as L1 holds each key twice (by text, for the stack, and as the function's typed copy)
+/// and splits its capacity between the two.
+fn register_stack(name: &str, entries: usize, dir: &std::path::Path) {
+    let l1 = MemoryBackend::with_capacity(4 * entries as u64);
+    let l2 = FileBackend::new(FileConfig::new(dir)).expect("file layer");
+    let stack = TieredCache::builder().layer(l1).layer(l2).build().expect("stack");
+    CacheRegistry::global().register(name, Cache::new(stack));
 }
 
 fn register(name: &str, entries: usize) {
@@ -203,11 +219,14 @@ fn bench_two<K: Sync>(
 fn hits(c: &mut Criterion) {
     register("bench-u64", KEYS);
     register("bench-text", 2 * KEYS);
+    let stack_dir = tempfile::tempdir().expect("a temporary directory");
+    register_stack("bench-stack", KEYS, stack_dir.path());
     let ids = shuffled_ids(KEYS);
     let texts = shuffled_text_keys(KEYS);
 
     // Every store holds the same keys and values before anything is measured.
     warm("cachestack u64", &ids, |&k| cachestack_u64(k));
+    warm("cachestack mem | file u64", &ids, |&k| cachestack_stack_u64(k));
     warm("cached u64", &ids, |&k| cached_u64(k));
     warm("cached max_size u64", &ids, |&k| cached_lru_u64(k));
     warm("cached concurrent u64", &ids, |&k| cached_concurrent_u64(k));
@@ -228,6 +247,7 @@ fn hits(c: &mut Criterion) {
     let mut group = c.benchmark_group("hit_u64");
     group.throughput(Throughput::Elements(1));
     bench_one(&mut group, "cachestack", &ids, |&k| cachestack_u64(k));
+    bench_one(&mut group, "cachestack_stack", &ids, |&k| cachestack_stack_u64(k));
     bench_one(&mut group, "cached", &ids, |&k| cached_u64(k));
     bench_one(&mut group, "cached_lru", &ids, |&k| cached_lru_u64(k));
     bench_one(&mut group, "cached_concurrent", &ids, |&k| cached_concurrent_u64(k));
@@ -251,6 +271,7 @@ fn hits(c: &mut Criterion) {
     let mut group = c.benchmark_group("hit_u64_2threads");
     group.throughput(Throughput::Elements(2));
     bench_two(&mut group, "cachestack", &ids, |&k| cachestack_u64(k));
+    bench_two(&mut group, "cachestack_stack", &ids, |&k| cachestack_stack_u64(k));
     bench_two(&mut group, "cached", &ids, |&k| cached_u64(k));
     bench_two(&mut group, "cached_lru", &ids, |&k| cached_lru_u64(k));
     bench_two(&mut group, "cached_concurrent", &ids, |&k| cached_concurrent_u64(k));

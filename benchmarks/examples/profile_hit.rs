@@ -8,7 +8,7 @@
 //!     target/release/examples/profile_hit cachestack_u64 100000
 //! ```
 //!
-//! Libraries: `cachestack_u64`, `cached_u64`, `quick_cache_u64`, `cachestack_string`,
+//! Libraries: `cachestack_u64`, `cachestack_stack_u64` (L1 hits of a stack `mem | file`), `cached_u64`, `quick_cache_u64`, `cachestack_string`,
 //! `cachestack_str`, `cached_string`, `quick_cache_string`, `moka_u64`; a cachestack library
 //! with the suffix `_moka` (`cachestack_u64_moka`) runs on a moka memory cache; and two experiments on the store's
 //! shape: `quick_cache_arc_u64` (values behind an `Arc`, cloned out) and `sharded_unsync_arc_u64`
@@ -26,6 +26,11 @@ use cachestack_benchmarks::{shuffled_ids, shuffled_text_keys, Cycle, Payload, KE
 
 #[cachestack::cached(cache = "profile")]
 fn cachestack_u64(id: u64) -> Payload {
+    Payload::new(id)
+}
+
+#[cachestack::cached(cache = "profile-stack")]
+fn cachestack_stack_u64(id: u64) -> Payload {
     Payload::new(id)
 }
 
@@ -114,6 +119,16 @@ fn main() {
     let texts = shuffled_text_keys(KEYS);
     match which.as_str() {
         "cachestack_u64" => run(&ids, calls, |&k| cachestack_u64(k)),
+        "cachestack_stack_u64" => {
+            // L1 of a stack `mem | file`: four times the keys (it holds each by text and typed).
+            let dir = tempfile::tempdir().unwrap();
+            let l1 =
+                MemoryBackend::new(MemoryConfig { max_entries: 8 * KEYS as u64, engine, ..MemoryConfig::default() });
+            let l2 = cachestack::FileBackend::new(cachestack::FileConfig::new(dir.path())).unwrap();
+            let stack = cachestack::TieredCache::builder().layer(l1.unwrap()).layer(l2).build().unwrap();
+            CacheRegistry::global().register("profile-stack", Cache::new(stack));
+            run(&ids, calls, |&k| cachestack_stack_u64(k));
+        }
         "cached_u64" => run(&ids, calls, |&k| cached_u64(k)),
         "quick_cache_u64" => {
             let qc = quick_cache::sync::Cache::<u64, Payload>::new(2 * KEYS);

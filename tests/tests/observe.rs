@@ -192,8 +192,9 @@ async fn metrics_count_every_event_per_cache_layer_and_function() {
     ]
     .into_iter()
     .collect();
-    // L1's entries gauge: load:1, load:2, only-l2 (`direct` was deleted).
-    expected.insert((MetricKind::Gauge, "cachestack_entries".to_owned(), labels(&l1)), 3);
+    // L1's entries gauge: load:1, load:2, only-l2 (`direct` was deleted), and the function's
+    // typed copies of load:1 and load:2 (issue #12: its L1 hits are typed).
+    expected.insert((MetricKind::Gauge, "cachestack_entries".to_owned(), labels(&l1)), 5);
     assert_eq!(got, expected);
 
     // Counters are totals: a second export after more traffic publishes the new totals.

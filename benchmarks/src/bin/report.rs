@@ -227,8 +227,9 @@ impl Results {
 // Labels
 // ---------------------------------------------------------------------------------------------
 
-const HIT_LIBRARIES: [&str; 8] = [
+const HIT_LIBRARIES: [&str; 9] = [
     "cachestack",
+    "cachestack_stack",
     "cachestack_ref",
     "cached",
     "cached_lru",
@@ -251,6 +252,7 @@ fn hit_label(id: &str) -> &'static str {
     match id {
         "cachestack" => "cachestack `#[cached]`",
         "cachestack_ref" => "cachestack `#[cached]`, `&str` argument",
+        "cachestack_stack" => "cachestack `#[cached]` over `mem | file` (L1 hit)",
         "cached" => "cached `#[cached]` (default: unbounded)",
         "cached_lru" => "cached `#[cached(max_size = 200_000)]`",
         "cached_concurrent" => "cached `#[concurrent_cached]`",
@@ -392,18 +394,39 @@ impl Report<'_> {
             });
         }
         for (group, what) in [("hit_u64_2threads", "u64 argument"), ("hit_string_2threads", "`String` argument")] {
-            // Throughput ratio: their time per iteration over ours.
-            let r = self.ratio_of(group, "cached", "cachestack");
+            // Throughput ratio: the best of `cached`'s two macros' time per iteration over ours.
+            let best = ["cached", "cached_concurrent"]
+                .iter()
+                .filter_map(|id| self.results.median(group, id))
+                .fold(None, |best: Option<f64>, t| Some(best.map_or(t, |b| b.min(t))));
+            let r = best.zip(self.results.median(group, "cachestack")).map(|(theirs, ours)| theirs / ours);
             let (met, measured) = at_least(r, 1.5);
             let detail = match met {
                 Some(false) => WHY_TWO_THREADS.into(),
                 _ => String::new(),
             };
             out.push(Verdict {
-                goal: format!("Two threads, {what}: aggregate throughput at least 1.5x `cached`'s"),
+                goal: format!(
+                    "Two threads, {what}: aggregate throughput at least 1.5x the best of `cached`'s `#[cached]` \
+                     and `#[concurrent_cached]`"
+                ),
                 measured,
                 met,
                 detail,
+            });
+        }
+        if self.results.median("hit_u64", "cachestack_stack").is_some() {
+            let r = self.ratio_of("hit_u64", "cachestack_stack", "cachestack");
+            let (met, measured) = at_most(r, 1.1);
+            out.push(Verdict {
+                goal: "One thread, u64 argument: an L1 hit of a stack `mem | file` within 1.1x of a memory-only hit"
+                    .into(),
+                measured,
+                met,
+                detail: match met {
+                    Some(false) => WHY_STACK.into(),
+                    _ => String::new(),
+                },
             });
         }
         for (group, what) in [("hit_u64", "u64 argument"), ("hit_string", "`String` argument")] {
@@ -1093,11 +1116,20 @@ the cheapest possible single-thread hit, which never evicts and makes every othe
 two-thread tables).";
 
 const WHY_TWO_THREADS: &str = "a cachestack hit writes nothing that another thread reads except \
-quick_cache's shard lock words (hit counters are per-thread stripes), so two threads should serve about \
-twice what one does, while `cached`'s default `#[cached]` takes one lock per call. Two benchmark threads \
+inside quick_cache: the reader count of the entry's shard lock (an atomic add and subtract per hit, the \
+same as the bare quick_cache row) and the entry's S3-FIFO reference counter until it saturates (its \
+first hits only); the function's and the cache's hit counters are per-thread stripes, the registry \
+generation and the invalidation epochs are only read (callgrind profile of `profile_hit \
+cachestack_u64`). Removing the shard lock word would need an engine with lock-free reads. So two threads \
+should serve about twice what one does, while `cached`'s default `#[cached]` takes one lock per call. Two benchmark threads \
 only show that on two otherwise idle cores: with other work on the machine (see the load average \
 above) they rarely run at the same time, and every row of the two-thread tables is capped by the \
 scheduler rather than by the library.";
+
+const WHY_STACK: &str = "a stack's L1 hit takes the same path as a memory-only hit (the function's \
+typed partition in L1, see the instruction counts); the two rows differ only in where their entries \
+sit in memory (L1 holds each key twice, by text and typed, in a cache twice as large), which on a \
+loaded machine is within the noise of one run.";
 
 const WHY_SLOWER_THAN_QUICK_CACHE: &str = "the bare quick_cache row is the same engine probed with the \
 argument itself; the memoized hit adds the registry check, the thread's slot, the downcast of the \

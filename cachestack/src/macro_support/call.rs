@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tracing::Instrument;
 
-use super::lookup::{Fill, Miss, Site, Target};
+use super::front::tag_current;
+use super::lookup::{mirror_l1, Fill, Miss, Site, Target};
 use super::policy::Condition;
 use super::{Cache, Expiry, Result, Value};
 use crate::observe::calls::{CallObserver, Ended};
@@ -120,7 +121,11 @@ fn recheck<R>(
     read: Option<Result<Option<Entry>>>,
 ) -> Option<(R, Value)> {
     match read {
-        Some(read) => reread(site, cache, key, read),
+        Some(read) => {
+            let found = reread(site, cache, key, read)?;
+            mirror_l1(site, cache, key, fill);
+            Some(found)
+        }
         None => recheck_local(site, cache, key, fill),
     }
 }
@@ -232,7 +237,7 @@ fn write_local<R>(
     value: Value,
     ttl: Expiry,
 ) -> core::result::Result<(), Value> {
-    if let (Some(fill), Some(ops)) = (fill, site.policy.front) {
+    if let (Some(fill @ Fill { mirror: false, .. }), Some(ops)) = (fill, site.policy.front) {
         (ops.put)(&fill.front, &fill.key, &value, ttl.resolve(cache.backend().default_ttl()), fill.tag);
         return Ok(());
     }
@@ -242,6 +247,30 @@ fn write_local<R>(
             Ok(())
         }
         None => Err(value),
+    }
+}
+
+/// Before a function of a stack with typed copies of its L1 writes its result through the
+/// stack: false when a delete or clear reached the key's stripe since the call started (its
+/// result may be computed from data that changed: not stored, as the typed partition would not
+/// serve it either).
+fn stack_write_allowed(cache: &Cache, fill: Option<&Fill>) -> bool {
+    match fill {
+        Some(fill @ Fill { mirror: true, .. }) => tag_current(cache, fill.tag),
+        _ => true,
+    }
+}
+
+/// After writing through such a stack: true when a delete or clear raced the write (it may have
+/// run before the write reached a layer, which would then serve the older value): the caller
+/// deletes the key again. Otherwise L1's entry is copied into the typed partition.
+fn stack_write_raced<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>) -> bool {
+    match fill {
+        Some(fill @ Fill { mirror: true, .. }) if !tag_current(cache, fill.tag) => true,
+        _ => {
+            mirror_l1(site, cache, key, fill);
+            false
+        }
     }
 }
 
@@ -262,9 +291,18 @@ fn read_sync(cache: &Cache, key: &str) -> Result<Option<Entry>> {
 fn write_sync<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>, value: Value) -> Result<()> {
     let ttl = Expiry::from_ttl(site.ttl);
     let Err(value) = write_local(site, cache, key, fill, value, ttl) else { return Ok(()) };
+    if !stack_write_allowed(cache, fill) {
+        return Ok(());
+    }
     let backend = cache.backend().clone();
-    let key = key.to_owned();
-    crate::rt::block_on(async move { backend.set(&key, value, ttl).await })?
+    let owned = key.to_owned();
+    crate::rt::block_on(async move { backend.set(&owned, value, ttl).await })??;
+    if stack_write_raced(site, cache, key, fill) {
+        let backend = cache.backend().clone();
+        let owned = key.to_owned();
+        crate::rt::block_on(async move { backend.delete(&owned).await })??;
+    }
+    Ok(())
 }
 
 /// Stores what `Site::settle` chose; returns the function's result (see [`after_write`]).
@@ -320,6 +358,7 @@ fn observed_miss_sync<R>(
         Plan::Read(cache) => {
             let seen = site.state.flights.ended();
             if let Some(answer) = answered(site, &cache, &key, read_sync(&cache, &key), call) {
+                mirror_l1(site, &cache, &key, fill);
                 return answer;
             }
             (cache, Some(seen))
@@ -396,7 +435,14 @@ fn lead_sync<R>(
 async fn write_async<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>, value: Value) -> Result<()> {
     let ttl = Expiry::from_ttl(site.ttl);
     let Err(value) = write_local(site, cache, key, fill, value, ttl) else { return Ok(()) };
-    cache.backend().set(key, value, ttl).await
+    if !stack_write_allowed(cache, fill) {
+        return Ok(());
+    }
+    cache.backend().set(key, value, ttl).await?;
+    if stack_write_raced(site, cache, key, fill) {
+        cache.backend().delete(key).await?;
+    }
+    Ok(())
 }
 
 async fn store_async<R>(
@@ -470,6 +516,7 @@ where
             let seen = site.state.flights.ended();
             let read = cache.backend().get(&key).await;
             if let Some(answer) = answered(site, &cache, &key, read, call) {
+                mirror_l1(site, &cache, &key, fill);
                 return answer;
             }
             (cache, Some(seen))

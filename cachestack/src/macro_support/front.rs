@@ -195,22 +195,76 @@ impl<R> FrontOps<R> {
     }
 }
 
-/// The tag a call for `key` starts with, when `cache` is a memory cache.
+/// Where a function's typed partition lives: a memory cache (`Home::Store`: the partition is
+/// where its results are stored, a miss there is final once the text-keyed entries were read) or
+/// the in-memory L1 of a stack (`Home::L1`: the partition holds typed copies of L1's entries, and
+/// its results are written through the stack).
 #[cfg(feature = "memory")]
-pub(super) fn front_tag(cache: &Cache, key: &str) -> Option<FrontTag> {
-    cache.backend().as_memory().map(|memory| memory.front_tag(key))
+#[derive(Clone, Copy)]
+pub(super) enum Home<'a> {
+    Store(&'a crate::store::memory::MemoryBackend),
+    L1(&'a crate::store::memory::MemoryBackend),
+}
+
+#[cfg(feature = "memory")]
+impl<'a> Home<'a> {
+    /// The home of `cache`'s typed partitions, if it has one.
+    #[inline]
+    pub(super) fn of(cache: &'a Cache) -> Option<Self> {
+        let backend = cache.backend();
+        match backend.as_memory() {
+            Some(memory) => Some(Home::Store(memory)),
+            None => backend.l1_memory().map(Home::L1),
+        }
+    }
+
+    pub(super) fn memory(self) -> &'a crate::store::memory::MemoryBackend {
+        match self {
+            Home::Store(memory) | Home::L1(memory) => memory,
+        }
+    }
+}
+
+/// The tag a call for `key` starts with, when `cache` has typed partitions; and whether they
+/// are a stack's copies of its L1 (`true`) rather than the store itself.
+#[cfg(feature = "memory")]
+pub(super) fn front_tag(cache: &Cache, key: &str) -> Option<(FrontTag, bool)> {
+    Home::of(cache).map(|home| (home.memory().front_tag(key), matches!(home, Home::L1(_))))
 }
 
 #[cfg(not(feature = "memory"))]
-pub(super) fn front_tag(_cache: &Cache, _key: &str) -> Option<FrontTag> {
+pub(super) fn front_tag(_cache: &Cache, _key: &str) -> Option<(FrontTag, bool)> {
     None
 }
 
-/// Removes a function's typed entry for these arguments, when `cache` is a memory cache and
+/// Whether no delete or clear reached `tag`'s stripe of `cache`'s typed partitions since the
+/// tag was taken.
+#[cfg(feature = "memory")]
+pub(super) fn tag_current(cache: &Cache, tag: FrontTag) -> bool {
+    Home::of(cache).is_some_and(|home| home.memory().front_tag_current(tag))
+}
+
+#[cfg(not(feature = "memory"))]
+pub(super) fn tag_current(_cache: &Cache, _tag: FrontTag) -> bool {
+    false
+}
+
+/// The live entry of `key` in the in-memory L1 of the stack `cache` (not counted as a lookup).
+#[cfg(feature = "memory")]
+pub(super) fn l1_entry(cache: &Cache, key: &str) -> Option<crate::store::Entry> {
+    cache.backend().l1_memory()?.front_source(key)
+}
+
+#[cfg(not(feature = "memory"))]
+pub(super) fn l1_entry(_cache: &Cache, _key: &str) -> Option<crate::store::Entry> {
+    None
+}
+
+/// Removes a function's typed entry for these arguments, when `cache` has typed partitions and
 /// the arguments have an encoding; true if one was live.
 #[cfg(feature = "memory")]
 pub(super) fn front_remove(cache: &Cache, id: usize, fast: impl FnOnce(&mut FastKeyBuf) -> bool) -> bool {
-    let Some(memory) = cache.backend().as_memory() else { return false };
+    let Some(memory) = Home::of(cache).map(Home::memory) else { return false };
     let mut args = FastKeyBuf::new();
     fast(&mut args) && memory.front_remove(id, args.as_bytes())
 }
@@ -222,7 +276,7 @@ pub(super) fn front_remove(_cache: &Cache, _id: usize, _fast: impl FnOnce(&mut F
 
 #[cfg(feature = "memory")]
 fn partition<V: Cacheable>(cache: &Cache, id: usize) -> Option<FrontHandle> {
-    cache.backend().as_memory().map(|memory| memory.front_partition::<V>(id))
+    Home::of(cache).map(|home| home.memory().front_partition::<V>(id))
 }
 
 #[cfg(not(feature = "memory"))]
@@ -246,9 +300,16 @@ pub(super) fn get<V: Cacheable>(_handle: &FrontHandle, _key: &[u8]) -> Option<V>
 #[cfg(feature = "memory")]
 fn put<V: Cacheable>(handle: &FrontHandle, key: &[u8], value: &Value, deadline: Option<Deadline>, tag: FrontTag) {
     use crate::store::memory::front::Partition;
-    if let (Some(partition), Some(value)) = (handle.downcast_ref::<Partition<V>>(), value.typed_ref::<V>()) {
-        partition.insert(key, value.clone(), deadline, tag);
-    }
+    let Some(partition) = handle.downcast_ref::<Partition<V>>() else { return };
+    // A value read from a byte layer is decoded here if no caller read it as `V` yet.
+    let value = match value.typed_ref::<V>() {
+        Some(value) => value.clone(),
+        None => match value.get::<V>() {
+            Ok(value) => value,
+            Err(_) => return,
+        },
+    };
+    partition.insert(key, value, deadline, tag);
 }
 
 #[cfg(not(feature = "memory"))]

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use super::front::{front_tag, FastKeyBuf, FrontHandle, FrontTag};
+use super::front::{front_tag, l1_entry, FastKeyBuf, FrontHandle, FrontTag};
 use super::keys::render_key;
 use super::policy::{Condition, Policy};
 use super::state::{copy_error, CacheSlot, CachedFn, Resolved};
@@ -94,11 +94,29 @@ pub(super) struct Fill {
     pub(super) front: FrontHandle,
     pub(super) key: Box<[u8]>,
     pub(super) tag: FrontTag,
+    /// The partition holds typed copies of a stack's in-memory L1: the result is written
+    /// through the stack, then copied from L1 ([`mirror_l1`]).
+    pub(super) mirror: bool,
 }
 
 impl fmt::Debug for Fill {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fill").field("key", &self.key).field("tag", &self.tag).finish()
+        f.debug_struct("Fill").field("key", &self.key).field("tag", &self.tag).field("mirror", &self.mirror).finish()
+    }
+}
+
+/// After a call of a stack's function read the stack or wrote through it: copies L1's entry of
+/// `key` (as the stack left it: its value and its deadline, which never exceeds the lower
+/// layers') into the function's typed partition, tagged with the call's start. Nothing when L1
+/// does not hold the key (the stack did not backfill it, or a delete removed it); a delete or
+/// clear since the call started leaves the copy stale.
+pub(super) fn mirror_l1<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>) {
+    let (Some(fill), Some(ops)) = (fill, site.policy.front) else { return };
+    if !fill.mirror {
+        return;
+    }
+    if let Some(entry) = l1_entry(cache, key) {
+        (ops.put)(&fill.front, &fill.key, &entry.value, entry.expires, fill.tag);
     }
 }
 
@@ -121,11 +139,11 @@ pub(super) enum Target {
 /// The synchronous part of every call: resolves the cache (one atomic load when nothing changed
 /// in the registry: the cache a function names, else the one its keys' literal start routes to,
 /// else the default; per call only when a route reaches past that literal start) and answers a
-/// hit right here. A memory cache answers from the function's
+/// hit right here. A memory cache, and a stack whose L1 is one, answers from the function's
 /// typed partition, found by the encoded arguments (`fast`), with no key text; a function whose
-/// key parts have no encoding (and a stack with an in-process front layer) renders the key into a
-/// reused thread-local buffer and reads the text-keyed entries, so a hit allocates nothing but the
-/// returned clone either way.
+/// key parts have no encoding (and a stack whose L1 is in process but not a memory cache)
+/// renders the key into a reused thread-local buffer and reads the text-keyed entries, so a hit
+/// allocates nothing but the returned clone either way.
 #[inline]
 pub fn lookup<R>(
     site: &Site<R>,
@@ -349,13 +367,20 @@ fn front_miss<R>(
     args: &FastKeyBuf,
 ) -> Lookup<R> {
     let key = render_key(key);
-    let Some(tag) = cache.as_ref().ok().and_then(|cache| front_tag(cache, &key)) else {
+    let Some((tag, mirror)) = cache.as_ref().ok().and_then(|cache| front_tag(cache, &key)) else {
         return probe(site, cache, mode, |buf| buf.push_str(&key));
     };
-    let fill = Fill { front: front.clone(), key: args.as_bytes().into(), tag };
+    let fill = Fill { front: front.clone(), key: args.as_bytes().into(), tag, mirror };
     match probe(site, cache, mode, |buf| buf.push_str(&key)) {
         Lookup::Miss(miss) => Lookup::Miss(Miss { fill: Some(fill), ..miss }),
-        hit => hit,
+        hit => {
+            // A stack's L1 held the key by text (backfilled, or written by another handle): the
+            // next call hits the typed copy.
+            if let Ok(cache) = cache {
+                mirror_l1(site, cache, &key, Some(&fill));
+            }
+            hit
+        }
     }
 }
 

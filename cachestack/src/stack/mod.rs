@@ -177,7 +177,9 @@ use shared::Shared;
 /// lookups reaching layer k+1 are the misses of layer k, less the reads answered from the
 /// write-back queue. The stack's hits are the layers' hits plus the reads answered from the queue;
 /// its misses are the reads that no layer answered. The backend's own figures (entries,
-/// evictions, details) are carried over.
+/// evictions, details) are carried over. When L1 is a memory backend, its `hits` include the
+/// hits `#[cached]` functions answered from their typed copies of L1's entries (see
+/// [`MemoryBackend`](crate::MemoryBackend)), which never reach the stack.
 pub struct TieredCache {
     shared: Arc<Shared>,
     view: L1View,
@@ -441,6 +443,12 @@ impl Backend for TieredCache {
 
     fn local_l1(&self) -> Option<&dyn LocalRead> {
         self.shared.layers[0].local().map(|_| &self.view as &dyn LocalRead)
+    }
+
+    /// L1, when it is a memory backend: `#[cached]` functions keep their typed entries there too.
+    #[cfg(feature = "memory")]
+    fn l1_memory(&self) -> Option<&crate::store::memory::MemoryBackend> {
+        self.shared.layers[0].backend.as_memory()
     }
 
     async fn flush(&self) -> Result<()> {

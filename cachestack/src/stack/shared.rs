@@ -111,6 +111,12 @@ impl Shared {
             let own = layer.backend.stats();
             let mut stats = layer.counters.snapshot(layer.backend.name());
             stats.backfills = layer.backfills.load(Relaxed);
+            // `#[cached]` hits answered from the typed copies of an in-memory L1's entries never
+            // reach the stack: they are hits of L1 all the same.
+            #[cfg(feature = "memory")]
+            if let (0, Some(memory)) = (layer.index, layer.backend.as_memory()) {
+                stats.hits = stats.hits.wrapping_add(memory.front_hits());
+            }
             stats.evictions = own.evictions;
             stats.entries = own.entries;
             stats.details = own.details;

@@ -277,6 +277,17 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// The memory backend that is the in-process first layer of this store, for a tiered stack
+    /// whose L1 is one (or a store forwarding to such a stack): `#[cached]` functions keep a typed
+    /// copy of that layer's entries in its partitions, invalidated by every delete or clear the
+    /// layer sees. Unlike [`Backend::as_memory`], a miss there is not a miss of this store. Not
+    /// for other stores to implement.
+    #[cfg(feature = "memory")]
+    #[doc(hidden)]
+    fn l1_memory(&self) -> Option<&crate::store::memory::MemoryBackend> {
+        None
+    }
+
     /// A synchronous first look for hot paths, weaker than [`Backend::as_local`]: a hit from the
     /// returned view's `get_value` / `get_entry` is a hit of this backend, but a `None` is *not*
     /// a miss: continue with [`Backend::get`]. A tiered stack whose fastest layer is in memory

@@ -4,7 +4,7 @@
 /// Inside an `impl Backend for Wrapper`: forwards the methods a wrapper does not change.
 ///
 /// `forward_backend!(passive: |s| s.inner)`, inside an impl, forwards `default_ttl`, `signing`, `as_local`,
-/// `local_l1` and `bind_cache_name` (`passive_unbound:` all but `bind_cache_name`); `forward_backend!(impl [generics] for Type => |s| s.inner)` is a whole impl
+/// `local_l1`, `as_memory`, `l1_memory` and `bind_cache_name` (`passive_unbound:` all but `bind_cache_name`); `forward_backend!(impl [generics] for Type => |s| s.inner)` is a whole impl
 /// that forwards every method.
 macro_rules! forward_backend {
     (passive: |$s:ident| $inner:expr) => {
@@ -39,6 +39,11 @@ macro_rules! forward_backend {
         fn as_tiered(&self) -> Option<&$crate::TieredCache> {
             let $s = self;
             $crate::store::Backend::as_tiered(&$inner)
+        }
+        #[cfg(feature = "memory")]
+        fn l1_memory(&self) -> Option<&$crate::store::memory::MemoryBackend> {
+            let $s = self;
+            $crate::store::Backend::l1_memory(&$inner)
         }
     };
     (impl [$($generics:tt)*] for $ty:ty => |$s:ident| $inner:expr) => {

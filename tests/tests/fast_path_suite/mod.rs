@@ -16,19 +16,82 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use cachestack::{cached, invalidate, Backend, Cache, CacheRegistry, MemoryBackend, MemoryConfig, TieredCache, Value};
+use cachestack::{
+    cached, invalidate, Backend, Cache, CacheRegistry, FileBackend, FileConfig, MemoryBackend, MemoryConfig,
+    RedisBackend, RedisConfig, TieredCache, Value,
+};
+
+/// What the memory cache of each test is.
+#[allow(dead_code)]
+pub enum Lower {
+    /// The function's cache itself.
+    None,
+    /// L1 of a stack over a file layer (in a temporary directory).
+    File,
+    /// L1 of a stack over Redis (`CACHESTACK_TEST_REDIS_URL`; the tests are skipped without it
+    /// outside CI).
+    Redis,
+}
+
+/// True when the suite runs on stacks.
+fn on_stack() -> bool {
+    !matches!(super::LOWER, Lower::None)
+}
 
 /// The settings every memory cache of the suite starts from: the engine under test.
 fn base() -> MemoryConfig {
     MemoryConfig { engine: super::ENGINE, ..MemoryConfig::default() }
 }
 
-fn memory_cache(name: &str, config: MemoryConfig) -> (Cache, Arc<MemoryBackend>) {
-    let backend = Arc::new(MemoryBackend::new(config).unwrap());
-    let cache = Cache::from_arc(backend.clone());
-    CacheRegistry::global().register(name, cache.clone());
-    (cache, backend)
+/// The layer under L1, or `Some(None)` when the suite runs on memory caches alone; `None` when
+/// its server is missing (the test is skipped).
+fn lower(name: &str) -> Option<Option<Arc<dyn Backend>>> {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    // Each stack its own keys below (a re-pointed name gets an empty stack).
+    static STACKS: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("{name}-{}", STACKS.fetch_add(1, SeqCst));
+    match super::LOWER {
+        Lower::None => Some(None),
+        Lower::File => {
+            let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+            Some(Some(Arc::new(FileBackend::new(FileConfig::new(dir.path()).with_namespace(&name)).unwrap())))
+        }
+        Lower::Redis => {
+            let url = cachestack_tests::server_url("CACHESTACK_TEST_REDIS_URL", "redis")?;
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            // This run's own keys, gone within the hour whatever happens to the run.
+            let config = RedisConfig::from_url(&url)
+                .unwrap()
+                .with_namespace(format!("{name}-{}-{stamp}", std::process::id()))
+                .with_default_ttl(Duration::from_secs(3600))
+                .with_timeout(Duration::from_secs(5));
+            Some(Some(Arc::new(RedisBackend::new(config).unwrap())))
+        }
+    }
 }
+
+/// A memory cache registered as `name`: the cache itself, or (on stacks) L1 of a stack
+/// registered as `name`. Returns the registered cache, the memory backend and the stack.
+type Registered = (Cache, Arc<MemoryBackend>, Option<Arc<TieredCache>>);
+
+fn registered(name: &str, config: MemoryConfig) -> Option<Registered> {
+    let backend = Arc::new(MemoryBackend::new(config).unwrap());
+    let (cache, stack) = match lower(name)? {
+        None => (Cache::from_arc(backend.clone()), None),
+        Some(below) => {
+            let stack = Arc::new(TieredCache::from_layers(vec![backend.clone(), below]).unwrap());
+            (Cache::from_arc(stack.clone()), Some(stack))
+        }
+    };
+    CacheRegistry::global().register(name, cache.clone());
+    Some((cache, backend, stack))
+}
+
+fn memory_cache(name: &str, config: MemoryConfig) -> Option<(Cache, Arc<MemoryBackend>)> {
+    registered(name, config).map(|(cache, backend, _)| (cache, backend))
+}
+
+mod stack;
 
 fn entries(n: u64) -> MemoryConfig {
     MemoryConfig { max_entries: n, ..base() }
@@ -58,7 +121,7 @@ fn account_cached(id: u64) -> bool {
 
 #[tokio::test]
 async fn every_invalidation_path_reaches_the_typed_partition() {
-    let (cache, backend) = memory_cache("fp-inval", entries(1000));
+    let Some((cache, backend)) = memory_cache("fp-inval", entries(1000)) else { return };
     account(1);
     assert!(account_cached(1), "the second call is a hit");
     assert_eq!(backend.stats().details["partitions"], "1");
@@ -74,7 +137,8 @@ async fn every_invalidation_path_reaches_the_typed_partition() {
     assert!(!account_cached(1));
 
     // A delete by key through the Backend API (what a tiered stack sends to its memory layer).
-    assert!(!cache.delete("account:1").await.unwrap(), "nothing text-keyed was there");
+    // (On a stack, the call above wrote the key through it: L1 and the layer below hold it.)
+    assert_eq!(cache.delete("account:1").await.unwrap(), on_stack(), "text-keyed only on a stack");
     assert!(!account_cached(1), "the delete made the typed entry stale");
 
     // A clear.
@@ -125,7 +189,7 @@ fn repointed(id: u64) -> u64 {
 
 #[test]
 fn re_pointing_the_cache_is_seen_by_every_thread() {
-    let (first, _) = memory_cache("fp-repoint", entries(100));
+    let Some((_, first)) = memory_cache("fp-repoint", entries(100)) else { return };
     repointed(1);
     repointed(1);
     assert_eq!(REPOINT_RUNS.load(SeqCst), 1);
@@ -133,13 +197,13 @@ fn re_pointing_the_cache_is_seen_by_every_thread() {
     std::thread::spawn(|| repointed(1)).join().unwrap();
     assert_eq!(REPOINT_RUNS.load(SeqCst), 1);
 
-    let (second, _) = memory_cache("fp-repoint", entries(100));
+    let (_, second) = memory_cache("fp-repoint", entries(100)).unwrap();
     repointed(1);
     assert_eq!(REPOINT_RUNS.load(SeqCst), 2, "the new cache is empty");
     std::thread::spawn(|| repointed(1)).join().unwrap();
     assert_eq!(REPOINT_RUNS.load(SeqCst), 2, "and now holds the result, for every thread");
-    assert_eq!(second.stats().entries, Some(1));
-    assert_eq!(first.stats().entries, Some(1), "the old cache still has its own");
+    assert_eq!(second.front_ttls().len(), 1);
+    assert_eq!(first.front_ttls().len(), 1, "the old cache still has its own");
 }
 
 // ---- a delete racing a fill -----------------------------------------------------------------
@@ -167,7 +231,7 @@ fn versioned(id: u64) -> u64 {
 
 #[test]
 fn a_delete_during_a_fill_never_lets_the_old_value_back() {
-    memory_cache("fp-race", entries(100));
+    let Some(_) = memory_cache("fp-race", entries(100)) else { return };
     let (read_tx, read_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel();
     *GATE.lock().unwrap() = Some(Arc::new(Gate { read: read_tx, go: Mutex::new(go_rx) }));
@@ -198,7 +262,7 @@ fn race_read(id: u64) -> u64 {
 
 #[test]
 fn deletes_racing_fills_on_several_threads_never_resurrect() {
-    memory_cache("fp-race-loop", entries(100));
+    let Some(_) = memory_cache("fp-race-loop", entries(100)) else { return };
     let rounds = 300;
     for round in 1..=rounds {
         let barrier = Barrier::new(3);
@@ -248,7 +312,7 @@ fn short_lived(id: u64) -> u64 {
 
 #[test]
 fn deadlines_hold_on_the_typed_partition() {
-    let (_, backend) = memory_cache("fp-ttl", entries(100));
+    let Some((_, backend)) = memory_cache("fp-ttl", entries(100)) else { return };
     for_an_hour(1);
     for_an_hour(1);
     assert_eq!(TTL_RUNS.load(SeqCst), 1);
@@ -286,7 +350,7 @@ fn bound_b(id: u64) -> String {
 
 #[tokio::test]
 async fn the_capacity_holds_for_all_the_functions_of_a_cache() {
-    let (cache, backend) = memory_cache("fp-bound", entries(200));
+    let Some((cache, backend)) = memory_cache("fp-bound", entries(200)) else { return };
     for id in 0..2000 {
         bound_a(id);
         bound_b(id);
@@ -311,7 +375,7 @@ fn counted(id: u64) -> Option<u64> {
 
 #[test]
 fn stats_count_typed_hits_and_misses() {
-    let (_, backend) = memory_cache("fp-stats", entries(100));
+    let Some((cache, backend)) = memory_cache("fp-stats", entries(100)) else { return };
     for _ in 0..3 {
         for id in 0..4 {
             counted(id);
@@ -322,7 +386,9 @@ fn stats_count_typed_hits_and_misses() {
     assert_eq!(STATS_RUNS.load(SeqCst), 4, "None is cached too");
     let backend_stats = backend.stats();
     assert_eq!(backend_stats.hits, 8);
-    assert_eq!(backend_stats.entries, Some(4));
+    assert_eq!(backend.front_ttls().len(), 4);
+    // On a stack, the typed hits are hits of its L1.
+    assert_eq!(cache.stats().layers.first().map_or(8, |l1| l1.hits), 8);
 }
 
 static FLIGHT_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -336,7 +402,7 @@ fn flight(id: u64) -> u64 {
 
 #[test]
 fn single_flight_holds_with_the_typed_partition() {
-    memory_cache("fp-flight", entries(100));
+    let Some(_) = memory_cache("fp-flight", entries(100)) else { return };
     let callers = 16;
     for key in 0..5 {
         let barrier = Barrier::new(callers);
@@ -372,7 +438,7 @@ fn by_float(x: f64) -> u64 {
 
 #[tokio::test]
 async fn text_arguments_are_distinct_and_other_types_keep_the_text_path() {
-    let (cache, backend) = memory_cache("fp-text", entries(100));
+    let Some((cache, backend)) = memory_cache("fp-text", entries(100)) else { return };
     assert_eq!(by_text("a", "bc".into()), "a|bc");
     assert_eq!(by_text("ab", "c".into()), "ab|c");
     assert_eq!(by_text("a", "bc".into()), "a|bc");
@@ -423,7 +489,9 @@ fn big_text(id: u64) -> String {
 
 #[test]
 fn max_bytes_bounds_the_typed_partitions() {
-    let (_, backend) = memory_cache("fp-bytes", MemoryConfig { max_bytes: Some(50_000), ..base() });
+    let Some((_, backend)) = memory_cache("fp-bytes", MemoryConfig { max_bytes: Some(50_000), ..base() }) else {
+        return;
+    };
     for id in 0..100 {
         big_text(id);
     }

@@ -9,7 +9,7 @@
 //! [`STRIPES`] invalidation stripes of the cache, and the entry records that stripe and its epoch
 //! at the time the call *started*. Every delete of a key (by `<fn>_invalidate`,
 //! `#[invalidate]`, [`Cache::delete`](crate::Cache::delete), a tiered delete) bumps the epoch of
-//! the key's stripe, and a clear bumps them all: a hit serves an entry only while its stripe's
+//! the key's stripe (before and after removing the key), and a clear bumps them all: a hit serves an entry only while its stripe's
 //! epoch is the one it recorded, so an invalidated entry is never served again, and a value
 //! computed by a call that started before the delete never is either (it carries the older
 //! epoch). A stale entry is a miss; the call then takes the normal path and fills again.
@@ -86,6 +86,11 @@ impl FrontTag {
     pub(crate) fn for_key(epochs: &Epochs, key: &str) -> Self {
         let stripe = Epochs::stripe_of(key);
         FrontTag { stripe, epoch: epochs.current(stripe) }
+    }
+
+    /// True while no delete or clear reached the tag's stripe since it was taken.
+    pub(crate) fn is_current(&self, epochs: &Epochs) -> bool {
+        epochs.current(self.stripe) == self.epoch
     }
 }
 

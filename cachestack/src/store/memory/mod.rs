@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 pub use engine::MemoryEngine;
 use engine::{EngineSpec, Map};
-use front::{AnyPartition, Epochs, Evictions, FrontHandle, FrontShared, FrontTag, Partition};
+use front::{AnyPartition, Epochs, Evictions, FrontHandle, FrontShared};
 
 use async_trait::async_trait;
 
@@ -34,9 +34,10 @@ use crate::pattern::KeyPattern;
 use crate::store::{Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead};
 use crate::striped::StripedCounter;
 use crate::url::{CacheUrl, Scheme, Shared, SharedFields, SharedOptions};
-use crate::value::{Cacheable, Value};
+use crate::value::Value;
 
 mod ops;
+mod partitions;
 mod slot;
 
 use slot::{KeyRef, MemKey, Slot, SlotWeighter};
@@ -91,7 +92,10 @@ impl Default for MemoryConfig {
 /// A `#[cached]` function keeps its results here in a typed partition of its own, found by its
 /// arguments (see the [module](self) docs): they are invalidated by key like any entry (a delete
 /// or a clear reaches them), but a text-keyed read (`Cache::get` with the rendered key) does not
-/// see them.
+/// see them, and a text-keyed write does not replace them. When this cache is L1 of a
+/// [`TieredCache`](crate::TieredCache), a function of the stack keeps typed copies of L1's
+/// entries here (same deadline; stale once the key is deleted or L1 cleared), so that its L1
+/// hits cost what a memory cache's do.
 ///
 /// With `max_bytes`, an entry weighs its key, its inline size, its heap data estimated by its
 /// serialised length (postcard), and, for entries reachable by the [`Backend`] API, that length
@@ -192,42 +196,6 @@ impl MemoryBackend {
         for front in fronts {
             front.part.set_capacity(share);
         }
-    }
-
-    /// The typed partition of the function whose state lives at `id`, created on first use.
-    pub(crate) fn front_partition<V: Cacheable>(&self, id: usize) -> FrontHandle {
-        let mut fronts = self.fronts();
-        let value_type = TypeId::of::<V>();
-        if let Some(front) = fronts.iter().find(|f| f.id == id && f.value_type == value_type) {
-            return front.handle.clone();
-        }
-        let partition =
-            Arc::new(Partition::<V>::new(self.spec, self.capacity, self.shared.clone(), self.evictions.clone()));
-        let handle: FrontHandle = partition.clone();
-        fronts.push(Front { id, value_type, handle: handle.clone(), part: partition });
-        self.rebalance(&fronts);
-        handle
-    }
-
-    /// Removes the entry of these encoded arguments from every partition of the function whose
-    /// state lives at `id`; true if one was live (the caller then deletes the key, which makes
-    /// anything a concurrent call computes meanwhile stale).
-    pub(crate) fn front_remove(&self, id: usize, key: &[u8]) -> bool {
-        let parts: Vec<Arc<dyn AnyPartition>> =
-            self.fronts().iter().filter(|f| f.id == id).map(|f| f.part.clone()).collect();
-        parts.iter().fold(false, |removed, part| part.remove(key) | removed)
-    }
-
-    /// The time left of every live entry of the functions' partitions (`None`: no expiry), for
-    /// tests and diagnostics.
-    #[doc(hidden)]
-    pub fn front_ttls(&self) -> Vec<Option<Duration>> {
-        self.fronts().iter().flat_map(|f| f.part.ttls()).collect()
-    }
-
-    /// The stripe and epoch a call for `key` starts with: what the entry it fills records.
-    pub(crate) fn front_tag(&self, key: &str) -> FrontTag {
-        FrontTag::for_key(&self.shared.epochs, key)
     }
 
     /// A memory cache bounded to `max_entries`, no default TTL.
@@ -335,9 +303,13 @@ impl LocalBackend for MemoryBackend {
     fn remove(&self, key: &str) -> bool {
         self.counters.record_delete();
         // Before the removal: a call that reads the epoch after this bump computes after the
-        // delete, and one that read it before fills an entry that is already stale.
+        // delete, and one that read it before fills an entry that is already stale. After it
+        // too: a stack's typed copy of this entry, taken by a call that read the epoch between
+        // the first bump and the removal, is stale as well.
         self.shared.epochs.bump_key(key);
-        self.map.remove(&KeyRef::new(key)).is_some()
+        let removed = self.map.remove(&KeyRef::new(key)).is_some();
+        self.shared.epochs.bump_key(key);
+        removed
     }
 }
 
@@ -365,11 +337,13 @@ impl Backend for MemoryBackend {
     }
 
     async fn clear(&self) -> Result<()> {
+        // Before and after, as `remove` does.
         self.shared.epochs.bump_all();
         self.map.clear();
         for front in self.fronts().iter() {
             front.part.clear();
         }
+        self.shared.epochs.bump_all();
         Ok(())
     }
 
@@ -431,7 +405,9 @@ impl Backend for MemoryBackend {
         // The typed partitions keep no key text to match: every typed entry becomes stale (a
         // miss that refills), so none that matches is served again.
         self.shared.epochs.bump_all();
-        Ok(self.remove_matching(pattern))
+        let removed = self.remove_matching(pattern);
+        self.shared.epochs.bump_all();
+        Ok(removed)
     }
 }
 
@@ -474,6 +450,7 @@ fn open_url(url: &mut CacheUrl, shared: SharedOptions) -> Result<Arc<dyn Backend
 
 #[cfg(test)]
 mod tests {
+    use super::front::Partition;
     use super::slot::INLINE_KEY;
     use super::*;
 
