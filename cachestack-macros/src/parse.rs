@@ -28,7 +28,7 @@ pub struct CachedAttr {
     pub ttl: Option<Arg<Ttl>>,
     pub key: Option<Arg<Template>>,
     pub condition: Option<Arg<Expr>>,
-    pub lock: Option<Arg<bool>>,
+    pub lock: Option<Arg<Lock>>,
     pub cache_none: Option<Arg<bool>>,
     pub cache_err: Option<Arg<bool>>,
     pub stale_if_error: Option<Arg<DurationText>>,
@@ -39,6 +39,7 @@ pub struct CachedAttr {
     pub hard_timeout: Option<Arg<DurationText>>,
     pub jitter: Option<Arg<Percent>>,
     pub lock_timeout: Option<Arg<DurationText>>,
+    pub lock_lease: Option<Arg<DurationText>>,
     #[darling(flatten)]
     pub common: CommonAttr,
 }
@@ -103,6 +104,7 @@ pub const CACHED: Spec = Spec {
         "hard_timeout",
         "jitter",
         "lock_timeout",
+        "lock_lease",
         "on_cache_error",
         "crate",
         "in_impl",
@@ -138,6 +140,7 @@ fn example(name: &str) -> &'static str {
         "hard_timeout" => "hard_timeout = \"2s\"",
         "jitter" => "jitter = \"10%\"",
         "lock_timeout" => "lock_timeout = \"5s\"",
+        "lock_lease" => "lock_lease = \"10s\"",
         "on_cache_error" => "on_cache_error = \"propagate\"",
         "crate" => "crate = ::cachestack",
         "in_impl" => "in_impl",
@@ -326,6 +329,43 @@ impl Value for LitStr {
 impl Value for Template {
     fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
         Template::parse(&LitStr::read(expr, name)?)
+    }
+}
+
+/// `lock = ...`: who computes a missing key.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Lock {
+    /// `lock = false`: every caller computes.
+    Off,
+    /// `lock = true` (the default): single flight in this process.
+    Process,
+    /// `lock = "distributed"`: single flight across the processes sharing the store.
+    Distributed,
+}
+
+const LOCK_MODES: &str =
+    "`lock = false` (no single flight), `lock = true` (single flight in this process, the default) \
+     and `lock = \"distributed\"` (single flight across processes, through the store's lock)";
+
+impl Value for Lock {
+    fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
+        if let Some(text) = lit_str(expr) {
+            return match text.value().trim() {
+                "distributed" => Ok(Lock::Distributed),
+                other => Err(syn::Error::new(
+                    text.span(),
+                    format!("unknown lock mode {other:?}; valid modes are {LOCK_MODES}"),
+                )),
+            };
+        }
+        match bool::read(expr, name) {
+            Ok(true) => Ok(Lock::Process),
+            Ok(false) => Ok(Lock::Off),
+            Err(_) => Err(syn::Error::new_spanned(
+                expr,
+                format!("expected `true`, `false` or `\"distributed\"`: {LOCK_MODES}"),
+            )),
+        }
     }
 }
 
@@ -587,7 +627,7 @@ mod tests {
         let (attr, errors) = cached(r#"ttl = "soon", lock = "no", key = "user:<id>", r#namespace = "x""#);
         assert!(errors.is_empty(), "value errors wait for validation: {errors}");
         assert!(message(attr.ttl).contains("invalid TTL"));
-        assert!(message(attr.lock).contains("expected `true` or `false`"));
+        assert!(message(attr.lock).contains("unknown lock mode \"no\"; valid modes are `lock = false`"));
         assert!(attr.key.is_some_and(|k| k.value.is_ok()));
         assert!(attr.common.namespace.is_some_and(|k| k.value.is_ok()));
     }

@@ -28,7 +28,7 @@ pub use builder::{OnFull, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::pattern::KeyPattern;
-use crate::store::{Backend, BackendStats, Entry, KeyVisitor, LocalRead, Signing};
+use crate::store::{Backend, BackendStats, Entry, KeyVisitor, LocalRead, LockOps, Signing};
 use crate::value::Value;
 use layer::Layer;
 use shared::Shared;
@@ -430,6 +430,12 @@ impl Backend for TieredCache {
     /// not a miss of the stack (continue with `get`).
     fn local_l1(&self) -> Option<&dyn LocalRead> {
         self.shared.layers[0].local().map(|_| &self.view as &dyn LocalRead)
+    }
+
+    /// The lock of the lowest layer, the one every process shares (`None` when that layer has
+    /// none, an in-process or local one).
+    fn locks(&self) -> Option<&dyn LockOps> {
+        self.shared.layers.last().and_then(|lowest| lowest.backend.locks())
     }
 
     async fn flush(&self) -> Result<()> {
