@@ -184,6 +184,9 @@ impl<R: Send + 'static> Hooks<R> for FnHooks<R> {
 }
 
 /// How a call starts.
+// A transient value of each call, matched at once: boxing the large variant would only add an
+// allocation per call.
+#[allow(clippy::large_enum_variant)]
 enum Start<R> {
     /// Call the body uncached: switched off or bypassed, or the cache or the options could not
     /// be had (counted and logged).
