@@ -232,3 +232,52 @@ async fn a_store_without_a_lock_is_a_configuration_error() {
         cache.get_or_compute("h", &options, || async { Ok::<u8, cachestack::Error>(3) }).await.unwrap();
     assert_eq!((value, status), (2, CallStatus::Hit));
 }
+
+/// Two caches over one store have flights of their own, as two processes do: through the Cache
+/// API (async leader, blocking waiter), the waiter gets the leader's value without computing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_get_or_compute_waits_for_another_flight_across_the_store() {
+    let url = require_server!("CACHESTACK_TEST_REDIS_URL", "Redis");
+    let (url, run) = fresh(&url, "api");
+    let (leader_cache, waiter_cache) = (Cache::from_url(&url).unwrap(), Cache::from_url(&url).unwrap());
+    let options = ComputeOptions::builder()
+        .ttl(Duration::from_secs(600))
+        .lock(LockMode::Distributed)
+        .lock_lease(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let (started, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (finish, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let key = format!("api:{run}");
+    let leading = {
+        let (cache, options, key) = (leader_cache.clone(), options.clone(), key.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_compute(&key, &options, move || async move {
+                    started.send(()).unwrap();
+                    finish_rx.await.unwrap();
+                    Ok::<_, cachestack::Error>("from the leader".to_string())
+                })
+                .await
+        })
+    };
+    started_rx.recv().await.expect("the leader computes");
+    let waiting = {
+        let (cache, options, key) = (waiter_cache.clone(), options.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            cache.get_or_compute_blocking(&key, &options, || -> Result<String, cachestack::Error> {
+                panic!("the other flight holds the lock: this one must not compute")
+            })
+        })
+    };
+    // The waiter is in (polling the store) before the leader finishes.
+    while waiter_cache.compute_stats().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    finish.send(()).unwrap();
+    let (value, status) = leading.await.unwrap().unwrap();
+    assert_eq!((value.as_str(), status), ("from the leader", CallStatus::Miss));
+    let (value, status) = waiting.await.unwrap().unwrap();
+    assert_eq!((value.as_str(), status), ("from the leader", CallStatus::Waited));
+    assert_eq!(waiter_cache.compute_stats().misses, 0);
+}
