@@ -23,12 +23,15 @@ use crate::error::Result;
 /// resilience engine does, every third of the lease).
 ///
 /// ```
-/// use std::time::Duration;
-/// use cachestack::{Backend, MemoryBackend};
+/// use cachestack::{Backend, MemoryBackend, RedisBackend, TieredCache};
 ///
 /// // The memory store is in one process: it has no lock to share.
 /// assert!(MemoryBackend::with_capacity(10).locks().is_none());
-/// # let _ = Duration::ZERO;
+/// // Redis has one (no I/O until it is used), and a stack over Redis answers with it.
+/// let redis = RedisBackend::from_url("redis://127.0.0.1:6379/0").unwrap();
+/// assert!(redis.locks().is_some());
+/// let stack = TieredCache::builder().layer(MemoryBackend::with_capacity(10)).layer(redis).build().unwrap();
+/// assert!(stack.locks().is_some());
 /// ```
 #[async_trait]
 pub trait LockOps: Send + Sync {
