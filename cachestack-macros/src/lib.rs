@@ -14,6 +14,7 @@ mod errors;
 mod expand;
 mod model;
 mod parse;
+mod parse_lock;
 mod template;
 mod validate;
 mod validate_resilience;

@@ -20,6 +20,7 @@ use syn::{Attribute, Block, Expr, ExprLit, Lit, LitBool, LitStr, Meta, Path, Sig
 
 use crate::errors::Errors;
 use crate::model::OnError;
+pub use crate::parse_lock::Lock;
 use crate::template::Template;
 
 /// `#[cached(...)]`'s arguments.
@@ -308,7 +309,7 @@ impl<T: Value> FromMeta for Arg<T> {
 
 /// A string literal, also when it comes from a `macro_rules!` fragment (`$name:literal`, passed
 /// in an invisible group).
-fn lit_str(expr: &Expr) -> Option<&LitStr> {
+pub(crate) fn lit_str(expr: &Expr) -> Option<&LitStr> {
     match expr {
         Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Some(s),
         Expr::Group(group) => lit_str(&group.expr),
@@ -329,43 +330,6 @@ impl Value for LitStr {
 impl Value for Template {
     fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
         Template::parse(&LitStr::read(expr, name)?)
-    }
-}
-
-/// `lock = ...`: who computes a missing key.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Lock {
-    /// `lock = false`: every caller computes.
-    Off,
-    /// `lock = true` (the default): single flight in this process.
-    Process,
-    /// `lock = "distributed"`: single flight across the processes sharing the store.
-    Distributed,
-}
-
-const LOCK_MODES: &str =
-    "`lock = false` (no single flight), `lock = true` (single flight in this process, the default) \
-     and `lock = \"distributed\"` (single flight across processes, through the store's lock)";
-
-impl Value for Lock {
-    fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
-        if let Some(text) = lit_str(expr) {
-            return match text.value().trim() {
-                "distributed" => Ok(Lock::Distributed),
-                other => Err(syn::Error::new(
-                    text.span(),
-                    format!("unknown lock mode {other:?}; valid modes are {LOCK_MODES}"),
-                )),
-            };
-        }
-        match bool::read(expr, name) {
-            Ok(true) => Ok(Lock::Process),
-            Ok(false) => Ok(Lock::Off),
-            Err(_) => Err(syn::Error::new_spanned(
-                expr,
-                format!("expected `true`, `false` or `\"distributed\"`: {LOCK_MODES}"),
-            )),
-        }
     }
 }
 

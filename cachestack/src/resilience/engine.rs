@@ -399,7 +399,7 @@ impl<H> Call<H> {
 
     /// A fresh value in what the store gave (`in_refresh_window`: even if a hit there would
     /// refresh it), with its stored form.
-    fn fresh_entry<T>(&self, read: Result<Option<Entry>>, in_refresh_window: bool) -> Option<(T, Value)>
+    pub(super) fn fresh_entry<T>(&self, read: Result<Option<Entry>>, in_refresh_window: bool) -> Option<(T, Value)>
     where
         H: Hooks<T>,
     {
@@ -415,15 +415,6 @@ impl<H> Call<H> {
             Freshness::Fresh { refresh } if in_refresh_window || !refresh => Some((value, entry.value)),
             _ => None,
         }
-    }
-
-    /// A fresh value in what the store gave, even in the refresh window (see
-    /// [`Call::fresh_entry`]).
-    pub(super) fn fresh_value<T>(&self, read: Result<Option<Entry>>) -> Option<(T, Value)>
-    where
-        H: Hooks<T>,
-    {
-        self.fresh_entry(read, true)
     }
 
     /// The bounds of a call that computes (or waits), starting now; the soft timeout applies only
