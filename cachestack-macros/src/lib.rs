@@ -14,6 +14,7 @@ mod errors;
 mod expand;
 mod model;
 mod parse;
+mod parse_lock;
 mod template;
 mod validate;
 mod validate_resilience;
@@ -52,6 +53,7 @@ use parse::{CachedAttr, Func, InvalidateAttr};
 /// | `cache = "name"` | a cache of [`CacheRegistry::global()`](../cachestack/registry/struct.CacheRegistry.html), looked up by name. Without it, the cache the key's [prefix route](../cachestack/registry/struct.CacheRegistry.html#method.route) names, else the registry's default cache (routes are matched against the literal start of the key template, once per registry change; a route longer than that start makes each call route its rendered key). |
 /// | `namespace = "users"`, `version = 2` | key prefixes (`users:v2:...`); bump `version` when the return type's shape changes, so old entries are never read. |
 /// | `lock = false` | turns single flight off (see *Single flight*). |
+/// | `lock = "distributed"` | single flight across processes: one body execution per key among every process sharing the cache's store, through the store's lock (Redis, PostgreSQL, Memcached; see *Single flight*). `lock_lease = "10s"` sets the lock's lease. |
 /// | `cache_none = false` | for `Option` returns: do not store `None`. |
 /// | `cache_err = true` | for `Result` returns: store `Err` values too (the error type must then be cacheable). |
 /// | `on_cache_error = "propagate"` | for `Result` returns whose error type implements `From<cachestack::Error>`: a cache failure becomes the function's `Err` instead of being logged and ignored. `"ignore"` is the default. |
@@ -105,6 +107,18 @@ use parse::{CachedAttr, Func, InvalidateAttr};
 /// forever. Distinct keys never wait on each other. A recursive call with the same key (which
 /// would wait for itself) is detected and runs uncached. `lock = false` turns single flight
 /// off.
+///
+/// `lock = "distributed"` extends single flight to every process sharing the cache's store:
+/// each process's leader contends for the store's lock, one of them runs the body, and the
+/// others poll the store for its value (up to `lock_timeout`, then they run the body
+/// themselves). A leader process that dies loses the lock when its lease (`lock_lease`, default
+/// 10s, renewed while the body runs) ends or, on PostgreSQL, when its connection closes; one
+/// waiter then takes over. The calls go through the resilience engine (as with the options of
+/// *Resilience*). The store must have a lock: Redis, PostgreSQL, Memcached, or a stack whose
+/// lowest layer is one of them. With any other store (memory, file, object store), a call that
+/// misses counts a cache error in the function's stats, logs it, and runs the body without
+/// caching its result, whatever the return type (a plain `T` included): it never computes
+/// under a weaker lock than the one asked for.
 ///
 /// A synchronous caller that waits on a worker thread of a multi-thread tokio runtime steps out
 /// of the worker while it waits (`block_in_place`), so the runtime's other tasks keep running.

@@ -46,6 +46,9 @@ pub struct Resilience {
     /// A fraction of the TTL, strictly between 0 and 1.
     pub jitter: Option<f64>,
     pub lock_timeout: Option<Duration>,
+    /// `lock = "distributed"`: single flight across processes.
+    pub distributed: bool,
+    pub lock_lease: Option<Duration>,
     /// The body must also be runnable after its caller returned (a background refresh, a soft
     /// timeout, a synchronous hard timeout): the arguments are cloned into an owned computation.
     pub owned: bool,

@@ -20,6 +20,7 @@ use syn::{Attribute, Block, Expr, ExprLit, Lit, LitBool, LitStr, Meta, Path, Sig
 
 use crate::errors::Errors;
 use crate::model::OnError;
+pub use crate::parse_lock::Lock;
 use crate::template::Template;
 
 /// `#[cached(...)]`'s arguments.
@@ -28,7 +29,7 @@ pub struct CachedAttr {
     pub ttl: Option<Arg<Ttl>>,
     pub key: Option<Arg<Template>>,
     pub condition: Option<Arg<Expr>>,
-    pub lock: Option<Arg<bool>>,
+    pub lock: Option<Arg<Lock>>,
     pub cache_none: Option<Arg<bool>>,
     pub cache_err: Option<Arg<bool>>,
     pub stale_if_error: Option<Arg<DurationText>>,
@@ -39,6 +40,7 @@ pub struct CachedAttr {
     pub hard_timeout: Option<Arg<DurationText>>,
     pub jitter: Option<Arg<Percent>>,
     pub lock_timeout: Option<Arg<DurationText>>,
+    pub lock_lease: Option<Arg<DurationText>>,
     #[darling(flatten)]
     pub common: CommonAttr,
 }
@@ -103,6 +105,7 @@ pub const CACHED: Spec = Spec {
         "hard_timeout",
         "jitter",
         "lock_timeout",
+        "lock_lease",
         "on_cache_error",
         "crate",
         "in_impl",
@@ -138,6 +141,7 @@ fn example(name: &str) -> &'static str {
         "hard_timeout" => "hard_timeout = \"2s\"",
         "jitter" => "jitter = \"10%\"",
         "lock_timeout" => "lock_timeout = \"5s\"",
+        "lock_lease" => "lock_lease = \"10s\"",
         "on_cache_error" => "on_cache_error = \"propagate\"",
         "crate" => "crate = ::cachestack",
         "in_impl" => "in_impl",
@@ -305,7 +309,7 @@ impl<T: Value> FromMeta for Arg<T> {
 
 /// A string literal, also when it comes from a `macro_rules!` fragment (`$name:literal`, passed
 /// in an invisible group).
-fn lit_str(expr: &Expr) -> Option<&LitStr> {
+pub(crate) fn lit_str(expr: &Expr) -> Option<&LitStr> {
     match expr {
         Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Some(s),
         Expr::Group(group) => lit_str(&group.expr),
@@ -587,7 +591,7 @@ mod tests {
         let (attr, errors) = cached(r#"ttl = "soon", lock = "no", key = "user:<id>", r#namespace = "x""#);
         assert!(errors.is_empty(), "value errors wait for validation: {errors}");
         assert!(message(attr.ttl).contains("invalid TTL"));
-        assert!(message(attr.lock).contains("expected `true` or `false`"));
+        assert!(message(attr.lock).contains("unknown lock mode \"no\"; valid modes are `lock = false`"));
         assert!(attr.key.is_some_and(|k| k.value.is_ok()));
         assert!(attr.common.namespace.is_some_and(|k| k.value.is_ok()));
     }

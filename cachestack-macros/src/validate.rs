@@ -7,7 +7,8 @@
 //! - a missing value (`ttl` alone), a value in parentheses (`ttl("5m")`), a value of the wrong
 //!   kind: not a string literal (`key`, `cache`, `namespace`, `on_cache_error`), not `true` or
 //!   `false`, not a path (`crate`), not a number or non-empty string (`version`);
-//! - a `ttl` string that is not a duration, an unknown `on_cache_error` mode;
+//! - a `ttl` string that is not a duration, an unknown `on_cache_error` mode, a `lock` that is
+//!   neither `true`, `false` nor `"distributed"` (the valid modes listed);
 //! - a key template with an unclosed `<`, an empty placeholder, or one that is not a parameter
 //!   name followed by field names or tuple indices.
 //!
@@ -20,7 +21,8 @@
 //! - the resilience options (see `validate_resilience`): a zero duration, a `refresh_ahead` or
 //!   `jitter` outside (0%, 100%) or a `refresh_ahead` duration not less than a literal `ttl`,
 //!   `stale_if_error` / `stale_while_revalidate` / `refresh_ahead` / `jitter` without `ttl`,
-//!   `stale_throttle` or `timeout` without `stale_if_error`, `timeout` not less than
+//!   `stale_throttle` or `timeout` without `stale_if_error`, `lock_lease` without
+//!   `lock = "distributed"`, `timeout` not less than
 //!   `hard_timeout`; any of them with `lock = false`, `cache_err = true` or
 //!   `on_cache_error = "propagate"`; and, for the options whose body runs after the caller
 //!   returned (`stale_while_revalidate`, `refresh_ahead`, `timeout`, and `hard_timeout` of a
@@ -67,16 +69,19 @@ pub fn cached(func: &Func, attr: CachedAttr, errors: &mut Errors) -> Option<Cach
         hard_timeout: attr.hard_timeout,
         jitter: attr.jitter,
         lock_timeout: attr.lock_timeout,
+        distributed: lock.and_then(|(lock, span)| (lock == parse::Lock::Distributed).then_some(span)),
+        lock_lease: attr.lock_lease,
     };
     let resilience = resilience::options(options, ttl.as_ref(), ttl_given, errors);
     let (common, in_impl) = common(attr.common, errors);
     let func = function(func, Purpose::Cached, in_impl, errors)?;
     let key = key.filter(|template| placeholders(&func, template, errors));
     let resilience = resilience.and_then(|(resilience, given)| {
+        let lock = lock.map(|(lock, span)| (lock != parse::Lock::Off, span));
         let conflicts = resilience::Conflicts { lock, cache_err, propagate: common.propagate() };
         resilience::applies(resilience, &given, conflicts, &func, errors)
     });
-    let lock = lock.is_none_or(|(lock, _)| lock);
+    let lock = lock.is_none_or(|(lock, _)| lock != parse::Lock::Off);
     Some(Cached { func, ttl, key, condition, lock, cache_none, cache_err, resilience, common })
 }
 

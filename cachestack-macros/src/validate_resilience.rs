@@ -1,6 +1,6 @@
 //! Step 3 for the resilience options of `#[cached]` (`stale_if_error`, `stale_throttle`,
 //! `stale_while_revalidate`, `refresh_ahead`, `timeout`, `hard_timeout`, `jitter`,
-//! `lock_timeout`): each value on its own, then against `ttl` and each other ([`options`]), then
+//! `lock_timeout`, `lock = "distributed"` and its `lock_lease`): each value on its own, then against `ttl` and each other ([`options`]), then
 //! against the rest of the attribute and the function ([`applies`]). The list of what is rejected
 //! is in [`crate::validate`]. A rejected option leaves the function without resilience options,
 //! so one mistake gives one message.
@@ -25,6 +25,9 @@ pub struct ResilienceArgs {
     pub hard_timeout: Option<Arg<DurationText>>,
     pub jitter: Option<Arg<Percent>>,
     pub lock_timeout: Option<Arg<DurationText>>,
+    /// `lock = "distributed"`: the span of `lock`.
+    pub distributed: Option<Span>,
+    pub lock_lease: Option<Arg<DurationText>>,
 }
 
 /// The options given (and readable), with the spans of their names, in the order checked.
@@ -102,6 +105,15 @@ pub fn options(
         ok &= r.jitter.is_some();
     }
     r.lock_timeout = duration(args.lock_timeout, "lock_timeout", &mut given, errors);
+    let lease_span = args.lock_lease.as_ref().map(|arg| arg.name);
+    r.lock_lease = duration(args.lock_lease, "lock_lease", &mut given, errors);
+    if let Some(span) = args.distributed {
+        given.0.push(("lock = \"distributed\"", span));
+        r.distributed = true;
+    } else if let Some(span) = lease_span {
+        errors.at(span, "`lock_lease` is the lease of the distributed lock: it needs `lock = \"distributed\"`");
+        ok = false;
+    }
     given.first()?;
     let durations = [
         ("stale_if_error", r.stale_if_error.is_some()),
@@ -110,6 +122,7 @@ pub fn options(
         ("timeout", r.timeout.is_some()),
         ("hard_timeout", r.hard_timeout.is_some()),
         ("lock_timeout", r.lock_timeout.is_some()),
+        ("lock_lease", r.lock_lease.is_some()),
     ];
     ok &= durations.iter().all(|(name, read)| *read || given.span(name).is_none());
     ok &= relations(&r, &given, ttl_given, errors);

@@ -85,8 +85,8 @@ pub use observe::metrics;
 pub use pattern::KeyPattern;
 pub use registry::CacheRegistry;
 pub use resilience::{
-    CallStatus, Clock, ComputeOptions, ComputeOptionsBuilder, ComputeStats, ManualClock, RefreshAhead, SystemClock,
-    Timeout, DEFAULT_STALE_THROTTLE,
+    CallStatus, Clock, ComputeOptions, ComputeOptionsBuilder, ComputeStats, LockMode, ManualClock, RefreshAhead,
+    SystemClock, Timeout, DEFAULT_LOCK_LEASE, DEFAULT_STALE_THROTTLE,
 };
 pub use stack::{BreakerConfig, OnFull, TieredCache, TieredCacheBuilder, WriteBackConfig, WriteStrategy};
 #[cfg(feature = "file")]
@@ -103,7 +103,8 @@ pub use store::postgres::{PostgresBackend, PostgresConfig, PostgresStore};
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisBackend, RedisConfig, RedisStore, RedisTlsConfig};
 pub use store::{
-    AtomicOps, Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
+    AtomicOps, Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, LockGuard, LockOps,
+    Signing, PATTERN_BATCH,
 };
 #[cfg(any(
     feature = "file",

@@ -99,6 +99,14 @@ impl Fixture {
 enum Failed {
     Dependency,
     TimedOut(Duration),
+    /// A cache configuration error (e.g. a distributed lock on a store without one).
+    Misconfigured(String),
+}
+
+impl From<cachestack::Error> for Failed {
+    fn from(err: cachestack::Error) -> Self {
+        Failed::Misconfigured(err.to_string())
+    }
 }
 
 impl From<Timeout> for Failed {

@@ -15,6 +15,12 @@ pub(super) fn cached_entry(model: &Cached, names: &Names, state: &TokenStream) -
     if !model.lock {
         options.push(("lock", "false".to_owned()));
     }
+    if let Some(resilience) = model.resilience.as_ref().filter(|r| r.distributed) {
+        options.push(("lock", "distributed".to_owned()));
+        if let Some(lease) = resilience.lock_lease {
+            options.push(("lock_lease", humantime::format_duration(lease).to_string()));
+        }
+    }
     if let Some((value, _)) = model.cache_none {
         options.push(("cache_none", value.to_string()));
     }

@@ -150,6 +150,7 @@ fn options(rt: &TokenStream, r: &Resilience) -> TokenStream {
     };
     let (timeout, hard_timeout) = (duration(r.timeout), duration(r.hard_timeout.map(|(d, _)| d)));
     let (jitter, lock_timeout) = (fraction(r.jitter), duration(r.lock_timeout));
+    let (distributed, lock_lease) = (r.distributed, duration(r.lock_lease));
     quote!(#rt::Resilience {
         stale_if_error: #stale_if_error,
         stale_throttle: #stale_throttle,
@@ -159,6 +160,8 @@ fn options(rt: &TokenStream, r: &Resilience) -> TokenStream {
         hard_timeout: #hard_timeout,
         jitter: #jitter,
         lock_timeout: #lock_timeout,
+        distributed: #distributed,
+        lock_lease: #lock_lease,
     })
 }
 

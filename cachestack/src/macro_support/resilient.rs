@@ -25,10 +25,11 @@ use super::state::{CacheSlot, CachedFn};
 use super::{Cache, LocalKey, Value};
 use crate::error::Result;
 use crate::expiry::Deadline;
+use crate::resilience::check_lock;
 use crate::resilience::{
     on_blocking_pool, read, read_blocking, runtime_failure, Answer, Call, Decision, Failure, Hooks, Stamped,
 };
-use crate::{CallStatus, ComputeOptions, RefreshAhead, Timeout};
+use crate::{CallStatus, ComputeOptions, LockMode, RefreshAhead, Timeout};
 
 /// The resilience options of one `#[cached]` function, as its attribute gives them (checked by
 /// the macro; the TTL comes with each call, as it may be an expression).
@@ -50,6 +51,10 @@ pub struct Resilience {
     pub jitter: Option<f64>,
     /// `lock_timeout`.
     pub lock_timeout: Option<Duration>,
+    /// `lock = "distributed"`.
+    pub distributed: bool,
+    /// `lock_lease`.
+    pub lock_lease: Option<Duration>,
 }
 
 impl Resilience {
@@ -76,6 +81,12 @@ impl Resilience {
         }
         if let Some(jitter) = self.jitter {
             builder = builder.jitter(jitter);
+        }
+        if self.distributed {
+            builder = builder.lock(LockMode::Distributed);
+        }
+        if let Some(lease) = self.lock_lease {
+            builder = builder.lock_lease(lease);
         }
         builder.build()
     }
@@ -173,6 +184,9 @@ impl<R: Send + 'static> Hooks<R> for FnHooks<R> {
 }
 
 /// How a call starts.
+// A transient value of each call, matched at once: boxing the large variant would only add an
+// allocation per call.
+#[allow(clippy::large_enum_variant)]
 enum Start<R> {
     /// Call the body uncached: switched off or bypassed, or the cache or the options could not
     /// be had (counted and logged).
@@ -248,6 +262,19 @@ impl<R: Send + 'static> Resilient<R> {
         (value, status)
     }
 
+    /// False (the error counted in the function's `errors` and logged) when the function asks
+    /// for the distributed lock and its cache's store has none: the call then runs the body
+    /// without caching its result, as for every cache error of these functions.
+    fn lock_available(&self, call: &Call<FnHooks<R>>) -> bool {
+        match check_lock(&*call.backend, &call.options) {
+            Ok(()) => true,
+            Err(err) => {
+                self.state.record_error("lock", &call.key, &err);
+                false
+            }
+        }
+    }
+
     fn uncached(&self, result: R) -> (R, CallStatus) {
         self.finish(Ok((result, CallStatus::Miss)))
     }
@@ -306,6 +333,7 @@ where
             Ok(call.state.answer(value, status))
         }
         Decision::Compute { .. } if !store => return site.uncached(body.await),
+        Decision::Compute { .. } if !site.lock_available(&call) => return site.uncached(body.await),
         Decision::Compute { fallback } => match owned {
             // The soft timeout: the body goes on after the caller got the stale value.
             Some(owned) if call.options.timeout().is_some() && fallback.is_some() => {
@@ -354,6 +382,7 @@ where
             Ok(call.state.answer(value, status))
         }
         Decision::Compute { .. } if !store => return site.uncached(body()),
+        Decision::Compute { .. } if !site.lock_available(&call) => return site.uncached(body()),
         Decision::Compute { fallback } => match owned {
             // A timeout the caller stops waiting at: the body runs on another thread.
             Some(owned)

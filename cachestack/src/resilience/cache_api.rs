@@ -4,9 +4,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::distributed::check;
 use super::engine::{read, read_local, Answer, Call, Decision, Failure, Hooks};
 use super::{CallStatus, Clock, ComputeOptions, ComputeState, ComputeStats, Stamped, Timeout};
 use crate::cache::Cache;
+use crate::error::Error;
 use crate::expiry::Deadline;
 use crate::value::{Cacheable, Value};
 
@@ -105,6 +107,17 @@ impl Cache {
     /// calling runtime (which must have time enabled, as `#[tokio::main]` does); called outside
     /// any tokio runtime, the whole call runs on cachestack's runtime.
     ///
+    /// Single flight across processes ([`LockMode::Distributed`](crate::LockMode::Distributed)
+    /// in `options`): of all the processes sharing the store, one computes a missing key and
+    /// the others wait for its value (see the README's *Distributed single flight*). The store
+    /// must have a lock ([`Backend::locks`](crate::Backend::locks): Redis, PostgreSQL,
+    /// Memcached, or a stack whose lowest layer is one); with any other, a call that must
+    /// compute fails with [`Error::Config`] (converted into `E`), never computes without the
+    /// lock it was asked for.
+    ///
+    /// The error type receives hard timeouts (`From<Timeout>`) and configuration errors
+    /// (`From<cachestack::Error>`); `cachestack::Error` and `Box<dyn Error>` have both.
+    ///
     /// The key holds the value with its fresh deadline (a small wrapper), so read it with
     /// `get_or_compute`, not [`Cache::get`]; the store keeps each entry for its TTL plus the
     /// longest stale window.
@@ -141,13 +154,14 @@ impl Cache {
     ) -> Result<(T, CallStatus), E>
     where
         T: Cacheable,
-        E: From<Timeout> + Send + 'static,
+        E: From<Timeout> + From<Error> + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let compute = move || async move { compute().await.map_err(Failure::Err) };
         if tokio::runtime::Handle::try_current().is_err() {
             // Another executor: run the call where tokio's timer is.
+            check(&**self.backend(), options)?;
             let call = self.call(key, options);
             let answer = match crate::rt::handle() {
                 Ok(runtime) => runtime.spawn(call.run(compute)).await.unwrap_or_else(|err| Err(runtime_failure(err))),
@@ -161,7 +175,10 @@ impl Cache {
             Decision::Answer { value, status, refresh } => {
                 Ok(self.answer_now(key, options, seen, (value, status), refresh, compute))
             }
-            Decision::Compute { fallback } => self.call(key, options).compute(seen, fallback, compute).await,
+            Decision::Compute { fallback } => {
+                check(&**self.backend(), options)?;
+                self.call(key, options).compute(seen, fallback, compute).await
+            }
         };
         finish(answer)
     }
@@ -194,7 +211,7 @@ impl Cache {
     ) -> Result<(T, CallStatus), E>
     where
         T: Cacheable,
-        E: From<Timeout> + Send + 'static,
+        E: From<Timeout> + From<Error> + Send + 'static,
         F: FnOnce() -> Result<T, E> + Send + 'static,
     {
         let compute = on_blocking_pool(move || compute().map_err(Failure::Err));
@@ -205,12 +222,14 @@ impl Cache {
                     Ok(self.answer_now(key, options, seen, (value, status), refresh, compute))
                 }
                 Decision::Compute { fallback } => {
+                    check(&**self.backend(), options)?;
                     let call = self.call(key, options);
                     crate::rt::block_on(call.compute(seen, fallback, compute))
                         .unwrap_or_else(|e| Err(runtime_failure(e)))
                 }
             },
             None => {
+                check(&**self.backend(), options)?;
                 let call = self.call(key, options);
                 crate::rt::block_on(call.run(compute)).unwrap_or_else(|e| Err(runtime_failure(e)))
             }

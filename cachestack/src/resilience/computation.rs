@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use super::distributed::Lease;
 use super::engine::{bump, Answer, Call, Failure, Hooks};
 use super::task::{await_bounded, catch_unwind, spawn, Awaited, Bounds, DetachOnDrop, Running, Watch};
 use super::CallStatus;
@@ -19,6 +20,7 @@ impl<H> Call<H> {
     pub(super) async fn run_computation<T, E, F, Fut>(
         self,
         leader: Option<Leader<'static>>,
+        lease: Option<Lease>,
         fallback: Option<T>,
         bounds: Bounds,
         compute: F,
@@ -36,7 +38,7 @@ impl<H> Call<H> {
         let task_watch = watch.clone();
         let mut task = spawn(async move {
             let _running = running;
-            call.computation(leader, Some(task_watch), compute).await
+            call.computation(leader, lease, Some(task_watch), compute).await
         });
         let _detach = DetachOnDrop(watch.clone());
         let soft_at = bounds.soft_at.filter(|_| fallback.is_some());
@@ -76,11 +78,13 @@ impl<H> Call<H> {
     }
 
     /// The computation itself, as a task's body: runs `compute` (marking the flight's leader
-    /// during its polls, so a nested call of the same key is detected), stores a value, records a
-    /// failure, ends the flight, and counts and logs a failure its caller no longer waits for.
+    /// during its polls, so a nested call of the same key is detected), stores a value, releases
+    /// the distributed lock, records a failure, ends the flight, and counts and logs a failure its
+    /// caller no longer waits for.
     pub(super) async fn computation<T, E, F, Fut>(
         self,
         leader: Option<Leader<'static>>,
+        lease: Option<Lease>,
         watch: Option<Arc<Watch>>,
         compute: F,
     ) -> std::result::Result<T, Failure<E>>
@@ -99,8 +103,25 @@ impl<H> Call<H> {
         if let Some((value, expiry)) = &stored {
             self.write(value.clone(), *expiry).await;
         }
+        if let Some(lease) = lease {
+            self.release(lease, stored.is_some()).await;
+        }
         self.end_flight(leader, stored, &result, watch);
         result
+    }
+
+    /// Releases the distributed lock once the value (`stored`: if any) is in the shared store:
+    /// a write-back stack's queue is flushed first, so that the other processes find the value
+    /// instead of taking the lock and computing again.
+    pub(super) async fn release(&self, lease: Lease, stored: bool) {
+        if stored {
+            let backend = self.backend.clone();
+            let flushed = crate::rt::io(self.backend.name(), async move { backend.flush().await }).await;
+            if let Err(err) = flushed {
+                self.state.record_cache_error("flush", &self.key, &err);
+            }
+        }
+        lease.release().await;
     }
 
     /// Stores a computed value: in place for an in-process store, else on cachestack's runtime

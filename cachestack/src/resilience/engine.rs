@@ -23,7 +23,8 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::clock::Clock;
-use super::options::ComputeOptions;
+use super::distributed::Lease;
+use super::options::{ComputeOptions, LockMode};
 use super::task::{Bounds, Running, Waiting};
 use super::throttle::Throttle;
 use super::{CallStatus, ComputeStats, Timeout};
@@ -356,7 +357,7 @@ impl<H> Call<H> {
             };
             bump(&call.state.counters.refreshes);
             // A failure is counted and logged by the computation (nobody waits for it).
-            let _ = call.computation::<T, E, F, Fut>(Some(leader), None, compute).await;
+            let _ = call.computation::<T, E, F, Fut>(Some(leader), None, None, compute).await;
         };
         match crate::rt::handle() {
             Ok(runtime) => drop(runtime.spawn(refresh)),
@@ -392,21 +393,32 @@ impl<H> Call<H> {
     where
         H: Hooks<T>,
     {
-        let entry = match read {
-            Ok(Some(entry)) => entry,
-            Ok(None) => return Err(leader),
-            Err(err) => {
-                self.state.record_cache_error("read", &self.key, &err);
-                return Err(leader);
-            }
-        };
-        let Some((value, fresh_until)) = self.hooks.decode(&self.key, &entry.value) else { return Err(leader) };
-        match freshness(&self.options, fresh_until, self.state.clock.now()) {
-            Freshness::Fresh { refresh } if in_refresh_window || !refresh => {
-                leader.complete(|| Some(entry.value));
+        match self.fresh_entry(read, in_refresh_window) {
+            Some((value, stored)) => {
+                leader.complete(|| Some(stored));
                 Ok(value)
             }
-            _ => Err(leader),
+            None => Err(leader),
+        }
+    }
+
+    /// A fresh value in what the store gave (`in_refresh_window`: even if a hit there would
+    /// refresh it), with its stored form.
+    pub(super) fn fresh_entry<T>(&self, read: Result<Option<Entry>>, in_refresh_window: bool) -> Option<(T, Value)>
+    where
+        H: Hooks<T>,
+    {
+        let entry = match read {
+            Ok(entry) => entry?,
+            Err(err) => {
+                self.state.record_cache_error("read", &self.key, &err);
+                return None;
+            }
+        };
+        let (value, fresh_until) = self.hooks.decode(&self.key, &entry.value)?;
+        match freshness(&self.options, fresh_until, self.state.clock.now()) {
+            Freshness::Fresh { refresh } if in_refresh_window || !refresh => Some((value, entry.value)),
+            _ => None,
         }
     }
 
@@ -437,7 +449,7 @@ impl<H> Call<H> {
         let mut fallback = fallback;
         match self.join_flight(seen, &mut fallback, bounds).await {
             Joined::Answered(answer) => answer,
-            Joined::Compute(leader) => self.run_computation(leader, fallback, bounds, compute).await,
+            Joined::Compute(leader, lease) => self.run_computation(leader, lease, fallback, bounds, compute).await,
         }
     }
 
@@ -446,17 +458,16 @@ impl<H> Call<H> {
     pub(super) async fn join_flight<T, E>(&self, seen: u64, fallback: &mut Option<T>, bounds: Bounds) -> Joined<T, E>
     where
         H: Hooks<T>,
+        T: Send + 'static,
     {
         loop {
-            match self.state.flights.join_shared(&self.key) {
+            let leader = match self.state.flights.join_shared(&self.key) {
                 Join::Reentrant => return self.reentrant(),
-                Join::Leader(leader) if self.state.flights_ended() == seen => return Joined::Compute(Some(leader)),
-                Join::Leader(leader) => {
-                    return match self.fresh_again::<T>(leader, true).await {
-                        Ok(value) => Joined::Answered(Ok(self.state.answer(value, CallStatus::Hit))),
-                        Err(leader) => Joined::Compute(Some(leader)),
-                    }
-                }
+                Join::Leader(leader) if self.state.flights_ended() == seen => leader,
+                Join::Leader(leader) => match self.fresh_again::<T>(leader, true).await {
+                    Ok(value) => return Joined::Answered(Ok(self.state.answer(value, CallStatus::Hit))),
+                    Err(leader) => leader,
+                },
                 Join::Waiter(waiter) => {
                     let until = self.wait_until(bounds);
                     let waiting = Waiting::enter(&self.state);
@@ -470,14 +481,21 @@ impl<H> Call<H> {
                         None => continue,
                     }
                 }
-            }
+            };
+            return match self.options.lock() {
+                LockMode::Distributed => {
+                    let across = self.across::<T>(leader, bounds).await;
+                    self.joined_across(across, fallback, bounds)
+                }
+                _ => Joined::Compute(Some(leader), None),
+            };
         }
     }
 
     /// A nested call with its own key computes without the lock.
     pub(super) fn reentrant<T, E>(&self) -> Joined<T, E> {
         tracing::debug!(key = &*self.key, "cachestack: nested call with its own key computes without the lock");
-        Joined::Compute(None)
+        Joined::Compute(None, None)
     }
 
     /// How long a waiter waits: until the first of `lock_timeout` (from now) and the bounds.
@@ -500,7 +518,7 @@ impl<H> Call<H> {
         match outcome {
             Some(Outcome::Shared(value)) => Some(match self.hooks.decode(&self.key, &value) {
                 Some((value, _)) => Joined::Answered(Ok(self.state.answer(value, CallStatus::Waited))),
-                None => Joined::Compute(None),
+                None => Joined::Compute(None, None),
             }),
             // The leader failed (or kept its value to itself): fail-safe if it failed, else
             // compute.
@@ -511,7 +529,7 @@ impl<H> Call<H> {
                     bump(&self.state.counters.failures_absorbed);
                     return Some(Joined::Answered(Ok(self.state.answer(stale, CallStatus::Stale))));
                 }
-                Some(Joined::Compute(None))
+                Some(Joined::Compute(None, None))
             }
             Some(Outcome::Abandoned) => None,
             None => {
@@ -528,7 +546,7 @@ impl<H> Call<H> {
                     key = &*self.key,
                     "cachestack: lock_timeout passed while another caller computes this key; computing here too"
                 );
-                Some(Joined::Compute(None))
+                Some(Joined::Compute(None, None))
             }
         }
     }
@@ -545,8 +563,8 @@ pub(super) enum Joined<T, E> {
     /// Answered without computing: the leader's value, a stale value, or a timeout.
     Answered(Answer<T, E>),
     /// Compute: as the flight's leader, or without it (a nested call, `lock_timeout` passed, the
-    /// leader shared nothing).
-    Compute(Option<Leader<'static>>),
+    /// leader shared nothing); with the distributed lock when it holds it.
+    Compute(Option<Leader<'static>>, Option<Lease>),
 }
 
 #[cfg(test)]

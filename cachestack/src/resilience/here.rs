@@ -18,6 +18,7 @@ use std::task::Poll;
 use tokio::time::Instant;
 
 use super::engine::{read, read_local, Answer, Call, Failure, Hooks, Joined};
+use super::options::LockMode;
 use super::task::{Bounds, Running, Waiting, Watch};
 use crate::error::Result;
 use crate::expiry::Expiry;
@@ -31,16 +32,17 @@ impl<H> Call<H> {
     pub(crate) async fn compute_here<T, E, Fut>(self, seen: u64, fallback: Option<T>, body: Fut) -> Answer<T, E>
     where
         H: Hooks<T>,
+        T: Send + 'static,
         Fut: Future<Output = std::result::Result<T, Failure<E>>>,
     {
         let bounds = self.bounds(fallback.is_some());
         let mut fallback = fallback;
-        let leader = match self.join_flight(seen, &mut fallback, bounds).await {
+        let (leader, lease) = match self.join_flight(seen, &mut fallback, bounds).await {
             Joined::Answered(answer) => return answer,
-            Joined::Compute(leader) => leader,
+            Joined::Compute(leader, lease) => (leader, lease),
         };
         let _running = Running::start(&self.state);
-        let computation = self.clone().computation(leader, Some(Watch::new()), move || body);
+        let computation = self.clone().computation(leader, lease, Some(Watch::new()), move || body);
         match within(bounds.hard_at, computation).await {
             Some(result) => self.conclude(result, fallback),
             // The body was dropped with its flight: a waiter takes over.
@@ -62,9 +64,9 @@ impl<H> Call<H> {
     {
         let bounds = self.bounds(fallback.is_some());
         let mut fallback = fallback;
-        let leader = match self.join_flight_blocking(seen, &mut fallback, bounds) {
+        let (leader, lease) = match self.join_flight_blocking(seen, &mut fallback, bounds) {
             Joined::Answered(answer) => return answer,
-            Joined::Compute(leader) => leader,
+            Joined::Compute(leader, lease) => (leader, lease),
         };
         let running = Running::start(&self.state);
         let caught = match &leader {
@@ -75,6 +77,12 @@ impl<H> Call<H> {
         let stored = self.settle(&result);
         if let Some((value, expiry)) = &stored {
             self.write_blocking(value.clone(), *expiry);
+        }
+        if let Some(lease) = lease {
+            let (call, stored) = (self.clone(), stored.is_some());
+            if let Err(err) = crate::rt::block_on(async move { call.release(lease, stored).await }) {
+                self.state.record_cache_error("lock", &self.key, &err);
+            }
         }
         self.end_flight(leader, stored, &result, Some(Watch::new()));
         drop(running);
@@ -88,15 +96,15 @@ impl<H> Call<H> {
         T: Send + 'static,
     {
         loop {
-            match self.state.flights.join_shared(&self.key) {
+            let leader = match self.state.flights.join_shared(&self.key) {
                 Join::Reentrant => return self.reentrant(),
-                Join::Leader(leader) if self.state.flights_ended() == seen => return Joined::Compute(Some(leader)),
+                Join::Leader(leader) if self.state.flights_ended() == seen => leader,
                 Join::Leader(leader) => {
                     let read = read_blocking(&self.backend, &self.key);
-                    return match self.fresh_in::<T>(read, leader, true) {
-                        Ok(value) => Joined::Answered(Ok(self.state.answer(value, crate::CallStatus::Hit))),
-                        Err(leader) => Joined::Compute(Some(leader)),
-                    };
+                    match self.fresh_in::<T>(read, leader, true) {
+                        Ok(value) => return Joined::Answered(Ok(self.state.answer(value, crate::CallStatus::Hit))),
+                        Err(leader) => leader,
+                    }
                 }
                 Join::Waiter(waiter) => {
                     let until = self.wait_until(bounds);
@@ -106,11 +114,24 @@ impl<H> Call<H> {
                         None => Some(waiter.wait()),
                     };
                     drop(waiting);
-                    if let Some(joined) = self.after_wait(outcome, fallback, bounds) {
-                        return joined;
+                    match self.after_wait(outcome, fallback, bounds) {
+                        Some(joined) => return joined,
+                        None => continue,
                     }
                 }
+            };
+            if self.options.lock() != LockMode::Distributed {
+                return Joined::Compute(Some(leader), None);
             }
+            let call = self.clone();
+            return match crate::rt::block_on(async move { call.across::<T>(leader, bounds).await }) {
+                Ok(across) => self.joined_across(across, fallback, bounds),
+                Err(err) => {
+                    // cachestack's runtime is unavailable (the leader was dropped with the task).
+                    self.state.record_cache_error("lock", &self.key, &err);
+                    Joined::Compute(None, None)
+                }
+            };
         }
     }
 

@@ -11,6 +11,8 @@
 //! - `engine.rs`: the decisions, single flight and its waits, background refreshes.
 //! - `computation.rs`: running a computation (as a task, awaited within the bounds), storing its
 //!   value, ending its flight.
+//! - `distributed.rs`: single flight across processes (`LockMode::Distributed`): the store's
+//!   lock, its renewal, and the wait for another process's value.
 //! - `here.rs`: computations the caller runs itself, on its own task or thread (the path of
 //!   `#[cached]` functions, whose bodies borrow their arguments).
 //! - `task.rs`: the pieces a computation runs with (tasks, watches, bounded waits, counters).
@@ -32,6 +34,7 @@ use crate::value::{Cacheable, Value};
 mod cache_api;
 mod clock;
 mod computation;
+mod distributed;
 mod engine;
 mod here;
 mod options;
@@ -40,9 +43,12 @@ mod throttle;
 
 pub(crate) use cache_api::{on_blocking_pool, runtime_failure};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub(crate) use distributed::check as check_lock;
 pub(crate) use engine::{read, Answer, Call, ComputeState, Decision, Failure, Hooks};
 pub(crate) use here::read_blocking;
-pub use options::{ComputeOptions, ComputeOptionsBuilder, RefreshAhead, DEFAULT_STALE_THROTTLE};
+pub use options::{
+    ComputeOptions, ComputeOptionsBuilder, LockMode, RefreshAhead, DEFAULT_LOCK_LEASE, DEFAULT_STALE_THROTTLE,
+};
 
 impl ComputeState {
     /// A state on the system clock, to share between the clones of one cache.

@@ -11,6 +11,31 @@ use crate::ttl::{format_ttl, parse_ttl};
 /// [`ComputeOptionsBuilder::stale_throttle`] is not set.
 pub const DEFAULT_STALE_THROTTLE: Duration = Duration::from_secs(5);
 
+/// The lease of a distributed lock when [`ComputeOptionsBuilder::lock_lease`] is not set. The
+/// leader renews it every third of the lease while it computes.
+pub const DEFAULT_LOCK_LEASE: Duration = Duration::from_secs(10);
+
+/// Who computes a missing key.
+///
+/// ```
+/// use cachestack::{ComputeOptions, LockMode};
+///
+/// assert_eq!(ComputeOptions::default().lock(), LockMode::Process);
+/// let across = ComputeOptions::builder().lock(LockMode::Distributed).build().unwrap();
+/// assert_eq!(across.lock(), LockMode::Distributed);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LockMode {
+    /// Single flight in this process: one computation per key per process (the default).
+    #[default]
+    Process,
+    /// Single flight across processes: one computation per key among every process sharing the
+    /// store, through the store's lock ([`crate::LockOps`]); the process's own callers still
+    /// share one contender. A store without a lock is a configuration error.
+    Distributed,
+}
+
 /// When a hit starts a background refresh: after this part of the TTL has passed.
 ///
 /// Text: a percentage (`"80%"`) or a duration (`"4m"`).
@@ -108,6 +133,8 @@ pub struct ComputeOptions {
     hard_timeout: Option<Duration>,
     jitter: Option<f64>,
     lock_timeout: Option<Duration>,
+    lock: LockMode,
+    lock_lease: Option<Duration>,
 }
 
 /// Builds [`ComputeOptions`]; see there.
@@ -167,6 +194,16 @@ impl ComputeOptions {
     /// itself.
     pub fn lock_timeout(&self) -> Option<Duration> {
         self.lock_timeout
+    }
+
+    /// Single flight in this process, or across processes.
+    pub fn lock(&self) -> LockMode {
+        self.lock
+    }
+
+    /// The lease of the distributed lock (see [`ComputeOptionsBuilder::lock_lease`]).
+    pub fn lock_lease(&self) -> Duration {
+        self.lock_lease.unwrap_or(DEFAULT_LOCK_LEASE)
     }
 
     /// The longest time a value is kept after its TTL (the store keeps each entry this much
@@ -262,6 +299,22 @@ impl ComputeOptionsBuilder {
         self
     }
 
+    /// [`LockMode::Distributed`]: one computation per key among every process sharing the
+    /// store (see [`Cache::get_or_compute`](crate::Cache::get_or_compute)).
+    pub fn lock(mut self, mode: LockMode) -> Self {
+        self.options.lock = mode;
+        self
+    }
+
+    /// The lease of the distributed lock (default [`DEFAULT_LOCK_LEASE`]): how long the lock
+    /// outlives a leader that stopped renewing it (a killed process) before another process takes
+    /// over. The leader renews it every third of the lease while it computes. Needs
+    /// [`LockMode::Distributed`].
+    pub fn lock_lease(mut self, lease: Duration) -> Self {
+        self.options.lock_lease = Some(lease);
+        self
+    }
+
     /// Checks the options: every duration positive, `stale_*`, `refresh_ahead` and `jitter` only
     /// with a `ttl`, `refresh_ahead` before the end of the TTL, `timeout` only with
     /// `stale_if_error` and shorter than `hard_timeout`, fractions between 0% and 100%.
@@ -291,6 +344,7 @@ impl ComputeOptionsBuilder {
             ("timeout", o.timeout),
             ("hard_timeout", o.hard_timeout),
             ("lock_timeout", o.lock_timeout),
+            ("lock_lease", o.lock_lease),
         ];
         for (name, value) in positive {
             if value.is_some_and(|d| d.is_zero()) {
@@ -309,6 +363,11 @@ impl ComputeOptionsBuilder {
                     "{name} needs a ttl: a value is stale or refreshed only relative to its time to live"
                 )));
             }
+        }
+        if o.lock_lease.is_some() && o.lock != LockMode::Distributed {
+            return Err(Error::config(
+                "lock_lease needs the distributed lock (LockMode::Distributed): it is that lock's lease",
+            ));
         }
         if o.stale_throttle.is_some() && o.stale_if_error.is_none() {
             return Err(Error::config("stale_throttle needs stale_if_error: it throttles fail-safe answers"));
@@ -374,6 +433,10 @@ mod tests {
         assert!(message(b().refresh_ahead(RefreshAhead::Fraction(0.5))).contains("refresh_ahead needs a ttl"));
         assert!(message(b().jitter(0.1)).contains("jitter needs a ttl"));
         assert!(message(b().ttl(s(9)).stale_throttle(s(1))).contains("stale_throttle needs stale_if_error"));
+        assert!(message(b().lock_lease(s(1))).contains("lock_lease needs the distributed lock"));
+        assert!(
+            message(b().lock(LockMode::Distributed).lock_lease(Duration::ZERO)).contains("lock_lease must be greater")
+        );
         assert!(message(b().ttl(s(9)).refresh_ahead(RefreshAhead::Fraction(1.0))).contains("less than 100%"));
         assert!(message(b().ttl(s(9)).refresh_ahead(RefreshAhead::Fraction(-0.2))).contains("more than 0%"));
         assert!(message(b().ttl(s(9)).refresh_ahead(RefreshAhead::After(s(9)))).contains("less than the ttl"));

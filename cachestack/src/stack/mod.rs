@@ -30,7 +30,7 @@ use crate::backplane::Change;
 use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::pattern::KeyPattern;
-use crate::store::{Backend, BackendStats, Entry, KeyVisitor, LocalRead, Signing};
+use crate::store::{Backend, BackendStats, Entry, KeyVisitor, LocalRead, LockOps, Signing};
 use crate::value::Value;
 use layer::Layer;
 use shared::Shared;
@@ -449,6 +449,12 @@ impl Backend for TieredCache {
     #[cfg(feature = "memory")]
     fn l1_memory(&self) -> Option<&crate::store::memory::MemoryBackend> {
         self.shared.layers[0].backend.as_memory()
+    }
+
+    /// The lock of the lowest layer, the one every process shares (`None` when that layer has
+    /// none, an in-process or local one).
+    fn locks(&self) -> Option<&dyn LockOps> {
+        self.shared.layers.last().and_then(|lowest| lowest.backend.locks())
     }
 
     async fn flush(&self) -> Result<()> {

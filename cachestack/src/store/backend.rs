@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::AtomicOps;
+use super::{AtomicOps, LockOps};
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
 use crate::pattern::KeyPattern;
@@ -230,6 +230,14 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// `None` by default. A wrapper (a layer) leaves this `None` and forwards the operations
     /// themselves, so that it sees them.
     fn atomic(&self) -> Option<&dyn AtomicOps> {
+        None
+    }
+
+    /// The store's lock primitive, for single flight across processes (see [`LockOps`]);
+    /// `None` by default (a store in one process, or one without a lock). Wrappers (layers,
+    /// shared handles) forward it; a tiered stack answers with its lowest layer's, the tier every
+    /// process shares.
+    fn locks(&self) -> Option<&dyn LockOps> {
         None
     }
 

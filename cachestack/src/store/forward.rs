@@ -4,7 +4,7 @@
 /// Inside an `impl Backend for Wrapper`: forwards the methods a wrapper does not change.
 ///
 /// `forward_backend!(passive: |s| s.inner)`, inside an impl, forwards `default_ttl`, `signing`, `as_local`,
-/// `local_l1`, `as_memory`, `l1_memory` and `bind_cache_name` (`passive_unbound:` all but `bind_cache_name`); `forward_backend!(impl [generics] for Type => |s| s.inner)` is a whole impl
+/// `local_l1`, `as_memory`, `l1_memory`, `locks` and `bind_cache_name` (`passive_unbound:` all but `bind_cache_name`); `forward_backend!(impl [generics] for Type => |s| s.inner)` is a whole impl
 /// that forwards every method.
 macro_rules! forward_backend {
     (passive: |$s:ident| $inner:expr) => {
@@ -30,6 +30,10 @@ macro_rules! forward_backend {
         fn local_l1(&self) -> Option<&dyn $crate::store::LocalRead> {
             let $s = self;
             $crate::store::Backend::local_l1(&$inner)
+        }
+        fn locks(&self) -> Option<&dyn $crate::store::LockOps> {
+            let $s = self;
+            $crate::store::Backend::locks(&$inner)
         }
         #[cfg(feature = "memory")]
         fn as_memory(&self) -> Option<&$crate::store::memory::MemoryBackend> {

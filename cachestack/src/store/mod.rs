@@ -11,6 +11,7 @@ pub(crate) mod file;
 mod forward;
 #[cfg(any(feature = "file", feature = "object-store"))]
 mod framed;
+mod lock;
 #[cfg(feature = "memcached")]
 pub(crate) mod memcached;
 #[cfg(feature = "memory")]
@@ -33,6 +34,11 @@ pub use backend::{
     Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
 };
 pub(crate) use forward::forward_backend;
+#[cfg(feature = "memcached")]
+pub(crate) use lock::lease_secs;
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) use lock::token;
+pub use lock::{LockGuard, LockOps};
 #[cfg(any(
     feature = "file",
     feature = "redis",

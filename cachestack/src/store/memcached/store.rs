@@ -19,6 +19,8 @@ use crate::value::Value;
 
 #[path = "atomic.rs"]
 mod atomic;
+#[path = "lock.rs"]
+mod lock;
 
 /// What memcached adds to each item besides key and value (item header, CAS, CRLF), rounded up.
 const ITEM_OVERHEAD: usize = 64;
@@ -561,6 +563,10 @@ impl Backend for MemcachedStore {
     }
 
     fn atomic(&self) -> Option<&dyn crate::store::AtomicOps> {
+        Some(self)
+    }
+
+    fn locks(&self) -> Option<&dyn crate::store::LockOps> {
         Some(self)
     }
 

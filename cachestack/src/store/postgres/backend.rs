@@ -145,6 +145,10 @@ impl Backend for PostgresStore {
         Some(self)
     }
 
+    fn locks(&self) -> Option<&dyn crate::store::LockOps> {
+        Some(self)
+    }
+
     fn stats(&self) -> BackendStats {
         let inner = &self.inner;
         let config = &inner.config;

@@ -49,6 +49,15 @@ impl Checkout {
     }
 }
 
+impl Checkout {
+    /// Closes the connection when dropped from now on, even after a finished statement (until
+    /// [`Checkout::settle`] keeps it again): for a connection whose session holds an advisory
+    /// lock, which must never go back to the pool with it.
+    pub(super) fn hold(&mut self) {
+        self.finished = false;
+    }
+}
+
 impl Deref for Checkout {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {

@@ -66,6 +66,7 @@ mod backend;
 mod config;
 mod conn;
 mod errors;
+mod lock;
 mod ops;
 mod sql;
 mod table;

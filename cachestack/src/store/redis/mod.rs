@@ -29,6 +29,7 @@ mod admin;
 mod atomic;
 mod config;
 mod conn;
+mod lock;
 mod ops;
 
 pub(crate) use config::SCHEME;

@@ -201,6 +201,10 @@ impl Backend for RedisStore {
         Some(self)
     }
 
+    fn locks(&self) -> Option<&dyn crate::store::LockOps> {
+        Some(self)
+    }
+
     fn stats(&self) -> BackendStats {
         self.stats_snapshot()
     }
