@@ -134,6 +134,9 @@ fn recheck_local<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill
         }
     }
     let value = cache.backend().as_local()?.get_value(key)?;
+    if cache.tags.known(&value) != Some(true) {
+        return None;
+    }
     let hit = (site.policy.load)(cache, key, &value)?;
     Some((hit, value))
 }
@@ -251,12 +254,14 @@ fn write_local<R>(
 
 fn read_sync(cache: &Cache, key: &str) -> Result<Option<Entry>> {
     if let Some(local) = cache.backend().as_local() {
-        return Ok(local.get_entry(key));
+        if let Some(read) = cache.tags.known_entry(local.get_entry(key)) {
+            return Ok(read);
+        }
     }
-    let backend = cache.backend().clone();
+    let cache = cache.clone();
     let key = key.to_owned();
     // In the call's span, wherever the runtime polls it.
-    crate::rt::block_on(async move { backend.get(&key).await }.instrument(tracing::Span::current()))?
+    crate::rt::block_on(async move { cache.read_entry(&key).await }.instrument(tracing::Span::current()))?
 }
 
 fn write_sync<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>, value: Value) -> Result<()> {
@@ -458,7 +463,7 @@ where
         Plan::Return(failed) => return failed,
         Plan::Uncached => return body.await,
         Plan::ReadOnly(cache) => {
-            let read = cache.backend().get(&key).await;
+            let read = cache.read_entry(&key).await;
             return match answered(site, &cache, &key, read, call) {
                 Some(answer) => answer,
                 None => body.await,
@@ -468,7 +473,7 @@ where
         Plan::Compute(cache) => (cache, None),
         Plan::Read(cache) => {
             let seen = site.state.flights.ended();
-            let read = cache.backend().get(&key).await;
+            let read = cache.read_entry(&key).await;
             if let Some(answer) = answered(site, &cache, &key, read, call) {
                 return answer;
             }
@@ -533,7 +538,7 @@ async fn lead_async<R, F>(
 where
     F: core::future::Future<Output = R>,
 {
-    let read = if reread_needed(site, seen) { Some(cache.backend().get(key).await) } else { None };
+    let read = if reread_needed(site, seen) { Some(cache.read_entry(key).await) } else { None };
     if let Some(found) = recheck(site, cache, key, fill, read) {
         return complete_hit(leader, found, call);
     }

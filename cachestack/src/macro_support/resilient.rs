@@ -211,6 +211,7 @@ impl<R: Send + 'static> Resilient<R> {
         let call = Call {
             state: cache.compute.clone(),
             backend: cache.backend().clone(),
+            tags: cache.tags.clone(),
             hooks: Arc::new(FnHooks { cache, stamping: self.stamping, condition: self.condition }),
             key: Arc::from(key),
             options,
@@ -292,7 +293,7 @@ where
     let seen = call.state.flights_ended();
     let decision = match read_first {
         true => {
-            let found = read(&call.backend, &call.key).await;
+            let found = read(&call.backend, &call.tags, &call.key).await;
             call.state.decide(&*call.hooks, &call.key, &call.options, found)
         }
         false => Decision::Compute { fallback: None },
@@ -340,7 +341,7 @@ where
     let seen = call.state.flights_ended();
     let decision = match read_first {
         true => {
-            let found = read_blocking(&call.backend, &call.key);
+            let found = read_blocking(&call.backend, &call.tags, &call.key);
             call.state.decide(&*call.hooks, &call.key, &call.options, found)
         }
         false => Decision::Compute { fallback: None },
