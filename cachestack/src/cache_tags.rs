@@ -88,7 +88,7 @@ impl Cache {
     /// # }).unwrap();
     /// ```
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
-        let now = crate::expiry::Deadline::at(self.tags.clock.now()).unix_millis();
+        let now = crate::tags::unix_micros(self.tags.clock.now());
         self.tags.times.invalidate(&*self.tags.tier, tag, now).await.map(drop)
     }
 

@@ -127,6 +127,8 @@ pub struct Resilient<R> {
     condition: fn(&R) -> bool,
     /// `hard_timeout`: the function's `Err(Timeout.into())`.
     on_timeout: Option<fn(Timeout) -> R>,
+    /// `tags = [...]`, rendered for this call.
+    tags: Vec<String>,
 }
 
 impl<R> fmt::Debug for Resilient<R> {
@@ -147,7 +149,14 @@ impl<R> Resilient<R> {
         condition: fn(&R) -> bool,
         on_timeout: Option<fn(Timeout) -> R>,
     ) -> Self {
-        Resilient { state, ttl, options, stamping, failed, condition, on_timeout }
+        Resilient { state, ttl, options, stamping, failed, condition, on_timeout, tags: Vec::new() }
+    }
+
+    /// This call site with `tags` (rendered from the call's arguments): the values it stores
+    /// carry them (see [`crate::tags`]).
+    pub fn tagged(mut self, tags: Vec<String>) -> Self {
+        self.tags = tags;
+        self
     }
 }
 
@@ -201,7 +210,10 @@ impl<R: Send + 'static> Resilient<R> {
         if !commands.reads() && !commands.writes() {
             return Start::Uncached;
         }
-        let options = match self.options.options(self.ttl) {
+        let options = match self.options.options(self.ttl).and_then(|options| match self.tags.is_empty() {
+            true => Ok(options),
+            false => options.with_tags(self.tags.clone()),
+        }) {
             Ok(options) => options,
             Err(err) => {
                 self.state.record_error("options", &key, &err);

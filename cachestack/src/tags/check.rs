@@ -53,19 +53,19 @@ pub(crate) struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn now_ms(&self) -> u64 {
-        crate::expiry::Deadline::at(self.clock.now()).unix_millis()
+    fn now_us(&self) -> u64 {
+        super::unix_micros(self.clock.now())
     }
 }
 
 #[async_trait]
 impl TagCheck for Checker<'_> {
     fn known(&self, stamp: &TagStamp) -> Option<bool> {
-        self.times.known(stamp, self.now_ms())
+        self.times.known(stamp, self.now_us())
     }
 
     async fn current(&self, stamp: &TagStamp) -> bool {
-        match self.times.current(self.tier, stamp, self.now_ms()).await {
+        match self.times.current(self.tier, stamp, self.now_us()).await {
             Ok(current) => current,
             Err(err) => {
                 tracing::warn!(backend = self.tier.name(), tags = ?stamp.tags(), error = %err, "cachestack: cannot read the invalidation times of an entry's tags; the entry is treated as a miss");

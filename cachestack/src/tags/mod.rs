@@ -32,7 +32,7 @@ pub(crate) use times::TagTimes;
 pub use times::{DEFAULT_TAG_FRESHNESS, MAX_KNOWN_TAGS};
 
 /// The reserved key prefix under which the shared tier keeps a tag's latest invalidation time
-/// (Unix milliseconds, a `u64` value). Keys of your own must not start with it.
+/// (Unix microseconds, a `u64` value). Keys of your own must not start with it.
 pub const TAG_KEY_PREFIX: &str = "__cachestack:tag:";
 
 /// Set once a tagged value exists in this process: until then no read looks at tags.
@@ -56,25 +56,25 @@ pub(crate) fn in_use() -> bool {
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// let v = cachestack::Value::new(1u8).with_tags(SystemTime::UNIX_EPOCH + Duration::from_millis(5), ["a".to_string()]);
+/// let v = cachestack::Value::new(1u8).with_tags(SystemTime::UNIX_EPOCH + Duration::from_micros(5), ["a".to_string()]);
 /// let stamp = v.tag_stamp().unwrap();
-/// assert_eq!((stamp.written_ms(), stamp.tags().len()), (5, 1));
+/// assert_eq!((stamp.written_us(), stamp.tags().len()), (5, 1));
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct TagStamp {
-    pub(crate) written_ms: u64,
+    pub(crate) written_us: u64,
     pub(crate) tags: Arc<[String]>,
 }
 
 impl TagStamp {
-    pub(crate) fn new(written_ms: u64, tags: Vec<String>) -> Self {
-        TagStamp { written_ms, tags: tags.into() }
+    pub(crate) fn new(written_us: u64, tags: Vec<String>) -> Self {
+        TagStamp { written_us, tags: tags.into() }
     }
 
     /// When the entry was written (before its value was computed, for computed entries), in
-    /// Unix milliseconds by the writing cache's clock.
-    pub fn written_ms(&self) -> u64 {
-        self.written_ms
+    /// Unix microseconds by the writing cache's clock.
+    pub fn written_us(&self) -> u64 {
+        self.written_us
     }
 
     /// The entry's tags.
@@ -82,17 +82,27 @@ impl TagStamp {
         &self.tags
     }
 
-    /// Whether the entry outlived an invalidation at `invalidated_ms` (Unix milliseconds, 0:
+    /// Whether the entry outlived an invalidation at `invalidated_us` (Unix microseconds, 0:
     /// never invalidated). A tie goes to the invalidation: an entry written in the same
-    /// millisecond is stale.
-    pub fn survives(&self, invalidated_ms: u64) -> bool {
-        invalidated_ms == 0 || self.written_ms > invalidated_ms
+    /// microsecond is stale.
+    pub fn survives(&self, invalidated_us: u64) -> bool {
+        invalidated_us == 0 || self.written_us > invalidated_us
     }
 }
 
 impl fmt::Debug for TagStamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TagStamp").field("written_ms", &self.written_ms).field("tags", &self.tags).finish()
+        f.debug_struct("TagStamp").field("written_us", &self.written_us).field("tags", &self.tags).finish()
+    }
+}
+
+/// `time` in microseconds since the Unix epoch (the unit of write and invalidation times: fine
+/// enough that a value computed right after an invalidation is rarely written in its instant, a
+/// tie the invalidation wins); 1 before the epoch, the largest `u64` past its range.
+pub(crate) fn unix_micros(time: std::time::SystemTime) -> u64 {
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => u64::try_from(since.as_micros()).unwrap_or(u64::MAX).max(1),
+        Err(_) => 1,
     }
 }
 

@@ -23,35 +23,35 @@ pub const MAX_KNOWN_TAGS: usize = 10_000;
 /// A tag's invalidation time as this process knows it.
 #[derive(Debug, Clone, Copy)]
 struct Known {
-    /// Unix milliseconds of the latest invalidation, 0: never invalidated.
-    invalidated_ms: u64,
-    /// When it was read (or recorded), by the cache's clock, in Unix milliseconds.
-    checked_ms: u64,
+    /// Unix microseconds of the latest invalidation, 0: never invalidated.
+    invalidated_us: u64,
+    /// When it was read (or recorded), by the cache's clock, in Unix microseconds.
+    checked_us: u64,
 }
 
 /// The invalidation times of tags a cache has read, each trusted for `freshness`.
 #[derive(Debug)]
 pub(crate) struct TagTimes {
     known: RwLock<HashMap<String, Known>>,
-    freshness_ms: u64,
+    freshness_us: u64,
 }
 
 impl TagTimes {
     pub(crate) fn new(freshness: Duration) -> Self {
-        let freshness_ms = u64::try_from(freshness.as_millis()).unwrap_or(u64::MAX);
-        TagTimes { known: RwLock::new(HashMap::new()), freshness_ms }
+        let freshness_us = u64::try_from(freshness.as_micros()).unwrap_or(u64::MAX);
+        TagTimes { known: RwLock::new(HashMap::new()), freshness_us }
     }
 
-    /// The verdict on `stamp` from the times known in process at `now_ms`: `Some(false)` when a
+    /// The verdict on `stamp` from the times known in process at `now_us`: `Some(false)` when a
     /// known time invalidates it, `Some(true)` when every tag is known and none does, `None` when
     /// a time must be read first.
-    pub(crate) fn known(&self, stamp: &TagStamp, now_ms: u64) -> Option<bool> {
+    pub(crate) fn known(&self, stamp: &TagStamp, now_us: u64) -> Option<bool> {
         let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
         let mut unknown = false;
         for tag in stamp.tags.iter() {
             match known.get(tag.as_str()) {
-                Some(k) if now_ms.saturating_sub(k.checked_ms) < self.freshness_ms => {
-                    if !stamp.survives(k.invalidated_ms) {
+                Some(k) if now_us.saturating_sub(k.checked_us) < self.freshness_us => {
+                    if !stamp.survives(k.invalidated_us) {
                         return Some(false);
                     }
                 }
@@ -61,43 +61,43 @@ impl TagTimes {
         (!unknown).then_some(true)
     }
 
-    /// Whether an entry with `stamp` may be served at `now_ms`, reading from `tier` the times not
+    /// Whether an entry with `stamp` may be served at `now_us`, reading from `tier` the times not
     /// known in process (or no longer trusted).
-    pub(crate) async fn current(&self, tier: &dyn Backend, stamp: &TagStamp, now_ms: u64) -> Result<bool> {
-        if let Some(verdict) = self.known(stamp, now_ms) {
+    pub(crate) async fn current(&self, tier: &dyn Backend, stamp: &TagStamp, now_us: u64) -> Result<bool> {
+        if let Some(verdict) = self.known(stamp, now_us) {
             return Ok(verdict);
         }
         for tag in stamp.tags.iter() {
-            let invalidated_ms = match self.fresh(tag, now_ms) {
+            let invalidated_us = match self.fresh(tag, now_us) {
                 Some(known) => known,
-                None => self.fetch(tier, tag, now_ms).await?,
+                None => self.fetch(tier, tag, now_us).await?,
             };
-            if !stamp.survives(invalidated_ms) {
+            if !stamp.survives(invalidated_us) {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    fn fresh(&self, tag: &str, now_ms: u64) -> Option<u64> {
+    fn fresh(&self, tag: &str, now_us: u64) -> Option<u64> {
         let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
-        known.get(tag).filter(|k| now_ms.saturating_sub(k.checked_ms) < self.freshness_ms).map(|k| k.invalidated_ms)
+        known.get(tag).filter(|k| now_us.saturating_sub(k.checked_us) < self.freshness_us).map(|k| k.invalidated_us)
     }
 
     /// Reads `tag`'s invalidation time from the shared tier and keeps it.
-    async fn fetch(&self, tier: &dyn Backend, tag: &str, now_ms: u64) -> Result<u64> {
-        let invalidated_ms = stored_time(tier, tag).await?;
-        self.remember(tag, Known { invalidated_ms, checked_ms: now_ms });
-        Ok(invalidated_ms)
+    async fn fetch(&self, tier: &dyn Backend, tag: &str, now_us: u64) -> Result<u64> {
+        let invalidated_us = stored_time(tier, tag).await?;
+        self.remember(tag, Known { invalidated_us, checked_us: now_us });
+        Ok(invalidated_us)
     }
 
-    /// Records in the shared tier that `tag` was invalidated at `now_ms` (never moving a recorded
+    /// Records in the shared tier that `tag` was invalidated at `now_us` (never moving a recorded
     /// time back, e.g. one recorded by a process whose clock is ahead), and knows it at once.
-    pub(crate) async fn invalidate(&self, tier: &dyn Backend, tag: &str, now_ms: u64) -> Result<u64> {
+    pub(crate) async fn invalidate(&self, tier: &dyn Backend, tag: &str, now_us: u64) -> Result<u64> {
         validate_tag(tag)?;
-        let at = stored_time(tier, tag).await.unwrap_or(0).max(now_ms);
+        let at = stored_time(tier, tag).await.unwrap_or(0).max(now_us);
         tier.set(&tag_key(tag), Value::new(at), Expiry::Never).await?;
-        self.remember(tag, Known { invalidated_ms: at, checked_ms: now_ms });
+        self.remember(tag, Known { invalidated_us: at, checked_us: now_us });
         Ok(at)
     }
 
@@ -117,8 +117,8 @@ impl TagTimes {
         }
         let slot = known.entry(tag.to_owned()).or_insert(new);
         // A later invalidation known in process is never replaced by an older time read.
-        slot.invalidated_ms = slot.invalidated_ms.max(new.invalidated_ms);
-        slot.checked_ms = new.checked_ms;
+        slot.invalidated_us = slot.invalidated_us.max(new.invalidated_us);
+        slot.checked_us = new.checked_us;
     }
 }
 
@@ -139,21 +139,21 @@ mod tests {
     use super::*;
     use crate::MemoryBackend;
 
-    fn stamp(written_ms: u64, tags: &[&str]) -> TagStamp {
-        TagStamp::new(written_ms, tags.iter().map(|t| t.to_string()).collect())
+    fn stamp(written_us: u64, tags: &[&str]) -> TagStamp {
+        TagStamp::new(written_us, tags.iter().map(|t| t.to_string()).collect())
     }
 
     #[tokio::test]
     async fn times_are_read_once_per_freshness_and_invalidations_win_ties() {
         let tier = MemoryBackend::with_capacity(100);
-        let times = TagTimes::new(Duration::from_millis(1_000));
+        let times = TagTimes::new(Duration::from_micros(1_000));
         let s = stamp(10_000, &["a", "b"]);
         assert_eq!(times.known(&s, 10_000), None);
         assert!(times.current(&tier, &s, 10_000).await.unwrap());
         assert_eq!(times.known(&s, 10_999), Some(true));
         assert_eq!(times.known(&s, 11_000), None, "trusted for the freshness only");
         // Another process records an invalidation: seen once the kept time is no longer trusted.
-        let other = TagTimes::new(Duration::from_millis(1_000));
+        let other = TagTimes::new(Duration::from_micros(1_000));
         assert_eq!(other.invalidate(&tier, "b", 10_500).await.unwrap(), 10_500);
         assert_eq!(times.known(&s, 10_600), Some(true), "still trusted");
         assert!(!times.current(&tier, &s, 11_000).await.unwrap());

@@ -9,7 +9,7 @@
 //! | 3 | 1 | codec id ([`Codec::id`]) |
 //! | 4 | 1 | flags: bit 0 zstd, bit 1 lz4, bit 2 signed |
 //! | 5 | 8 | type fingerprint ([`crate::type_fingerprint`]) |
-//! | 13 | 8 | expiry, Unix milliseconds (0: never) |
+//! | 13 | 8 | expiry, Unix microseconds (0: never) |
 //! | 21 | 4 | stored payload length |
 //! | 25 | n | payload (compressed if a flag says so) |
 //! | 25+n | t | format 2 only: the tag block (below) |
@@ -18,7 +18,7 @@
 //! Format 1 is an entry without tags; this build writes it for every untagged entry (byte for
 //! byte what earlier builds wrote, which they and this build read). Format 2 is a tagged entry
 //! ([`Value::with_tags`]): the same header with version 2, then after the payload the tag block:
-//! its length `t` (4 bytes, this field included), the write time (8 bytes, Unix milliseconds),
+//! its length `t` (4 bytes, this field included), the write time (8 bytes, Unix microseconds),
 //! the number of tags (2 bytes), and each tag as its length (2 bytes) and UTF-8 bytes. Builds
 //! before format 2 refuse a format-2 entry (a miss), never misread it.
 //!
@@ -380,7 +380,7 @@ fn tag_block(stamp: &TagStamp) -> Result<Vec<u8>> {
         return Err(Error::invalid(format!("{} tags on one entry; at most {MAX_TAGS}", tags.len())));
     }
     let mut block = vec![0u8; 4];
-    block.extend_from_slice(&stamp.written_ms().to_le_bytes());
+    block.extend_from_slice(&stamp.written_us().to_le_bytes());
     block.extend_from_slice(&(tags.len() as u16).to_le_bytes());
     for tag in tags {
         if tag.len() > MAX_TAG_BYTES {
@@ -407,7 +407,7 @@ fn read_tag_block(bytes: &[u8]) -> Result<(TagStamp, usize)> {
     };
     let le_u32 = |b: &[u8]| b.try_into().map(u32::from_le_bytes).map_err(|_| short());
     let len = usize::try_from(le_u32(take(4)?)?).map_err(|_| short())?;
-    let written_ms = take(8)?.try_into().map(u64::from_le_bytes).map_err(|_| short())?;
+    let written_us = take(8)?.try_into().map(u64::from_le_bytes).map_err(|_| short())?;
     let count = usize::from(take(2)?.try_into().map(u16::from_le_bytes).map_err(|_| short())?);
     if count == 0 || count > MAX_TAGS {
         return Err(Error::invalid(format!("a tag block with {count} tags")));
@@ -421,7 +421,7 @@ fn read_tag_block(bytes: &[u8]) -> Result<(TagStamp, usize)> {
     if at != len {
         return Err(Error::invalid(format!("tag block length {len} does not match its content ({at})")));
     }
-    Ok((TagStamp::new(written_ms, tags), len))
+    Ok((TagStamp::new(written_us, tags), len))
 }
 
 #[cfg(test)]

@@ -473,7 +473,7 @@ impl Value {
     /// let v = Value::new(7u8).with_tags(at, ["user:7".to_string()]);
     /// let stamp = v.tag_stamp().unwrap();
     /// assert_eq!(stamp.tags(), ["user:7".to_string()]);
-    /// assert_eq!(stamp.written_ms(), 1_000_000);
+    /// assert_eq!(stamp.written_us(), 1_000_000_000);
     /// assert_eq!(v.get::<u8>().unwrap(), 7);
     /// assert!(Value::new(7u8).tag_stamp().is_none());
     /// ```
@@ -482,7 +482,7 @@ impl Value {
         if tags.is_empty() {
             return self;
         }
-        let stamp = TagStamp { written_ms: crate::expiry::Deadline::at(written).unix_millis(), tags };
+        let stamp = TagStamp { written_us: crate::tags::unix_micros(written), tags };
         self.with_stamp(stamp)
     }
 
