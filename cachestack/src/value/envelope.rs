@@ -39,10 +39,8 @@ const MAGIC: [u8; 2] = *b"CS";
 const FORMAT_VERSION: u8 = 1;
 /// The format of a tagged entry: format 1 followed by the tag block.
 const FORMAT_TAGGED: u8 = 2;
-/// Most tags an entry may carry.
-pub(crate) const MAX_TAGS: usize = 64;
-/// Longest tag, in bytes.
-pub(crate) const MAX_TAG_BYTES: usize = 1024;
+use super::tag_block::{read_tag_block, tag_block};
+pub(crate) use super::tag_block::{MAX_TAGS, MAX_TAG_BYTES};
 const HEADER_LEN: usize = 25;
 #[cfg(feature = "signing")]
 const MAC_LEN: usize = 32;
@@ -371,57 +369,6 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<Header> {
     let payload_len = usize::try_from(u32::from_le_bytes(len))
         .map_err(|_| Error::invalid("payload length does not fit this platform's memory"))?;
     Ok(Header { version: bytes[2], codec, flags, type_fingerprint: u64_at(5), expires_ms: u64_at(13), payload_len })
-}
-
-/// The tag block of a format-2 envelope (see the module docs).
-fn tag_block(stamp: &TagStamp) -> Result<Vec<u8>> {
-    let tags = stamp.tags();
-    if tags.len() > MAX_TAGS {
-        return Err(Error::invalid(format!("{} tags on one entry; at most {MAX_TAGS}", tags.len())));
-    }
-    let mut block = vec![0u8; 4];
-    block.extend_from_slice(&stamp.written_us().to_le_bytes());
-    block.extend_from_slice(&(tags.len() as u16).to_le_bytes());
-    for tag in tags {
-        if tag.len() > MAX_TAG_BYTES {
-            return Err(Error::invalid(format!("a tag of {} bytes; at most {MAX_TAG_BYTES}", tag.len())));
-        }
-        block.extend_from_slice(&(tag.len() as u16).to_le_bytes());
-        block.extend_from_slice(tag.as_bytes());
-    }
-    let len = u32::try_from(block.len()).map_err(|_| Error::invalid("tag block too long"))?;
-    block[..4].copy_from_slice(&len.to_le_bytes());
-    Ok(block)
-}
-
-/// Reads the tag block at the start of `bytes`: the stamp and the block's length. Every length is
-/// checked against what is there (the bytes come from outside).
-fn read_tag_block(bytes: &[u8]) -> Result<(TagStamp, usize)> {
-    let short = || Error::invalid("truncated tag block");
-    let mut at = 0usize;
-    let mut take = |n: usize| -> Result<&[u8]> {
-        let end = at.checked_add(n).ok_or_else(short)?;
-        let part = bytes.get(at..end).ok_or_else(short)?;
-        at = end;
-        Ok(part)
-    };
-    let le_u32 = |b: &[u8]| b.try_into().map(u32::from_le_bytes).map_err(|_| short());
-    let len = usize::try_from(le_u32(take(4)?)?).map_err(|_| short())?;
-    let written_us = take(8)?.try_into().map(u64::from_le_bytes).map_err(|_| short())?;
-    let count = usize::from(take(2)?.try_into().map(u16::from_le_bytes).map_err(|_| short())?);
-    if count == 0 || count > MAX_TAGS {
-        return Err(Error::invalid(format!("a tag block with {count} tags")));
-    }
-    let mut tags = Vec::with_capacity(count);
-    for _ in 0..count {
-        let n = usize::from(take(2)?.try_into().map(u16::from_le_bytes).map_err(|_| short())?);
-        let tag = std::str::from_utf8(take(n)?).map_err(|_| Error::invalid("a tag that is not UTF-8"))?;
-        tags.push(tag.to_owned());
-    }
-    if at != len {
-        return Err(Error::invalid(format!("tag block length {len} does not match its content ({at})")));
-    }
-    Ok((TagStamp::new(written_us, tags), len))
 }
 
 #[cfg(test)]
