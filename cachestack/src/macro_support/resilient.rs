@@ -181,7 +181,8 @@ impl<R: Send + 'static> Hooks<R> for FnHooks<R> {
     }
 }
 
-/// How a call starts.
+/// How a call starts. (A short-lived local, moved once: its size does not matter.)
+#[allow(clippy::large_enum_variant)]
 enum Start<R> {
     /// Call the body uncached: switched off or bypassed, or the cache or the options could not
     /// be had (counted and logged).

@@ -301,7 +301,7 @@ impl ValueFormat {
             (None, _) => {}
         }
         #[cfg(not(feature = "signing"))]
-        let _ = (namespace, key);
+        let _ = (namespace, key, end);
         let stored = &bytes[HEADER_LEN..payload_end];
         let limit = self.max_value_bytes.min(MAX_DECODE_BYTES);
         let payload = if header.flags & FLAG_ZSTD != 0 {
