@@ -25,9 +25,12 @@ pub struct Cached {
     pub cache_none: Option<(bool, Span)>,
     /// `cache_err = ...`, with the span of its name (the function must return a `Result`).
     pub cache_err: Option<(bool, Span)>,
-    /// The resilience options, when any is given: the calls then go through the resilience
-    /// engine.
+    /// The resilience options, when any is given (or `tags`): the calls then go through the
+    /// resilience engine.
     pub resilience: Option<Resilience>,
+    /// `tags = [...]`: the tag templates every stored value carries (rendered per call, without
+    /// the key prefix: tags are shared by every function and cache).
+    pub tags: Vec<Template>,
     pub common: Common,
 }
 
@@ -71,6 +74,8 @@ pub struct Invalidate {
     /// True when `keys` are glob patterns (`pattern = "user:<id>:*"`): their text is a
     /// [`KeyPattern`](https://docs.rs/cachestack) and placeholder values are escaped in them.
     pub patterns: bool,
+    /// `tags = [...]`: the tags to invalidate (with the keys, if any).
+    pub tags: Vec<Template>,
     /// Remove them before the body runs instead of after.
     pub before: bool,
     pub common: Common,

@@ -41,6 +41,7 @@ pub struct CachedAttr {
     pub jitter: Option<Arg<Percent>>,
     pub lock_timeout: Option<Arg<DurationText>>,
     pub lock_lease: Option<Arg<DurationText>>,
+    pub tags: Option<Arg<TagList>>,
     #[darling(flatten)]
     pub common: CommonAttr,
 }
@@ -55,6 +56,8 @@ pub struct InvalidateAttr {
     #[darling(multiple)]
     pub pattern: Vec<Arg<Template>>,
     pub before: Option<Arg<bool>>,
+    /// `tags = ["user:<id>"]`: the tags to invalidate.
+    pub tags: Option<Arg<TagList>>,
     #[darling(flatten)]
     pub common: CommonAttr,
     /// An unknown argument looked like a misspelled `key` (so a missing `key` is no second
@@ -106,6 +109,7 @@ pub const CACHED: Spec = Spec {
         "jitter",
         "lock_timeout",
         "lock_lease",
+        "tags",
         "on_cache_error",
         "crate",
         "in_impl",
@@ -115,7 +119,7 @@ pub const CACHED: Spec = Spec {
 
 pub const INVALIDATE: Spec = Spec {
     name: "invalidate",
-    args: &["key", "pattern", "cache", "namespace", "version", "before", "on_cache_error", "crate", "in_impl"],
+    args: &["key", "pattern", "tags", "cache", "namespace", "version", "before", "on_cache_error", "crate", "in_impl"],
     repeatable: &["key", "pattern"],
 };
 
@@ -142,6 +146,7 @@ fn example(name: &str) -> &'static str {
         "jitter" => "jitter = \"10%\"",
         "lock_timeout" => "lock_timeout = \"5s\"",
         "lock_lease" => "lock_lease = \"10s\"",
+        "tags" => "tags = [\"user:<id>\"]",
         "on_cache_error" => "on_cache_error = \"propagate\"",
         "crate" => "crate = ::cachestack",
         "in_impl" => "in_impl",
@@ -330,6 +335,54 @@ impl Value for LitStr {
 impl Value for Template {
     fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
         Template::parse(&LitStr::read(expr, name)?)
+    }
+}
+
+/// `tags = ["user:<id>", "org:<org_id>"]`: one or more templates, none empty.
+pub struct TagList(pub Vec<Template>);
+
+impl Value for TagList {
+    fn read(expr: &Expr, name: &str) -> syn::Result<Self> {
+        let array = match expr {
+            Expr::Array(array) => array,
+            Expr::Group(group) => return TagList::read(&group.expr, name),
+            other => {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    format!("expected a list of tag templates in brackets, e.g. `{}`", example(name)),
+                ))
+            }
+        };
+        if array.elems.is_empty() {
+            return Err(syn::Error::new_spanned(
+                array,
+                format!("`{name}` needs at least one tag, e.g. `{}` (or leave `{name}` out)", example(name)),
+            ));
+        }
+        let mut tags = Vec::with_capacity(array.elems.len());
+        let mut failure: Option<syn::Error> = None;
+        for elem in &array.elems {
+            let read = LitStr::read(elem, name).and_then(|lit| {
+                if lit.value().is_empty() {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "a tag cannot be empty: write its text, e.g. `\"user:<id>\"`",
+                    ));
+                }
+                Template::parse(&lit)
+            });
+            match read {
+                Ok(template) => tags.push(template),
+                Err(err) => match &mut failure {
+                    Some(first) => first.combine(err),
+                    None => failure = Some(err),
+                },
+            }
+        }
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(TagList(tags)),
+        }
     }
 }
 

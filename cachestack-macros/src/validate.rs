@@ -72,22 +72,37 @@ pub fn cached(func: &Func, attr: CachedAttr, errors: &mut Errors) -> Option<Cach
         distributed: lock.and_then(|(lock, span)| (lock == parse::Lock::Distributed).then_some(span)),
         lock_lease: attr.lock_lease,
     };
-    let resilience = resilience::options(options, ttl.as_ref(), ttl_given, errors);
+    let tags_span = attr.tags.as_ref().map(|arg| arg.name);
+    let tags = value(attr.tags, errors).map(|list| list.0).unwrap_or_default();
+    let mut resilience = resilience::options(options, ttl.as_ref(), ttl_given, errors);
+    if let (None, Some(span)) = (&resilience, tags_span) {
+        // Tagged values go through the resilience engine, which stamps their write time before
+        // the body runs (and never serves a stale value of an invalidated tag).
+        resilience = Some((crate::model::Resilience::default(), resilience::Given::tags(span)));
+    }
     let (common, in_impl) = common(attr.common, errors);
     let func = function(func, Purpose::Cached, in_impl, errors)?;
     let key = key.filter(|template| placeholders(&func, template, errors));
+    let tags = tag_templates(&func, tags, errors);
     let resilience = resilience.and_then(|(resilience, given)| {
         let lock = lock.map(|(lock, span)| (lock != parse::Lock::Off, span));
         let conflicts = resilience::Conflicts { lock, cache_err, propagate: common.propagate() };
         resilience::applies(resilience, &given, conflicts, &func, errors)
     });
     let lock = lock.is_none_or(|(lock, _)| lock != parse::Lock::Off);
-    Some(Cached { func, ttl, key, condition, lock, cache_none, cache_err, resilience, common })
+    Some(Cached { func, ttl, key, condition, lock, cache_none, cache_err, resilience, tags, common })
+}
+
+/// The tag templates whose placeholders all name parameters (the others reported).
+fn tag_templates(func: &Function, tags: Vec<Template>, errors: &mut Errors) -> Vec<Template> {
+    tags.into_iter().filter(|template| placeholders(func, template, errors)).collect()
 }
 
 /// Checks `#[invalidate]` on `func`; `None` when there is nothing to generate.
 pub fn invalidate(func: &Func, attr: InvalidateAttr, errors: &mut Errors) -> Option<Invalidate> {
-    let given = !attr.key.is_empty() || !attr.pattern.is_empty() || attr.key_misspelled;
+    let tags_given = attr.tags.is_some();
+    let tags = value(attr.tags, errors).map(|list| list.0).unwrap_or_default();
+    let given = !attr.key.is_empty() || !attr.pattern.is_empty() || attr.key_misspelled || tags_given;
     let patterns = !attr.pattern.is_empty();
     if patterns && !attr.key.is_empty() {
         errors.at(
@@ -105,7 +120,8 @@ pub fn invalidate(func: &Func, attr: InvalidateAttr, errors: &mut Errors) -> Opt
         errors.at(
             Span::call_site(),
             "#[invalidate] needs at least one key to remove, e.g. `#[invalidate(key = \"user:<id>\")]` \
-             or `#[invalidate(pattern = \"user:<id>:*\")]` (give `key` or `pattern` several times to remove more)",
+             or `#[invalidate(pattern = \"user:<id>:*\")]` (give `key` or `pattern` several times to remove more), \
+             or tags to invalidate, e.g. `#[invalidate(tags = [\"user:<id>\"])]`",
         );
     }
     let func = function(func, Purpose::Invalidate, in_impl, errors)?;
@@ -113,7 +129,8 @@ pub fn invalidate(func: &Func, attr: InvalidateAttr, errors: &mut Errors) -> Opt
         .into_iter()
         .filter(|template| placeholders(&func, template, errors) && (!patterns || pattern_escapes(template, errors)))
         .collect();
-    (!keys.is_empty()).then_some(Invalidate { func, keys, patterns, before, common })
+    let tags = tag_templates(&func, tags, errors);
+    (!keys.is_empty() || !tags.is_empty()).then_some(Invalidate { func, keys, patterns, tags, before, common })
 }
 
 /// Checks a pattern's literal text: a `\` escapes the next character of the text, so one may

@@ -34,6 +34,12 @@ pub struct ResilienceArgs {
 pub struct Given(Vec<(&'static str, Span)>);
 
 impl Given {
+    /// A function whose only reason to go through the resilience engine is `tags` (given at
+    /// `span`): its values are written with a write time taken before the body runs.
+    pub fn tags(span: Span) -> Self {
+        Given(vec![("tags", span)])
+    }
+
     fn span(&self, name: &str) -> Option<Span> {
         self.0.iter().find(|(n, _)| *n == name).map(|(_, span)| *span)
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::singleflight::SingleFlight;
-use crate::store::{Backend, BackendStats};
+use crate::store::{Backend, BackendStats, Entry};
+use crate::tags::{Checker, TagCheck, TagTimes};
 use crate::value::{Cacheable, Value};
 
 /// A typed handle over any [`Backend`]: get and set Rust values by key. Cheap to clone (the
@@ -38,6 +39,62 @@ pub struct Cache {
     flights: Arc<SingleFlight>,
     /// Single flight, failure throttle, clock and counters of `get_or_compute` (resilience/).
     pub(crate) compute: Arc<crate::resilience::ComputeState>,
+    /// Tag invalidation times: kept in process, read from and written to the shared tier.
+    pub(crate) tags: Arc<CacheTags>,
+}
+
+/// What a cache checks tagged entries with (see [`crate::tags`]): the invalidation times it
+/// knows, the shared tier they are recorded in, and the cache's clock.
+#[derive(Debug)]
+pub(crate) struct CacheTags {
+    pub(crate) times: Arc<TagTimes>,
+    pub(crate) tier: Arc<dyn Backend>,
+    pub(crate) clock: Arc<dyn crate::resilience::Clock>,
+}
+
+impl CacheTags {
+    /// Fresh tag times for a cache over `backend`; a stack's backplane makes them forget the
+    /// tags other processes invalidate.
+    pub(crate) fn watched_times(backend: &Arc<dyn Backend>, freshness: std::time::Duration) -> Arc<TagTimes> {
+        let times = Arc::new(TagTimes::new(freshness));
+        if let Some(stack) = backend.as_tiered() {
+            stack.watch_tag_times(&times);
+        }
+        times
+    }
+
+    pub(crate) fn checker(&self) -> Checker<'_> {
+        Checker { times: &self.times, tier: &*self.tier, clock: &*self.clock }
+    }
+
+    /// The verdict on a value read in process, without I/O (see [`TagCheck::value_known`]).
+    #[inline]
+    pub(crate) fn known(&self, value: &Value) -> Option<bool> {
+        if !crate::tags::in_use() {
+            return Some(true);
+        }
+        self.checker().value_known(value)
+    }
+
+    /// An entry read in process, if its verdict is known without I/O: `Some(None)` when it is not
+    /// current, `None` when its tags' times must be read first.
+    pub(crate) fn known_entry(&self, entry: Option<Entry>) -> Option<Option<Entry>> {
+        match entry {
+            Some(found) => match self.known(&found.value)? {
+                true => Some(Some(found)),
+                false => Some(None),
+            },
+            None => Some(None),
+        }
+    }
+
+    /// Reads `key` from `backend`, serving a tagged entry only when it is current.
+    pub(crate) async fn read(&self, backend: &dyn Backend, key: &str) -> Result<Option<Entry>> {
+        if !crate::tags::in_use() {
+            return backend.get(key).await;
+        }
+        backend.get_current(key, &self.checker()).await
+    }
 }
 
 impl fmt::Debug for Cache {
@@ -54,12 +111,13 @@ impl Cache {
 
     /// A cache over a shared backend.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
-        Cache {
-            backend,
-            rejected: Arc::new(AtomicU64::new(0)),
-            flights: Arc::new(SingleFlight::new()),
-            compute: crate::resilience::ComputeState::shared(),
-        }
+        let compute = crate::resilience::ComputeState::shared();
+        let tags = Arc::new(CacheTags {
+            times: CacheTags::watched_times(&backend, crate::tags::DEFAULT_TAG_FRESHNESS),
+            tier: backend.shared_tier().unwrap_or_else(|| backend.clone()),
+            clock: compute.clock().clone(),
+        });
+        Cache { backend, rejected: Arc::new(AtomicU64::new(0)), flights: Arc::new(SingleFlight::new()), compute, tags }
     }
 
     /// The backend behind this cache.
@@ -79,6 +137,12 @@ impl Cache {
         }
     }
 
+    /// Reads the entry under `key`, serving a tagged entry only when it is current (see
+    /// [`crate::tags`]): every read of the cache goes through it.
+    pub(crate) async fn read_entry(&self, key: &str) -> Result<Option<Entry>> {
+        self.tags.read(&*self.backend, key).await
+    }
+
     /// Reads `key` as `V`.
     pub async fn get<V: Cacheable>(&self, key: &str) -> Result<Option<V>> {
         Ok(self.get_with_ttl(key).await?.map(|(v, _)| v))
@@ -86,7 +150,7 @@ impl Cache {
 
     /// Reads `key` as `V` with the entry's remaining TTL (`None`: no expiry).
     pub async fn get_with_ttl<V: Cacheable>(&self, key: &str) -> Result<Option<(V, Option<Duration>)>> {
-        let Some(entry) = self.backend.get(key).await? else { return Ok(None) };
+        let Some(entry) = self.read_entry(key).await? else { return Ok(None) };
         Ok(self.decode::<V>(key, &entry.value).map(|v| (v, entry.ttl())))
     }
 
@@ -180,7 +244,13 @@ impl Cache {
     /// ```
     pub fn get_blocking<V: Cacheable>(&self, key: &str) -> Result<Option<V>> {
         if let Some(local) = self.backend.as_local() {
-            return Ok(local.get_value(key).and_then(|value| self.decode::<V>(key, &value)));
+            let value = local.get_value(key);
+            match value.as_ref().map(|value| self.tags.known(value)) {
+                None | Some(Some(true)) => return Ok(value.and_then(|value| self.decode::<V>(key, &value))),
+                Some(Some(false)) => return Ok(None),
+                // A tagged value whose tags' times must be read first.
+                Some(None) => {}
+            }
         }
         let this = self.clone();
         let key = key.to_owned();
@@ -235,3 +305,5 @@ impl Cache {
 
 #[path = "cache_ops.rs"]
 mod ops;
+#[path = "cache_tags.rs"]
+mod tag_ops;

@@ -60,6 +60,7 @@ mod stack;
 mod store;
 mod striped;
 mod switches;
+pub mod tags;
 mod ttl;
 mod url;
 mod value;

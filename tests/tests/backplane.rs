@@ -247,3 +247,42 @@ fn recovery_after_the_backplane_server_restarts() {
         node.until("get k", "a set after the recovery crosses", |v| v == "value v3");
     }
 }
+
+/// A tag invalidated in one process reaches the tag times another process keeps, through the
+/// backplane: with a tag freshness of an hour, only the backplane's message can make the second
+/// cache see the invalidation. Two backplanes in this process (one origin each) stand for the
+/// two processes; each cache is a `mem | redis` stack of the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_invalidation_crosses_the_backplane() {
+    use cachestack::{Backplane, Cache, TieredCache};
+    let url = require_server!("CACHESTACK_TEST_REDIS_URL", "Redis");
+    let ns = unique_namespace("backplane-tags");
+    let node = || {
+        let backplane = Backplane::from_url(&format!("{url}?channel={ns}")).unwrap();
+        let stack = cachestack::backend_from_url(&format!("mem://?max_entries=100 | {url}?namespace={ns}")).unwrap();
+        let tiered: &TieredCache = stack.as_tiered().expect("a stack");
+        assert!(tiered.attach_backplane(&backplane));
+        (Cache::from_arc(stack).with_tag_freshness(Duration::from_secs(3600)), backplane)
+    };
+    let ((a, a_bus), (b, b_bus)) = (node(), node());
+    let deadline = Instant::now() + BOUND;
+    while !(a_bus.stats().subscribed && b_bus.stats().subscribed) {
+        assert!(Instant::now() < deadline, "backplanes not subscribed");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    a.set_with_tags("profile:7", &"Ada".to_string(), None, &["user:7"]).await.unwrap();
+    // B reads it (from Redis into its L1) and learns that `user:7` was never invalidated.
+    assert_eq!(b.get::<String>("profile:7").await.unwrap().as_deref(), Some("Ada"));
+    assert_eq!(b.get::<String>("profile:7").await.unwrap().as_deref(), Some("Ada"));
+
+    a.invalidate_tag("user:7").await.unwrap();
+    assert_eq!(a.get::<String>("profile:7").await.unwrap(), None, "the invalidating process");
+    let deadline = Instant::now() + BOUND;
+    while b.get::<String>("profile:7").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "B still serves a value of an invalidated tag");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b_bus.stats().received >= 1);
+}

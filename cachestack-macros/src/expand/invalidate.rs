@@ -24,7 +24,23 @@ pub fn invalidate(model: &Invalidate) -> TokenStream {
         };
         quote!(#rt::render_key(|#buf| { #body }))
     });
-    let (assertions, handle) = removal(model, &names);
+    let (assertions, mut handle) = if model.keys.is_empty() {
+        let (assertions, _) = removal(model, &names);
+        (assertions, TokenStream::new())
+    } else {
+        removal(model, &names)
+    };
+    let tag_count = model.tags.len();
+    let tag_renders = model.tags.iter().map(|t| {
+        let body = key::template_body(t, "", &names, func, Access::Direct);
+        quote!(#rt::render_key(|#buf| { #body }))
+    });
+    let tags_ident = Ident::new("__cachestack_tags", proc_macro2::Span::mixed_site());
+    let render_tags =
+        (!model.tags.is_empty()).then(|| quote!(let #tags_ident: [#rt::String; #tag_count] = [#(#tag_renders),*];));
+    if !model.tags.is_empty() {
+        handle.extend(tag_removal(model, &names, &tags_ident));
+    }
     let body = body_thunk(func, !contains_impl(&func.output), false);
     let run = if func.sig.asyncness.is_some() {
         quote!(let #result = #body.await;)
@@ -54,6 +70,7 @@ pub fn invalidate(model: &Invalidate) -> TokenStream {
             #manifest_entry
             #assertions
             let #keys: [#rt::String; #count] = [#(#renders),*];
+            #render_tags
             #before
             #run
             #after
@@ -99,6 +116,34 @@ fn removal(model: &Invalidate, names: &Names) -> (TokenStream, TokenStream) {
         }
     };
     (assertions, handle)
+}
+
+/// The statements invalidating the rendered tags, failing like [`removal`]'s.
+fn tag_removal(model: &Invalidate, names: &Names, tags: &Ident) -> TokenStream {
+    let Names { rt, err, failed, .. } = names;
+    let output = &model.func.output;
+    let name_str = model.func.sig.ident.to_string();
+    let function = quote!(::core::concat!(::core::module_path!(), "::", #name_str));
+    let cache_name = cache_name(&model.common);
+    let flag = model.common.propagate().is_some();
+    let invalidate = if model.func.sig.asyncness.is_some() {
+        quote!(#rt::invalidate_tags_async(#function, #cache_name, &#tags, #flag).await)
+    } else {
+        quote!(#rt::invalidate_tags_sync(#function, #cache_name, &#tags, #flag))
+    };
+    let Some(span) = model.common.propagate() else {
+        return quote!(let _ = #invalidate;);
+    };
+    let method = Ident::new("__cachestack_fail", span);
+    quote! {
+        if let ::core::option::Option::Some(#err) = #invalidate {
+            #[allow(unused_imports)]
+            use #rt::{OptionKind as _, PlainKind as _, ResultKind as _};
+            if let ::core::option::Option::Some(#failed) = (&&&#rt::Kind::<#output>::new()).#method(#err) {
+                return #failed;
+            }
+        }
+    }
 }
 
 /// Whether `ty` mentions `impl` (the body's closure then cannot name its return type).

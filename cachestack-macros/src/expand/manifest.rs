@@ -36,11 +36,13 @@ pub(super) fn cached_entry(model: &Cached, names: &Names, state: &TokenStream) -
         Some(Ttl::Expr(e)) => Some(compact(e.to_token_stream())),
     };
     let keys: Vec<String> = model.key.iter().map(template_text).collect();
+    let tags: Vec<String> = model.tags.iter().map(template_text).collect();
     entry(
         names,
         quote!(Cached),
         &model.func.sig.ident,
         &keys,
+        &tags,
         ttl,
         &options,
         &model.common,
@@ -58,11 +60,13 @@ pub(super) fn invalidate_entry(model: &Invalidate, names: &Names) -> TokenStream
         options.push(("before", "true".to_owned()));
     }
     let keys: Vec<String> = model.keys.iter().map(template_text).collect();
+    let tags: Vec<String> = model.tags.iter().map(template_text).collect();
     entry(
         names,
         quote!(Invalidate),
         &model.func.sig.ident,
         &keys,
+        &tags,
         None,
         &options,
         &model.common,
@@ -76,6 +80,7 @@ fn entry(
     kind: TokenStream,
     ident: &syn::Ident,
     keys: &[String],
+    tags: &[String],
     ttl: Option<String>,
     options: &[(&str, String)],
     common: &Common,
@@ -99,7 +104,7 @@ fn entry(
                 ttl: #ttl,
                 options: &[#(#options),*],
                 cache: #cache,
-                tags: &[],
+                tags: &[#(#tags),*],
                 state: #state,
             }
         }

@@ -48,6 +48,7 @@ fn inner_fn(parts: &Parts, resilience: &Resilience) -> TokenStream {
     let self_arg = func.receiver.as_ref().map(|_| quote!(self,));
     let body = body_call(parts, self_arg, &args);
     let owned = owned(parts, resilience);
+    let tagged = tagged(parts);
     let call = match asyncness {
         Some(_) => quote!(#rt::resilient_async(&#site, &#slot, #mode, #key, #body, #owned_ident).await),
         None => quote!(#rt::resilient_sync(&#site, &#slot, #mode, #key, move || #body, #owned_ident)),
@@ -60,12 +61,27 @@ fn inner_fn(parts: &Parts, resilience: &Resilience) -> TokenStream {
                 static #slot: #rt::CacheSlot = const { #rt::CacheSlot::new() };
             }
             #checks
-            let #site = #rt::Resilient::new(#state_path(), #ttl, #options, #stamping, #failed, #condition, #on_timeout);
+            let #site = #rt::Resilient::new(#state_path(), #ttl, #options, #stamping, #failed, #condition, #on_timeout)#tagged;
             let #key = #rt::render_key(|#buf| #key_path(#self_ref_arg #(&#args,)* #buf));
             let #owned_ident = #owned;
             #call
         }
     }
+}
+
+/// `.tagged([tags rendered from the arguments].into())`, or nothing without `tags`. Tags get no
+/// key prefix (`namespace`, `version`): they are shared by every function and cache.
+fn tagged(parts: &Parts) -> TokenStream {
+    let Parts { model, func, names, .. } = parts;
+    if model.tags.is_empty() {
+        return TokenStream::new();
+    }
+    let (rt, buf) = (&names.rt, &names.buf);
+    let renders = model.tags.iter().map(|t| {
+        let body = super::key::template_body(t, "", names, func, super::key::Access::Direct);
+        quote!(#rt::render_key(|#buf| { #body }))
+    });
+    quote!(.tagged(::core::convert::Into::into([#(#renders),*])))
 }
 
 /// `body(self, a, b)` (in an `unsafe` block for an `unsafe fn`).

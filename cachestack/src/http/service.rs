@@ -198,7 +198,7 @@ where
     let decision = match rules.no_cache {
         true => Decision::Compute { fallback: None },
         false => {
-            let found = read(config.cache.backend(), &key).await;
+            let found = read(config.cache.backend(), &config.cache.tags, &key).await;
             state.decide(&*config.hooks, &key, &config.options, found)
         }
     };
@@ -227,6 +227,7 @@ fn engine_call(config: &Config, key: String) -> Call<HttpHooks> {
     Call {
         state: config.cache.compute.clone(),
         backend: config.cache.backend().clone(),
+        tags: config.cache.tags.clone(),
         hooks: config.hooks.clone(),
         key: Arc::from(key),
         options: config.options.clone(),

@@ -139,6 +139,9 @@ fn recheck_local<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill
         return Some((hit, value));
     }
     let value = cache.backend().as_local()?.get_value(key)?;
+    if cache.tags.known(&value) != Some(true) {
+        return None;
+    }
     let hit = (site.policy.load)(cache, key, &value)?;
     Some((hit, value))
 }
@@ -279,13 +282,15 @@ fn stack_write_raced<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&
 // ---------------------------------------------------------------------------------------------
 
 fn read_sync(cache: &Cache, key: &str) -> Result<Option<Entry>> {
-    if let Some(local) = cache.backend().as_local() {
-        return Ok(local.get_entry(key));
+    if let Some(local) = cache.backend().as_local()
+        && let Some(read) = cache.tags.known_entry(local.get_entry(key))
+    {
+        return Ok(read);
     }
-    let backend = cache.backend().clone();
+    let cache = cache.clone();
     let key = key.to_owned();
     // In the call's span, wherever the runtime polls it.
-    crate::rt::block_on(async move { backend.get(&key).await }.instrument(tracing::Span::current()))?
+    crate::rt::block_on(async move { cache.read_entry(&key).await }.instrument(tracing::Span::current()))?
 }
 
 fn write_sync<R>(site: &Site<R>, cache: &Cache, key: &str, fill: Option<&Fill>, value: Value) -> Result<()> {
@@ -504,7 +509,7 @@ where
         Plan::Return(failed) => return failed,
         Plan::Uncached => return body.await,
         Plan::ReadOnly(cache) => {
-            let read = cache.backend().get(&key).await;
+            let read = cache.read_entry(&key).await;
             return match answered(site, &cache, &key, read, call) {
                 Some(answer) => answer,
                 None => body.await,
@@ -514,7 +519,7 @@ where
         Plan::Compute(cache) => (cache, None),
         Plan::Read(cache) => {
             let seen = site.state.flights.ended();
-            let read = cache.backend().get(&key).await;
+            let read = cache.read_entry(&key).await;
             if let Some(answer) = answered(site, &cache, &key, read, call) {
                 mirror_l1(site, &cache, &key, fill);
                 return answer;
@@ -580,7 +585,7 @@ async fn lead_async<R, F>(
 where
     F: core::future::Future<Output = R>,
 {
-    let read = if reread_needed(site, seen) { Some(cache.backend().get(key).await) } else { None };
+    let read = if reread_needed(site, seen) { Some(cache.read_entry(key).await) } else { None };
     if let Some(found) = recheck(site, cache, key, fill, read) {
         return complete_hit(leader, found, call);
     }

@@ -185,3 +185,58 @@ pub async fn invalidate_patterns_async(
     };
     invalidation_outcome(function, patterns, deleted, propagate)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tags
+// ---------------------------------------------------------------------------------------------
+
+/// The cache whose tags `#[invalidate(tags = ...)]` invalidates: the one it names, else the
+/// default cache (tags are not keys: prefix routes do not apply to them).
+fn tag_cache(cache: Option<&str>) -> Result<Cache> {
+    let registry = CacheRegistry::global();
+    match cache {
+        Some(name) => registry.get(name),
+        None => Ok(registry.default_cache()),
+    }
+}
+
+/// What `#[invalidate(tags = ...)]` returns: nothing once every tag is invalidated; a failure is
+/// logged and, when `propagate` is set, returned.
+fn tags_outcome(function: &'static str, tags: &[String], done: Result<()>, propagate: bool) -> Option<Error> {
+    match done {
+        Ok(()) => None,
+        Err(err) => {
+            tracing::warn!(function, ?tags, error = %err, "cachestack: #[invalidate] could not invalidate tags");
+            propagate.then_some(err)
+        }
+    }
+}
+
+/// `#[invalidate(tags = ...)]` on an `async fn`: invalidates `tags` (see
+/// [`Cache::invalidate_tag`]); a failure is logged and, when `propagate` is set, returned.
+pub async fn invalidate_tags_async(
+    function: &'static str,
+    cache: Option<&'static str>,
+    tags: &[String],
+    propagate: bool,
+) -> Option<Error> {
+    let done = async {
+        let cache = tag_cache(cache)?;
+        for tag in tags {
+            cache.invalidate_tag(tag).await?;
+        }
+        Ok(())
+    };
+    tags_outcome(function, tags, done.await, propagate)
+}
+
+/// `#[invalidate(tags = ...)]` on a synchronous function (see [`invalidate_tags_async`]).
+pub fn invalidate_tags_sync(
+    function: &'static str,
+    cache: Option<&'static str>,
+    tags: &[String],
+    propagate: bool,
+) -> Option<Error> {
+    let done = tag_cache(cache).and_then(|cache| tags.iter().try_for_each(|tag| cache.invalidate_tag_blocking(tag)));
+    tags_outcome(function, tags, done, propagate)
+}

@@ -464,6 +464,9 @@ fn probe<R>(
     key(&mut buf.0);
     // The hit is built in the return place (the buffer goes back when `buf` drops).
     match local.get_value(&buf.0) {
+        Some(value) if cache.tags.known(&value) != Some(true) => {
+            tagged_miss(state, definitive.is_some(), &buf.0, cache, &value)
+        }
         Some(value) => match (site.policy.load)(cache, &buf.0, &value) {
             Some(hit) => {
                 state.hits.add(1);
@@ -480,6 +483,16 @@ fn probe<R>(
             }
         },
         None => local_miss(state, definitive.is_some(), &buf.0, cache),
+    }
+}
+
+/// A tagged value of the in-process store (or front layer) that cannot be served as it is: not
+/// current (a miss of that store), or its tags' times must be read first (the async read decides).
+#[cold]
+fn tagged_miss<R>(state: &CachedFn, definitive: bool, key: &str, cache: &Cache, value: &Value) -> Lookup<R> {
+    match cache.tags.known(value) {
+        Some(false) => local_miss(state, definitive, key, cache),
+        _ => Lookup::Miss(Miss { key: key.to_owned(), target: Target::Remote(cache.clone()), fill: None }),
     }
 }
 

@@ -45,7 +45,7 @@ pub use call::{miss_async, miss_sync};
 pub use front::{FastKeyBuf, FastNone, FastPart, FastProbe};
 pub use invalidate::{
     invalidate_async, invalidate_keys_async, invalidate_keys_sync, invalidate_patterns_async, invalidate_patterns_sync,
-    invalidate_sync,
+    invalidate_sync, invalidate_tags_async, invalidate_tags_sync,
 };
 pub use keys::{
     push_fn_path, push_pattern_part, push_type, render_key, type_name_of, KeyAny, KeyArg, KeyFast, KeyPart, KeyProbe,

@@ -138,6 +138,8 @@ pub struct Resilient<R> {
     condition: fn(&R) -> bool,
     /// `hard_timeout`: the function's `Err(Timeout.into())`.
     on_timeout: Option<fn(Timeout) -> R>,
+    /// `tags = [...]`, rendered for this call.
+    tags: Vec<String>,
 }
 
 impl<R> fmt::Debug for Resilient<R> {
@@ -158,7 +160,14 @@ impl<R> Resilient<R> {
         condition: fn(&R) -> bool,
         on_timeout: Option<fn(Timeout) -> R>,
     ) -> Self {
-        Resilient { state, ttl, options, stamping, failed, condition, on_timeout }
+        Resilient { state, ttl, options, stamping, failed, condition, on_timeout, tags: Vec::new() }
+    }
+
+    /// This call site with `tags` (rendered from the call's arguments): the values it stores
+    /// carry them (see [`crate::tags`]).
+    pub fn tagged(mut self, tags: Vec<String>) -> Self {
+        self.tags = tags;
+        self
     }
 }
 
@@ -215,7 +224,10 @@ impl<R: Send + 'static> Resilient<R> {
         if !commands.reads() && !commands.writes() {
             return Start::Uncached;
         }
-        let options = match self.options.options(self.ttl) {
+        let options = match self.options.options(self.ttl).and_then(|options| match self.tags.is_empty() {
+            true => Ok(options),
+            false => options.with_tags(self.tags.clone()),
+        }) {
             Ok(options) => options,
             Err(err) => {
                 self.state.record_error("options", &key, &err);
@@ -225,6 +237,7 @@ impl<R: Send + 'static> Resilient<R> {
         let call = Call {
             state: cache.compute.clone(),
             backend: cache.backend().clone(),
+            tags: cache.tags.clone(),
             hooks: Arc::new(FnHooks { cache, stamping: self.stamping, condition: self.condition }),
             key: Arc::from(key),
             options,
@@ -319,7 +332,7 @@ where
     let seen = call.state.flights_ended();
     let decision = match read_first {
         true => {
-            let found = read(&call.backend, &call.key).await;
+            let found = read(&call.backend, &call.tags, &call.key).await;
             call.state.decide(&*call.hooks, &call.key, &call.options, found)
         }
         false => Decision::Compute { fallback: None },
@@ -368,7 +381,7 @@ where
     let seen = call.state.flights_ended();
     let decision = match read_first {
         true => {
-            let found = read_blocking(&call.backend, &call.key);
+            let found = read_blocking(&call.backend, &call.tags, &call.key);
             call.state.decide(&*call.hooks, &call.key, &call.options, found)
         }
         false => Decision::Compute { fallback: None },

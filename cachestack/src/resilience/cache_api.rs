@@ -75,7 +75,9 @@ impl Cache {
     /// let cache = Cache::new(MemoryBackend::with_capacity(100)).with_clock(clock.clone());
     /// ```
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.compute = Arc::new(ComputeState::new(clock));
+        self.compute = Arc::new(ComputeState::new(clock.clone()));
+        self.tags =
+            Arc::new(crate::cache::CacheTags { times: self.tags.times.clone(), tier: self.tags.tier.clone(), clock });
         self
     }
 
@@ -170,7 +172,7 @@ impl Cache {
             return finish(answer);
         }
         let seen = self.compute.flights_ended();
-        let read = read(self.backend(), key).await;
+        let read = read(self.backend(), &self.tags, key).await;
         let answer = match self.compute.decide::<T>(self, key, options, read) {
             Decision::Answer { value, status, refresh } => {
                 Ok(self.answer_now(key, options, seen, (value, status), refresh, compute))
@@ -216,7 +218,7 @@ impl Cache {
     {
         let compute = on_blocking_pool(move || compute().map_err(Failure::Err));
         let seen = self.compute.flights_ended();
-        let answer = match read_local(self.backend(), key) {
+        let answer = match read_local(self.backend(), &self.tags, key) {
             Some(read) => match self.compute.decide::<T>(self, key, options, Ok(read)) {
                 Decision::Answer { value, status, refresh } => {
                     Ok(self.answer_now(key, options, seen, (value, status), refresh, compute))
@@ -290,6 +292,7 @@ impl Cache {
         Call {
             state: self.compute.clone(),
             backend: self.backend().clone(),
+            tags: self.tags.clone(),
             hooks: Arc::new(self.clone()),
             key: Arc::from(key),
             options: options.clone(),

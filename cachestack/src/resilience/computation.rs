@@ -93,13 +93,16 @@ impl<H> Call<H> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, Failure<E>>>,
     {
+        // An entry's write time is taken before its value is computed: an invalidation of one
+        // of its tags made meanwhile wins (see `crate::tags`).
+        let started = self.state.clock.now();
         let body = catch_unwind(async move { compute().await });
         let result = match &leader {
             Some(leader) => leader.run_async(body).await,
             None => body.await,
         };
         let result = result.unwrap_or_else(|payload| Err(Failure::Panic(payload)));
-        let stored = self.settle(&result);
+        let stored = self.settle(&result, started);
         if let Some((value, expiry)) = &stored {
             self.write(value.clone(), *expiry).await;
         }
@@ -141,7 +144,11 @@ impl<H> Call<H> {
 
     /// What a finished computation stores (its encoded value and expiry); records a failure in
     /// the throttle (fail-safe) or clears it.
-    pub(super) fn settle<T, E>(&self, result: &std::result::Result<T, Failure<E>>) -> Option<(Value, Expiry)>
+    pub(super) fn settle<T, E>(
+        &self,
+        result: &std::result::Result<T, Failure<E>>,
+        started: std::time::SystemTime,
+    ) -> Option<(Value, Expiry)>
     where
         H: Hooks<T>,
     {
@@ -155,7 +162,12 @@ impl<H> Call<H> {
                     None => Expiry::Default,
                 };
                 self.state.throttle.clear(&self.key);
-                self.hooks.encode(value, fresh_until).map(|stored| (stored, expiry))
+                let tags = self.options.tags();
+                let tagged = |stored: Value| match tags.is_empty() {
+                    true => stored,
+                    false => stored.with_tags(started, tags.iter().cloned()),
+                };
+                self.hooks.encode(value, fresh_until).map(|stored| (tagged(stored), expiry))
             }
             Err(_) => {
                 if self.options.stale_if_error().is_some() {

@@ -183,7 +183,9 @@ impl<H> Call<H> {
                 Ok(Some(guard)) => {
                     let held = Lease::start(guard, lease, self.key.clone());
                     // The previous leader may have stored the value just before releasing.
-                    if let Some((value, stored)) = self.fresh_entry::<T>(read(&self.backend, &self.key).await, true) {
+                    if let Some((value, stored)) =
+                        self.fresh_entry::<T>(read(&self.backend, &self.tags, &self.key).await, true)
+                    {
                         if let Some(held) = held {
                             held.release().await;
                         }
@@ -198,7 +200,8 @@ impl<H> Call<H> {
                     return Across::Compute(leader, None);
                 }
             }
-            if let Some((value, stored)) = self.fresh_entry::<T>(read(&self.backend, &self.key).await, true) {
+            if let Some((value, stored)) = self.fresh_entry::<T>(read(&self.backend, &self.tags, &self.key).await, true)
+            {
                 leader.complete(|| Some(stored));
                 return Across::Value(value);
             }

@@ -28,6 +28,7 @@ use super::options::{ComputeOptions, LockMode};
 use super::task::{Bounds, Running, Waiting};
 use super::throttle::Throttle;
 use super::{CallStatus, ComputeStats, Timeout};
+use crate::cache::CacheTags;
 use crate::error::{Error, Result};
 use crate::expiry::Deadline;
 use crate::singleflight::{Join, Leader, Outcome, SingleFlight};
@@ -266,34 +267,38 @@ impl ComputeState {
     }
 }
 
-/// Reads `key`: from the in-process front of the store without awaiting when it has the entry,
-/// else on cachestack's runtime (so that the store's I/O and its layers' timers never run on the
-/// caller's runtime; see [`crate::rt::io`]).
-pub(crate) async fn read(backend: &Arc<dyn Backend>, key: &str) -> Result<Option<Entry>> {
-    if let Some(local) = backend.as_local() {
-        return Ok(local.get_entry(key));
-    }
-    if let Some(entry) = backend.local_l1().and_then(|front| front.get_entry(key)) {
-        return Ok(Some(entry));
+/// Reads `key`: from the in-process front of the store without awaiting when it has the entry
+/// (and, for a tagged entry, its tags' times are known in process), else on cachestack's runtime
+/// (so that the store's I/O and its layers' timers never run on the caller's runtime; see
+/// [`crate::rt::io`]). A tagged entry is served only when current (see [`crate::tags`]): a
+/// stale value of an invalidated tag never reaches the fail-safe fallback.
+pub(crate) async fn read(backend: &Arc<dyn Backend>, tags: &Arc<CacheTags>, key: &str) -> Result<Option<Entry>> {
+    if let Some(read) = read_local(backend, tags, key) {
+        return Ok(read);
     }
     let backend = backend.clone();
+    let tags = tags.clone();
     let key = key.to_owned();
-    crate::rt::io(backend.name().to_owned().as_str(), async move { backend.get(&key).await }).await
+    crate::rt::io(backend.name().to_owned().as_str(), async move { tags.read(&*backend, &key).await }).await
 }
 
 /// The read a call sees synchronously (an in-process store or front), or `None` when it must
 /// await the store.
-pub(crate) fn read_local(backend: &Arc<dyn Backend>, key: &str) -> Option<Option<Entry>> {
+pub(crate) fn read_local(backend: &Arc<dyn Backend>, tags: &CacheTags, key: &str) -> Option<Option<Entry>> {
     if let Some(local) = backend.as_local() {
-        return Some(local.get_entry(key));
+        return tags.known_entry(local.get_entry(key));
     }
-    backend.local_l1().and_then(|front| front.get_entry(key)).map(Some)
+    let entry = backend.local_l1().and_then(|front| front.get_entry(key))?;
+    // An entry of the front that is not current: the stack's read goes on below it.
+    tags.known_entry(Some(entry)).filter(Option::is_some)
 }
 
 /// Everything a computation needs besides its body, owned, so it can move into a task.
 pub(crate) struct Call<H> {
     pub(crate) state: Arc<ComputeState>,
     pub(crate) backend: Arc<dyn Backend>,
+    /// The cache's tag check (reads) and clock (the write time of tagged entries).
+    pub(crate) tags: Arc<CacheTags>,
     pub(crate) hooks: Arc<H>,
     pub(crate) key: Arc<str>,
     pub(crate) options: ComputeOptions,
@@ -304,6 +309,7 @@ impl<H> Clone for Call<H> {
         Call {
             state: self.state.clone(),
             backend: self.backend.clone(),
+            tags: self.tags.clone(),
             hooks: self.hooks.clone(),
             key: self.key.clone(),
             options: self.options.clone(),
@@ -323,7 +329,7 @@ impl<H> Call<H> {
         Fut: Future<Output = std::result::Result<T, Failure<E>>> + Send + 'static,
     {
         let seen = self.state.flights_ended();
-        let read = read(&self.backend, &self.key).await;
+        let read = read(&self.backend, &self.tags, &self.key).await;
         match self.state.decide(&*self.hooks, &self.key, &self.options, read) {
             Decision::Answer { value, status, refresh } => {
                 if let Some(leader) = refresh.then(|| self.state.try_refresh(&self.key)).flatten() {
@@ -379,7 +385,7 @@ impl<H> Call<H> {
     where
         H: Hooks<T>,
     {
-        let read = read(&self.backend, &self.key).await;
+        let read = read(&self.backend, &self.tags, &self.key).await;
         self.fresh_in(read, leader, in_refresh_window)
     }
 

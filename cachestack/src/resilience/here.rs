@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::engine::{read, read_local, Answer, Call, Failure, Hooks, Joined};
 use super::options::LockMode;
 use super::task::{Bounds, Running, Waiting, Watch};
+use crate::cache::CacheTags;
 use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::singleflight::Join;
@@ -69,12 +70,14 @@ impl<H> Call<H> {
             Joined::Compute(leader, lease) => (leader, lease),
         };
         let running = Running::start(&self.state);
+        // The write time of a tagged entry: before the body runs (see `crate::tags`).
+        let started = self.state.clock.now();
         let caught = match &leader {
             Some(leader) => leader.run(|| std::panic::catch_unwind(AssertUnwindSafe(body))),
             None => std::panic::catch_unwind(AssertUnwindSafe(body)),
         };
         let result = caught.unwrap_or_else(|payload| Err(Failure::Panic(payload)));
-        let stored = self.settle(&result);
+        let stored = self.settle(&result, started);
         if let Some((value, expiry)) = &stored {
             self.write_blocking(value.clone(), *expiry);
         }
@@ -100,7 +103,7 @@ impl<H> Call<H> {
                 Join::Reentrant => return self.reentrant(),
                 Join::Leader(leader) if self.state.flights_ended() == seen => leader,
                 Join::Leader(leader) => {
-                    let read = read_blocking(&self.backend, &self.key);
+                    let read = read_blocking(&self.backend, &self.tags, &self.key);
                     match self.fresh_in::<T>(read, leader, true) {
                         Ok(value) => return Joined::Answered(Ok(self.state.answer(value, crate::CallStatus::Hit))),
                         Err(leader) => leader,
@@ -152,12 +155,12 @@ impl<H> Call<H> {
 
 /// Reads `key` from synchronous code: in place from an in-process store (or a stack's in-process
 /// front), else through [`crate::rt::block_on`].
-pub(crate) fn read_blocking(backend: &Arc<dyn Backend>, key: &str) -> Result<Option<Entry>> {
-    if let Some(read) = read_local(backend, key) {
+pub(crate) fn read_blocking(backend: &Arc<dyn Backend>, tags: &Arc<CacheTags>, key: &str) -> Result<Option<Entry>> {
+    if let Some(read) = read_local(backend, tags, key) {
         return Ok(read);
     }
-    let (backend, key) = (backend.clone(), key.to_owned());
-    crate::rt::block_on(async move { read(&backend, &key).await }).and_then(|r| r)
+    let (backend, tags, key) = (backend.clone(), tags.clone(), key.to_owned());
+    crate::rt::block_on(async move { read(&backend, &tags, &key).await }).and_then(|r| r)
 }
 
 /// Awaits `future` until `at` (`None`: without a bound); `None` when `at` passed first (the

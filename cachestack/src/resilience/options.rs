@@ -92,6 +92,15 @@ fn check_fraction(option: &str, fraction: f64) -> Result<()> {
     }
 }
 
+/// Checks tags: none empty or too long, at most [`MAX_TAGS`](crate::value::envelope::MAX_TAGS).
+fn check_tags(tags: &[String]) -> Result<()> {
+    let most = crate::value::envelope::MAX_TAGS;
+    if tags.len() > most {
+        return Err(Error::config(format!("{} tags; at most {most}", tags.len())));
+    }
+    tags.iter().try_for_each(|tag| crate::tags::validate_tag(tag))
+}
+
 /// What a [`get_or_compute`](crate::Cache::get_or_compute) call may do besides computing on a miss:
 /// serve a stale value when the computation fails (`stale_if_error`) or while it is redone in the
 /// background (`stale_while_revalidate`), refresh a hot key before it expires (`refresh_ahead`),
@@ -135,6 +144,7 @@ pub struct ComputeOptions {
     lock_timeout: Option<Duration>,
     lock: LockMode,
     lock_lease: Option<Duration>,
+    tags: Vec<String>,
 }
 
 /// Builds [`ComputeOptions`]; see there.
@@ -152,6 +162,19 @@ impl ComputeOptions {
     /// How long a computed value is fresh (`None`: the store's default TTL, never stale).
     pub fn ttl(&self) -> Option<Duration> {
         self.ttl
+    }
+
+    /// The tags computed values are written with (see [`crate::tags`]).
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    /// These options with `tags` instead of theirs, checked: how a `#[cached]` function with
+    /// tags adds the tags each call renders.
+    pub(crate) fn with_tags(mut self, tags: Vec<String>) -> Result<Self> {
+        check_tags(&tags)?;
+        self.tags = tags;
+        Ok(self)
     }
 
     /// How long after its TTL a value is kept to answer when the computation fails.
@@ -315,6 +338,22 @@ impl ComputeOptionsBuilder {
         self
     }
 
+    /// Computed values are written with these tags: once one of them is invalidated
+    /// ([`Cache::invalidate_tag`](crate::Cache::invalidate_tag)), the entry is a miss, and its
+    /// stale value is never served either (not by `stale_if_error`, `stale_while_revalidate` or
+    /// a soft timeout). The write time is taken when the computation starts, so an invalidation
+    /// made while it runs wins.
+    ///
+    /// ```
+    /// let options = cachestack::ComputeOptions::builder().tags(["user:7", "org:3"]).build().unwrap();
+    /// assert_eq!(options.tags(), ["user:7", "org:3"]);
+    /// assert!(cachestack::ComputeOptions::builder().tags([""]).build().is_err());
+    /// ```
+    pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
+        self.options.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Checks the options: every duration positive, `stale_*`, `refresh_ahead` and `jitter` only
     /// with a `ttl`, `refresh_ahead` before the end of the TTL, `timeout` only with
     /// `stale_if_error` and shorter than `hard_timeout`, fractions between 0% and 100%.
@@ -336,6 +375,7 @@ impl ComputeOptionsBuilder {
     /// ```
     pub fn build(self) -> Result<ComputeOptions> {
         let o = self.options;
+        check_tags(&o.tags)?;
         let positive = [
             ("ttl", o.ttl),
             ("stale_if_error", o.stale_if_error),

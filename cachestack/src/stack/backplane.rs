@@ -1,7 +1,7 @@
 //! The stack on a [`Backplane`]: what it announces after each change, and what it evicts from its
 //! in-process layers when another process announces one (see [`crate::backplane`]).
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use async_trait::async_trait;
 
@@ -10,17 +10,21 @@ use super::TieredCache;
 use crate::backplane::{Backplane, Change, Receiver};
 use crate::pattern::KeyPattern;
 use crate::store::BackendStats;
+use crate::tags::TagTimes;
 
 /// A stack's place on the backplane: the backplane, once attached, and the cache name its
 /// messages carry (the stack's name until the registry binds the name it is registered under).
 pub(super) struct Bus {
     backplane: OnceLock<Backplane>,
     name: RwLock<String>,
+    /// The tag times kept in process by the caches over this stack (see [`crate::tags`]): what
+    /// another process's tag invalidation makes them forget.
+    tag_times: Mutex<Vec<Weak<TagTimes>>>,
 }
 
 impl Bus {
     pub(super) fn new(name: &str) -> Self {
-        Bus { backplane: OnceLock::new(), name: RwLock::new(name.to_owned()) }
+        Bus { backplane: OnceLock::new(), name: RwLock::new(name.to_owned()), tag_times: Mutex::new(Vec::new()) }
     }
 
     pub(super) fn bind_name(&self, name: &str) {
@@ -59,18 +63,23 @@ impl Shared {
         drop(self.announce(|| Change::Keys(vec![key.to_owned()])));
     }
 
-    /// Announces that `tags` were invalidated. The hook for tag invalidation (issue #16): not
-    /// called yet.
-    #[allow(dead_code)]
+    /// Announces that `tags` were invalidated (by [`Cache::invalidate_tag`](crate::Cache::invalidate_tag)).
     pub(crate) fn announce_tags(&self, tags: &[String]) {
         drop(self.announce(|| Change::Tags(tags.to_vec())));
     }
 
-    /// What another process's tag invalidation does here: forgets the tag times this process
-    /// keeps. A hook for tag invalidation (issue #16), which keeps no tag times yet: it does
-    /// nothing for now.
+    /// What another process's tag invalidation does here: every cache over this stack forgets
+    /// the invalidation times of `tags` it keeps, so its next read of an entry carrying one of
+    /// them reads the time from the shared tier.
     pub(crate) fn forget_local_tags(&self, tags: &[String]) {
-        let _ = tags;
+        let mut watched = self.bus.tag_times.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        watched.retain(|times| match times.upgrade() {
+            Some(times) => {
+                times.forget(tags);
+                true
+            }
+            None => false,
+        });
     }
 
     /// The backplane's counters in the stack's stats, when attached.
@@ -165,6 +174,18 @@ impl TieredCache {
     /// The backplane the stack is on, if any.
     pub fn backplane(&self) -> Option<&Backplane> {
         self.shared.bus.backplane.get()
+    }
+
+    /// Makes tag invalidations announced by other processes reach `times` (a cache's tag times).
+    pub(crate) fn watch_tag_times(&self, times: &Arc<TagTimes>) {
+        let mut watched = self.shared.bus.tag_times.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        watched.retain(|w| w.strong_count() > 0);
+        watched.push(Arc::downgrade(times));
+    }
+
+    /// Announces a tag invalidation made in this process (see [`Shared::announce_tags`]).
+    pub(crate) fn announce_tags(&self, tags: &[String]) {
+        self.shared.announce_tags(tags);
     }
 }
 

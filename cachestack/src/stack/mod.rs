@@ -31,6 +31,7 @@ use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::pattern::KeyPattern;
 use crate::store::{Backend, BackendStats, Entry, KeyVisitor, LocalRead, LockOps, Signing};
+use crate::tags::TagCheck;
 use crate::value::Value;
 use layer::Layer;
 use shared::Shared;
@@ -356,9 +357,30 @@ impl Backend for TieredCache {
                 return Ok(Some(entry));
             }
             l1.counters.record_lookup(false);
-            return self.shared.lookup(key, 1).await;
+            return self.shared.lookup(key, 1, None).await;
         }
-        self.shared.lookup(key, 0).await
+        self.shared.lookup(key, 0, None).await
+    }
+
+    async fn get_current(&self, key: &str, check: &dyn TagCheck) -> Result<Option<Entry>> {
+        let l1 = &self.shared.layers[0];
+        if let Some(local) = l1.local() {
+            if let Some(entry) = local.get_entry(key)
+                && check.entry_current(&entry).await
+            {
+                l1.counters.record_lookup(true);
+                crate::observe::calls::answered_by(l1.backend.name());
+                return Ok(Some(entry));
+            }
+            l1.counters.record_lookup(false);
+            return self.shared.lookup(key, 1, Some(check)).await;
+        }
+        self.shared.lookup(key, 0, Some(check)).await
+    }
+
+    /// The lowest layer: where tag invalidation times are kept.
+    fn shared_tier(&self) -> Option<Arc<dyn Backend>> {
+        self.shared.layers.last().map(|layer| layer.backend.clone())
     }
 
     async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {

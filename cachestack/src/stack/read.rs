@@ -9,20 +9,33 @@ use super::shared::Shared;
 use crate::error::Result;
 use crate::expiry::{Deadline, Expiry};
 use crate::store::{Entry, Signing};
+use crate::tags::TagCheck;
 use crate::value::Value;
 
 impl Shared {
-    /// Reads `key` from layer `from` down (L1 was already asked when `from` is 1).
-    pub(super) async fn lookup(&self, key: &str, from: usize) -> Result<Option<Entry>> {
+    /// Reads `key` from layer `from` down (L1 was already asked when `from` is 1). With a
+    /// `check`, a tagged entry that is not current (see [`crate::tags`]) is a miss of its layer:
+    /// neither served nor backfilled, and the next layer is read.
+    pub(super) async fn lookup(&self, key: &str, from: usize, check: Option<&dyn TagCheck>) -> Result<Option<Entry>> {
         let stripe = self.stripe(key);
         let epoch = match stripe.peek(key) {
-            Peek::Queued(value, stamp) => return Ok(self.answer_from_queue(value, stamp, true)),
+            Peek::Queued(value, stamp) => {
+                let entry = self.answer_from_queue(value, stamp, true);
+                return Ok(match (entry, check) {
+                    (Some(entry), Some(check)) if !check.entry_current(&entry).await => None,
+                    (entry, _) => entry,
+                });
+            }
             Peek::Epoch(epoch) => epoch,
         };
         let mut answered = from > 0;
         let mut failure = None;
         for layer in &self.layers[from..] {
-            match layer.read(key).await {
+            let read = match (layer.read(key).await, check) {
+                (Call::Done(Some(entry)), Some(check)) if !check.entry_current(&entry).await => Call::Done(None),
+                (read, _) => read,
+            };
+            match read {
                 Call::Done(Some(entry)) => {
                     layer.counters.record_lookup(true);
                     crate::observe::calls::answered_by(layer.backend.name());

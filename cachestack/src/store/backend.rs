@@ -106,6 +106,24 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// are never returned.
     async fn get(&self, key: &str) -> Result<Option<Entry>>;
 
+    /// Reads `key` like [`Backend::get`], serving a tagged entry only if `check` finds it current
+    /// (see [`crate::tags`]): what [`Cache`](crate::Cache) reads with. The default reads and
+    /// asks; a tiered stack asks for each tier's entry, and neither serves nor backfills one that
+    /// is not current (the next tier is read instead). A store of your own keeps the default.
+    async fn get_current(&self, key: &str, check: &dyn crate::tags::TagCheck) -> Result<Option<Entry>> {
+        match self.get(key).await? {
+            Some(entry) if !check.entry_current(&entry).await => Ok(None),
+            found => Ok(found),
+        }
+    }
+
+    /// The tier every process shares, where tag invalidation times are kept (see
+    /// [`crate::tags`]): `None` for a store (the store itself), the lowest layer for a tiered
+    /// stack. Wrappers forward it.
+    fn shared_tier(&self) -> Option<std::sync::Arc<dyn Backend>> {
+        None
+    }
+
     /// Stores `value` under `key` until the deadline `expiry` resolves to (see
     /// [`Expiry::resolve`]; resolve [`Expiry::Default`] with [`Backend::default_ttl`]).
     async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()>;

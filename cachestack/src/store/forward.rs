@@ -35,6 +35,10 @@ macro_rules! forward_backend {
             let $s = self;
             $crate::store::Backend::locks(&$inner)
         }
+        fn shared_tier(&self) -> Option<std::sync::Arc<dyn $crate::store::Backend>> {
+            let $s = self;
+            $crate::store::Backend::shared_tier(&$inner)
+        }
         #[cfg(feature = "memory")]
         fn as_memory(&self) -> Option<&$crate::store::memory::MemoryBackend> {
             let $s = self;
@@ -61,6 +65,14 @@ macro_rules! forward_backend {
         async fn get(&self, key: &str) -> $crate::Result<Option<$crate::store::Entry>> {
             let $s = self;
             $crate::store::Backend::get(&$inner, key).await
+        }
+        async fn get_current(
+            &self,
+            key: &str,
+            check: &dyn $crate::tags::TagCheck,
+        ) -> $crate::Result<Option<$crate::store::Entry>> {
+            let $s = self;
+            $crate::store::Backend::get_current(&$inner, key, check).await
         }
         async fn set(&self, key: &str, value: $crate::Value, expiry: $crate::Expiry) -> $crate::Result<()> {
             let $s = self;

@@ -9,10 +9,18 @@
 //! | 3 | 1 | codec id ([`Codec::id`]) |
 //! | 4 | 1 | flags: bit 0 zstd, bit 1 lz4, bit 2 signed |
 //! | 5 | 8 | type fingerprint ([`crate::type_fingerprint`]) |
-//! | 13 | 8 | expiry, Unix milliseconds (0: never) |
+//! | 13 | 8 | expiry, Unix microseconds (0: never) |
 //! | 21 | 4 | stored payload length |
 //! | 25 | n | payload (compressed if a flag says so) |
-//! | 25+n | 32 | HMAC-SHA256 over namespace, key, header and payload (when signed) |
+//! | 25+n | t | format 2 only: the tag block (below) |
+//! | 25+n+t | 32 | HMAC-SHA256 over namespace, key, header, payload and tag block (when signed) |
+//!
+//! Format 1 is an entry without tags; this build writes it for every untagged entry (byte for
+//! byte what earlier builds wrote, which they and this build read). Format 2 is a tagged entry
+//! ([`Value::with_tags`]): the same header with version 2, then after the payload the tag block:
+//! its length `t` (4 bytes, this field included), the write time (8 bytes, Unix microseconds),
+//! the number of tags (2 bytes), and each tag as its length (2 bytes) and UTF-8 bytes. Builds
+//! before format 2 refuse a format-2 entry (a miss), never misread it.
 //!
 //! The HMAC covers what identifies the entry, the store's namespace and the cache key (each
 //! length-prefixed), so a signed value copied under another key or into another namespace is
@@ -25,10 +33,14 @@ use crate::error::{Error, Result};
 use crate::value::codec::{Codec, MAX_DECODE_BYTES};
 pub use crate::value::compression::Compression;
 use crate::value::compression::{compress_lz4, compress_zstd, decompress_lz4, decompress_zstd};
-use crate::value::{Encoded, Value};
+use crate::value::{Encoded, TagStamp, Value};
 
 const MAGIC: [u8; 2] = *b"CS";
 const FORMAT_VERSION: u8 = 1;
+/// The format of a tagged entry: format 1 followed by the tag block.
+const FORMAT_TAGGED: u8 = 2;
+use super::tag_block::{read_tag_block, tag_block};
+pub(crate) use super::tag_block::{MAX_TAGS, MAX_TAG_BYTES};
 const HEADER_LEN: usize = 25;
 #[cfg(feature = "signing")]
 const MAC_LEN: usize = 32;
@@ -175,7 +187,8 @@ impl ValueFormat {
     /// # }
     /// ```
     pub fn seal_in(&self, namespace: &str, key: &str, value: &Value, expires: Option<SystemTime>) -> Result<Vec<u8>> {
-        value.with_encoded(self.codec, |encoded| self.seal_encoded(namespace, key, encoded, expires))?
+        let stamp = value.tag_stamp();
+        value.with_encoded(self.codec, |encoded| self.seal_encoded(namespace, key, encoded, expires, stamp))?
     }
 
     fn seal_encoded(
@@ -184,6 +197,7 @@ impl ValueFormat {
         key: &str,
         encoded: &Encoded,
         expires: Option<SystemTime>,
+        stamp: Option<&TagStamp>,
     ) -> Result<Vec<u8>> {
         let raw = &encoded.payload;
         if raw.len() > self.max_value_bytes {
@@ -215,15 +229,19 @@ impl ValueFormat {
         if self.signer.is_some() {
             flags |= FLAG_SIGNED;
         }
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + 32);
+        let tag_block = stamp.map(tag_block).transpose()?;
+        let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + tag_block.as_ref().map_or(0, Vec::len) + 32);
         out.extend_from_slice(&MAGIC);
-        out.push(FORMAT_VERSION);
+        out.push(if tag_block.is_some() { FORMAT_TAGGED } else { FORMAT_VERSION });
         out.push(encoded.codec.id());
         out.push(flags);
         out.extend_from_slice(&encoded.type_fingerprint.to_le_bytes());
         out.extend_from_slice(&expiry_to_millis(expires).to_le_bytes());
         out.extend_from_slice(&payload_len.to_le_bytes());
         out.extend_from_slice(payload);
+        if let Some(block) = &tag_block {
+            out.extend_from_slice(block);
+        }
         #[cfg(feature = "signing")]
         if let Some(signer) = &self.signer {
             use hmac::Mac;
@@ -250,9 +268,16 @@ impl ValueFormat {
         let signed = header.flags & FLAG_SIGNED != 0;
         let trailer = if signed { 32 } else { 0 };
         // The length is read from outside: checked arithmetic (usize may be 32 bits).
-        let end = HEADER_LEN.checked_add(header.payload_len);
+        let payload_end = HEADER_LEN.checked_add(header.payload_len);
+        let (stamp, end) = match (header.version, payload_end) {
+            (FORMAT_TAGGED, Some(at)) => {
+                let (stamp, len) = read_tag_block(bytes.get(at..).unwrap_or_default())?;
+                (Some(stamp), at.checked_add(len))
+            }
+            (_, end) => (None, end),
+        };
         let total = end.and_then(|end| end.checked_add(trailer));
-        let (Some(end), Some(total)) = (end, total) else {
+        let (Some(payload_end), Some(end), Some(total)) = (payload_end, end, total) else {
             return Err(Error::invalid(format!("payload length {} overflows", header.payload_len)));
         };
         if bytes.len() != total {
@@ -276,8 +301,8 @@ impl ValueFormat {
             (None, _) => {}
         }
         #[cfg(not(feature = "signing"))]
-        let _ = (namespace, key);
-        let stored = &bytes[HEADER_LEN..end];
+        let _ = (namespace, key, end);
+        let stored = &bytes[HEADER_LEN..payload_end];
         let limit = self.max_value_bytes.min(MAX_DECODE_BYTES);
         let payload = if header.flags & FLAG_ZSTD != 0 {
             decompress_zstd(stored, limit)?
@@ -289,8 +314,11 @@ impl ValueFormat {
             }
             stored.to_vec()
         };
-        let value =
+        let mut value =
             Value::from_encoded(Encoded { codec: header.codec, type_fingerprint: header.type_fingerprint, payload });
+        if let Some(stamp) = stamp {
+            value = value.with_stamp(stamp);
+        }
         Ok((value, millis_to_expiry(header.expires_ms)))
     }
 }
@@ -298,6 +326,8 @@ impl ValueFormat {
 /// The fixed header of an envelope.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Header {
+    /// The format: 1, or 2 for a tagged entry.
+    pub version: u8,
     pub codec: Codec,
     pub flags: u8,
     pub type_fingerprint: u64,
@@ -321,7 +351,7 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<Header> {
     if bytes[0..2] != MAGIC {
         return Err(Error::invalid("not a cachestack value (bad magic)"));
     }
-    if bytes[2] != FORMAT_VERSION {
+    if bytes[2] != FORMAT_VERSION && bytes[2] != FORMAT_TAGGED {
         return Err(Error::invalid(format!("unsupported envelope format version {}", bytes[2])));
     }
     let codec = Codec::from_id(bytes[3]).ok_or_else(|| Error::invalid(format!("unknown codec id {}", bytes[3])))?;
@@ -338,7 +368,7 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<Header> {
     len.copy_from_slice(&bytes[21..25]);
     let payload_len = usize::try_from(u32::from_le_bytes(len))
         .map_err(|_| Error::invalid("payload length does not fit this platform's memory"))?;
-    Ok(Header { codec, flags, type_fingerprint: u64_at(5), expires_ms: u64_at(13), payload_len })
+    Ok(Header { version: bytes[2], codec, flags, type_fingerprint: u64_at(5), expires_ms: u64_at(13), payload_len })
 }
 
 #[cfg(test)]

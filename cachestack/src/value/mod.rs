@@ -18,8 +18,11 @@ pub(crate) mod counter;
 mod depth;
 pub(crate) mod envelope;
 mod layout;
+mod tag_block;
+mod tagged;
 
 use crate::error::{Error, Result};
+pub use crate::tags::TagStamp;
 use crate::value::codec::Codec;
 
 /// What a type needs to be cached in any tier: cloned out of the memory tier, encoded into byte
@@ -215,6 +218,15 @@ trait Repr: Send + Sync + 'static {
     fn keep_typed(&self, typed: Box<dyn ErasedValue>);
     /// The encoded form, set on creation or on the first encoding.
     fn encoded(&self) -> &OnceLock<Encoded>;
+    /// The write time and tags of a tagged value (see [`crate::tags`]); `None` for the others.
+    #[inline]
+    fn tag_stamp(&self) -> Option<&TagStamp> {
+        None
+    }
+    /// For a tagged value, the value it wraps.
+    fn untagged(&self) -> Option<Arc<dyn Repr>> {
+        None
+    }
 }
 
 /// A value created typed. `repr(C)`: the value comes first, right after the reference counts.
@@ -440,6 +452,9 @@ impl fmt::Debug for Value {
         }
         if let Some(e) = self.0.encoded().get() {
             s.field("encoded", e);
+        }
+        if let Some(stamp) = self.0.tag_stamp() {
+            s.field("tags", stamp);
         }
         s.finish()
     }

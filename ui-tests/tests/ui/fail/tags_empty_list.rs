@@ -1,0 +1,8 @@
+use cachestack::cached;
+
+#[cached(tags = [])]
+fn get(id: u64) -> u64 {
+    id
+}
+
+fn main() {}
