@@ -15,6 +15,7 @@ mod expand;
 mod model;
 mod parse;
 mod parse_lock;
+mod parse_names;
 mod template;
 mod validate;
 mod validate_resilience;
