@@ -72,10 +72,15 @@ impl Shared {
     /// the invalidation times of `tags` it keeps, so its next read of an entry carrying one of
     /// them reads the time from the shared tier.
     pub(crate) fn forget_local_tags(&self, tags: &[String]) {
+        self.each_tag_times(|times| times.forget(tags));
+    }
+
+    /// Runs `f` on the tag times of every live cache over this stack.
+    fn each_tag_times(&self, f: impl Fn(&TagTimes)) {
         let mut watched = self.bus.tag_times.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         watched.retain(|times| match times.upgrade() {
             Some(times) => {
-                times.forget(tags);
+                f(&times);
                 true
             }
             None => false,
@@ -115,6 +120,9 @@ impl Shared {
                 for layer in locals {
                     let _ = layer.backend.clear().await;
                 }
+                // A clear also stands for messages that were lost (a resubscription after an
+                // outage, an outbox that overflowed): tag invalidations among them included.
+                self.each_tag_times(TagTimes::forget_all);
             }
             Change::Pattern(pattern) => {
                 self.bump_all();
@@ -262,6 +270,24 @@ mod tests {
         // ...does not put what it read into L1 afterwards.
         stack.shared.backfill("k", &entry, 1, stripe, epoch).await;
         assert!(!l1_has(&stack, "k").await);
+    }
+
+    /// A clear stands for lost messages: the tag times the caches over the stack keep are
+    /// forgotten too, so a tag invalidation that was missed is seen at the next read.
+    #[tokio::test]
+    async fn a_clear_makes_the_caches_forget_their_tag_times() {
+        let (stack, _dir) = stack();
+        let shared_tier = crate::Cache::from_arc(stack.layer(1).unwrap().clone());
+        let stack = std::sync::Arc::new(stack);
+        let cache = crate::Cache::from_arc(stack.clone()).with_tag_freshness(std::time::Duration::from_secs(3600));
+        cache.set_with_tags("k", &1u8, None, &["t"]).await.unwrap();
+        assert_eq!(cache.get::<u8>("k").await.unwrap(), Some(1));
+        // Invalidated by another process whose message never arrived.
+        shared_tier.invalidate_tag("t").await.unwrap();
+        stack.shared.apply(&Change::Keys(vec!["other".into()])).await;
+        assert_eq!(cache.get::<u8>("k").await.unwrap(), Some(1), "the time known in process is trusted");
+        stack.shared.apply(&Change::Clear).await;
+        assert_eq!(cache.get::<u8>("k").await.unwrap(), None);
     }
 
     #[test]

@@ -110,6 +110,12 @@ impl TagTimes {
         }
     }
 
+    /// Drops every time known in process (after a backplane outage: the invalidations announced
+    /// meanwhile were missed).
+    pub(crate) fn forget_all(&self) {
+        self.known.write().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
     fn remember(&self, tag: &str, new: Known) {
         let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
         if known.len() >= MAX_KNOWN_TAGS && !known.contains_key(tag) {
