@@ -286,7 +286,7 @@ fn partition<V: Cacheable>(_cache: &Cache, _id: usize) -> Option<FrontHandle> {
 
 /// The typed value for these encoded arguments.
 #[cfg(feature = "memory")]
-#[inline]
+#[inline(always)]
 pub(super) fn get<V: Cacheable>(handle: &FrontHandle, key: &[u8]) -> Option<V> {
     crate::store::memory::front::get::<V>(handle, key)
 }

@@ -163,11 +163,19 @@ where
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<V> {
         match self {
             Map::Quick(map) => map.get(key),
             Map::Moka(map) => map.read().get(key),
+        }
+    }
+
+    /// Whether a key matching `key` is there (without touching the engine's policy state).
+    pub(crate) fn contains_key<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> bool {
+        match self {
+            Map::Quick(map) => map.contains_key(key),
+            Map::Moka(map) => map.read().contains_key(key),
         }
     }
 

@@ -109,9 +109,10 @@ fn expires_ms(deadline: Option<Deadline>) -> u64 {
     }
 }
 
-/// A partition's key: up to 8 encoded bytes as one word (zero-padded), longer ones boxed.
+/// The encoded arguments of a partition's key: up to 8 bytes as one word (zero-padded), longer
+/// ones boxed.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) enum FastKey {
+enum Args {
     Word(u64),
     Bytes(Box<[u8]>),
 }
@@ -130,43 +131,85 @@ fn word(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(w))
 }
 
+/// A partition's key: the encoded arguments and the entry's validity, its deadline (`now_ms`
+/// clock, 0: none) and the [`FrontTag`] of the call that computed it. The validity lives in the
+/// key so that a lookup checks it while the engine compares keys ([`FastRef`]), and the engine
+/// hands out the value itself, cloned once, with nothing to unwrap. Hash and equality cover the
+/// arguments only: a new value for the same arguments replaces the old one.
+#[derive(Clone)]
+pub(crate) struct FastKey {
+    args: Args,
+    expires: u64,
+    epoch: u32,
+    stripe: u16,
+}
+
+impl PartialEq for FastKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.args == other.args
+    }
+}
+
+impl Eq for FastKey {}
+
 impl FastKey {
-    pub(crate) fn new(bytes: &[u8]) -> Self {
-        match word(bytes) {
-            Some(w) => FastKey::Word(w),
-            None => FastKey::Bytes(bytes.into()),
-        }
+    pub(crate) fn new(bytes: &[u8], deadline: Option<Deadline>, tag: FrontTag) -> Self {
+        let args = match word(bytes) {
+            Some(w) => Args::Word(w),
+            None => Args::Bytes(bytes.into()),
+        };
+        FastKey { args, expires: expires_ms(deadline), epoch: tag.epoch, stripe: tag.stripe }
     }
 
     fn len(&self) -> usize {
-        match self {
-            FastKey::Word(_) => 8,
-            FastKey::Bytes(b) => b.len(),
+        match &self.args {
+            Args::Word(_) => 8,
+            Args::Bytes(b) => b.len(),
         }
+    }
+
+    /// Live at `now` and written since the last delete or clear of its stripe.
+    #[inline]
+    fn valid(&self, now: impl FnOnce() -> u64, epochs: &Epochs) -> bool {
+        (self.expires == 0 || now() < self.expires) && self.epoch == epochs.current(self.stripe)
     }
 }
 
 impl Hash for FastKey {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        match self {
-            FastKey::Word(w) => state.write_u64(*w),
-            FastKey::Bytes(b) => state.write(b),
+        match &self.args {
+            Args::Word(w) => state.write_u64(*w),
+            Args::Bytes(b) => state.write(b),
         }
     }
 }
 
-/// A borrowed key: hashes and compares like the [`FastKey`] of the same bytes (the word
-/// computed once per lookup).
+/// A borrowed key: hashes like the [`FastKey`] of the same bytes (the word computed once per
+/// lookup) and matches it when the arguments are the same and, for a read that serves
+/// (`serve`), the entry is valid, counting the hit into the partition's counter. The engine
+/// stops at the first key that matches, so a hit is counted once.
 struct FastRef<'a> {
     bytes: &'a [u8],
     word: Option<u64>,
+    check: Check<'a>,
+}
+
+/// What a [`FastRef`] checks besides the arguments.
+#[derive(Clone, Copy)]
+enum Check<'a> {
+    /// Nothing: the entry of these arguments, whatever its validity.
+    Any,
+    /// That the entry is valid.
+    Valid(&'a Epochs),
+    /// That the entry is valid, counting the hit.
+    Serve(&'a FrontShared),
 }
 
 impl<'a> FastRef<'a> {
     #[inline]
-    fn new(bytes: &'a [u8]) -> Self {
-        FastRef { bytes, word: word(bytes) }
+    fn new(bytes: &'a [u8], check: Check<'a>) -> Self {
+        FastRef { bytes, word: word(bytes), check }
     }
 }
 
@@ -183,34 +226,39 @@ impl Hash for FastRef<'_> {
 impl Equivalent<FastKey> for FastRef<'_> {
     #[inline]
     fn equivalent(&self, key: &FastKey) -> bool {
-        match (key, self.word) {
-            (FastKey::Word(w), Some(mine)) => *w == mine,
-            (FastKey::Bytes(b), None) => **b == *self.bytes,
+        let same = match (&key.args, self.word) {
+            (Args::Word(w), Some(mine)) => *w == mine,
+            (Args::Bytes(b), None) => **b == *self.bytes,
             _ => false,
+        };
+        match self.check {
+            Check::Any => same,
+            Check::Valid(epochs) => same && key.valid(now_ms, epochs),
+            Check::Serve(shared) => {
+                let hit = same && key.valid(now_ms, &shared.epochs);
+                if hit {
+                    shared.hits.add(1);
+                }
+                hit
+            }
         }
     }
 }
 
-/// One typed entry: the value, its deadline (`now_ms` clock, 0: none) and its [`FrontTag`].
-#[derive(Clone)]
-struct Slot<V> {
-    value: V,
-    expires: u64,
-    epoch: u32,
-    stripe: u16,
-}
-
 /// Weighs entries by count, or (for a cache bounded by bytes) by an estimate of what they hold:
-/// the key, the slot, and the value's heap data estimated by its serialised length.
+/// the key, the value, and the value's heap data estimated by its serialised length.
 #[derive(Clone)]
 struct SlotWeighter {
     bytes: bool,
 }
 
-impl<V: Cacheable> Weighter<FastKey, Slot<V>> for SlotWeighter {
-    fn weight(&self, key: &FastKey, slot: &Slot<V>) -> u64 {
+impl<V: Cacheable> Weighter<FastKey, V> for SlotWeighter {
+    fn weight(&self, key: &FastKey, value: &V) -> u64 {
         if self.bytes {
-            (key.len() + std::mem::size_of::<Slot<V>>() + crate::value::serialized_len(&slot.value)) as u64
+            (key.len()
+                + std::mem::size_of::<FastKey>()
+                + std::mem::size_of::<V>()
+                + crate::value::serialized_len(value)) as u64
         } else {
             1
         }
@@ -267,7 +315,7 @@ pub(crate) struct FrontShared {
 
 /// One function's typed entries in a memory cache.
 pub struct Partition<V> {
-    map: Map<FastKey, Slot<V>, SlotWeighter>,
+    map: Map<FastKey, V, SlotWeighter>,
     shared: Arc<FrontShared>,
 }
 
@@ -283,24 +331,15 @@ impl<V: Cacheable> Partition<V> {
         Partition { map, shared }
     }
 
-    /// The live, valid value for these encoded arguments.
-    #[inline]
+    /// The live, valid value for these encoded arguments (the engine's clone, as it is).
+    #[inline(always)]
     pub(crate) fn get(&self, key: &[u8]) -> Option<V> {
-        let slot = self.map.get(&FastRef::new(key))?;
-        if slot.epoch != self.shared.epochs.current(slot.stripe) {
-            return None;
-        }
-        if slot.expires != 0 && now_ms() >= slot.expires {
-            return None;
-        }
-        self.shared.hits.add(1);
-        Some(slot.value)
+        self.map.get(&FastRef::new(key, Check::Serve(&self.shared)))
     }
 
     /// Stores a value computed by a call that took `tag` when it started.
     pub(crate) fn insert(&self, key: &[u8], value: V, deadline: Option<Deadline>, tag: FrontTag) {
-        let slot = Slot { value, expires: expires_ms(deadline), epoch: tag.epoch, stripe: tag.stripe };
-        self.map.insert(FastKey::new(key), slot);
+        self.map.insert(FastKey::new(key, deadline, tag), value);
     }
 }
 
@@ -333,14 +372,14 @@ impl<V: Cacheable> AnyPartition for Partition<V> {
     fn purge_expired(&self) -> u64 {
         let now = now_ms();
         let epochs = &self.shared.epochs;
-        self.map
-            .retain(|_, slot| (slot.expires == 0 || now < slot.expires) && slot.epoch == epochs.current(slot.stripe))
+        self.map.retain(|key, _| key.valid(|| now, epochs))
     }
     fn remove(&self, key: &[u8]) -> bool {
-        let now = now_ms();
-        self.map.remove(&FastRef::new(key)).is_some_and(|slot| {
-            (slot.expires == 0 || now < slot.expires) && slot.epoch == self.shared.epochs.current(slot.stripe)
-        })
+        // Whether it was valid is read first (the engines give back the value, not the key):
+        // what `<fn>_invalidate` reports, not what makes the entry unservable (the epochs do).
+        let valid = self.map.contains_key(&FastRef::new(key, Check::Valid(&self.shared.epochs)));
+        self.map.remove(&FastRef::new(key, Check::Any));
+        valid
     }
     fn ttls(&self) -> Vec<Option<std::time::Duration>> {
         let now = now_ms();
@@ -348,14 +387,16 @@ impl<V: Cacheable> AnyPartition for Partition<V> {
         self.map
             .entries()
             .into_iter()
-            .filter(|(_, slot)| (slot.expires == 0 || now < slot.expires) && slot.epoch == epochs.current(slot.stripe))
-            .map(|(_, slot)| (slot.expires != 0).then(|| std::time::Duration::from_millis(slot.expires - now)))
+            .filter(|(key, _)| key.valid(|| now, epochs))
+            .map(|(key, _)| {
+                (key.expires != 0).then(|| std::time::Duration::from_millis(key.expires.saturating_sub(now)))
+            })
             .collect()
     }
 }
 
 /// Reads a hit from a type-erased partition.
-#[inline]
+#[inline(always)]
 pub(crate) fn get<V: Cacheable>(handle: &FrontHandle, key: &[u8]) -> Option<V> {
     handle.downcast_ref::<Partition<V>>()?.get(key)
 }
