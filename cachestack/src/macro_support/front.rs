@@ -172,9 +172,10 @@ fn push_text(buf: &mut FastKeyBuf, text: &str) {
 
 /// A function's typed operations on its partition of a memory cache, for one return type.
 pub(super) struct FrontOps<R> {
-    /// The partition of the function whose state lives at the given address, when the cache is
+    /// The partition of the function whose state lives at the given address (whose results
+    /// expire: `true`), when the cache is
     /// a memory cache.
-    pub(super) partition: fn(&Cache, usize) -> Option<FrontHandle>,
+    pub(super) partition: fn(&Cache, usize, bool) -> Option<FrontHandle>,
     /// A hit: the value for the encoded arguments, cloned into the return type.
     pub(super) get: fn(&FrontHandle, &[u8]) -> Option<R>,
     /// A fill: stores the typed form of a shared value.
@@ -275,12 +276,13 @@ pub(super) fn front_remove(_cache: &Cache, _id: usize, _fast: impl FnOnce(&mut F
 }
 
 #[cfg(feature = "memory")]
-fn partition<V: Cacheable>(cache: &Cache, id: usize) -> Option<FrontHandle> {
-    Home::of(cache).map(|home| home.memory().front_partition::<V>(id))
+fn partition<V: Cacheable>(cache: &Cache, id: usize, expires: bool) -> Option<FrontHandle> {
+    // A stack's L1 holds what the stack backfills, with the lower layers' deadlines.
+    Home::of(cache).map(|home| home.memory().front_partition::<V>(id, expires || matches!(home, Home::L1(_))))
 }
 
 #[cfg(not(feature = "memory"))]
-fn partition<V: Cacheable>(_cache: &Cache, _id: usize) -> Option<FrontHandle> {
+fn partition<V: Cacheable>(_cache: &Cache, _id: usize, _expires: bool) -> Option<FrontHandle> {
     None
 }
 

@@ -303,7 +303,7 @@ fn answer<R>(
 fn resolve<R>(site: &Site<R>, generation: u64, encoded: bool) -> Resolved {
     let mut resolved = resolve_cache(site.state, generation);
     if let (Ok(cache), Some(ops), true) = (&resolved.cache, site.policy.front, encoded) {
-        resolved.front = (ops.partition)(cache, site.state as *const CachedFn as usize);
+        resolved.front = (ops.partition)(cache, site.state as *const CachedFn as usize, site.ttl.is_some());
     }
     resolved
 }

@@ -131,17 +131,86 @@ fn word(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(w))
 }
 
-/// A partition's key: the encoded arguments and the entry's validity, its deadline (`now_ms`
-/// clock, 0: none) and the [`FrontTag`] of the call that computed it. The validity lives in the
-/// key so that a lookup checks it while the engine compares keys ([`FastRef`]), and the engine
-/// hands out the value itself, cloned once, with nothing to unwrap. Hash and equality cover the
-/// arguments only: a new value for the same arguments replaces the old one.
+/// A partition's key: the encoded arguments and the [`FrontTag`] of the call that computed the
+/// entry. The tag lives in the key so that a lookup checks it while the engine compares keys
+/// ([`FastRef`]) and the engine hands out the value itself, cloned once, with nothing to unwrap.
+/// Hash and equality cover the arguments only: a new value for the same arguments replaces the
+/// old one. 24 bytes, so that an entry of a small value stays in quick_cache's smaller slot.
 #[derive(Clone)]
 pub(crate) struct FastKey {
     args: Args,
-    expires: u64,
     epoch: u32,
     stripe: u16,
+}
+
+/// The key of a partition whose entries can expire: a [`FastKey`] and the deadline (`now_ms`
+/// clock; 0: none).
+#[derive(Clone)]
+pub(crate) struct TimedKey {
+    key: FastKey,
+    expires: u64,
+}
+
+/// What a partition's key holds, whichever of the two it is.
+trait PartKey: Hash + Eq + Clone + Send + Sync + 'static {
+    /// The key for these arguments, or `None` when it cannot hold `deadline` (a key without
+    /// one for an entry that expires).
+    fn build(bytes: &[u8], deadline: Option<Deadline>, tag: FrontTag) -> Option<Self>;
+    fn fast(&self) -> &FastKey;
+    /// The deadline on the `now_ms` clock (0: none).
+    fn expires(&self) -> u64;
+
+    /// Live at `now` and written since the last delete or clear of its stripe.
+    #[inline]
+    fn valid(&self, now: impl FnOnce() -> u64, epochs: &Epochs) -> bool {
+        let (expires, key) = (self.expires(), self.fast());
+        (expires == 0 || now() < expires) && key.epoch == epochs.current(key.stripe)
+    }
+}
+
+impl FastKey {
+    fn of(bytes: &[u8], tag: FrontTag) -> Self {
+        let args = match word(bytes) {
+            Some(w) => Args::Word(w),
+            None => Args::Bytes(bytes.into()),
+        };
+        FastKey { args, epoch: tag.epoch, stripe: tag.stripe }
+    }
+
+    fn len(&self) -> usize {
+        match &self.args {
+            Args::Word(_) => 8,
+            Args::Bytes(b) => b.len(),
+        }
+    }
+}
+
+impl PartKey for FastKey {
+    fn build(bytes: &[u8], deadline: Option<Deadline>, tag: FrontTag) -> Option<Self> {
+        deadline.is_none().then(|| FastKey::of(bytes, tag))
+    }
+    #[inline]
+    fn fast(&self) -> &FastKey {
+        self
+    }
+    #[inline]
+    fn expires(&self) -> u64 {
+        0
+    }
+}
+
+impl PartKey for TimedKey {
+    fn build(bytes: &[u8], deadline: Option<Deadline>, tag: FrontTag) -> Option<Self> {
+        Some(TimedKey { key: FastKey::of(bytes, tag), expires: expires_ms(deadline) })
+    }
+    #[inline]
+    fn fast(&self) -> &FastKey {
+        &self.key
+    }
+    #[inline]
+    fn expires(&self) -> u64 {
+        self.expires
+    }
 }
 
 impl PartialEq for FastKey {
@@ -152,29 +221,6 @@ impl PartialEq for FastKey {
 
 impl Eq for FastKey {}
 
-impl FastKey {
-    pub(crate) fn new(bytes: &[u8], deadline: Option<Deadline>, tag: FrontTag) -> Self {
-        let args = match word(bytes) {
-            Some(w) => Args::Word(w),
-            None => Args::Bytes(bytes.into()),
-        };
-        FastKey { args, expires: expires_ms(deadline), epoch: tag.epoch, stripe: tag.stripe }
-    }
-
-    fn len(&self) -> usize {
-        match &self.args {
-            Args::Word(_) => 8,
-            Args::Bytes(b) => b.len(),
-        }
-    }
-
-    /// Live at `now` and written since the last delete or clear of its stripe.
-    #[inline]
-    fn valid(&self, now: impl FnOnce() -> u64, epochs: &Epochs) -> bool {
-        (self.expires == 0 || now() < self.expires) && self.epoch == epochs.current(self.stripe)
-    }
-}
-
 impl Hash for FastKey {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -182,6 +228,21 @@ impl Hash for FastKey {
             Args::Word(w) => state.write_u64(*w),
             Args::Bytes(b) => state.write(b),
         }
+    }
+}
+
+impl PartialEq for TimedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for TimedKey {}
+
+impl Hash for TimedKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
     }
 }
 
@@ -223,10 +284,10 @@ impl Hash for FastRef<'_> {
     }
 }
 
-impl Equivalent<FastKey> for FastRef<'_> {
+impl<K: PartKey> Equivalent<K> for FastRef<'_> {
     #[inline]
-    fn equivalent(&self, key: &FastKey) -> bool {
-        let same = match (&key.args, self.word) {
+    fn equivalent(&self, key: &K) -> bool {
+        let same = match (&key.fast().args, self.word) {
             (Args::Word(w), Some(mine)) => *w == mine,
             (Args::Bytes(b), None) => **b == *self.bytes,
             _ => false,
@@ -252,11 +313,11 @@ struct SlotWeighter {
     bytes: bool,
 }
 
-impl<V: Cacheable> Weighter<FastKey, V> for SlotWeighter {
-    fn weight(&self, key: &FastKey, value: &V) -> u64 {
+impl<K: PartKey, V: Cacheable> Weighter<K, V> for SlotWeighter {
+    fn weight(&self, key: &K, value: &V) -> u64 {
         if self.bytes {
-            (key.len()
-                + std::mem::size_of::<FastKey>()
+            (key.fast().len()
+                + std::mem::size_of::<K>()
                 + std::mem::size_of::<V>()
                 + crate::value::serialized_len(value)) as u64
         } else {
@@ -315,31 +376,75 @@ pub(crate) struct FrontShared {
 
 /// One function's typed entries in a memory cache.
 pub struct Partition<V> {
-    map: Map<FastKey, V, SlotWeighter>,
+    keys: Keys<V>,
     shared: Arc<FrontShared>,
+}
+
+/// A partition's map: keys without a deadline for a function whose entries never expire (the
+/// smaller entry), with one otherwise.
+enum Keys<V> {
+    Plain(Map<FastKey, V, SlotWeighter>),
+    Timed(Map<TimedKey, V, SlotWeighter>),
+}
+
+/// `$body` with `$map` bound to the partition's map, whichever key it has.
+macro_rules! each_map {
+    ($keys:expr, $map:ident => $body:expr) => {
+        match $keys {
+            Keys::Plain($map) => $body,
+            Keys::Timed($map) => $body,
+        }
+    };
 }
 
 impl<V: Cacheable> std::fmt::Debug for Partition<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Partition").field("len", &self.map.len()).finish()
+        f.debug_struct("Partition").field("len", &self.len()).finish()
     }
 }
 
 impl<V: Cacheable> Partition<V> {
-    pub(crate) fn new(spec: EngineSpec, capacity: u64, shared: Arc<FrontShared>, evictions: Evictions) -> Self {
-        let map = Map::new(spec, capacity, SlotWeighter { bytes: spec.bytes }, evictions);
-        Partition { map, shared }
+    /// A partition whose entries can expire (`timed`), or never do.
+    pub(crate) fn new(
+        spec: EngineSpec,
+        capacity: u64,
+        shared: Arc<FrontShared>,
+        evictions: Evictions,
+        timed: bool,
+    ) -> Self {
+        let weighter = SlotWeighter { bytes: spec.bytes };
+        let keys = if timed {
+            Keys::Timed(Map::new(spec, capacity, weighter, evictions))
+        } else {
+            Keys::Plain(Map::new(spec, capacity, weighter, evictions))
+        };
+        Partition { keys, shared }
     }
 
     /// The live, valid value for these encoded arguments (the engine's clone, as it is).
     #[inline(always)]
     pub(crate) fn get(&self, key: &[u8]) -> Option<V> {
-        self.map.get(&FastRef::new(key, Check::Serve(&self.shared)))
+        let probe = FastRef::new(key, Check::Serve(&self.shared));
+        each_map!(&self.keys, map => map.get(&probe))
     }
 
-    /// Stores a value computed by a call that took `tag` when it started.
+    /// Stores a value computed by a call that took `tag` when it started. A partition whose
+    /// entries never expire does not take one with a deadline (and drops what it held for these
+    /// arguments): the call that wants it finds it in the text-keyed entries.
     pub(crate) fn insert(&self, key: &[u8], value: V, deadline: Option<Deadline>, tag: FrontTag) {
-        self.map.insert(FastKey::new(key, deadline, tag), value);
+        match &self.keys {
+            Keys::Timed(map) => {
+                if let Some(k) = TimedKey::build(key, deadline, tag) {
+                    map.insert(k, value);
+                }
+            }
+            Keys::Plain(map) => match FastKey::build(key, deadline, tag) {
+                Some(k) => map.insert(k, value),
+                None => {
+                    map.remove(&FastRef::new(key, Check::Any));
+                }
+            },
+        }
     }
 }
 
@@ -358,40 +463,45 @@ pub(crate) trait AnyPartition: Send + Sync {
 
 impl<V: Cacheable> AnyPartition for Partition<V> {
     fn len(&self) -> usize {
-        self.map.len()
+        each_map!(&self.keys, map => map.len())
     }
     fn weight(&self) -> u64 {
-        self.map.weight()
+        each_map!(&self.keys, map => map.weight())
     }
     fn clear(&self) {
-        self.map.clear();
+        each_map!(&self.keys, map => map.clear())
     }
     fn set_capacity(&self, capacity: u64) {
-        self.map.set_capacity(capacity);
+        each_map!(&self.keys, map => map.set_capacity(capacity))
     }
     fn purge_expired(&self) -> u64 {
         let now = now_ms();
         let epochs = &self.shared.epochs;
-        self.map.retain(|key, _| key.valid(|| now, epochs))
+        each_map!(&self.keys, map => map.retain(|key, _| key.valid(|| now, epochs)))
     }
     fn remove(&self, key: &[u8]) -> bool {
         // Whether it was valid is read first (the engines give back the value, not the key):
         // what `<fn>_invalidate` reports, not what makes the entry unservable (the epochs do).
-        let valid = self.map.contains_key(&FastRef::new(key, Check::Valid(&self.shared.epochs)));
-        self.map.remove(&FastRef::new(key, Check::Any));
-        valid
+        let valid = FastRef::new(key, Check::Valid(&self.shared.epochs));
+        let any = FastRef::new(key, Check::Any);
+        each_map!(&self.keys, map => {
+            let was = map.contains_key(&valid);
+            map.remove(&any);
+            was
+        })
     }
     fn ttls(&self) -> Vec<Option<std::time::Duration>> {
         let now = now_ms();
         let epochs = &self.shared.epochs;
-        self.map
+        each_map!(&self.keys, map => map
             .entries()
             .into_iter()
             .filter(|(key, _)| key.valid(|| now, epochs))
             .map(|(key, _)| {
-                (key.expires != 0).then(|| std::time::Duration::from_millis(key.expires.saturating_sub(now)))
+                let expires = key.expires();
+                (expires != 0).then(|| std::time::Duration::from_millis(expires.saturating_sub(now)))
             })
-            .collect()
+            .collect())
     }
 }
 

@@ -540,20 +540,56 @@ mod tests {
         assert!(cache.get_value("idle").is_none(), "read after more than the time to idle");
     }
 
+    /// A function whose results never expire gets keys without a deadline (the smaller entry);
+    /// such a partition refuses a value that has one (a deadline set from elsewhere on the same
+    /// key) and forgets what it held for those arguments, so nothing is served past a deadline.
+    #[test]
+    fn partitions_without_deadlines_refuse_values_that_have_one() {
+        use crate::expiry::Deadline;
+        use std::time::SystemTime;
+        let key = 7u64.to_le_bytes();
+        let passed = Some(Deadline::at(SystemTime::now() - Duration::from_secs(1)));
+        let later = Some(Deadline::after(Duration::from_secs(3600)));
+        let cache = MemoryBackend::with_capacity(100);
+        let tag = cache.front_tag("x");
+        let plain = cache.front_partition::<u64>(1, false);
+        let part = plain.downcast_ref::<Partition<u64>>().unwrap();
+        part.insert(&key, 1, None, tag);
+        assert_eq!(front::get::<u64>(&plain, &key), Some(1));
+        part.insert(&key, 2, later, tag);
+        assert_eq!(front::get::<u64>(&plain, &key), None, "the old value is gone, the new one not kept");
+
+        // With deadlines: kept until the deadline, never served after it.
+        let timed = cache.front_partition::<u64>(2, true);
+        let part = timed.downcast_ref::<Partition<u64>>().unwrap();
+        part.insert(&key, 3, later, tag);
+        assert_eq!(front::get::<u64>(&timed, &key), Some(3));
+        part.insert(&key, 4, passed, tag);
+        assert_eq!(front::get::<u64>(&timed, &key), None);
+
+        // A cache with a default TTL gives every function keys with deadlines.
+        let ttl =
+            MemoryBackend::new(MemoryConfig { default_ttl: Some(Duration::from_secs(60)), ..MemoryConfig::default() })
+                .unwrap();
+        let handle = ttl.front_partition::<u64>(1, false);
+        handle.downcast_ref::<Partition<u64>>().unwrap().insert(&key, 5, later, ttl.front_tag("x"));
+        assert_eq!(front::get::<u64>(&handle, &key), Some(5));
+    }
+
     #[test]
     fn moka_partitions_keep_their_entries_when_the_capacity_is_split() {
         let cache = moka(100, None).unwrap();
-        let first = cache.front_partition::<u64>(1);
+        let first = cache.front_partition::<u64>(1, false);
         let tag = cache.front_tag("x");
         for i in 0..40u64 {
             first.downcast_ref::<Partition<u64>>().unwrap().insert(&i.to_le_bytes(), i, None, tag);
         }
         // A second function takes half the capacity: the first's 40 entries still fit in 50.
-        let _second = cache.front_partition::<u64>(2);
+        let _second = cache.front_partition::<u64>(2, false);
         let kept = (0..40u64).filter(|i| front::get::<u64>(&first, &i.to_le_bytes()) == Some(*i)).count();
         assert_eq!(kept, 40);
         // A third: 33 each, so the first keeps at most 33.
-        let _third = cache.front_partition::<u64>(3);
+        let _third = cache.front_partition::<u64>(3, false);
         let kept = (0..40u64).filter(|i| front::get::<u64>(&first, &i.to_le_bytes()).is_some()).count();
         assert!(kept <= 33 && kept > 0, "{kept}");
         assert!(cache.len() <= 100);

@@ -14,15 +14,18 @@ use crate::store::Entry;
 use crate::value::Cacheable;
 
 impl MemoryBackend {
-    /// The typed partition of the function whose state lives at `id`, created on first use.
-    pub(crate) fn front_partition<V: Cacheable>(&self, id: usize) -> FrontHandle {
+    /// The typed partition of the function whose state lives at `id`, created on first use;
+    /// with deadlines in its keys when the function's results expire (`expires`) or the cache
+    /// has a default TTL.
+    pub(crate) fn front_partition<V: Cacheable>(&self, id: usize, expires: bool) -> FrontHandle {
         let mut fronts = self.fronts();
         let value_type = TypeId::of::<V>();
         if let Some(front) = fronts.iter().find(|f| f.id == id && f.value_type == value_type) {
             return front.handle.clone();
         }
+        let timed = expires || self.config.default_ttl.is_some();
         let partition =
-            Arc::new(Partition::<V>::new(self.spec, self.capacity, self.shared.clone(), self.evictions.clone()));
+            Arc::new(Partition::<V>::new(self.spec, self.capacity, self.shared.clone(), self.evictions.clone(), timed));
         let handle: FrontHandle = partition.clone();
         fronts.push(Front { id, value_type, handle: handle.clone(), part: partition });
         self.rebalance(&fronts);
