@@ -27,12 +27,11 @@ mod recycle;
 pub(crate) mod redis;
 #[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store"))]
 mod settings;
+mod stats;
 
 pub use atomic::AtomicOps;
 pub(crate) use backend::delete_listed;
-pub use backend::{
-    Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
-};
+pub use backend::{Backend, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH};
 pub(crate) use forward::forward_backend;
 #[cfg(feature = "memcached")]
 pub(crate) use lock::lease_secs;
@@ -55,6 +54,7 @@ pub(crate) use settings::settings_setters;
     feature = "object-store"
 ))]
 pub use settings::{ServerTimeouts, StoreSettings};
+pub use stats::{BackendStats, Counters};
 
 use crate::url::Scheme;
 
