@@ -12,7 +12,7 @@
 //! - `expire` re-seals the live value with the new deadline (the envelope's deadline is the one
 //!   reads obey; memcached's `touch` alone would only move the server's).
 //! - Key patterns: memcached cannot list keys, so `keys_matching` and `delete_matching` answer
-//!   [`Error::Unsupported`](crate::Error::Unsupported) (the text protocol has no way to list keys).
+//!   [`Error::Unsupported`] (the text protocol has no way to list keys).
 
 use std::io;
 use std::time::SystemTime;

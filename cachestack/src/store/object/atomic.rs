@@ -11,7 +11,7 @@
 //!
 //! A store that cannot write conditionally (object_store answers "not implemented": S3 with
 //! `conditional_put` disabled, a local directory for updates) makes these operations fail with
-//! [`Error::Unsupported`](crate::Error::Unsupported): never a read followed by a blind write.
+//! [`Error::Unsupported`]: never a read followed by a blind write.
 
 use object_store::{PutMode, UpdateVersion};
 
