@@ -31,6 +31,16 @@ pub struct CachedAttr {
     pub lock: Option<Arg<Lock>>,
     pub cache_none: Option<Arg<bool>>,
     pub cache_err: Option<Arg<bool>>,
+    pub tags: Option<Arg<TagList>>,
+    /// The arguments both macros take, and the resilience options in `common.more`.
+    #[darling(flatten)]
+    pub common: CommonAttr<ResilienceArgs>,
+}
+
+/// `#[cached]`'s resilience options (checked by [`crate::validate_resilience`]; `lock =
+/// "distributed"` is read from `lock`).
+#[derive(Default, FromMeta)]
+pub struct ResilienceArgs {
     pub stale_if_error: Option<Arg<DurationText>>,
     pub stale_throttle: Option<Arg<DurationText>>,
     pub stale_while_revalidate: Option<Arg<DurationText>>,
@@ -40,9 +50,6 @@ pub struct CachedAttr {
     pub jitter: Option<Arg<Percent>>,
     pub lock_timeout: Option<Arg<DurationText>>,
     pub lock_lease: Option<Arg<DurationText>>,
-    pub tags: Option<Arg<TagList>>,
-    #[darling(flatten)]
-    pub common: CommonAttr,
 }
 
 /// `#[invalidate(...)]`'s arguments.
@@ -65,9 +72,10 @@ pub struct InvalidateAttr {
     pub key_misspelled: bool,
 }
 
-/// The arguments both macros take.
+/// The arguments both macros take, then (`more`) a group of one macro's own: darling flattens
+/// one struct into another, so a macro with two groups besides its own fields chains them here.
 #[derive(Default, FromMeta)]
-pub struct CommonAttr {
+pub struct CommonAttr<X = NoMore> {
     pub cache: Option<Arg<LitStr>>,
     pub namespace: Option<Arg<LitStr>>,
     pub version: Option<Arg<Version>>,
@@ -75,7 +83,13 @@ pub struct CommonAttr {
     #[darling(rename = "crate")]
     pub krate: Option<Arg<Path>>,
     pub in_impl: Option<Arg<InImpl>>,
+    #[darling(flatten)]
+    pub more: X,
 }
+
+/// No more arguments.
+#[derive(Default, FromMeta)]
+pub struct NoMore {}
 
 /// What a macro accepts, for the name checks and their messages.
 pub struct Spec {

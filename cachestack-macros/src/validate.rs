@@ -49,10 +49,10 @@ use crate::errors::Errors;
 use crate::model::{Cached, Common, Function, Invalidate, Param, Ttl};
 use crate::parse::{self, Arg, CachedAttr, CommonAttr, Func, InvalidateAttr};
 use crate::template::{Piece, Template};
-use crate::validate_resilience::{self as resilience, ResilienceArgs};
+use crate::validate_resilience as resilience;
 
 /// Checks `#[cached]` on `func`; `None` when the function cannot be wrapped.
-pub fn cached(func: &Func, attr: CachedAttr, errors: &mut Errors) -> Option<Cached> {
+pub fn cached(func: &Func, mut attr: CachedAttr, errors: &mut Errors) -> Option<Cached> {
     let ttl_given = attr.ttl.is_some();
     let ttl = value(attr.ttl, errors).and_then(|t| ttl(t, errors));
     let key = value(attr.key, errors);
@@ -60,21 +60,11 @@ pub fn cached(func: &Func, attr: CachedAttr, errors: &mut Errors) -> Option<Cach
     let lock = named(attr.lock, errors);
     let cache_none = named(attr.cache_none, errors);
     let cache_err = named(attr.cache_err, errors);
-    let options = ResilienceArgs {
-        stale_if_error: attr.stale_if_error,
-        stale_throttle: attr.stale_throttle,
-        stale_while_revalidate: attr.stale_while_revalidate,
-        refresh_ahead: attr.refresh_ahead,
-        timeout: attr.timeout,
-        hard_timeout: attr.hard_timeout,
-        jitter: attr.jitter,
-        lock_timeout: attr.lock_timeout,
-        distributed: lock.and_then(|(lock, span)| (lock == parse::Lock::Distributed).then_some(span)),
-        lock_lease: attr.lock_lease,
-    };
+    let distributed = lock.and_then(|(lock, span)| (lock == parse::Lock::Distributed).then_some(span));
     let tags_span = attr.tags.as_ref().map(|arg| arg.name);
     let tags = value(attr.tags, errors).map(|list| list.0).unwrap_or_default();
-    let mut resilience = resilience::options(options, ttl.as_ref(), ttl_given, errors);
+    let options = std::mem::take(&mut attr.common.more);
+    let mut resilience = resilience::options(options, distributed, ttl.as_ref(), ttl_given, errors);
     if let (None, Some(span)) = (&resilience, tags_span) {
         // Tagged values go through the resilience engine, which stamps their write time before
         // the body runs (and never serves a stale value of an invalidated tag).
@@ -178,7 +168,7 @@ fn ttl(ttl: parse::Ttl, errors: &mut Errors) -> Option<Ttl> {
 }
 
 /// The shared options, and whether `in_impl` was given.
-fn common(attr: CommonAttr, errors: &mut Errors) -> (Common, bool) {
+fn common<X>(attr: CommonAttr<X>, errors: &mut Errors) -> (Common, bool) {
     let cache = value(attr.cache, errors).and_then(|s| non_empty(s, errors));
     let namespace = value(attr.namespace, errors).and_then(|s| non_empty(s, errors));
     let version = value(attr.version, errors).map(|v| v.0);

@@ -12,23 +12,8 @@ use quote::ToTokens;
 
 use crate::errors::Errors;
 use crate::model::{Function, RefreshAhead, Resilience, Ttl};
-use crate::parse::{Arg, DurationText, Percent, RefreshAheadText};
+use crate::parse::{Arg, DurationText, Percent, RefreshAheadText, ResilienceArgs};
 use crate::validate::{find_borrow, named};
-
-/// The resilience options as parsed.
-pub struct ResilienceArgs {
-    pub stale_if_error: Option<Arg<DurationText>>,
-    pub stale_throttle: Option<Arg<DurationText>>,
-    pub stale_while_revalidate: Option<Arg<DurationText>>,
-    pub refresh_ahead: Option<Arg<RefreshAheadText>>,
-    pub timeout: Option<Arg<DurationText>>,
-    pub hard_timeout: Option<Arg<DurationText>>,
-    pub jitter: Option<Arg<Percent>>,
-    pub lock_timeout: Option<Arg<DurationText>>,
-    /// `lock = "distributed"`: the span of `lock`.
-    pub distributed: Option<Span>,
-    pub lock_lease: Option<Arg<DurationText>>,
-}
 
 /// The options given (and readable), with the spans of their names, in the order checked.
 pub struct Given(Vec<(&'static str, Span)>);
@@ -83,8 +68,10 @@ fn fraction(Percent(lit, fraction): Percent, name: &str, errors: &mut Errors) ->
 
 /// Reads and checks the options against `ttl` and each other; `None` when none is given (or
 /// one is wrong: the mistake is reported and the function expands without them).
+/// `distributed`: the span of `lock` when it is `lock = "distributed"`.
 pub fn options(
     args: ResilienceArgs,
+    distributed: Option<Span>,
     ttl: Option<&Ttl>,
     ttl_given: bool,
     errors: &mut Errors,
@@ -113,7 +100,7 @@ pub fn options(
     r.lock_timeout = duration(args.lock_timeout, "lock_timeout", &mut given, errors);
     let lease_span = args.lock_lease.as_ref().map(|arg| arg.name);
     r.lock_lease = duration(args.lock_lease, "lock_lease", &mut given, errors);
-    if let Some(span) = args.distributed {
+    if let Some(span) = distributed {
         given.0.push(("lock = \"distributed\"", span));
         r.distributed = true;
     } else if let Some(span) = lease_span {

@@ -68,7 +68,7 @@ use crate::error::{Error, Result};
 use crate::layer::RateLimitedLog;
 use crate::url::{redact_url, CacheUrl};
 use outbox::Outbox;
-use transport::Transport;
+use transport::{Link, Transport};
 
 /// Environment variable read for the global registry's backplane URL (see
 /// [`CacheRegistry::set_backplane_url`](crate::CacheRegistry::set_backplane_url)).
@@ -199,16 +199,18 @@ impl Backplane {
         let server = format!("{scheme}://{}", parsed.rest);
         let shown_server = redact_url(&server);
         parsed.finish(OPTIONS).map_err(in_url)?;
-        let transport = open(&scheme, server, shown_server, &options)?;
-        Backplane::start(transport, options)
+        let transport = open(&scheme, server, &shown_server)?;
+        let link =
+            Link::new(transport, shown_server, options.channel.clone(), options.connect_timeout, options.timeout);
+        Backplane::start(Arc::new(link), options)
     }
 
-    fn start(transport: Arc<dyn Transport>, options: Options) -> Result<Backplane> {
+    fn start(link: Arc<Link>, options: Options) -> Result<Backplane> {
         let runtime = crate::rt::handle()?;
         let core = Arc::new(Core {
             origin: new_origin(),
             channel: options.channel,
-            shown: transport.describe().to_owned(),
+            shown: link.describe().to_owned(),
             outbox: Outbox::new(options.queue),
             receivers: Mutex::new(Vec::new()),
             subscribed: AtomicBool::new(false),
@@ -221,8 +223,8 @@ impl Backplane {
             log: RateLimitedLog::default(),
         });
         let tasks = vec![
-            runtime.spawn(task::publish(core.clone(), transport.clone())).abort_handle(),
-            runtime.spawn(task::subscribe(core.clone(), transport)).abort_handle(),
+            runtime.spawn(task::publish(core.clone(), link.clone())).abort_handle(),
+            runtime.spawn(task::subscribe(core.clone(), link)).abort_handle(),
         ];
         Ok(Backplane { handle: Arc::new(Handle { core, tasks }) })
     }
@@ -310,17 +312,14 @@ impl Options {
 
 /// The transport for `scheme`.
 #[allow(unused_variables)] // without the transport features
-fn open(scheme: &str, server: String, shown: String, options: &Options) -> Result<Arc<dyn Transport>> {
-    let (channel, connect, op) = (options.channel.clone(), options.connect_timeout, options.timeout);
+fn open(scheme: &str, server: String, shown: &str) -> Result<Box<dyn Transport>> {
     match scheme {
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Ok(Arc::new(redis::RedisTransport::new(&server, shown, channel, connect, op)?)),
+        "redis" | "rediss" => Ok(Box::new(redis::RedisTransport::new(&server, shown)?)),
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" => Err(Error::FeatureDisabled { scheme: scheme.to_owned(), feature: "redis" }),
         #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => {
-            Ok(Arc::new(postgres::PostgresTransport::new(server, shown, channel, connect, op)))
-        }
+        "postgres" | "postgresql" => Ok(Box::new(postgres::PostgresTransport::new(server))),
         #[cfg(not(feature = "postgres"))]
         "postgres" | "postgresql" => Err(Error::FeatureDisabled { scheme: scheme.to_owned(), feature: "postgres" }),
         other => Err(Error::config(format!(

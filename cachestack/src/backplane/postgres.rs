@@ -1,12 +1,10 @@
 //! PostgreSQL LISTEN/NOTIFY: `pg_notify` on one connection, `LISTEN` on a dedicated one.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::Connection;
 
-use super::transport::{unavailable, within, Publisher, Subscriber, Transport, KEEPALIVE};
+use super::transport::{unavailable, Publisher, Subscriber, Transport};
 use crate::error::Result;
 
 /// NOTIFY payloads must be shorter than 8000 bytes.
@@ -14,96 +12,68 @@ const MAX_PAYLOAD: usize = 7_900;
 
 pub(super) struct PostgresTransport {
     url: String,
-    channel: String,
-    shown: String,
-    connect_timeout: Duration,
-    timeout: Duration,
 }
 
 impl PostgresTransport {
-    pub(super) fn new(
-        url: String,
-        shown: String,
-        channel: String,
-        connect_timeout: Duration,
-        timeout: Duration,
-    ) -> Self {
-        PostgresTransport { url, channel, shown, connect_timeout, timeout }
+    /// The transport to the server of `url`.
+    pub(super) fn new(url: String) -> Self {
+        PostgresTransport { url }
     }
 }
 
 #[async_trait]
 impl Transport for PostgresTransport {
-    fn describe(&self) -> &str {
-        &self.shown
-    }
-
     fn max_payload(&self) -> usize {
         MAX_PAYLOAD
     }
 
-    async fn publisher(&self) -> Result<Box<dyn Publisher>> {
-        let connect = async { PgConnection::connect(&self.url).await.map_err(unavailable) };
-        let conn = within(self.connect_timeout, "connect", connect).await?;
-        Ok(Box::new(PostgresPublisher { conn, channel: self.channel.clone(), timeout: self.timeout }))
+    fn verbs(&self) -> (&'static str, &'static str) {
+        ("listen", "notify")
     }
 
-    async fn subscriber(&self) -> Result<Box<dyn Subscriber>> {
-        let connect = async {
-            let mut listener = PgListener::connect(&self.url).await.map_err(unavailable)?;
-            listener.listen(&self.channel).await.map_err(unavailable)?;
-            Ok(listener)
-        };
-        let listener = within(self.connect_timeout, "listen", connect).await?;
-        Ok(Box::new(PostgresSubscriber { listener, timeout: self.timeout }))
+    async fn publisher(&self, channel: &str) -> Result<Box<dyn Publisher>> {
+        let conn = PgConnection::connect(&self.url).await.map_err(unavailable)?;
+        Ok(Box::new(PostgresPublisher { conn, channel: channel.to_owned() }))
+    }
+
+    async fn subscriber(&self, channel: &str) -> Result<Box<dyn Subscriber>> {
+        let mut listener = PgListener::connect(&self.url).await.map_err(unavailable)?;
+        listener.listen(channel).await.map_err(unavailable)?;
+        Ok(Box::new(PostgresSubscriber { listener }))
     }
 }
 
 struct PostgresPublisher {
     conn: PgConnection,
     channel: String,
-    timeout: Duration,
 }
 
 #[async_trait]
 impl Publisher for PostgresPublisher {
     async fn publish(&mut self, payload: &str) -> Result<()> {
-        let notify = async {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(&self.channel)
-                .bind(payload)
-                .execute(&mut self.conn)
-                .await
-                .map(drop)
-                .map_err(unavailable)
-        };
-        within(self.timeout, "notify", notify).await
+        let notify = sqlx::query("SELECT pg_notify($1, $2)").bind(&self.channel).bind(payload);
+        notify.execute(&mut self.conn).await.map(drop).map_err(unavailable)
     }
 }
 
 struct PostgresSubscriber {
     listener: PgListener,
-    timeout: Duration,
 }
 
 #[async_trait]
 impl Subscriber for PostgresSubscriber {
-    async fn next(&mut self) -> Result<String> {
-        loop {
-            // `try_recv` answers `None` when the connection was lost; the listener would reconnect
-            // by itself on the next call, but the notifications sent meanwhile are lost: the
-            // backplane reconnects itself instead, and counts and recovers from the loss.
-            match tokio::time::timeout(KEEPALIVE, self.listener.try_recv()).await {
-                Ok(Ok(Some(notification))) => return Ok(notification.payload().to_owned()),
-                Ok(Ok(None)) => return Err(unavailable("the LISTEN connection was closed")),
-                Ok(Err(err)) => return Err(unavailable(err)),
-                Err(_quiet) => {
-                    let ping = async {
-                        sqlx::query("SELECT 1").execute(&mut self.listener).await.map(drop).map_err(unavailable)
-                    };
-                    within(self.timeout, "ping", ping).await?;
-                }
-            }
+    async fn recv(&mut self) -> Result<Option<String>> {
+        // `try_recv` answers `None` when the connection was lost; the listener would reconnect
+        // by itself on the next call, but the notifications sent meanwhile are lost: the
+        // backplane reconnects itself instead, and counts and recovers from the loss.
+        match self.listener.try_recv().await {
+            Ok(Some(notification)) => Ok(Some(notification.payload().to_owned())),
+            Ok(None) => Err(unavailable("the LISTEN connection was closed")),
+            Err(err) => Err(unavailable(err)),
         }
+    }
+
+    async fn ping(&mut self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&mut self.listener).await.map(drop).map_err(unavailable)
     }
 }

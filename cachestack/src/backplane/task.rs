@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::message::{Change, Message};
-use super::transport::{Publisher, Transport};
+use super::transport::{Link, Publisher};
 use super::Core;
 use crate::error::Error;
 
@@ -67,12 +67,12 @@ impl Core {
 
 /// Receives until the subscription fails, then subscribes again; after any failure, the first
 /// subscription that succeeds clears the in-process layers (messages may have been missed).
-pub(super) async fn subscribe(core: Arc<Core>, transport: Arc<dyn Transport>) {
+pub(super) async fn subscribe(core: Arc<Core>, link: Arc<Link>) {
     let mut suspect = false;
     let mut connected_before = false;
     let mut backoff = MIN_BACKOFF;
     loop {
-        match transport.subscriber().await {
+        match link.subscriber().await {
             Ok(mut subscriber) => {
                 core.subscribed.store(true, Relaxed);
                 if connected_before {
@@ -84,7 +84,7 @@ pub(super) async fn subscribe(core: Arc<Core>, transport: Arc<dyn Transport>) {
                 connected_before = true;
                 backoff = MIN_BACKOFF;
                 let err = loop {
-                    match subscriber.next().await {
+                    match link.next(&mut *subscriber).await {
                         Ok(payload) => core.receive(&payload).await,
                         Err(err) => break err,
                     }
@@ -101,7 +101,7 @@ pub(super) async fn subscribe(core: Arc<Core>, transport: Arc<dyn Transport>) {
 }
 
 /// Sends what the outbox holds; on a failure puts it back, pauses and connects again.
-pub(super) async fn publish(core: Arc<Core>, transport: Arc<dyn Transport>) {
+pub(super) async fn publish(core: Arc<Core>, link: Arc<Link>) {
     let mut connection: Option<Box<dyn Publisher>> = None;
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -112,7 +112,7 @@ pub(super) async fn publish(core: Arc<Core>, transport: Arc<dyn Transport>) {
         }
         let conn = match &mut connection {
             Some(conn) => conn,
-            None => match transport.publisher().await {
+            None => match link.publisher().await {
                 Ok(conn) => connection.insert(conn),
                 Err(err) => {
                     core.failed("publish", &err);
@@ -123,7 +123,7 @@ pub(super) async fn publish(core: Arc<Core>, transport: Arc<dyn Transport>) {
                 }
             },
         };
-        match send_all(&core, &mut **conn, transport.max_payload(), batch).await {
+        match send_all(&core, &link, &mut **conn, batch).await {
             Ok(()) => backoff = MIN_BACKOFF,
             Err((err, unsent)) => {
                 core.failed("publish", &err);
@@ -139,15 +139,16 @@ pub(super) async fn publish(core: Arc<Core>, transport: Arc<dyn Transport>) {
 /// Sends `batch` in order; on a failure, the error and the messages not (or not wholly) sent.
 async fn send_all(
     core: &Core,
+    link: &Link,
     conn: &mut dyn Publisher,
-    max: usize,
     batch: Vec<Message>,
 ) -> Result<(), (Error, Vec<Message>)> {
+    let max = link.max_payload();
     let mut messages = batch.into_iter();
     while let Some(mut message) = messages.next() {
         message.origin = core.origin;
         for payload in message.encode_within(max) {
-            if let Err(err) = conn.publish(&payload).await {
+            if let Err(err) = link.publish(conn, &payload).await {
                 // A part already sent is sent again: an eviction is idempotent.
                 return Err((err, std::iter::once(message).chain(messages).collect()));
             }

@@ -5,7 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::distributed::check;
-use super::engine::{read, read_local, Answer, Call, Decision, Failure, Hooks};
+use super::engine::{read, read_local, Answer, Call, Failure, Hooks};
+use super::state::Decision;
 use super::{CallStatus, Clock, ComputeOptions, ComputeState, ComputeStats, Stamped, Timeout};
 use crate::cache::Cache;
 use crate::error::Error;

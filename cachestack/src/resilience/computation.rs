@@ -7,7 +7,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::distributed::Lease;
-use super::engine::{bump, Answer, Call, Failure, Hooks};
+use super::engine::{Answer, Call, Failure, Hooks};
+use super::state::bump;
 use super::task::{await_bounded, catch_unwind, spawn, Awaited, Bounds, DetachOnDrop, Running, Watch};
 use super::CallStatus;
 use crate::expiry::{Deadline, Expiry};

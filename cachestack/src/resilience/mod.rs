@@ -8,7 +8,9 @@
 //! stored value carries its fresh deadline, so that every store, a user-written one included,
 //! keeps stale values without knowing about them.
 //!
-//! - `engine.rs`: the decisions, single flight and its waits, background refreshes.
+//! - `engine.rs`: a call: its read, single flight and its waits, background refreshes.
+//! - `state.rs`: the per-cache state ([`ComputeState`]: flights, throttle, clock, counters) and
+//!   the decision a call takes from what it read, by the value's freshness.
 //! - `computation.rs`: running a computation (as a task, awaited within the bounds), storing its
 //!   value, ending its flight.
 //! - `distributed.rs`: single flight across processes (`LockMode::Distributed`): the store's
@@ -38,17 +40,19 @@ mod distributed;
 mod engine;
 mod here;
 mod options;
+mod state;
 mod task;
 mod throttle;
 
 pub(crate) use cache_api::{on_blocking_pool, runtime_failure};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub(crate) use distributed::check as check_lock;
-pub(crate) use engine::{read, Answer, Call, ComputeState, Decision, Failure, Hooks};
+pub(crate) use engine::{read, Answer, Call, Failure, Hooks};
 pub(crate) use here::read_blocking;
 pub use options::{
     ComputeOptions, ComputeOptionsBuilder, LockMode, RefreshAhead, DEFAULT_LOCK_LEASE, DEFAULT_STALE_THROTTLE,
 };
+pub(crate) use state::{ComputeState, Decision};
 
 impl ComputeState {
     /// A state on the system clock, to share between the clones of one cache.

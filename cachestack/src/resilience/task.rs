@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
-use super::engine::{ComputeState, Failure};
+use super::engine::Failure;
+use super::state::ComputeState;
 
 /// Where a computation's caller stands: still waiting, gone, or the computation is done. The
 /// computation and its caller each mark their end; whoever marks second learns what the other

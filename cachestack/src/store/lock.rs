@@ -59,6 +59,55 @@ pub(crate) fn token() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
+/// The two steps of a lease lock held by a random token (Redis, Memcached): each acts only while
+/// the lock still holds the holder's token, so a holder whose lease ran out never extends or
+/// removes another holder's lock.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+#[async_trait]
+pub(crate) trait TokenLease: Send + Sync + 'static {
+    /// Gives the lock `key` the lease `lease` from now if it holds `token`: true if it did.
+    async fn extend(&self, key: &str, token: &str, lease: Duration) -> Result<bool>;
+
+    /// Removes the lock `key` if it holds `token`.
+    async fn remove(&self, key: &str, token: &str) -> Result<()>;
+}
+
+/// A lease lock this process holds: where it is (`S`, with the lock's key) and its token.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) struct TokenLock<S> {
+    store: S,
+    key: String,
+    token: String,
+}
+
+#[cfg(any(feature = "redis", feature = "memcached"))]
+impl<S: TokenLease> TokenLock<S> {
+    /// The guard of the lock `key` if this holder took it (`taken`) with `token`.
+    pub(crate) fn guard(taken: bool, store: S, key: String, token: String) -> Option<Box<dyn LockGuard>> {
+        taken.then(|| Box::new(TokenLock { store, key, token }) as Box<dyn LockGuard>)
+    }
+}
+
+#[cfg(any(feature = "redis", feature = "memcached"))]
+impl<S> fmt::Debug for TokenLock<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the token: whoever sees it could release the lock.
+        f.debug_struct("TokenLock").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+#[cfg(any(feature = "redis", feature = "memcached"))]
+#[async_trait]
+impl<S: TokenLease> LockGuard for TokenLock<S> {
+    async fn renew(&mut self, lease: Duration) -> Result<bool> {
+        self.store.extend(&self.key, &self.token, lease).await
+    }
+
+    async fn release(self: Box<Self>) -> Result<()> {
+        self.store.remove(&self.key, &self.token).await
+    }
+}
+
 /// The lease in whole seconds for stores whose expiry counts seconds (rounded up, at least 1).
 #[cfg(feature = "memcached")]
 pub(crate) fn lease_secs(lease: Duration) -> u32 {

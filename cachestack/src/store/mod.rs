@@ -5,7 +5,9 @@
 mod atomic;
 mod backend;
 #[cfg(any(feature = "memcached", feature = "object-store"))]
-mod cas;
+pub(crate) mod cas;
+#[cfg(any(feature = "memcached", feature = "object-store"))]
+pub(crate) mod counted;
 #[cfg(feature = "file")]
 pub(crate) mod file;
 mod forward;
@@ -27,17 +29,18 @@ mod recycle;
 pub(crate) mod redis;
 #[cfg(any(feature = "file", feature = "redis", feature = "postgres", feature = "memcached", feature = "object-store"))]
 mod settings;
+mod stats;
 
 pub use atomic::AtomicOps;
 pub(crate) use backend::delete_listed;
-pub use backend::{
-    Backend, BackendStats, Counters, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH,
-};
+pub use backend::{Backend, Entry, KeyVisitor, LocalBackend, LocalRead, Signing, PATTERN_BATCH};
+#[cfg(any(feature = "memcached", feature = "object-store"))]
+pub(crate) use counted::KeyIo;
 pub(crate) use forward::forward_backend;
 #[cfg(feature = "memcached")]
 pub(crate) use lock::lease_secs;
 #[cfg(any(feature = "redis", feature = "memcached"))]
-pub(crate) use lock::token;
+pub(crate) use lock::{token, TokenLease, TokenLock};
 pub use lock::{LockGuard, LockOps};
 #[cfg(any(
     feature = "file",
@@ -55,6 +58,7 @@ pub(crate) use settings::settings_setters;
     feature = "object-store"
 ))]
 pub use settings::{ServerTimeouts, StoreSettings};
+pub use stats::{BackendStats, Counters};
 
 use crate::url::Scheme;
 

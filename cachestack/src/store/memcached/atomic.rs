@@ -12,25 +12,21 @@
 //! - `expire` re-seals the live value with the new deadline (the envelope's deadline is the one
 //!   reads obey; memcached's `touch` alone would only move the server's).
 //! - Key patterns: memcached cannot list keys, so `keys_matching` and `delete_matching` answer
-//!   [`Error::Unsupported`](crate::Error::Unsupported) (the text protocol has no way to list keys).
+//!   [`Error::Unsupported`] (the text protocol has no way to list keys).
 
 use std::io;
 use std::time::SystemTime;
 
-use async_trait::async_trait;
 use memcache_async::ascii::Protocol;
 
 use super::super::ops::{Item, Op, Wire};
 use super::MemcachedStore;
 use crate::error::{Error, Result};
-use crate::expiry::Expiry;
+use crate::expiry::{Deadline, Expiry};
 use crate::pattern::KeyPattern;
-use crate::store::cas::{self, Decision};
-use crate::store::{AtomicOps, Entry, KeyVisitor};
+use crate::store::cas::{cas_atomic_ops, CasRounds};
+use crate::store::{Entry, KeyVisitor};
 use crate::value::Value;
-
-/// How often a compare-and-set round is retried when other writers keep changing the item.
-const ATTEMPTS: usize = 256;
 
 /// `gets`: the item's bytes and CAS id, or `None`.
 struct GetsCas(String);
@@ -75,64 +71,52 @@ impl Op for CasItem {
     }
 }
 
-impl MemcachedStore {
-    /// Compare-and-set rounds on `key` until one stores (or `decide` keeps): `decide` gets the
-    /// live entry, or `None` when there is none (absent, or a dead item that will be replaced).
-    async fn update<T>(
-        &self,
-        op: &'static str,
-        key: &str,
-        mut decide: impl FnMut(Option<&Entry>) -> Result<Decision<T>>,
-    ) -> Result<T> {
+/// What a round read: the server, its generation, and the item's CAS id (`None`: no item).
+pub(crate) struct Round {
+    idx: usize,
+    generation: u64,
+    cas: Option<u64>,
+}
+
+impl CasRounds for MemcachedStore {
+    type Version = Round;
+    const BACKOFF: bool = false;
+
+    async fn read_round(&self, _op: &'static str, key: &str) -> Result<(Option<Entry>, Round)> {
         let wire = self.keys.wire(key);
-        for _ in 0..ATTEMPTS {
-            let idx = self.route(&wire)?;
-            let generation = self.writable_gen(idx).await?;
-            let found = self.exec(idx, GetsCas(wire.clone())).await?;
-            let live =
-                found.as_ref().and_then(|(bytes, _)| self.decode(key, Some(generation), bytes, SystemTime::now()));
-            let (value, deadline, answer) = match decide(live.as_ref())? {
-                Decision::Keep(answer) => return Ok(answer),
-                Decision::Write(value, deadline, answer) => (value, deadline, answer),
-            };
-            let target = self.target(key, Expiry::from(deadline));
-            let bytes = self.record(generation, key, &value, &target)?;
-            let item = Item { wire: target.wire, bytes, exptime: target.exptime };
-            let stored = match found {
-                None => self.exec(idx, AddItem(item)).await?,
-                Some((_, cas)) => self.exec(idx, CasItem(item, cas)).await?,
-            };
-            if stored {
-                self.counters.record_write();
-                return Ok(answer);
-            }
+        let idx = self.route(&wire)?;
+        let generation = self.writable_gen(idx).await?;
+        let found = self.exec(idx, GetsCas(wire)).await?;
+        let live = found.as_ref().and_then(|(bytes, _)| self.decode(key, Some(generation), bytes, SystemTime::now()));
+        Ok((live, Round { idx, generation, cas: found.map(|(_, cas)| cas) }))
+    }
+
+    async fn write_round(
+        &self,
+        _op: &'static str,
+        key: &str,
+        round: Round,
+        value: &Value,
+        deadline: Option<Deadline>,
+    ) -> Result<bool> {
+        let target = self.target(key, Expiry::from(deadline));
+        let bytes = self.record(round.generation, key, value, &target)?;
+        let item = Item { wire: target.wire, bytes, exptime: target.exptime };
+        match round.cas {
+            None => self.exec(round.idx, AddItem(item)).await,
+            Some(cas) => self.exec(round.idx, CasItem(item, cas)).await,
         }
-        Err(Error::contended(&self.config.settings.name, op, ATTEMPTS))
     }
 }
 
-#[async_trait]
-impl AtomicOps for MemcachedStore {
-    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
-        let deadline = expiry.resolve(self.config.settings.default_ttl);
-        self.update("set_if_absent", key, cas::set_if_absent(value, deadline)).await
-    }
+cas_atomic_ops! {
+    impl AtomicOps for MemcachedStore {
+        async fn keys_matching(&self, _: &KeyPattern, _: usize, _: &mut KeyVisitor<'_>) -> Result<()> {
+            Err(Error::unsupported("keys_matching", crate::Backend::name(self)))
+        }
 
-    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
-        let deadline = expiry.resolve(self.config.settings.default_ttl);
-        self.update("incr", key, cas::incr(key, delta, deadline)).await
-    }
-
-    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        let deadline = expiry.resolve(self.config.settings.default_ttl);
-        self.update("expire", key, cas::expire(deadline)).await
-    }
-
-    async fn keys_matching(&self, _: &KeyPattern, _: usize, _: &mut KeyVisitor<'_>) -> Result<()> {
-        Err(Error::unsupported("keys_matching", crate::Backend::name(self)))
-    }
-
-    async fn delete_matching(&self, _: &KeyPattern) -> Result<u64> {
-        Err(Error::unsupported("delete_matching", crate::Backend::name(self)))
+        async fn delete_matching(&self, _: &KeyPattern) -> Result<u64> {
+            Err(Error::unsupported("delete_matching", crate::Backend::name(self)))
+        }
     }
 }

@@ -19,7 +19,7 @@ use super::super::ops::{Op, Wire};
 use super::super::server::Server;
 use super::MemcachedStore;
 use crate::error::Result;
-use crate::store::{lease_secs, token, LockGuard, LockOps};
+use crate::store::{lease_secs, token, LockGuard, LockOps, TokenLease, TokenLock};
 
 /// An absolute Unix time in the past (memcached reads expiries over 30 days as Unix times): an
 /// item stored with it expires at once.
@@ -90,38 +90,31 @@ impl LockOps for MemcachedStore {
         let take = TakeLock { wire: wire.clone(), token: token.clone(), exptime: lease_secs(lease) };
         let backend = crate::Backend::name(self).to_owned();
         let taken = server.exec(&backend, take).await?;
-        Ok(taken.then(|| Box::new(MemcachedLock { server, backend, wire, token }) as Box<dyn LockGuard>))
+        Ok(TokenLock::guard(taken, LockServer { server, backend }, wire, token))
     }
 }
 
-/// A Memcached lock this process holds.
-struct MemcachedLock {
+/// The server that holds a lock this process took.
+struct LockServer {
     server: Arc<Server>,
     backend: String,
-    wire: String,
-    token: String,
 }
 
-impl std::fmt::Debug for MemcachedLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemcachedLock").field("wire", &self.wire).finish_non_exhaustive()
-    }
-}
-
-impl MemcachedLock {
-    async fn set_expiry(&self, exptime: u32) -> Result<bool> {
-        let op = SetLockExpiry { wire: self.wire.clone(), token: self.token.clone(), exptime };
+impl LockServer {
+    /// While the lock `wire` holds `token`: stores it again with `exptime`. True if done.
+    async fn set_expiry(&self, wire: &str, token: &str, exptime: u32) -> Result<bool> {
+        let op = SetLockExpiry { wire: wire.to_owned(), token: token.to_owned(), exptime };
         self.server.exec(&self.backend, op).await
     }
 }
 
 #[async_trait]
-impl LockGuard for MemcachedLock {
-    async fn renew(&mut self, lease: Duration) -> Result<bool> {
-        self.set_expiry(lease_secs(lease)).await
+impl TokenLease for LockServer {
+    async fn extend(&self, wire: &str, token: &str, lease: Duration) -> Result<bool> {
+        self.set_expiry(wire, token, lease_secs(lease)).await
     }
 
-    async fn release(self: Box<Self>) -> Result<()> {
-        self.set_expiry(EXPIRED).await.map(drop)
+    async fn remove(&self, wire: &str, token: &str) -> Result<()> {
+        self.set_expiry(wire, token, EXPIRED).await.map(drop)
     }
 }

@@ -6,15 +6,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-
 use super::config::{parse_server, MemcachedConfig};
 use super::keys::{self, Keyspace, Record};
 use super::ops::{Add, Get, Item, Op, Remove, Store, Version};
 use super::server::{fresh_generation, parse_gen, Server};
 use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
-use crate::store::{Backend, BackendStats, Counters, Entry};
+use crate::store::counted::counted_backend;
+use crate::store::{Backend, BackendStats, Counters, Entry, KeyIo};
 use crate::value::Value;
 
 #[path = "atomic.rs"]
@@ -286,34 +285,6 @@ impl MemcachedStore {
         }
     }
 
-    async fn get_one(&self, key: &str) -> Result<Option<Entry>> {
-        let wire = self.keys.wire(key);
-        let idx = self.route(&wire)?;
-        let gen_key = self.keys.gen_key();
-        let mut found = self.exec(idx, Get(vec![gen_key.to_owned(), wire.clone()])).await?;
-        let generation = parse_gen(found.get(gen_key).map(Vec::as_slice));
-        self.servers[idx].remember_gen(generation);
-        Ok(found.remove(&wire).and_then(|bytes| self.decode(key, generation, &bytes, SystemTime::now())))
-    }
-
-    async fn set_one(&self, key: &str, value: &Value, expiry: Expiry) -> Result<()> {
-        let target = self.target(key, expiry);
-        let idx = self.route(&target.wire)?;
-        let generation = self.writable_gen(idx).await?;
-        let record = match self.record(generation, key, value, &target) {
-            Ok(record) => record,
-            Err(err) => {
-                if matches!(err, Error::ValueTooLarge { .. }) {
-                    self.discard(idx, vec![target.wire]).await;
-                }
-                return Err(err);
-            }
-        };
-        self.exec(idx, Store(vec![Item { wire: target.wire, bytes: record, exptime: target.exptime }])).await?;
-        self.counters.record_write();
-        Ok(())
-    }
-
     /// Reads `keys` with one multi-get per server, the servers concurrently. If a server fails,
     /// the first failure is the result (the [`Silent`](crate::layer::Silent) layer turns it into
     /// misses).
@@ -512,85 +483,80 @@ struct Target {
     exptime: u32,
 }
 
-#[async_trait]
-impl Backend for MemcachedStore {
-    fn name(&self) -> &str {
-        &self.config.settings.name
+impl KeyIo for MemcachedStore {
+    async fn get_one(&self, key: &str) -> Result<Option<Entry>> {
+        let wire = self.keys.wire(key);
+        let idx = self.route(&wire)?;
+        let gen_key = self.keys.gen_key();
+        let mut found = self.exec(idx, Get(vec![gen_key.to_owned(), wire.clone()])).await?;
+        let generation = parse_gen(found.get(gen_key).map(Vec::as_slice));
+        self.servers[idx].remember_gen(generation);
+        Ok(found.remove(&wire).and_then(|bytes| self.decode(key, generation, &bytes, SystemTime::now())))
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        let found = self.get_one(key).await?;
-        self.counters.record_lookup(found.is_some());
-        Ok(found)
+    async fn set_one(&self, key: &str, value: &Value, expiry: Expiry) -> Result<()> {
+        let target = self.target(key, expiry);
+        let idx = self.route(&target.wire)?;
+        let generation = self.writable_gen(idx).await?;
+        let record = match self.record(generation, key, value, &target) {
+            Ok(record) => record,
+            Err(err) => {
+                if matches!(err, Error::ValueTooLarge { .. }) {
+                    self.discard(idx, vec![target.wire]).await;
+                }
+                return Err(err);
+            }
+        };
+        self.exec(idx, Store(vec![Item { wire: target.wire, bytes: record, exptime: target.exptime }])).await?;
+        self.counters.record_write();
+        Ok(())
     }
 
-    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
-        self.set_one(key, &value, expiry).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.counters.record_delete();
+    async fn delete_one(&self, key: &str) -> Result<bool> {
         Ok(self.remove_many(&[key]).await? > 0)
     }
 
-    async fn clear(&self) -> Result<()> {
-        self.new_generation().await
+    async fn get_each(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.fetch_many(keys).await
     }
 
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let found = self.fetch_many(keys).await?;
-        let hits = found.iter().filter(|e| e.is_some()).count();
-        self.counters.record_lookups(found.len() as u64, hits as u64);
-        Ok(found)
-    }
-
-    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
+    async fn set_each(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
         self.store_many(entries, expiry).await
     }
 
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        self.counters.record_deletes(keys.len() as u64);
+    async fn delete_each(&self, keys: &[&str]) -> Result<u64> {
         self.remove_many(keys).await
     }
 
-    fn atomic(&self) -> Option<&dyn crate::store::AtomicOps> {
-        Some(self)
+    async fn clear_all(&self) -> Result<()> {
+        self.new_generation().await
     }
+}
 
-    fn locks(&self) -> Option<&dyn crate::store::LockOps> {
-        Some(self)
-    }
-
-    fn default_ttl(&self) -> Option<Duration> {
-        self.config.settings.default_ttl
-    }
-
-    fn signing(&self) -> crate::store::Signing {
-        crate::store::Signing::of(&self.config.settings.format)
-    }
-
-    fn stats(&self) -> BackendStats {
-        let mut stats = self
-            .counters
-            .snapshot(self.name())
-            .with_detail("servers", self.servers.iter().map(|s| s.addr()).collect::<Vec<_>>().join(","))
-            .with_detail("servers_up", self.servers.iter().filter(|s| s.is_up()).count())
-            .with_detail("namespace", &self.config.settings.namespace)
-            .with_detail("max_item_bytes", self.config.max_item_bytes)
-            .with_detail("pool_size", self.config.pool_size)
-            .with_detail("failover", self.config.failover);
-        for server in &self.servers {
-            stats.details.insert(format!("server {}", server.addr()), server.describe());
+counted_backend! {
+    impl Backend for MemcachedStore where counters = self.counters, settings = self.config.settings {
+        fn atomic(&self) -> Option<&dyn crate::store::AtomicOps> {
+            Some(self)
         }
-        stats
+
+        fn locks(&self) -> Option<&dyn crate::store::LockOps> {
+            Some(self)
+        }
+
+        fn stats(&self) -> BackendStats {
+            let mut stats = self
+                .counters
+                .snapshot(self.name())
+                .with_detail("servers", self.servers.iter().map(|s| s.addr()).collect::<Vec<_>>().join(","))
+                .with_detail("servers_up", self.servers.iter().filter(|s| s.is_up()).count())
+                .with_detail("namespace", &self.config.settings.namespace)
+                .with_detail("max_item_bytes", self.config.max_item_bytes)
+                .with_detail("pool_size", self.config.pool_size)
+                .with_detail("failover", self.config.failover);
+            for server in &self.servers {
+                stats.details.insert(format!("server {}", server.addr()), server.describe());
+            }
+            stats
+        }
     }
 }

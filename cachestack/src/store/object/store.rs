@@ -2,9 +2,8 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use async_trait::async_trait;
 use futures_util::StreamExt;
 use object_store::path::{Path, PathPart};
 use object_store::{ObjectStore, PutMode};
@@ -13,9 +12,9 @@ use super::config::ObjectStoreConfig;
 use super::s3;
 use crate::error::Result;
 use crate::expiry::{Deadline, Expiry};
-use crate::pattern::KeyPattern;
+use crate::store::counted::counted_backend;
 use crate::store::framed::{self, Peek, ENVELOPE_HEADER_LEN, FRAME_HEADER_LEN};
-use crate::store::{Backend, BackendStats, Counters, Entry, KeyVisitor};
+use crate::store::{AtomicOps, BackendStats, Counters, Entry, KeyIo};
 use crate::value::Value;
 
 /// Bytes read to learn an object's key and deadline (more when its key is longer).
@@ -138,18 +137,6 @@ impl ObjectStoreCache {
         Ok(Some((entry, fetched.e_tag)))
     }
 
-    async fn get_one(&self, key: &str) -> Result<Option<Entry>> {
-        Ok(self.read("get", key).await?.and_then(|(entry, _)| entry))
-    }
-
-    async fn set_one(&self, key: &str, value: &Value, expiry: Expiry) -> Result<()> {
-        let deadline = expiry.resolve(self.config.settings.default_ttl);
-        let bytes = self.config.settings.seal_framed(key, value, deadline)?;
-        self.put("set", &self.path(key), bytes, PutMode::Overwrite).await?;
-        self.counters.record_write();
-        Ok(())
-    }
-
     /// The key and sealed deadline of the object at `path`, of `size` bytes, from its first
     /// bytes; `None` when it is gone or not an entry.
     pub(super) async fn peek(
@@ -172,22 +159,6 @@ impl ObjectStoreCache {
             }
         }
         Ok(None)
-    }
-
-    /// Removes `key`'s object; true if it held a live entry. An object that holds another key
-    /// (a hash collision) is left alone.
-    async fn delete_one(&self, key: &str) -> Result<bool> {
-        let path = self.path(key);
-        let size = self.size_of(&path).await?;
-        let Some(size) = size else { return Ok(false) };
-        let (live, ours) = match self.peek("delete", &path, size).await? {
-            Some((found, deadline)) => (found == key && !deadline.is_some_and(Deadline::has_passed), found == key),
-            None => (false, true),
-        };
-        if ours {
-            self.remove("delete", &path).await?;
-        }
-        Ok(live)
     }
 
     /// The size of the object at `path`, `None` when there is none.
@@ -221,87 +192,71 @@ fn all<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
     results.into_iter().collect()
 }
 
-#[async_trait]
-impl Backend for ObjectStoreCache {
-    fn name(&self) -> &str {
-        self.name_str()
+impl KeyIo for ObjectStoreCache {
+    async fn get_one(&self, key: &str) -> Result<Option<Entry>> {
+        Ok(self.read("get", key).await?.and_then(|(entry, _)| entry))
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        let found = self.get_one(key).await?;
-        self.counters.record_lookup(found.is_some());
-        Ok(found)
+    async fn set_one(&self, key: &str, value: &Value, expiry: Expiry) -> Result<()> {
+        let deadline = expiry.resolve(self.config.settings.default_ttl);
+        let bytes = self.config.settings.seal_framed(key, value, deadline)?;
+        self.put("set", &self.path(key), bytes, PutMode::Overwrite).await?;
+        self.counters.record_write();
+        Ok(())
     }
 
-    async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
-        self.set_one(key, &value, expiry).await
+    /// Removes `key`'s object; true if it held a live entry. An object that holds another key
+    /// (a hash collision) is left alone.
+    async fn delete_one(&self, key: &str) -> Result<bool> {
+        let path = self.path(key);
+        let size = self.size_of(&path).await?;
+        let Some(size) = size else { return Ok(false) };
+        let (live, ours) = match self.peek("delete", &path, size).await? {
+            Some((found, deadline)) => (found == key && !deadline.is_some_and(Deadline::has_passed), found == key),
+            None => (false, true),
+        };
+        if ours {
+            self.remove("delete", &path).await?;
+        }
+        Ok(live)
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.counters.record_delete();
-        self.delete_one(key).await
-    }
-
-    async fn clear(&self) -> Result<()> {
-        self.remove_all().await
-    }
-
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        let found = all(self.each(keys.iter().copied(), |key| self.get_one(key)).await)?;
-        let hits = found.iter().filter(|e| e.is_some()).count();
-        self.counters.record_lookups(found.len() as u64, hits as u64);
-        Ok(found)
+    async fn get_each(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        all(self.each(keys.iter().copied(), |key| self.get_one(key)).await)
     }
 
     /// Writes every entry it can (several at once), then reports the first failure.
-    async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
+    async fn set_each(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {
         all(self.each(entries, |(key, value)| self.set_one(key, value, expiry)).await).map(drop)
     }
 
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.counters.record_deletes(keys.len() as u64);
+    async fn delete_each(&self, keys: &[&str]) -> Result<u64> {
         let removed = all(self.each(keys.iter().copied(), |key| self.delete_one(key)).await)?;
         Ok(removed.into_iter().filter(|&live| live).count() as u64)
     }
 
-    async fn set_if_absent(&self, key: &str, value: Value, expiry: Expiry) -> Result<bool> {
-        self.set_nx(key, value, expiry).await
+    async fn clear_all(&self) -> Result<()> {
+        self.remove_all().await
     }
+}
 
-    async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
-        self.incr_by(key, delta, expiry).await
-    }
+counted_backend! {
+    impl Backend for ObjectStoreCache where counters = self.counters, settings = self.config.settings {
+        fn atomic(&self) -> Option<&dyn AtomicOps> {
+            Some(self)
+        }
 
-    async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
-        self.expire_at(key, expiry).await
-    }
+        async fn purge_expired(&self) -> Result<u64> {
+            self.remove_expired().await
+        }
 
-    async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {
-        self.list_keys(pattern, batch, visit).await
-    }
-
-    async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64> {
-        self.remove_matching(pattern).await
-    }
-
-    async fn purge_expired(&self) -> Result<u64> {
-        self.remove_expired().await
-    }
-
-    fn default_ttl(&self) -> Option<Duration> {
-        self.config.settings.default_ttl
-    }
-
-    fn signing(&self) -> crate::store::Signing {
-        crate::store::Signing::of(&self.config.settings.format)
-    }
-
-    fn stats(&self) -> BackendStats {
-        self.counters
-            .snapshot(self.name())
-            .with_detail("store", &self.store)
-            .with_detail("root", &self.root)
-            .with_detail("namespace", &self.config.settings.namespace)
-            .with_detail("concurrency", self.config.concurrency)
+        fn stats(&self) -> BackendStats {
+            self.counters
+                .snapshot(self.name())
+                .with_detail("store", &self.store)
+                .with_detail("root", &self.root)
+                .with_detail("namespace", &self.config.settings.namespace)
+                .with_detail("concurrency", self.config.concurrency)
+        }
     }
 }

@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use sqlx::{Encode, Postgres, Type};
+
 use super::sql::storage_key;
 use super::Inner;
 use crate::error::Result;
@@ -87,21 +89,7 @@ impl Inner {
     pub(super) async fn store(&self, key: &str, bytes: &[u8], expires_ms: Option<i64>) -> Result<()> {
         let ready = self.ready().await?;
         let stored = storage_key(key, ready.ascii_keys);
-        let (sql, namespace, row_key, full) =
-            (&self.sql.set, &self.config.settings.namespace, &*stored.key, stored.full);
-        self.retry(|mut conn| async move {
-            let done = sqlx::query(sql)
-                .bind(namespace)
-                .bind(row_key)
-                .bind(full)
-                .bind(bytes)
-                .bind(expires_ms)
-                .execute(&mut *conn)
-                .await;
-            (conn, done)
-        })
-        .await?;
-        Ok(())
+        self.upsert(&self.sql.set, &*stored.key, stored.full, bytes, expires_ms).await
     }
 
     /// Writes several rows expiring at `expires_ms`.
@@ -117,26 +105,38 @@ impl Inner {
         }
         let mut latest: Vec<_> = latest.into_iter().collect();
         latest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let (sql, namespace) = (&self.sql.set_many, &self.config.settings.namespace);
         for chunk in latest.chunks(SET_MANY_CHUNK) {
             let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
             let fulls: Vec<Option<&[u8]>> = chunk.iter().map(|(_, (f, _))| *f).collect();
             let values: Vec<&[u8]> = chunk.iter().map(|(_, (_, v))| *v).collect();
-            let (keys, fulls, values) = (&keys, &fulls, &values);
-            self.retry(|mut conn| async move {
-                let done = sqlx::query(sql)
-                    .bind(namespace)
-                    .bind(keys)
-                    .bind(fulls)
-                    .bind(values)
-                    .bind(expires_ms)
-                    .execute(&mut *conn)
-                    .await;
-                (conn, done)
-            })
-            .await?;
+            self.upsert(&self.sql.set_many, &keys, &fulls, &values, expires_ms).await?;
         }
         Ok(())
+    }
+
+    /// Runs an upsert (`set`, `set_many`): its arguments are the namespace, the key, full key and
+    /// value of one row or arrays of those of several rows, and the deadline `expires_ms`.
+    async fn upsert<'q, K, F, V>(
+        &'q self,
+        sql: &'q str,
+        key: K,
+        full: F,
+        value: V,
+        expires_ms: Option<i64>,
+    ) -> Result<()>
+    where
+        K: Encode<'q, Postgres> + Type<Postgres> + Copy + Send + 'q,
+        F: Encode<'q, Postgres> + Type<Postgres> + Copy + Send + 'q,
+        V: Encode<'q, Postgres> + Type<Postgres> + Copy + Send + 'q,
+    {
+        let namespace = &self.config.settings.namespace;
+        self.retry(|mut conn| async move {
+            let query = sqlx::query(sql).bind(namespace).bind(key).bind(full).bind(value).bind(expires_ms);
+            let done = query.execute(&mut *conn).await;
+            (conn, done)
+        })
+        .await
+        .map(drop)
     }
 
     pub(super) async fn remove(&self, key: &str) -> Result<bool> {

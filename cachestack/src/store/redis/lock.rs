@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::RedisStore;
 use crate::error::Result;
-use crate::store::{token, LockGuard, LockOps};
+use crate::store::{token, LockGuard, LockOps, TokenLease, TokenLock};
 
 /// If the key holds the token `ARGV[1]`, give it the lease `ARGV[2]` (ms): 1, else 0.
 const RENEW: &str = r"
@@ -62,30 +62,17 @@ impl LockOps for RedisStore {
                 inner.query::<Option<String>>(&cmd).await.map(|reply| reply.is_some())
             })
             .await?;
-        Ok(taken.then(|| Box::new(RedisLock { store: self.clone(), key, token }) as Box<dyn LockGuard>))
-    }
-}
-
-/// A Redis lock this process holds.
-struct RedisLock {
-    store: RedisStore,
-    key: String,
-    token: String,
-}
-
-impl std::fmt::Debug for RedisLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisLock").field("key", &self.key).finish_non_exhaustive()
+        Ok(TokenLock::guard(taken, self.clone(), key, token))
     }
 }
 
 #[async_trait]
-impl LockGuard for RedisLock {
-    async fn renew(&mut self, lease: Duration) -> Result<bool> {
-        Ok(self.store.lock_script(RENEW, &self.key, &self.token, lease_ms(lease)).await? == 1)
+impl TokenLease for RedisStore {
+    async fn extend(&self, key: &str, token: &str, lease: Duration) -> Result<bool> {
+        Ok(self.lock_script(RENEW, key, token, lease_ms(lease)).await? == 1)
     }
 
-    async fn release(self: Box<Self>) -> Result<()> {
-        self.store.lock_script(RELEASE, &self.key, &self.token, 0).await.map(drop)
+    async fn remove(&self, key: &str, token: &str) -> Result<()> {
+        self.lock_script(RELEASE, key, token, 0).await.map(drop)
     }
 }
