@@ -95,6 +95,22 @@ impl CacheTags {
         }
         backend.get_current(key, &self.checker()).await
     }
+
+    /// Reads `keys` from `backend`, serving a tagged entry only when it is current.
+    pub(crate) async fn read_many(&self, backend: &dyn Backend, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        if !crate::tags::in_use() {
+            return backend.get_many(keys).await;
+        }
+        backend.get_many_current(keys, &self.checker()).await
+    }
+
+    /// Whether `backend` would serve an entry under `key` (a tagged entry only when current).
+    pub(crate) async fn exists(&self, backend: &dyn Backend, key: &str) -> Result<bool> {
+        if !crate::tags::in_use() {
+            return backend.exists(key).await;
+        }
+        backend.exists_current(key, &self.checker()).await
+    }
 }
 
 impl fmt::Debug for Cache {
@@ -164,9 +180,11 @@ impl Cache {
         self.backend.delete(key).await
     }
 
-    /// True if `key` holds a live entry.
+    /// True if `key` holds a live entry: one [`Cache::get`] would serve (a tagged entry whose
+    /// tag was invalidated does not exist; once tags are in use in the process, this reads the
+    /// entry, see [`Backend::exists_current`]).
     pub async fn exists(&self, key: &str) -> Result<bool> {
-        self.backend.exists(key).await
+        self.tags.exists(&*self.backend, key).await
     }
 
     /// Removes every entry of this cache's namespace.

@@ -25,18 +25,8 @@ impl Cache {
     /// # });
     /// ```
     pub async fn get_many<V: Cacheable>(&self, keys: &[&str]) -> Result<Vec<Option<V>>> {
-        let mut found = self.backend.get_many(keys).await?;
-        if crate::tags::in_use() {
-            // A tagged entry that is not current is a miss (see `crate::tags`).
-            let check = self.tags.checker();
-            for slot in found.iter_mut() {
-                if let Some(entry) = slot
-                    && !crate::tags::TagCheck::entry_current(&check, entry).await
-                {
-                    *slot = None;
-                }
-            }
-        }
+        // A tagged entry that is not current is a miss (see `crate::tags`).
+        let found = self.tags.read_many(&*self.backend, keys).await?;
         Ok(keys.iter().zip(found).map(|(key, entry)| entry.and_then(|e| self.decode::<V>(key, &e.value))).collect())
     }
 

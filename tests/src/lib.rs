@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod errors;
 pub mod faults;
+pub mod own_postgres;
 pub mod own_server;
 pub mod proxy;
 pub mod sync;

@@ -1,7 +1,8 @@
 //! The backplane across real processes: three `backplane_node` children (memory L1 over a shared
 //! server, on one backplane) where one changes a key and the other two stop serving the old value,
 //! over Redis pub/sub and over PostgreSQL LISTEN/NOTIFY; and the same across a restart of the
-//! backplane's server (a Redis of the test's own), which shows the recovery.
+//! backplane's server (a Redis or a PostgreSQL cluster of the test's own), which shows the
+//! recovery.
 //!
 //! Every step waits for the children's answers; "stop serving the old value" is polled with a
 //! deadline (never a sleep asserted as a timing).
@@ -13,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cachestack_tests::conformance::unique_namespace;
+use cachestack_tests::own_postgres::OwnPostgres;
 use cachestack_tests::own_server::{free_port, OwnServer};
 use cachestack_tests::require_server;
 
@@ -194,23 +196,68 @@ fn three_processes_over_postgres_listen_notify() {
     invalidations_cross(&mut nodes);
 }
 
-/// The backplane's own Redis, on a port of this test's.
-fn own_redis(port: u16) -> OwnServer {
-    let mut command = Command::new("redis-server");
-    command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
-    OwnServer::spawn(command, port, 1000, "redis-server")
+/// The server a backplane runs on in the recovery test: the test's own, stopped and started
+/// again on the same port (never a shared server).
+trait OwnBackplaneServer {
+    /// The backplane URL on this server, with `channel`.
+    fn backplane_url(&self, channel: &str) -> String;
+    /// Stops the server; returns once it is down.
+    fn stop(&mut self);
+    /// Starts it again on the same port; returns once it accepts connections.
+    fn start(&mut self);
 }
 
-#[test]
-fn recovery_after_the_backplane_server_restarts() {
-    let url = require_server!("CACHESTACK_TEST_REDIS_URL", "Redis");
-    let ns = unique_namespace("backplane");
-    let port = free_port();
-    let mut server = own_redis(port);
-    // The data stays on the shared server; only the backplane's server goes away.
-    let cache = format!("mem://?max_entries=1000 | {url}?namespace={ns}");
-    let backplane = format!("redis://127.0.0.1:{port}/0?channel={ns}");
-    let mut nodes = three(&cache, &backplane);
+/// The backplane's own Redis, on a port of this test's.
+struct OwnRedis {
+    port: u16,
+    server: Option<OwnServer>,
+}
+
+impl OwnRedis {
+    fn start_on(port: u16) -> OwnServer {
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        OwnServer::spawn(command, port, 1000, "redis-server")
+    }
+}
+
+impl OwnBackplaneServer for OwnRedis {
+    fn backplane_url(&self, channel: &str) -> String {
+        format!("redis://127.0.0.1:{}/0?channel={channel}", self.port)
+    }
+
+    fn stop(&mut self) {
+        // Killed: the connections break without a goodbye.
+        self.server = None;
+    }
+
+    fn start(&mut self) {
+        self.server = Some(OwnRedis::start_on(self.port));
+    }
+}
+
+impl OwnBackplaneServer for OwnPostgres {
+    fn backplane_url(&self, channel: &str) -> String {
+        format!("{}?channel={channel}", self.url())
+    }
+
+    fn stop(&mut self) {
+        // Fast shutdown: the server ends every session (LISTEN included) and exits.
+        self.ctl("stop").unwrap();
+    }
+
+    fn start(&mut self) {
+        self.ctl("start").unwrap();
+    }
+}
+
+/// Auto-recovery, whatever the transport: three nodes whose data stays on the shared tier of
+/// `cache`, while the backplane's own `server` is stopped and started again. A change made
+/// during the outage is kept and sent on reconnect; the nodes that lost their subscription clear
+/// their L1 when they subscribe again and serve the new value; then messages flow again.
+fn recovery(cache: &str, ns: &str, server: &mut dyn OwnBackplaneServer) {
+    let backplane = server.backplane_url(ns);
+    let mut nodes = three(cache, &backplane);
     nodes[0].ask("set k v1");
     settle(&mut nodes);
     let [a, b, c] = &mut nodes;
@@ -219,16 +266,17 @@ fn recovery_after_the_backplane_server_restarts() {
     }
     let sent_before = a.stat("sent");
 
-    server.kill();
+    server.stop();
     for node in [&mut *a, &mut *b, &mut *c] {
         node.until("subscribed", "the subscription is lost", |v| v == "no");
     }
     // A change while the backplane is down: stored in the shared tier, its message kept.
     a.ask("set k v2");
     a.until("stats", "the message is queued", |s| stat(s, "queued") >= 1);
+    assert_eq!(a.stat("sent"), sent_before, "nothing was sent while the server is down");
     assert_eq!(b.ask("get k"), "value v1", "nothing reached B yet");
 
-    let _server = own_redis(port);
+    server.start();
     // The queued message is sent once the server is back...
     a.until("stats", "the queued message is sent", |s| stat(s, "queued") == 0 && stat(s, "sent") > sent_before);
     // ...and B and C, which lost their subscription, cleared their L1 when they subscribed
@@ -240,12 +288,37 @@ fn recovery_after_the_backplane_server_restarts() {
         assert!(stat(&stats, "reconnects") >= 1, "{stats}");
         assert!(stat(&stats, "recovery_clears") >= 1, "{stats}");
     }
-    // After the recovery, messages flow again.
+    // After the recovery, messages flow again. A key no message named yet: B and C keep a value
+    // written below the stack in their L1, so only the message of A's set can make them read
+    // the new one.
     a.subscribed();
-    a.ask("set k v3");
+    a.ask("set_below after quiet");
     for node in [&mut *b, &mut *c] {
-        node.until("get k", "a set after the recovery crosses", |v| v == "value v3");
+        assert_eq!(node.ask("get after"), "value quiet");
     }
+    a.ask("set after v3");
+    for node in [&mut *b, &mut *c] {
+        node.until("get after", "a set after the recovery crosses", |v| v == "value v3");
+    }
+}
+
+#[test]
+fn recovery_after_the_backplane_server_restarts() {
+    let url = require_server!("CACHESTACK_TEST_REDIS_URL", "Redis");
+    let ns = unique_namespace("backplane");
+    let port = free_port();
+    let mut server = OwnRedis { port, server: Some(OwnRedis::start_on(port)) };
+    // The data stays on the shared server; only the backplane's server goes away.
+    recovery(&format!("mem://?max_entries=1000 | {url}?namespace={ns}"), &ns, &mut server);
+}
+
+#[test]
+fn recovery_after_the_backplane_postgres_restarts() {
+    let url = require_server!("CACHESTACK_TEST_POSTGRES_URL", "PostgreSQL");
+    let Some(mut server) = OwnPostgres::start("backplane") else { return };
+    let ns = unique_namespace("backplane");
+    // The data stays on the shared PostgreSQL; only the backplane's own cluster restarts.
+    recovery(&format!("mem://?max_entries=1000 | {url}?namespace={ns}"), &ns, &mut server);
 }
 
 /// A tag invalidated in one process reaches the tag times another process keeps, through the

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use cachestack::{Backend, Cache, Deadline, Error, Expiry, PostgresBackend, PostgresConfig, Value, ValueFormat};
 use cachestack_tests::conformance::{unique_namespace, Harness};
+use cachestack_tests::own_postgres::OwnPostgres;
+use cachestack_tests::own_server::free_port;
 use sqlx::{Connection, PgConnection};
 
 const VAR: &str = "CACHESTACK_TEST_POSTGRES_URL";
@@ -667,15 +669,9 @@ async fn an_abandoned_statement_closes_its_connection() {
     watcher.close().await.unwrap();
 }
 
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_an_error_or_in_silent_mode_a_miss() {
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port());
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", free_port());
     let quick = |silent| {
         PostgresConfig::new(url.as_str())
             .with_silent(silent)
@@ -698,80 +694,7 @@ async fn an_unreachable_server_is_an_error_or_in_silent_mode_a_miss() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Restart under load, on a private cluster.
-
-/// A PostgreSQL cluster of this test's own (Debian's postgresql-common tools), dropped on drop.
-struct PrivateCluster {
-    version: String,
-    name: String,
-    port: u16,
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-impl PrivateCluster {
-    /// Creates and starts a cluster on a free port, or `None` (a loud skip) when the tools are
-    /// missing outside CI.
-    fn start() -> Option<Self> {
-        let version = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|v| v.parse::<u32>().is_ok())
-            .max_by_key(|v| v.parse::<u32>().unwrap_or(0));
-        let tools = std::path::Path::new("/usr/bin/pg_createcluster").exists();
-        let Some(version) = version.filter(|_| tools) else {
-            assert!(!cachestack_tests::in_ci(), "PostgreSQL server tools (pg_createcluster) are required in CI");
-            eprintln!("\n**** SKIPPED: pg_createcluster / a PostgreSQL server is not installed ****\n");
-            return None;
-        };
-        let cluster =
-            PrivateCluster { version, name: format!("cs_restart_{}", std::process::id()), port: closed_port() };
-        // A leftover of an earlier run with the same pid would make creation fail.
-        let _ = run("pg_dropcluster", &["--stop", &cluster.version, &cluster.name]);
-        let port = cluster.port.to_string();
-        run(
-            "pg_createcluster",
-            &[&cluster.version, &cluster.name, "--port", &port, "--start-conf", "manual", "--", "--auth=trust"],
-        )
-        .unwrap();
-        cluster.ctl("start").unwrap();
-        Some(cluster)
-    }
-
-    /// `pg_ctlcluster start|stop`: returns once the server is up or down (`pg_ctl -w`).
-    fn ctl(&self, action: &str) -> Result<(), String> {
-        let mut args = vec!["--skip-systemctl-redirect", &self.version, &self.name, action];
-        if action == "stop" {
-            args.extend(["-m", "fast"]);
-        }
-        run("pg_ctlcluster", &args)
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        if let Err(err) = run("pg_dropcluster", &["--stop", &self.version, &self.name]) {
-            eprintln!("could not drop the private cluster {}: {err}", self.name);
-        }
-    }
-}
+// Restart under load, on a private cluster (`OwnPostgres`).
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Outcome {
@@ -797,7 +720,7 @@ async fn wait_all(outcomes: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, Ou
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_under_load_degrades_to_misses_and_recovers() {
     // Needs the server tools only, not the shared server; CI always has them.
-    let Some(cluster) = tokio::task::spawn_blocking(PrivateCluster::start).await.unwrap() else { return };
+    let Some(cluster) = tokio::task::spawn_blocking(|| OwnPostgres::start("restart")).await.unwrap() else { return };
     let cluster = Arc::new(cluster);
     let timeout = Duration::from_secs(1);
     let hang = timeout * 10;
@@ -873,7 +796,7 @@ async fn restart_under_load_degrades_to_misses_and_recovers() {
         worker.await.expect("a worker failed");
     }
     drop((backend, loud));
-    let cluster = Arc::try_unwrap(cluster).ok().expect("cluster still shared");
+    let cluster = Arc::try_unwrap(cluster).expect("cluster still shared");
     tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
 }
 

@@ -18,22 +18,36 @@ use cachestack::{
 
 const FRESHNESS: Duration = Duration::from_secs(1);
 
-/// A cache playing one process: memory L1 over `tier` (or `tier` alone), on `clock`.
-fn process(tier: &Arc<dyn Backend>, stacked: bool, clock: &Arc<ManualClock>) -> Cache {
-    let cache = if stacked {
-        let l1: Arc<dyn Backend> = Arc::new(MemoryBackend::with_capacity(1_000));
-        Cache::new(TieredCache::from_layers(vec![l1, tier.clone()]).unwrap())
+/// A cache playing one process: memory L1 over `tier` (or `tier` alone), on `clock`; with its L1
+/// when stacked.
+fn process(tier: &Arc<dyn Backend>, stacked: bool, clock: &Arc<ManualClock>) -> (Cache, Option<Arc<MemoryBackend>>) {
+    let (cache, l1) = if stacked {
+        let l1 = Arc::new(MemoryBackend::with_capacity(1_000));
+        let layers: Vec<Arc<dyn Backend>> = vec![l1.clone(), tier.clone()];
+        (Cache::new(TieredCache::from_layers(layers).unwrap()), Some(l1))
     } else {
-        Cache::from_arc(tier.clone())
+        (Cache::from_arc(tier.clone()), None)
     };
-    cache.with_clock(clock.clone()).with_tag_freshness(FRESHNESS)
+    (cache.with_clock(clock.clone()).with_tag_freshness(FRESHNESS), l1)
+}
+
+/// What `cache` answers for `keys` with `get`, `get_many` and `exists`, which must agree.
+async fn reads(cache: &Cache, keys: &[&str]) -> Vec<Option<String>> {
+    let mut one_by_one = Vec::new();
+    for key in keys {
+        let got = cache.get::<String>(key).await.unwrap();
+        assert_eq!(cache.exists(key).await.unwrap(), got.is_some(), "exists({key:?}) disagrees with get");
+        one_by_one.push(got);
+    }
+    assert_eq!(cache.get_many::<String>(keys).await.unwrap(), one_by_one, "get_many disagrees with get");
+    one_by_one
 }
 
 /// The scenario every store and stack runs. `shared`: the two processes share `tier` (a memory
 /// store alone is one process's).
 async fn scenario(tier: Arc<dyn Backend>, stacked: bool, shared: bool) {
     let clock = Arc::new(ManualClock::new());
-    let a = process(&tier, stacked, &clock);
+    let (a, _) = process(&tier, stacked, &clock);
     let ttl = Some(Duration::from_secs(300));
     a.set_with_tags("user:7:profile", &"Ada".to_string(), ttl, &["user:7"]).await.unwrap();
     a.set_with_tags("org:3:members", &vec![7u64, 8], ttl, &["org:3", "user:7"]).await.unwrap();
@@ -42,7 +56,7 @@ async fn scenario(tier: Arc<dyn Backend>, stacked: bool, shared: bool) {
     assert_eq!(a.get::<String>("user:7:profile").await.unwrap().as_deref(), Some("Ada"));
 
     // The other process reads the entry (and, stacked, keeps it in its L1).
-    let b = shared.then(|| process(&tier, stacked, &clock));
+    let b = shared.then(|| process(&tier, stacked, &clock).0);
     if let Some(b) = &b {
         assert_eq!(b.get::<String>("user:7:profile").await.unwrap().as_deref(), Some("Ada"));
         assert_eq!(b.get::<Vec<u64>>("org:3:members").await.unwrap(), Some(vec![7, 8]));
@@ -56,6 +70,25 @@ async fn scenario(tier: Arc<dyn Backend>, stacked: bool, shared: bool) {
     assert_eq!(a.get::<Vec<u64>>("org:3:members").await.unwrap(), None);
     assert_eq!(a.get::<String>("user:8:profile").await.unwrap().as_deref(), Some("Grace"));
     assert_eq!(a.get::<u32>("plain").await.unwrap(), Some(1));
+    // `exists` and `get_many` agree (stacked: the entry is stale in both tiers).
+    let profiles = ["user:7:profile", "user:8:profile", "missing"];
+    assert_eq!(reads(&a, &profiles).await, [None, Some("Grace".to_string()), None]);
+    assert!(!a.exists("org:3:members").await.unwrap());
+    assert!(a.exists("plain").await.unwrap());
+    if stacked && shared {
+        // A process with an empty L1: the stale entries are read from the shared tier only, and
+        // neither `get_many` nor `exists` copies them into L1 (a current one is copied).
+        let (c, l1) = process(&tier, stacked, &clock);
+        let l1 = l1.unwrap();
+        assert_eq!(
+            c.get_many::<String>(&["user:7:profile", "user:8:profile"]).await.unwrap(),
+            [None, Some("Grace".to_string())]
+        );
+        assert!(!c.exists("org:3:members").await.unwrap());
+        assert!(l1.get("user:7:profile").await.unwrap().is_none(), "a stale entry was backfilled");
+        assert!(l1.get("org:3:members").await.unwrap().is_none(), "a stale entry was backfilled");
+        assert!(l1.get("user:8:profile").await.unwrap().is_some(), "a current entry is backfilled");
+    }
 
     if let Some(b) = &b {
         // Within its freshness bound the other process may still trust the time it read...
@@ -64,7 +97,7 @@ async fn scenario(tier: Arc<dyn Backend>, stacked: bool, shared: bool) {
         }
         // ...and past it, it reads the time again: a miss in every tier.
         clock.advance(FRESHNESS);
-        assert_eq!(b.get::<String>("user:7:profile").await.unwrap(), None);
+        assert_eq!(reads(b, &profiles).await, [None, Some("Grace".to_string()), None]);
         assert_eq!(b.get::<Vec<u64>>("org:3:members").await.unwrap(), None);
         assert_eq!(b.get::<String>("user:8:profile").await.unwrap().as_deref(), Some("Grace"));
     }
@@ -74,11 +107,15 @@ async fn scenario(tier: Arc<dyn Backend>, stacked: bool, shared: bool) {
     a.set_with_tags("user:7:profile", &"Ada L.".to_string(), ttl, &["user:7"]).await.unwrap();
     assert_eq!(a.get::<String>("user:7:profile").await.unwrap().as_deref(), Some("Ada L."));
     if let Some(b) = &b {
+        // Stacked, B's L1 still holds the stale entry: `get_many` and `exists` read past it.
+        let current = b.get_many::<String>(&["user:7:profile"]).await.unwrap();
+        assert_eq!(current, [Some("Ada L.".to_string())], "get_many reads past a stale L1");
+        assert!(b.exists("user:7:profile").await.unwrap());
         assert_eq!(b.get::<String>("user:7:profile").await.unwrap().as_deref(), Some("Ada L."));
         // A backplane message drops the kept times: the next invalidation is seen at once.
         a.invalidate_tag("user:7").await.unwrap();
         b.forget_local_tags(&["user:7".to_string()]);
-        assert_eq!(b.get::<String>("user:7:profile").await.unwrap(), None);
+        assert_eq!(reads(b, &["user:7:profile"]).await, [None]);
     }
     // The reserved key holds the time, in the shared tier.
     let recorded = tier.get("__cachestack:tag:user:7").await.unwrap().unwrap();

@@ -38,6 +38,11 @@ impl Transport for PostgresTransport {
 
     async fn subscriber(&self, channel: &str) -> Result<Box<dyn Subscriber>> {
         let mut listener = PgListener::connect(&self.url).await.map_err(unavailable)?;
+        // A lost connection must end `try_recv` at once (`Ok(None)`, then the backplane
+        // subscribes again and recovers): by default the listener first connects again, which
+        // waits for a stopped server (its pool's 30 s, cut by the keepalive and a failed ping),
+        // and the loss went unnoticed for 20 s while the other nodes already saw it.
+        listener.eager_reconnect(false);
         listener.listen(channel).await.map_err(unavailable)?;
         Ok(Box::new(PostgresSubscriber { listener }))
     }

@@ -12,6 +12,7 @@ use crate::expiry::{Deadline, Expiry};
 use crate::pattern::KeyPattern;
 use crate::registry::CacheRegistry;
 use crate::store::{delete_listed, Backend, BackendStats, Entry, KeyVisitor, Signing};
+use crate::tags::TagCheck;
 use crate::value::Value;
 
 impl CacheRegistry {
@@ -99,6 +100,23 @@ impl RoutedBackend {
         caches.into_iter().map(|cache| self.checked(cache)).collect()
     }
 
+    /// One bulk read per cache, answered in the caller's order; with `check`, each cache's
+    /// [`Backend::get_many_current`].
+    async fn get_many_checked(&self, keys: &[&str], check: Option<&dyn TagCheck>) -> Result<Vec<Option<Entry>>> {
+        let mut found: Vec<Option<Entry>> = vec![None; keys.len()];
+        for (cache, at) in self.groups(keys.iter().copied())? {
+            let group: Vec<&str> = at.iter().map(|&i| keys[i]).collect();
+            let entries = match check {
+                Some(check) => cache.backend().get_many_current(&group, check).await?,
+                None => cache.backend().get_many(&group).await?,
+            };
+            for (i, entry) in at.into_iter().zip(entries) {
+                found[i] = entry;
+            }
+        }
+        Ok(found)
+    }
+
     /// Whether `key` routes to `cache` now (a key whose route names an unknown cache does not).
     fn routes_to(&self, key: &str, cache: &Cache) -> bool {
         self.registry.cache_for_key(key).is_ok_and(|target| same_cache(&target, cache))
@@ -115,6 +133,10 @@ impl Backend for RoutedBackend {
         self.backend_for(key)?.get(key).await
     }
 
+    async fn get_current(&self, key: &str, check: &dyn TagCheck) -> Result<Option<Entry>> {
+        self.backend_for(key)?.get_current(key, check).await
+    }
+
     async fn set(&self, key: &str, value: Value, expiry: Expiry) -> Result<()> {
         self.backend_for(key)?.set(key, value, expiry).await
     }
@@ -127,15 +149,16 @@ impl Backend for RoutedBackend {
         self.backend_for(key)?.exists(key).await
     }
 
+    async fn exists_current(&self, key: &str, check: &dyn TagCheck) -> Result<bool> {
+        self.backend_for(key)?.exists_current(key, check).await
+    }
+
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        let mut found: Vec<Option<Entry>> = vec![None; keys.len()];
-        for (cache, at) in self.groups(keys.iter().copied())? {
-            let group: Vec<&str> = at.iter().map(|&i| keys[i]).collect();
-            for (i, entry) in at.into_iter().zip(cache.backend().get_many(&group).await?) {
-                found[i] = entry;
-            }
-        }
-        Ok(found)
+        self.get_many_checked(keys, None).await
+    }
+
+    async fn get_many_current(&self, keys: &[&str], check: &dyn TagCheck) -> Result<Vec<Option<Entry>>> {
+        self.get_many_checked(keys, Some(check)).await
     }
 
     async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::expiry::{Deadline, Expiry};
 use crate::layer::{within, Circuit};
 use crate::store::{Backend, Counters, Entry, LocalBackend};
+use crate::tags::TagCheck;
 use crate::value::Value;
 
 /// A write's expiry and the moment the caller made it: each layer's deadline, fixed at write time
@@ -243,5 +244,17 @@ impl Layer {
             return Call::Done(local.get_entry(key));
         }
         self.call("get", key, |b| b.get(key)).await
+    }
+
+    /// Whether the layer holds `key`; with a `check`, an entry read and found current (see
+    /// [`crate::tags`]): a tagged entry's tags are in its value.
+    pub(super) async fn exists(&self, key: &str, check: Option<&dyn TagCheck>) -> Call<bool> {
+        let Some(check) = check else { return self.call("exists", key, |b| b.exists(key)).await };
+        match self.read(key).await {
+            Call::Done(Some(entry)) => Call::Done(check.entry_current(&entry).await),
+            Call::Done(None) => Call::Done(false),
+            Call::Failed(err) => Call::Failed(err),
+            Call::Bypassed => Call::Bypassed,
+        }
     }
 }

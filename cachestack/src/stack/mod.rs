@@ -392,7 +392,12 @@ impl Backend for TieredCache {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        self.shared.exists(key).await
+        self.shared.exists(key, None).await
+    }
+
+    /// Each tier's entry is read and checked, fastest first; nothing is backfilled.
+    async fn exists_current(&self, key: &str, check: &dyn TagCheck) -> Result<bool> {
+        self.shared.exists(key, Some(check)).await
     }
 
     async fn clear(&self) -> Result<()> {
@@ -400,7 +405,11 @@ impl Backend for TieredCache {
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        self.shared.get_many(keys).await
+        self.shared.get_many(keys, None).await
+    }
+
+    async fn get_many_current(&self, keys: &[&str], check: &dyn TagCheck) -> Result<Vec<Option<Entry>>> {
+        self.shared.get_many(keys, Some(check)).await
     }
 
     async fn set_many(&self, entries: &[(&str, Value)], expiry: Expiry) -> Result<()> {

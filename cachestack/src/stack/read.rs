@@ -123,9 +123,15 @@ impl Shared {
         }
     }
 
-    pub(super) async fn exists(&self, key: &str) -> Result<bool> {
+    /// Whether a layer holds `key`, from the fastest. With a `check`, a tagged entry that is not
+    /// current (see [`crate::tags`]) does not count: each layer's entry is read and checked (an
+    /// entry is found without being backfilled), as [`Shared::lookup`] would.
+    pub(super) async fn exists(&self, key: &str, check: Option<&dyn TagCheck>) -> Result<bool> {
         if let Peek::Queued(value, stamp) = self.stripe(key).peek(key) {
-            return Ok(self.answer_from_queue(value, stamp, false).is_some());
+            return Ok(match self.answer_from_queue(value, stamp, false) {
+                Some(entry) => current(check, &entry).await,
+                None => false,
+            });
         }
         let mut found = false;
         let fold = |yes: bool| {
@@ -136,11 +142,14 @@ impl Shared {
                 Continue(())
             }
         };
-        self.fan_out("exists", |layer| layer.call("exists", key, |b| b.exists(key)), fold).await?;
+        self.fan_out("exists", |layer| layer.exists(key, check), fold).await?;
         Ok(found)
     }
 
-    pub(super) async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+    /// Reads `keys`, each from the fastest layer that has it, backfilling the faster ones. With a
+    /// `check`, a tagged entry that is not current is a miss of its layer, as in
+    /// [`Shared::lookup`]: neither served nor backfilled, and the next layer is read.
+    pub(super) async fn get_many(&self, keys: &[&str], check: Option<&dyn TagCheck>) -> Result<Vec<Option<Entry>>> {
         let mut out: Vec<Option<Entry>> = vec![None; keys.len()];
         let mut from = 0;
         let mut missing: Vec<usize> = Vec::with_capacity(keys.len());
@@ -149,11 +158,11 @@ impl Shared {
                 let l1 = &self.layers[0];
                 for (i, key) in keys.iter().enumerate() {
                     match local.get_entry(key) {
-                        Some(entry) => {
+                        Some(entry) if current(check, &entry).await => {
                             l1.counters.record_lookup(true);
                             out[i] = Some(entry);
                         }
-                        None => {
+                        _ => {
                             l1.counters.record_lookup(false);
                             missing.push(i);
                         }
@@ -168,7 +177,12 @@ impl Shared {
         let mut waiting: Vec<(usize, u64)> = Vec::with_capacity(missing.len());
         for i in missing {
             match self.stripe(keys[i]).peek(keys[i]) {
-                Peek::Queued(value, expires) => out[i] = self.answer_from_queue(value, expires, true),
+                Peek::Queued(value, expires) => {
+                    out[i] = match self.answer_from_queue(value, expires, true) {
+                        Some(entry) if !current(check, &entry).await => None,
+                        entry => entry,
+                    };
+                }
                 Peek::Epoch(epoch) => waiting.push((i, epoch)),
             }
         }
@@ -211,12 +225,12 @@ impl Shared {
             let mut still = Vec::new();
             for ((i, epoch), slot) in waiting.into_iter().zip(found) {
                 match slot {
-                    Some(entry) => {
+                    Some(entry) if current(check, &entry).await => {
                         layer.counters.record_lookup(true);
                         self.backfill(keys[i], &entry, layer.index, self.stripe(keys[i]), epoch).await;
                         out[i] = Some(entry);
                     }
-                    None => {
+                    _ => {
                         layer.counters.record_lookup(false);
                         still.push((i, epoch));
                     }
@@ -229,5 +243,13 @@ impl Shared {
         } else {
             Err(self.all_failed("get_many", failure))
         }
+    }
+}
+
+/// Whether `entry` may be served: always without a check (see [`TagCheck::entry_current`]).
+async fn current(check: Option<&dyn TagCheck>, entry: &Entry) -> bool {
+    match check {
+        Some(check) => check.entry_current(entry).await,
+        None => true,
     }
 }

@@ -133,6 +133,18 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Ok(self.get(key).await?.is_some())
     }
 
+    /// [`Backend::exists`] that agrees with [`Backend::get_current`]: true only if it would serve
+    /// an entry (a tagged entry that is not current does not exist). What
+    /// [`Cache::exists`](crate::Cache::exists) asks once tags are in use. The default reads the
+    /// entry with `get_current` (tags live in the value, so it must be read); a tiered stack asks
+    /// each tier in turn and backfills nothing. A store of your own keeps the default.
+    async fn exists_current(&self, key: &str, check: &dyn crate::tags::TagCheck) -> Result<bool> {
+        if !crate::tags::in_use() {
+            return self.exists(key).await;
+        }
+        Ok(self.get_current(key, check).await?.is_some())
+    }
+
     /// Removes every entry of this cache's namespace, and nothing else.
     async fn clear(&self) -> Result<()>;
 
@@ -143,6 +155,23 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
             out.push(self.get(key).await?);
         }
         Ok(out)
+    }
+
+    /// [`Backend::get_many`] serving a tagged entry only if `check` finds it current, slot by
+    /// slot as [`Backend::get_current`] does: what [`Cache::get_many`](crate::Cache::get_many)
+    /// reads with. The default reads and asks; a tiered stack asks for each tier's entry, and
+    /// neither serves nor backfills one that is not current (the next tier is read instead). A
+    /// store of your own keeps the default.
+    async fn get_many_current(&self, keys: &[&str], check: &dyn crate::tags::TagCheck) -> Result<Vec<Option<Entry>>> {
+        let mut found = self.get_many(keys).await?;
+        for slot in found.iter_mut() {
+            if let Some(entry) = slot
+                && !check.entry_current(entry).await
+            {
+                *slot = None;
+            }
+        }
+        Ok(found)
     }
 
     /// Stores several entries with one expiry.

@@ -86,6 +86,10 @@ macro_rules! forward_backend {
             let $s = self;
             $crate::store::Backend::exists(&$inner, key).await
         }
+        async fn exists_current(&self, key: &str, check: &dyn $crate::tags::TagCheck) -> $crate::Result<bool> {
+            let $s = self;
+            $crate::store::Backend::exists_current(&$inner, key, check).await
+        }
         async fn clear(&self) -> $crate::Result<()> {
             let $s = self;
             $crate::store::Backend::clear(&$inner).await
@@ -93,6 +97,14 @@ macro_rules! forward_backend {
         async fn get_many(&self, keys: &[&str]) -> $crate::Result<Vec<Option<$crate::store::Entry>>> {
             let $s = self;
             $crate::store::Backend::get_many(&$inner, keys).await
+        }
+        async fn get_many_current(
+            &self,
+            keys: &[&str],
+            check: &dyn $crate::tags::TagCheck,
+        ) -> $crate::Result<Vec<Option<$crate::store::Entry>>> {
+            let $s = self;
+            $crate::store::Backend::get_many_current(&$inner, keys, check).await
         }
         async fn set_many(&self, entries: &[(&str, $crate::Value)], expiry: $crate::Expiry) -> $crate::Result<()> {
             let $s = self;
