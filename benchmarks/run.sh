@@ -17,8 +17,8 @@
 # tests/servers.sh exports them, or the CACHESTACK_BENCH_* equivalents); otherwise the report says it
 # was skipped and shows that group's latest earlier figures with their date.
 #
-# Everything in BENCHMARKS.md comes from this run's criterion output (target/criterion), the
-# stampede tallies (target/cachestack-bench/stampede.json) and callgrind; nothing is typed in.
+# Everything in BENCHMARKS.md comes from this run's criterion output (<target>/criterion), the
+# stampede tallies (<target>/cachestack-bench/stampede.json; <target> is CARGO_TARGET_DIR or target/) and callgrind; nothing is typed in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,8 +45,12 @@ done
 
 log() { printf '\n==> %s\n' "$*"; }
 
+# Cargo's target directory (CARGO_TARGET_DIR when set), where the builds, criterion's results and
+# this script's tallies go.
+target="${CARGO_TARGET_DIR:-target}"
+
 # What the report needs to know about a run, kept for --report-only.
-run_env="target/cachestack-bench/run.env"
+run_env="$target/cachestack-bench/run.env"
 
 write_report() {
   log "BENCHMARKS.md and benchmarks/chart.svg"
@@ -147,36 +151,36 @@ fi
 
 # 3. Instruction counts per hit (repeatable on a loaded machine), when valgrind is there.
 hits=100000
-counts="target/cachestack-bench/callgrind.tsv"
+counts="$target/cachestack-bench/callgrind.tsv"
 if [ "$callgrind" = 1 ] && command -v valgrind >/dev/null 2>&1; then
   run cargo build --release -p cachestack-benchmarks --example profile_hit
-  mkdir -p target/cachestack-bench
+  mkdir -p "$target/cachestack-bench"
   : >"$counts.tmp"
   for lib in cachestack_u64 cachestack_stack_u64 cachestack_u64_moka cached_u64 quick_cache_u64 moka_u64 cachestack_string \
     cachestack_string_moka cachestack_str cached_string quick_cache_string; do
-    out="target/cachestack-bench/callgrind.$lib.out"
+    out="$target/cachestack-bench/callgrind.$lib.out"
     log "callgrind: $lib"
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured*' --callgrind-out-file="$out" \
-      target/release/examples/profile_hit "$lib" "$hits" >/dev/null 2>&1
+      "$target/release/examples/profile_hit" "$lib" "$hits" >/dev/null 2>&1
     total=$(grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}')
     printf '%s\t%s\n' "$lib" "$(awk "BEGIN{print $total / $hits}")" >>"$counts.tmp"
   done
   mv "$counts.tmp" "$counts"
-  commands+=("valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured*' target/release/examples/profile_hit <library> $hits")
+  commands+=("valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured*' $target/release/examples/profile_hit <library> $hits")
 elif [ "$callgrind" = 1 ]; then
   notes+=("Instruction counts skipped: valgrind is not installed.")
 fi
 
 # 4. Memory per cached entry (a few seconds; every mode).
 run cargo build --release -p cachestack-benchmarks --example memory_per_entry
-mkdir -p target/cachestack-bench
-: >target/cachestack-bench/memory.tsv.tmp
-for lib in cachestack cached quick_cache; do
+mkdir -p "$target/cachestack-bench"
+: >"$target/cachestack-bench/memory.tsv.tmp"
+for lib in cachestack cachestack_ttl cached quick_cache; do
   log "memory per entry: $lib"
-  target/release/examples/memory_per_entry "$lib" 1000000 | cut -f1,3 >>target/cachestack-bench/memory.tsv.tmp
+  "$target/release/examples/memory_per_entry" "$lib" 1000000 | cut -f1,3 >>"$target/cachestack-bench/memory.tsv.tmp"
 done
-mv target/cachestack-bench/memory.tsv.tmp target/cachestack-bench/memory.tsv
-commands+=("target/release/examples/memory_per_entry <library> 1000000")
+mv "$target/cachestack-bench/memory.tsv.tmp" "$target/cachestack-bench/memory.tsv"
+commands+=("$target/release/examples/memory_per_entry <library> 1000000")
 
 # 5. The report.
 load_end=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")

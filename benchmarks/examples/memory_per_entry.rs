@@ -6,8 +6,9 @@
 //! cargo run --release -p cachestack-benchmarks --example memory_per_entry -- <library> [entries]
 //! ```
 //!
-//! Libraries: `cachestack` (`#[cached]` over a memory cache of `entries` entries), `cached`
-//! (`#[cached(max_size = .., ttl_secs = ..)]`: bounded, with a TTL), `quick_cache` (bare, `u64 -> u64`).
+//! Libraries: `cachestack` (`#[cached]` over a memory cache of `entries` entries),
+//! `cachestack_ttl` (the same with `ttl = "1h"`), `cached` (`#[cached(max_size = .., ttl_secs = ..)]`:
+//! bounded, with a TTL), `quick_cache` (bare, `u64 -> u64`).
 #![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -16,6 +17,11 @@ use cachestack::{Cache, CacheRegistry, MemoryBackend};
 
 #[cachestack::cached(cache = "entries")]
 fn cachestack_entry(id: u64) -> u64 {
+    id.wrapping_mul(3)
+}
+
+#[cachestack::cached(cache = "entries", ttl = "1h")]
+fn cachestack_ttl_entry(id: u64) -> u64 {
     id.wrapping_mul(3)
 }
 
@@ -43,9 +49,10 @@ fn main() {
     // Capacity with room (quick_cache shards its capacity), as the hit benchmarks do.
     let capacity = n + n / 10;
     let qc = (which == "quick_cache").then(|| quick_cache::sync::Cache::<u64, u64>::new(capacity as usize));
-    if which == "cachestack" {
+    if which.starts_with("cachestack") {
         CacheRegistry::global().register("entries", Cache::new(MemoryBackend::with_capacity(capacity)));
         black_box(cachestack_entry(u64::MAX));
+        black_box(cachestack_ttl_entry(u64::MAX));
     }
     if which == "cached" {
         black_box(cached_entry(u64::MAX));
@@ -55,6 +62,9 @@ fn main() {
         match which.as_str() {
             "cachestack" => {
                 black_box(cachestack_entry(id));
+            }
+            "cachestack_ttl" => {
+                black_box(cachestack_ttl_entry(id));
             }
             "cached" => {
                 black_box(cached_entry(id));
@@ -66,10 +76,11 @@ fn main() {
     let grown = rss().saturating_sub(before);
     // Every entry is still there (nothing was evicted), checked on a sample: a call that is
     // not a hit would count a miss.
-    let misses = || cachestack_entry_stats().misses + cached_entry_cache_misses();
+    let misses = || cachestack_entry_stats().misses + cachestack_ttl_entry_stats().misses + cached_entry_cache_misses();
     let before_sample = misses();
     let held = (0..n).step_by(997).filter(|&id| match which.as_str() {
         "cachestack" => cachestack_entry(id) == id.wrapping_mul(3),
+        "cachestack_ttl" => cachestack_ttl_entry(id) == id.wrapping_mul(3),
         "cached" => cached_entry(id) == id.wrapping_mul(3),
         "quick_cache" => qc.as_ref().unwrap().get(&id).is_some(),
         _ => false,
