@@ -29,6 +29,28 @@ fn free_fn_is_memoized_per_argument_tuple() {
     assert_eq!(stats.name, "macros_shapes::plain");
 }
 
+static BLOB_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// A large value behind an `Arc` (serde's `rc` feature): the cache keeps the `Arc`.
+#[cached]
+fn blob(id: u64) -> Arc<Vec<u8>> {
+    BLOB_RUNS.fetch_add(1, SeqCst);
+    Arc::new(vec![id as u8; 1024])
+}
+
+#[test]
+fn an_arc_return_type_hands_out_the_cached_arc_without_a_deep_copy() {
+    let first = blob(1);
+    let hit = blob(1);
+    assert!(Arc::ptr_eq(&first, &hit), "a hit hands out the cached Arc itself");
+    assert_eq!(BLOB_RUNS.load(SeqCst), 1);
+    assert!(blob_invalidate(&1).unwrap());
+    let again = blob(1);
+    assert!(!Arc::ptr_eq(&first, &again), "computed again after the invalidation");
+    assert_eq!(*again, *first);
+    assert_eq!(BLOB_RUNS.load(SeqCst), 2);
+}
+
 static SPLIT_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[cached]
