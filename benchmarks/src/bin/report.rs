@@ -1212,9 +1212,13 @@ above) they rarely run at the same time, and every row of the two-thread tables 
 scheduler rather than by the library.";
 
 const WHY_STACK: &str = "a stack's L1 hit takes the same path as a memory-only hit (the function's \
-typed partition in L1, see the instruction counts); the two rows differ only in where their entries \
-sit in memory (L1 holds each key twice, by text and typed, in a cache twice as large), which on a \
-loaded machine is within the noise of one run.";
+typed partition in L1: the same instructions, see the callgrind column); what differs is where its \
+entries sit. The L1 of a stack holds each entry twice, by text (what the stack's byte-level reads, \
+backfills and deletes use) and typed (what the function's hits use), in a cache sized for both: a hit \
+touches as many cache lines as a memory-only hit, spread over about twice the memory (the typed \
+entries, their tables and the values' heap data interleaved with the text-keyed copies), so with \
+100000 keys more of them miss the CPU caches and the TLB. Keeping one copy (the typed one, rendering \
+bytes only when a lower layer needs them) would remove the difference; not done yet.";
 
 const WHY_SLOWER_THAN_QUICK_CACHE: &str = "the bare quick_cache row is the same engine probed with the \
 argument itself; the memoized hit adds the registry check, the thread's slot, the downcast of the \
