@@ -1178,9 +1178,9 @@ memory cache with the encoded arguments (no key text since issue #12) and clones
 (its deadline and invalidation tag live in its key and are checked while the engine compares keys: one \
 load of a line only deletes write), quick_cache's S3-FIFO bookkeeping under a shard read lock and the \
 per-thread hit counters, and the 200-byte value is moved a few times more on its way out (each move a \
-`memcpy`: see the instruction counts). `cached`'s default store is an unbounded `HashMap` under one lock: \
-the cheapest possible single-thread hit, which never evicts and makes every other thread wait (see the \
-two-thread tables).";
+`memcpy`: see the instruction counts). `cached`'s stores (the default unbounded `HashMap`, the \
+`max_size` LRU) sit under one lock: the cheapest possible single-thread hit, which makes every other \
+thread wait (see the two-thread tables).";
 
 const WHY_INSTRUCTIONS: &str = "where the bare engine alone costs about what `cached`'s whole hit \
 does (`u64`), the bound cannot be met on quick_cache by trimming cachestack's own part. What a memoized \
