@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every cachestack test on this machine: formatting, lints, the dependency policy
+# Runs every cachestack test on this machine: formatting, lints, documentation links, the dependency policy
 # (cargo-deny), unit, property and integration tests, doctests, UI (trybuild) tests and the
 # examples. It first makes sure the servers the tests need
 # are installed and running on loopback, installing them from Debian's packages when missing.
@@ -30,6 +30,9 @@ cargo fmt --all -- --check
 
 log "cargo clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+log "cargo doc (warnings are errors: broken or private intra-doc links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps -q
 
 log "cargo deny: licences, bans, sources (deny.toml; offline)"
 if ! command -v cargo-deny >/dev/null 2>&1; then

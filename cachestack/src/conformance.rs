@@ -53,7 +53,7 @@ pub struct Harness {
     /// Opens the backend, in silent mode, against a server that cannot be reached (a closed
     /// port), for stores that have a server; `None` skips the silent-mode behaviour.
     pub unreachable_silent: Option<Factory>,
-    /// Operations the backend answers with [`Error::Unsupported`](crate::Error::Unsupported)
+    /// Operations the backend answers with [`Error::Unsupported`]
     /// (`set_if_absent`, `incr`, `expire`, `keys_matching`, `delete_matching`): the suite
     /// asserts that error for them, and the real behaviour for every other operation.
     pub unsupported: Vec<&'static str>,

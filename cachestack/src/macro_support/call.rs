@@ -1,4 +1,4 @@
-//! The rest of a call that [`lookup`](super::lookup) did not answer: reading a remote cache,
+//! The rest of a call that `lookup` did not answer: reading a remote cache,
 //! computing under single flight, storing the result.
 //!
 //! The synchronous and asynchronous paths are twins: every decision (what a miss does, what a
@@ -332,7 +332,7 @@ fn compute_sync<R>(
     store_sync(site, cache, key, fill, result, stored)
 }
 
-/// The rest of a synchronous call that [`lookup`](super::lookup) did not answer: reads a remote
+/// The rest of a synchronous call that `lookup` did not answer: reads a remote
 /// cache (through [`crate::rt::block_on`], which works on plain threads and inside tokio
 /// runtimes), then runs `body` under single flight and stores its result.
 pub fn miss_sync<R>(site: &Site<R>, miss: Miss, body: impl FnOnce() -> R, condition: Condition<'_, R>) -> R {
@@ -480,7 +480,7 @@ where
     store_async(site, cache, key, fill, result, stored).await
 }
 
-/// The rest of an asynchronous call that [`lookup`](super::lookup) did not answer: awaits a
+/// The rest of an asynchronous call that `lookup` did not answer: awaits a
 /// remote cache, then awaits `body` under single flight and stores its result.
 pub async fn miss_async<R, F>(site: &Site<R>, miss: Miss, body: F, condition: Condition<'_, R>) -> R
 where

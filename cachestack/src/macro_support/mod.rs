@@ -4,20 +4,20 @@
 //! `::cachestack::__private` (or through the `crate = path` override) and names nothing else but
 //! `::core`, so it keeps compiling when user code shadows `Result`, `Option`, `Box` or `std`.
 //!
-//! The one public item defined here is [`FnStats`], re-exported at the crate root.
+//! The one public item defined here is `FnStats`, re-exported at the crate root.
 //!
 //! Split by concern; everything generated code names is re-exported here, flat:
-//! - `state`: the per-function `static` ([`CachedFn`], [`FnStats`]) and the per-thread
-//!   [`CacheSlot`];
-//! - `policy`: return-type policies ([`Kind`] and the `*Kind` traits), the probes, the
+//! - `state`: the per-function `static` (`CachedFn`, `FnStats`) and the per-thread
+//!   `CacheSlot`;
+//! - `policy`: return-type policies (`Kind` and the `*Kind` traits), the probes, the
 //!   compile-time checks that an attribute applies, `condition`;
-//! - `keys`: rendering keys ([`KeyProbe`], [`KeyFast`], [`KeyAny`], [`render_key`]);
-//! - `lookup`: the synchronous part of every call ([`lookup`], [`Site`], [`Lookup`], [`Miss`]);
-//! - `call`: the rest of a call the lookup did not answer ([`miss_sync`], [`miss_async`]);
+//! - `keys`: rendering keys (`KeyProbe`, `KeyFast`, `KeyAny`, `render_key`);
+//! - `lookup`: the synchronous part of every call (`lookup`, `Site`, `Lookup`, `Miss`);
+//! - `call`: the rest of a call the lookup did not answer (`miss_sync`, `miss_async`);
 //! - `resilient`: the calls of functions with resilience options, through the resilience engine
-//!   ([`resilient_sync`], [`resilient_async`]), and their compile-time checks;
+//!   (`resilient_sync`, `resilient_async`), and their compile-time checks;
 //! - `invalidate`: `<fn>_invalidate` and `#[invalidate]`;
-//! - `front`: the typed front: encoding arguments ([`FastProbe`]) and the typed operations on a
+//! - `front`: the typed front: encoding arguments (`FastProbe`) and the typed operations on a
 //!   function's partition of a memory cache.
 
 mod call;

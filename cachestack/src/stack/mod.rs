@@ -163,7 +163,7 @@ use shared::Shared;
 /// alone (the source of truth all processes share; a faster, process-local layer would answer
 /// for this process only), holding the key's stripe as a write does; the key is then removed from
 /// the faster layers, which refill from below. If the lowest layer cannot do the operation, the
-/// stack answers [`Error::Unsupported`]. [`Backend::ttl`] is the stack's own read.
+/// stack answers [`Error::Unsupported`](crate::Error::Unsupported). [`Backend::ttl`] is the stack's own read.
 /// [`Backend::delete_matching`] runs on every layer, lowest first, holding every stripe as a
 /// clear does; a layer that missed it (failed or bypassed) clears itself before the stack's next
 /// call to it. [`Backend::keys_matching`] lists the lowest layer. With write-back, each of these

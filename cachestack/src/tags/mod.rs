@@ -1,7 +1,7 @@
 //! Tags: drop every entry about "user 7" without listing keys.
 //!
 //! An entry written with tags ([`Cache::set_with_tags`](crate::Cache::set_with_tags),
-//! `#[cached(tags = [...])]`) carries its tags and its write time: in the stored [`Value`] for
+//! `#[cached(tags = [...])]`) carries its tags and its write time: in the stored [`Value`](crate::Value) for
 //! the memory tier, in the envelope (format 2) for byte stores. Invalidating a tag
 //! ([`Cache::invalidate_tag`](crate::Cache::invalidate_tag)) only records the time of the
 //! invalidation, in the *shared tier* (the lowest layer of a stack, the store itself otherwise),
@@ -10,7 +10,7 @@
 //! is not copied into faster tiers). So it works on every store, built-in or user-written, with
 //! no index of keys per tag.
 //!
-//! Each cache keeps the invalidation times it read in process ([`TagTimes`], bounded), for at most
+//! Each cache keeps the invalidation times it read in process (`TagTimes`, bounded), for at most
 //! [`DEFAULT_TAG_FRESHNESS`] (see [`Cache::with_tag_freshness`](crate::Cache::with_tag_freshness)):
 //! an invalidation made by another process is seen within that bound, or at once when a
 //! backplane message calls [`Cache::forget_local_tags`](crate::Cache::forget_local_tags). An

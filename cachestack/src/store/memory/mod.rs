@@ -90,7 +90,7 @@ impl Default for MemoryConfig {
 /// came from a byte tier, decodes once and then clones), never serialises.
 ///
 /// A `#[cached]` function keeps its results here in a typed partition of its own, found by its
-/// arguments (see the [module](self) docs): they are invalidated by key like any entry (a delete
+/// arguments (see `store/memory/front.rs`): they are invalidated by key like any entry (a delete
 /// or a clear reaches them), but a text-keyed read (`Cache::get` with the rendered key) does not
 /// see them, and a text-keyed write does not replace them. When this cache is L1 of a
 /// [`TieredCache`](crate::TieredCache), a function of the stack keeps typed copies of L1's
