@@ -288,6 +288,41 @@ async fn backfill_into_a_layer_with_a_longer_default_ttl_keeps_the_deadline() {
     assert_eq!(l1.get("k").await.unwrap().unwrap().expires, Some(deadline));
 }
 
+/// A memory layer without a default TTL keeps a write with the default expiry as long as the
+/// nearest layer below it that has one (the deadline fixed once, at the write): an L1 copy never
+/// outlives the copy below it. An explicit "never expires" stays that everywhere, and a memory
+/// layer with a default TTL of its own keeps its own.
+#[tokio::test]
+async fn a_memory_layer_without_a_default_ttl_expires_with_the_layer_below() {
+    let ttl = |secs| {
+        Arc::new(
+            MemoryBackend::new(MemoryConfig {
+                default_ttl: Some(Duration::from_secs(secs)),
+                ..MemoryConfig::default()
+            })
+            .unwrap(),
+        )
+    };
+    let (l1, middle, l3) = (mem(10), mem(10), ttl(3_600));
+    let stack = stack(&[l1.clone(), middle.clone(), l3.clone()]);
+    stack.set("k", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+    let below = l3.get("k").await.unwrap().unwrap().expires;
+    assert!(below.is_some_and(|d| d.remaining() > Duration::from_secs(1_800)), "{below:?}");
+    for layer in [&l1, &middle] {
+        assert_eq!(layer.get("k").await.unwrap().unwrap().expires, below, "the deadline of the layer below");
+    }
+    stack.set("n", Value::new(1u8), cachestack::Expiry::Never).await.unwrap();
+    for layer in [&l1, &middle, &l3] {
+        assert_eq!(layer.get("n").await.unwrap().unwrap().expires, None);
+    }
+
+    let (short, l2) = (ttl(60), ttl(3_600));
+    let stack = self::stack(&[short.clone(), l2.clone()]);
+    stack.set("k", Value::new(1u8), cachestack::Expiry::Default).await.unwrap();
+    let own = short.get("k").await.unwrap().unwrap().ttl().unwrap();
+    assert!(own <= Duration::from_secs(60), "L1 keeps its own shorter TTL: {own:?}");
+}
+
 #[tokio::test]
 async fn an_entry_without_expiry_is_backfilled_without_expiry() {
     let l1 = mem(10);

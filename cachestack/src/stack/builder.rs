@@ -246,13 +246,26 @@ impl TieredCacheBuilder {
             (WriteStrategy::WriteBack(_), None) => Some(BreakerConfig::default()),
             (_, breaker) => breaker,
         };
+        // A memory layer without a default TTL of its own keeps a default-expiry write as long as
+        // the nearest layer below it that has one: it never outlives the copy below.
+        let inherited: Vec<Option<Duration>> = (0..self.layers.len())
+            .map(|i| {
+                let own = &self.layers[i];
+                if own.as_memory().is_none() || own.default_ttl().is_some() {
+                    return None;
+                }
+                self.layers[i + 1..].iter().find_map(|below| below.default_ttl())
+            })
+            .collect();
         let layers = self
             .layers
             .into_iter()
+            .zip(inherited)
             .enumerate()
-            .map(|(index, backend)| {
+            .map(|(index, (backend, inherited_ttl))| {
                 Arc::new(Layer {
                     index,
+                    inherited_ttl,
                     breaker: match breaker {
                         Some(config) if backend.as_local().is_none() => Some(Circuit::new(backend.name(), config)),
                         _ => None,

@@ -27,17 +27,26 @@ impl Stamp {
     }
 
     /// The deadline of this write in `layer` (its default TTL counted from the write).
-    pub(super) fn deadline_for(&self, layer: &dyn Backend) -> Option<Deadline> {
+    pub(super) fn deadline_for(&self, layer: &Layer) -> Option<Deadline> {
         self.expiry.resolve_from(self.written, layer.default_ttl())
     }
 
     /// What a write to `layer` carries: the deadline fixed at write time, or, for a layer that
-    /// declares no default TTL, `Default` as the caller wrote it (such a layer, a nested stack or a
+    /// has no default TTL, `Default` as the caller wrote it (such a layer, a nested stack or a
     /// store of its own, may still have a default of its own: "no expiry" is not ours to decide).
-    pub(super) fn for_layer(&self, layer: &dyn Backend) -> Expiry {
-        match (self.expiry, layer.default_ttl()) {
+    pub(super) fn for_layer(&self, layer: &Layer) -> Expiry {
+        self.resolved(layer.default_ttl())
+    }
+
+    /// [`Stamp::for_layer`] for a store called directly (the lowest layer: nothing below it).
+    pub(super) fn for_backend(&self, backend: &dyn Backend) -> Expiry {
+        self.resolved(backend.default_ttl())
+    }
+
+    fn resolved(&self, default_ttl: Option<Duration>) -> Expiry {
+        match (self.expiry, default_ttl) {
             (Expiry::Default, None) => Expiry::Default,
-            _ => Expiry::from(self.deadline_for(layer)),
+            _ => Expiry::from(self.expiry.resolve_from(self.written, default_ttl)),
         }
     }
 }
@@ -59,9 +68,18 @@ pub(super) struct Layer {
     pub(super) breaker: Option<Circuit>,
     /// Deletes and clears the layer missed, replayed before the stack's next call to it.
     pub(super) tombstones: Tombstones,
+    /// For a memory layer without a default TTL: the default TTL of the nearest layer below that
+    /// has one (see [`Layer::default_ttl`]).
+    pub(super) inherited_ttl: Option<Duration>,
 }
 
 impl Layer {
+    /// The default TTL a write with `Expiry::Default` gets here: the layer's own, else (for a
+    /// memory layer) the nearest lower layer's, so an L1 copy never outlives the copy below it.
+    pub(super) fn default_ttl(&self) -> Option<Duration> {
+        self.backend.default_ttl().or(self.inherited_ttl)
+    }
+
     #[inline]
     pub(super) fn local(&self) -> Option<&dyn LocalBackend> {
         self.backend.as_local()
@@ -164,7 +182,7 @@ impl Layer {
 
     /// Writes `key`, within `limit` if one is given (see [`Layer::call_within`]).
     pub(super) async fn write(&self, key: &str, value: &Value, stamp: &Stamp, limit: Option<Duration>) -> Call<()> {
-        let expiry = stamp.for_layer(&*self.backend);
+        let expiry = stamp.for_layer(self);
         if let Some(local) = self.local() {
             local.set_value(key, value.clone(), expiry);
             self.counters.record_write();
@@ -183,7 +201,7 @@ impl Layer {
     }
 
     pub(super) async fn write_many(&self, entries: &[(&str, Value)], stamp: &Stamp) -> Call<()> {
-        let expiry = stamp.for_layer(&*self.backend);
+        let expiry = stamp.for_layer(self);
         if let Some(local) = self.local() {
             for (key, value) in entries {
                 local.set_value(key, value.clone(), expiry);

@@ -430,20 +430,20 @@ impl Backend for TieredCache {
         let _announce = self.shared.announce(|| Change::Keys(vec![key.to_owned()]));
         let stamp = layer::Stamp::now(expiry);
         self.shared
-            .on_lowest("set_if_absent", key, |b| async move { b.set_if_absent(key, value, stamp.for_layer(b)).await })
+            .on_lowest("set_if_absent", key, |b| async move { b.set_if_absent(key, value, stamp.for_backend(b)).await })
             .await
     }
 
     async fn incr(&self, key: &str, delta: i64, expiry: Expiry) -> Result<i64> {
         let _announce = self.shared.announce(|| Change::Keys(vec![key.to_owned()]));
         let stamp = layer::Stamp::now(expiry);
-        self.shared.on_lowest("incr", key, |b| async move { b.incr(key, delta, stamp.for_layer(b)).await }).await
+        self.shared.on_lowest("incr", key, |b| async move { b.incr(key, delta, stamp.for_backend(b)).await }).await
     }
 
     async fn expire(&self, key: &str, expiry: Expiry) -> Result<bool> {
         let _announce = self.shared.announce(|| Change::Keys(vec![key.to_owned()]));
         let stamp = layer::Stamp::now(expiry);
-        self.shared.on_lowest("expire", key, |b| async move { b.expire(key, stamp.for_layer(b)).await }).await
+        self.shared.on_lowest("expire", key, |b| async move { b.expire(key, stamp.for_backend(b)).await }).await
     }
 
     async fn keys_matching(&self, pattern: &KeyPattern, batch: usize, visit: &mut KeyVisitor<'_>) -> Result<()> {

@@ -64,7 +64,7 @@ impl Shared {
     /// `exists`, which is not a read and is not counted as a hit or a miss.
     pub(super) fn answer_from_queue(&self, value: Value, stamp: Stamp, lookup: bool) -> Option<Entry> {
         // The queue holds what the layers below L1 will hold: their deadline.
-        let expires = self.layers.get(1).and_then(|below| stamp.deadline_for(&*below.backend));
+        let expires = self.layers.get(1).and_then(|below| stamp.deadline_for(below));
         let live = !expires.is_some_and(Deadline::has_passed);
         if lookup {
             // An expired newest value is a miss: what the lower layers hold is older.
@@ -100,7 +100,7 @@ impl Shared {
                     return;
                 }
                 let Some(stamp) = ttl_left() else { return };
-                local.set_value(key, entry.value.clone(), stamp.for_layer(&*layer.backend));
+                local.set_value(key, entry.value.clone(), stamp.for_layer(layer));
                 drop(state);
                 layer.backfills.fetch_add(1, Relaxed);
             } else if !verified && layer.backend.signing() != Signing::Unsigned {
@@ -115,7 +115,7 @@ impl Shared {
                     return;
                 }
                 let Some(stamp) = ttl_left() else { return };
-                let expiry = stamp.for_layer(&*layer.backend);
+                let expiry = stamp.for_layer(layer);
                 if let Call::Done(()) = layer.call("backfill", key, |b| b.set(key, entry.value.clone(), expiry)).await {
                     layer.backfills.fetch_add(1, Relaxed);
                 }

@@ -180,7 +180,7 @@ impl Shared {
         let l1 = &self.layers[0];
         self.stripe(key).begin_queued(key, seq, value.clone(), ttl, || {
             if let Some(local) = l1.local() {
-                local.set_value(key, value.clone(), ttl.for_layer(&*l1.backend));
+                local.set_value(key, value.clone(), ttl.for_layer(l1));
                 l1.counters.record_write();
             }
         })
@@ -284,10 +284,8 @@ impl Shared {
         let (mut expired, mut failed) = (false, false);
         for layer in &self.layers[1..] {
             // The deadline fixed when the caller wrote; the time spent queued is not given back.
-            let about_to_expire = write
-                .stamp
-                .deadline_for(&*layer.backend)
-                .is_some_and(|deadline| deadline.remaining() < self.min_backfill_ttl);
+            let about_to_expire =
+                write.stamp.deadline_for(layer).is_some_and(|deadline| deadline.remaining() < self.min_backfill_ttl);
             let done = if about_to_expire {
                 // Expired while queued: what this layer holds is older; remove it.
                 expired = true;
