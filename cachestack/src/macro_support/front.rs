@@ -173,8 +173,7 @@ fn push_text(buf: &mut FastKeyBuf, text: &str) {
 /// A function's typed operations on its partition of a memory cache, for one return type.
 pub(super) struct FrontOps<R> {
     /// The partition of the function whose state lives at the given address (whose results
-    /// expire: `true`), when the cache is
-    /// a memory cache.
+    /// expire: `true`), when the cache is a memory cache.
     pub(super) partition: fn(&Cache, usize, bool) -> Option<FrontHandle>,
     /// A hit: the value for the encoded arguments, cloned into the return type.
     pub(super) get: fn(&FrontHandle, &[u8]) -> Option<R>,

@@ -49,12 +49,7 @@ pub struct FnStats {
 impl FnStats {
     /// hits / (hits + misses), 0 when there were no lookups.
     pub fn hit_ratio(&self) -> f64 {
-        let total = self.hits + self.misses;
-        if total == 0 {
-            0.0
-        } else {
-            self.hits as f64 / total as f64
-        }
+        crate::store::hit_ratio(self.hits, self.misses)
     }
 }
 

@@ -58,6 +58,7 @@ pub(crate) use settings::settings_setters;
     feature = "object-store"
 ))]
 pub use settings::{ServerTimeouts, StoreSettings};
+pub(crate) use stats::hit_ratio;
 pub use stats::{BackendStats, Counters};
 
 use crate::url::Scheme;

@@ -47,12 +47,7 @@ pub struct BackendStats {
 impl BackendStats {
     /// hits / (hits + misses), 0 when there were no lookups.
     pub fn hit_ratio(&self) -> f64 {
-        let total = self.hits + self.misses;
-        if total == 0 {
-            0.0
-        } else {
-            self.hits as f64 / total as f64
-        }
+        hit_ratio(self.hits, self.misses)
     }
 
     /// Adds a detail (builder style).
@@ -166,5 +161,13 @@ impl Counters {
             evictions: self.evictions.load(Relaxed),
             ..BackendStats::default()
         }
+    }
+}
+
+/// hits / (hits + misses), 0 when there were no lookups (a cache's and a function's stats).
+pub(crate) fn hit_ratio(hits: u64, misses: u64) -> f64 {
+    match hits.saturating_add(misses) {
+        0 => 0.0,
+        total => hits as f64 / total as f64,
     }
 }
